@@ -1,0 +1,190 @@
+"""Pieces every training stage shares: seeding, device and autocast, AdamW with two learning rates,
+warmup schedule, length-sorted batching and pickle-free resumable checkpoints.
+
+Determinism: all randomness of an epoch derives from `epoch_seed(seed, epoch)`, so a run resumed from the
+checkpoint written after epoch k replays epoch k+1 exactly as an uninterrupted run would (on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .atomic import atomic_dir
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch: fixed per (seed, epoch), different across epochs (fresh tasks and masks)."""
+    return seed * 1_000_003 + epoch
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def autocast_context(device: torch.device, precision: str = "auto"):
+    """bf16 autocast on GPUs that support it, else fp16; fp32 (no autocast) on CPU or when asked."""
+    if device.type != "cuda" or precision == "fp32":
+        return nullcontext()
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def needs_grad_scaler(device: torch.device, precision: str = "auto") -> bool:
+    if device.type != "cuda" or precision == "fp32":
+        return False
+    return precision == "fp16" or (precision == "auto" and not torch.cuda.is_bf16_supported())
+
+
+def build_optimizer(
+    model: torch.nn.Module,
+    encoder_prefix: str,
+    lr_encoder: float,
+    lr_new: float,
+    weight_decay: float = 0.01,
+) -> torch.optim.AdamW:
+    """AdamW with the paper's two learning rates: parameters whose name starts with `encoder_prefix`
+    (the pre-trained encoder) get `lr_encoder`, all others (new layers) get `lr_new`. Bias and LayerNorm /
+    BatchNorm weights get no weight decay, as is standard for BERT."""
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        is_encoder = name.startswith(encoder_prefix)
+        no_decay = param.ndim < 2  # biases and norm weights
+        groups.setdefault((is_encoder, no_decay), []).append(param)
+    param_groups = [
+        {
+            "params": params,
+            "lr": lr_encoder if is_encoder else lr_new,
+            "weight_decay": 0.0 if no_decay else weight_decay,
+        }
+        for (is_encoder, no_decay), params in sorted(groups.items())
+    ]
+    return torch.optim.AdamW(param_groups)
+
+
+def build_scheduler(optimizer, total_steps: int, warmup_fraction: float):
+    """Linear warmup over `warmup_fraction` of all steps, then linear decay (transformers' scheduler).
+    The fraction is turned into a step count here (the authors passed 0.05 as a step count: no warmup)."""
+    from transformers import get_linear_schedule_with_warmup
+
+    warmup_steps = int(round(warmup_fraction * total_steps))
+    return get_linear_schedule_with_warmup(optimizer, warmup_steps, max(total_steps, 1))
+
+
+def length_sorted_batches(
+    lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False
+) -> list[np.ndarray]:
+    """Batches of indices with similar lengths, so dynamic padding pads little.
+
+    Training (`shuffle=True`): shuffle, cut into chunks of 50 batches, sort each chunk by length, batch,
+    then shuffle the batch order; randomness stays, padding mostly goes. Evaluation: one global sort."""
+    lengths = np.asarray(lengths)
+    n = len(lengths)
+    if n == 0:
+        return []
+    if not shuffle:
+        order = np.argsort(-lengths, kind="stable")
+        batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    else:
+        rng = np.random.default_rng(seed)
+        perm = rng.permutation(n)
+        chunk = batch_size * 50
+        batches = []
+        for start in range(0, n, chunk):
+            part = perm[start : start + chunk]
+            part = part[np.argsort(-lengths[part], kind="stable")]
+            batches.extend(part[i : i + batch_size] for i in range(0, len(part), batch_size))
+        if drop_last and len(batches) > 1:
+            batches = [b for b in batches if len(b) == batch_size] or batches
+        order = rng.permutation(len(batches))
+        batches = [batches[i] for i in order]
+    return batches
+
+
+def pad_batch(sequences: Iterable[Sequence[int]], pad_id: int, labels: bool = False) -> torch.Tensor:
+    """Right-pad a list of id lists to the longest one in the batch (dynamic padding)."""
+    sequences = list(sequences)
+    width = max((len(s) for s in sequences), default=0)
+    fill = -100 if labels else pad_id
+    out = torch.full((len(sequences), width), fill, dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        if len(seq):
+            out[i, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+    return out
+
+
+# ---------------------------------------------------------------- checkpoints (safetensors + JSON, no pickle)
+
+def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors: dict[str, torch.Tensor] = {}
+    meta: dict = {"param_groups": state["param_groups"], "state": {}}
+    for pid, pstate in state["state"].items():
+        meta["state"][str(pid)] = {}
+        for key, value in pstate.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{key}"] = value.detach().cpu().contiguous()
+                meta["state"][str(pid)][key] = "__tensor__"
+            else:
+                meta["state"][str(pid)][key] = value
+    return tensors, meta
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state = {}
+    for pid, pstate in meta["state"].items():
+        state[int(pid)] = {
+            key: tensors[f"{pid}.{key}"] if value == "__tensor__" else value for key, value in pstate.items()
+        }
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(directory: str | Path, model, optimizer, scheduler, progress: dict) -> None:
+    """Write model, optimizer, scheduler and a JSON `progress` dict (epoch, best score, log rows...).
+    The folder is replaced atomically, so a kill during the write leaves the previous checkpoint intact."""
+    with atomic_dir(directory) as tmp:
+        model_state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(model_state, str(tmp / "model.safetensors"))
+        opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
+        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        meta = {"optimizer": opt_meta, "scheduler": scheduler.state_dict(), "progress": progress}
+        (tmp / "state.json").write_text(json.dumps(meta, default=float))
+
+
+def load_checkpoint(directory: str | Path, model, optimizer, scheduler, device: torch.device) -> dict | None:
+    """Restore a checkpoint written by `save_checkpoint`; returns its progress dict, or None if absent."""
+    directory = Path(directory)
+    if not (directory / "state.json").exists():
+        return None
+    meta = json.loads((directory / "state.json").read_text())
+    model.load_state_dict(load_file(str(directory / "model.safetensors"), device=str(device)))
+    opt_tensors = load_file(str(directory / "optimizer.safetensors"), device=str(device))
+    optimizer.load_state_dict(_unflatten_optimizer(opt_tensors, meta["optimizer"]))
+    scheduler.load_state_dict(meta["scheduler"])
+    return meta["progress"]
+
+
+def torch_threads(threads: int | None) -> None:
+    """Use exactly the threads Snakemake granted the job (no oversubscription on small machines)."""
+    if threads:
+        torch.set_num_threads(int(threads))
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
