@@ -1,0 +1,22 @@
+# LP-BERT reproduction pipeline. `all` is the default target:
+#   snakemake all --cores 8 --resources gpu=1        (target first: --resources swallows what follows it)
+#   snakemake --cores 8 --resources gpu=1            (no target: builds `all`)
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+report: "report/workflow.rst"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets(),

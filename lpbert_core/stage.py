@@ -1,0 +1,31 @@
+"""How a Snakemake script runs a stage: log to the rule's log file and stderr, and turn bad input into
+one readable line (file:line: message) instead of a traceback."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Callable
+
+from .errors import InputError
+
+
+def setup_logging(log_path: str | Path | None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True
+    )
+
+
+def run_stage(log_path: str | Path | None, fn: Callable[[], object]) -> None:
+    setup_logging(log_path)
+    try:
+        fn()
+    except InputError as exc:
+        logging.getLogger("lpbert").error("%s", exc)
+        sys.stderr.write(f"\nERROR: {exc}\n")
+        raise SystemExit(1) from None

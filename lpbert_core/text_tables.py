@@ -1,0 +1,125 @@
+"""join_text: raw graph files -> entity, relation and triple tables with the text the paper's protocol uses."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import InputError
+from .kg_files import SPLIT_FILES, detect_layout, read_id_text, read_ids, read_triples, readable_id
+
+log = logging.getLogger(__name__)
+
+TEXT_FORMATS = ("name", "comma", "dash")
+
+
+@dataclass
+class TextSettings:
+    entity_text: str | None = "entity2text.txt"  # file in the raw folder; None or absent file -> readable ids
+    text_format: str = "name"  # how a line splits into name and description
+    relation_text: str | None = "relation2text.txt"
+    inverse_prefix: str = "reversed "
+
+
+def split_name_description(text: str, text_format: str) -> tuple[str, str]:
+    """`name`: all of it is the name. `comma`: WN18RR's `lemma, gloss`. `dash`: StAR's `Name -- description`."""
+    if text_format == "name":
+        return text.strip(), ""
+    sep = "," if text_format == "comma" else " -- "
+    name, _, desc = text.partition(sep)
+    return name.strip(), desc.strip()
+
+
+def _optional_text(folder: Path, filename: str | None, kind: str) -> tuple[dict[str, str], Path | None]:
+    if not filename:
+        return {}, None
+    path = folder / filename
+    if not path.is_file():
+        log.warning("%s: no %s text file %s; ids will be used as text", folder, kind, filename)
+        return {}, None
+    return read_id_text(path), path
+
+
+def build_text_tables(raw_dir: str | Path, settings: TextSettings) -> dict[str, pd.DataFrame]:
+    """Return {'entities', 'relations', 'triples'} frames as described in docs/CONTRACTS.md."""
+    raw_dir = Path(raw_dir)
+    if settings.text_format not in TEXT_FORMATS:
+        raise ValueError(f"text_format must be one of {TEXT_FORMATS}, got {settings.text_format!r}")
+    layout = detect_layout(raw_dir)
+
+    entity_list = read_ids(raw_dir / "entities.txt") if (raw_dir / "entities.txt").is_file() else None
+    relation_list = read_ids(raw_dir / "relations.txt") if (raw_dir / "relations.txt").is_file() else None
+    known_entities = set(entity_list) if entity_list is not None else None
+    known_relations = set(relation_list) if relation_list is not None else None
+
+    rows = []
+    seen_entities: dict[str, None] = {}
+    seen_relations: dict[str, None] = {}
+    for split, filename in SPLIT_FILES[layout].items():
+        path = raw_dir / filename
+        for head, rel, tail, line in read_triples(path):
+            for ident in (head, tail):
+                if known_entities is not None and ident not in known_entities:
+                    raise InputError(path, f"unknown entity id {ident!r} (not in entities.txt)", line)
+                seen_entities.setdefault(ident)
+            if known_relations is not None and rel not in known_relations:
+                raise InputError(path, f"unknown relation id {rel!r} (not in relations.txt)", line)
+            seen_relations.setdefault(rel)
+            rows.append((split, head, rel, tail))
+
+    entity_ids = entity_list if entity_list is not None else list(seen_entities)
+    relation_ids = relation_list if relation_list is not None else list(seen_relations)
+
+    ent_text, ent_path = _optional_text(raw_dir, settings.entity_text, "entity")
+    rel_text, rel_path = _optional_text(raw_dir, settings.relation_text, "relation")
+
+    entities = _entity_frame(entity_ids, ent_text, settings.text_format, ent_path)
+    relations = _relation_frame(relation_ids, rel_text, settings.inverse_prefix, rel_path)
+
+    forward = pd.DataFrame(rows, columns=["split", "head", "relation", "tail"])
+    forward["inverse"] = False
+    backward = forward.rename(columns={"head": "tail", "tail": "head"})[forward.columns].copy()
+    backward["inverse"] = True
+    triples = pd.concat([forward, backward], ignore_index=True)
+    return {"entities": entities, "relations": relations, "triples": triples}
+
+
+def _entity_frame(ids: list[str], texts: dict[str, str], text_format: str, source: Path | None) -> pd.DataFrame:
+    names, descs, missing = [], [], 0
+    for ident in ids:
+        raw = texts.get(ident)
+        if not raw:
+            missing += 1
+            name, desc = readable_id(ident), ""
+        else:
+            name, desc = split_name_description(raw, text_format)
+            name = name or readable_id(ident)
+        names.append(name)
+        descs.append(desc)
+    if missing:
+        log.warning(
+            "%d of %d entities have no text%s; their ids were made readable instead",
+            missing, len(ids), f" in {source}" if source else "",
+        )
+    frame = pd.DataFrame({"id": ids, "name": names, "description": descs})
+    frame["text"] = [f"{n}, {d}" if d else n for n, d in zip(names, descs)]
+    return frame
+
+
+def _relation_frame(ids: list[str], texts: dict[str, str], prefix: str, source: Path | None) -> pd.DataFrame:
+    out, missing = [], 0
+    for ident in ids:
+        text = texts.get(ident)
+        if not text:
+            missing += 1
+            text = readable_id(ident)
+        out.append(text)
+    if missing:
+        log.warning(
+            "%d of %d relations have no text%s; their ids were made readable instead",
+            missing, len(ids), f" in {source}" if source else "",
+        )
+    return pd.DataFrame({"id": ids, "text": out, "inverse_text": [prefix + t for t in out]})

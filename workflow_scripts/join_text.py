@@ -1,0 +1,6 @@
+"""Snakemake adapter for rule `join_text`."""
+from lpbert_core.data_stages import run_join_text
+from lpbert_core.stage import run_stage
+
+sm = snakemake  # noqa: F821
+run_stage(sm.log[0], lambda: run_join_text(sm.input[0], dict(sm.params.settings), dict(sm.output.items())))
