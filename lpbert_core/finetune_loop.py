@@ -1,0 +1,264 @@
+"""LP-BERT knowledge fine-tuning loop: siamese encoder, n x n in-batch negatives (or one sampled negative per
+positive, "BatchSample = N"), focal + distance loss, AdamW with two learning rates and warmup, autocast on GPU,
+early stopping on dev Hits@10 from the fast scorer, resumable from a checkpoint kept outside the rule's outputs.
+
+Determinism (CPU): every epoch's batch order, dropout and negative draws derive from `epoch_seed(seed, epoch)`;
+a checkpoint written mid-epoch stores the torch and numpy RNG states and the position in the epoch, so a killed run
+resumes to the same result as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .atomic import atomic_dir, atomic_path
+from .finetune_data import (SequenceBuilder, collate_pairs, label_matrix, sample_negative_tails,
+                            train_known_answers, training_triples)
+from .finetune_loss import LossConfig, batch_loss, pair_loss
+from .kg import TokenizedKG
+from .scoring import evaluate_split
+from .siamese import SiameseModel, pair_cosine, pair_distance, save_run_model
+from .training import (autocast_context, build_optimizer, build_scheduler, epoch_seed, length_sorted_batches,
+                       load_checkpoint, needs_grad_scaler, save_checkpoint, set_seed)
+
+DEFAULTS = {
+    "pooling": "mean",
+    "max_length": 128,
+    "batch_size": 64,
+    "epochs": 7,
+    "lr_encoder": 5e-5,
+    "lr_new": 1e-3,
+    "weight_decay": 0.01,
+    "warmup_fraction": 0.05,
+    "early_stop_patience": 1,
+    "inverse_augmentation": True,
+    "in_batch_negatives": True,
+    "train_subsample": None,
+    "dev_subsample": None,
+    "eval_batch_size": 256,
+    "score_chunk_size": 1024,
+    "precision": "auto",
+    "max_grad_norm": None,
+    "checkpoint_every_steps": 0,
+    "seed": 42,
+}
+
+
+def _cfg(cfg: dict) -> dict:
+    out = dict(DEFAULTS)
+    out.update({k: v for k, v in cfg.items() if v is not None or k in ("train_subsample", "dev_subsample")})
+    return out
+
+
+def _device_batch(batch: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def training_step(model: SiameseModel, builder: SequenceBuilder, batch_rows: np.ndarray, known, loss_cfg: LossConfig,
+                  device, precision: str, in_batch: bool, rng: np.random.Generator | None = None) -> dict:
+    """Forward pass + loss of one batch (no backward). In-batch: 2n encodings, n x n scores. Sampled mode:
+    3n encodings (queries, positive tails, one sampled negative tail each), 2n scored pairs."""
+    kg = builder.kg
+    pad = kg.special.pad
+    queries = collate_pairs([builder.query(int(h), int(r)) for h, r, _ in batch_rows], pad)
+    tails = batch_rows[:, 2]
+    if not in_batch:
+        negs = sample_negative_tails(batch_rows, known, kg.num_entities, rng)
+        cand_entities = np.concatenate([tails, negs])
+    else:
+        cand_entities = tails
+    cands = collate_pairs([(s, [0] * len(s)) for s in (builder.candidate(int(e)) for e in cand_entities)], pad)
+    with autocast_context(device, precision):
+        qv = model.encode(**_device_batch(queries, device))
+        cv = model.encode(**_device_batch(cands, device))
+    qv, cv = qv.float(), cv.float()
+    if in_batch:
+        labels = label_matrix(batch_rows, known).to(device)
+        return batch_loss(qv, cv, labels, loss_cfg, model.prob_scale, model.prob_bias)
+    n = len(batch_rows)
+    q2 = torch.cat([qv, qv])
+    neg_known = known.contains(batch_rows[:, 0], batch_rows[:, 1], negs)
+    labels = torch.from_numpy(np.concatenate([np.ones(n), neg_known.astype(np.float64)])).float().to(device)
+    cos, dist = pair_cosine(q2, cv), pair_distance(q2, cv)
+    if loss_cfg.loss == "infonce":
+        logits = torch.stack([cos[:n], cos[n:]], 1) / loss_cfg.infonce_temperature
+        loss = torch.nn.functional.cross_entropy(logits, torch.zeros(n, dtype=torch.long, device=device))
+        zero = loss.new_zeros(())
+        return {"loss": loss, "focal": zero, "distance": zero}
+    return pair_loss(cos, dist, labels, loss_cfg, model.prob_scale, model.prob_bias)
+
+
+def _rng_to_json(rng: np.random.Generator) -> dict:
+    return rng.bit_generator.state
+
+
+def _torch_rng_state() -> dict:
+    state = {"cpu": torch.get_rng_state().tolist()}
+    if torch.cuda.is_available():
+        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def _set_torch_rng_state(state: dict) -> None:
+    torch.set_rng_state(torch.tensor(state["cpu"], dtype=torch.uint8))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
+
+
+def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Path, log_csv: str | Path,
+             checkpoint_dir: str | Path, device: torch.device, run_info: dict | None = None,
+             log: Callable[[str], None] = print, stop_after_steps: int | None = None) -> dict:
+    """Fine-tune `encoder` (a transformers model, already loaded) and write the best model (by dev Hits@10)
+    to `model_dir` and the per-epoch log to `log_csv`. `stop_after_steps` simulates a kill (tests)."""
+    cfg = _cfg(cfg)
+    loss_cfg = LossConfig.from_dict(cfg)
+    seed = int(cfg["seed"])
+    set_seed(seed)
+    checkpoint_dir = Path(checkpoint_dir)
+    in_batch = bool(cfg["in_batch_negatives"])
+    precision = cfg["precision"]
+    max_len = int(cfg["max_length"])
+    builder = SequenceBuilder(kg, max_len, max_len)
+
+    init_scale = 1.0 / loss_cfg.temperature
+    model = SiameseModel(encoder, cfg["pooling"], init_scale, -loss_cfg.shift * init_scale).to(device)
+    rows = training_triples(kg, cfg["inverse_augmentation"], cfg["train_subsample"], seed)
+    known = train_known_answers(kg, cfg["inverse_augmentation"])
+    q_lengths = [builder.query_length(int(h), int(r)) for h, r, _ in rows]
+    bs = int(cfg["batch_size"])
+    steps_per_epoch = len(length_sorted_batches(q_lengths, bs, shuffle=True, seed=0))
+    epochs = int(cfg["epochs"])
+    total_steps = steps_per_epoch * epochs
+    optimizer = build_optimizer(model, "encoder.", float(cfg["lr_encoder"]), float(cfg["lr_new"]),
+                                float(cfg["weight_decay"]))
+    scheduler = build_scheduler(optimizer, total_steps, float(cfg["warmup_fraction"]))
+    scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device, precision) else None
+
+    progress = load_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler, device)
+    if progress is None:
+        progress = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_hits10": -1.0, "best_epoch": -1,
+                    "bad_epochs": 0, "log": [], "stopped": False, "epoch_loss": [0.0, 0.0, 0.0, 0]}
+        log(f"fine-tuning from scratch: {len(rows)} training rows, {steps_per_epoch} steps/epoch, {epochs} epochs")
+    else:
+        log(f"resumed from {checkpoint_dir / 'last'} at epoch {progress['epoch']} step {progress['step_in_epoch']}")
+    log(f"truncation at max_length={max_len}: {json.dumps(builder.truncation_report())}")
+
+    def save_last(extra_rng=None):
+        save_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler, progress)
+
+    steps_this_call = 0
+    while progress["epoch"] < epochs and not progress["stopped"]:
+        epoch = progress["epoch"]
+        es = epoch_seed(seed, epoch)
+        batches = length_sorted_batches(q_lengths, bs, shuffle=True, seed=es)
+        if progress["step_in_epoch"] == 0:
+            torch.manual_seed(es)
+            rng = np.random.default_rng(es)
+            progress["epoch_loss"] = [0.0, 0.0, 0.0, 0]
+            progress["epoch_start"] = time.time()
+        else:
+            _set_torch_rng_state(progress["torch_rng"])
+            rng = np.random.default_rng()
+            rng.bit_generator.state = progress["numpy_rng"]
+        model.train()
+        t_epoch = time.perf_counter()
+        for b in range(progress["step_in_epoch"], len(batches)):
+            out = training_step(model, builder, rows[batches[b]], known, loss_cfg, device, precision, in_batch, rng)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(out["loss"]).backward()
+                scaler.unscale_(optimizer)
+            else:
+                out["loss"].backward()
+            if cfg["max_grad_norm"]:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg["max_grad_norm"]))
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            scheduler.step()
+            el = progress["epoch_loss"]
+            el[0] += float(out["loss"].detach())
+            el[1] += float(out["focal"].detach())
+            el[2] += float(out["distance"].detach())
+            el[3] += 1
+            progress["step_in_epoch"] = b + 1
+            progress["global_step"] += 1
+            steps_this_call += 1
+            every = int(cfg["checkpoint_every_steps"] or 0)
+            killed = stop_after_steps is not None and steps_this_call >= stop_after_steps
+            if (every and progress["global_step"] % every == 0) or killed:
+                progress["torch_rng"] = _torch_rng_state()
+                progress["numpy_rng"] = _rng_to_json(rng)
+                save_last()
+            if killed:
+                log(f"stopping after {steps_this_call} steps (simulated kill)")
+                return {"killed": True, "progress": progress}
+        train_seconds = time.perf_counter() - t_epoch
+
+        # ---- fast dev scorer: filtered Hits@10 on dev (filter: train + dev; test never influences selection)
+        t_dev = time.perf_counter()
+        _, dev_metrics, _ = evaluate_split(
+            model, kg, builder, "dev", device, filter_splits=("train", "dev"), subsample=cfg["dev_subsample"],
+            seed=seed, batch_size=int(cfg["eval_batch_size"]), chunk_size=int(cfg["score_chunk_size"]),
+            precision=precision)
+        dev_seconds = time.perf_counter() - t_dev
+        both = dev_metrics.get("both", {})
+        hits10 = float(both.get("hits@10") or 0.0)
+        el = progress["epoch_loss"]
+        k = max(el[3], 1)
+        row = {"epoch": epoch + 1, "steps": el[3], "loss": el[0] / k, "focal": el[1] / k, "distance": el[2] / k,
+               "dev_mrr": both.get("mrr"), "dev_mr": both.get("mr"), "dev_hits@1": both.get("hits@1"),
+               "dev_hits@10": hits10, "lr_encoder": scheduler.get_last_lr()[-1],
+               "prob_scale": float(model.prob_scale.detach()), "prob_bias": float(model.prob_bias.detach()),
+               "train_seconds": round(train_seconds, 3), "dev_seconds": round(dev_seconds, 3)}
+        progress["log"].append(row)
+        log(" ".join(f"{k_}={v:.4g}" if isinstance(v, float) else f"{k_}={v}" for k_, v in row.items()))
+        if hits10 > progress["best_hits10"]:
+            progress["best_hits10"], progress["best_epoch"], progress["bad_epochs"] = hits10, epoch + 1, 0
+            with atomic_dir(checkpoint_dir / "best") as tmp:
+                save_file({k_: v.detach().cpu().contiguous() for k_, v in model.state_dict().items()},
+                          str(tmp / "model.safetensors"))
+        else:
+            progress["bad_epochs"] += 1
+            if progress["bad_epochs"] >= int(cfg["early_stop_patience"]):
+                progress["stopped"] = True
+                log(f"early stop: dev Hits@10 did not improve for {progress['bad_epochs']} epoch(s)")
+        progress["epoch"] = epoch + 1
+        progress["step_in_epoch"] = 0
+        progress.pop("torch_rng", None)
+        progress.pop("numpy_rng", None)
+        save_last()
+
+    # ---- the best model by dev Hits@10 becomes the run's model
+    model.load_state_dict(load_file(str(checkpoint_dir / "best" / "model.safetensors"), device=str(device)))
+    info = dict(run_info or {})
+    info.update({"max_length": max_len, "scorer": "cosine", "loss": loss_cfg.__dict__,
+                 "inverse_augmentation": bool(cfg["inverse_augmentation"]), "in_batch_negatives": in_batch,
+                 "best_epoch": progress["best_epoch"], "best_dev_hits@10": progress["best_hits10"],
+                 "epochs_run": progress["epoch"], "train_rows": int(len(rows)),
+                 "train_subsample": cfg["train_subsample"], "dev_subsample": cfg["dev_subsample"], "seed": seed})
+    with atomic_dir(model_dir) as tmp:
+        save_run_model(model, tokenizer, tmp, info)
+    write_log_csv(log_csv, progress["log"])
+    return {"killed": False, "progress": progress, "info": info}
+
+
+def write_log_csv(path: str | Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())

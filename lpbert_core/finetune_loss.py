@@ -1,0 +1,127 @@
+"""Fine-tuning loss (paper eqs. 10-13): focal loss on the cosine + distance loss on the L2 distance,
+per (query, candidate) pair, averaged over all pairs scored in the batch.
+
+Eq. 11 needs a probability, the cosine d1 is in [-1, 1]. `probability` picks the mapping p(cos):
+- `affine`:     p = (1 + cos) / 2                      (the plain mapping; weak: p = 0.5 at cos = 0)
+- `sigmoid`:    p = sigmoid((cos - shift) / temperature) (fixed temperature-scaled sigmoid)
+- `learnable`:  p = sigmoid(scale * cos + bias), scale/bias are new-layer parameters (LR 1e-3)
+- `raw`:        p = cos, clipped to [1e-4, 1 - 1e-4] inside the log only (the authors' code; the modulating
+                factor sees the unclipped value, so negatives are pushed to cos <= 0 and positives to cos >= 1)
+Focal term per pair (alpha_t = alpha for y = 1, 1 - alpha for y = 0, as in focal loss and the authors' code):
+    y = 1: -alpha (1 - p)^gamma log p        y = 0: -(1 - alpha) p^gamma log(1 - p)
+
+Eq. 12 `distance`:
+- `per_pair` (default): y = 1: sigmoid(d2_ij), y = 0: 1 - sigmoid(d2_ij), each pair its own distance, so the
+  term pulls positives together and pushes negatives apart (it has a gradient);
+- `batch_sum` (the literal eq. 12 and the authors' code): sigmoid(sum over the batch of d2) for every pair. With
+  thousands of pairs the sum is >> 10, sigmoid saturates to 1.0 and the gradient is exactly 0: a constant, not a
+  loss term. Kept only as a documented switch;
+- `none`: focal term only.
+
+`loss: infonce` is a named alternative (not the paper's): cross-entropy of each query row over its candidates
+at temperature tau, other known positives of the row removed from the denominator.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .siamese import cosine_matrix, distance_matrix
+
+PROBABILITIES = ("affine", "sigmoid", "learnable", "raw")
+DISTANCES = ("per_pair", "batch_sum", "none")
+LOSSES = ("focal_distance", "infonce")
+
+
+@dataclass
+class LossConfig:
+    loss: str = "focal_distance"
+    probability: str = "sigmoid"
+    temperature: float = 0.05
+    shift: float = 0.0
+    alpha: float = 0.8
+    gamma: float = 2.0
+    distance: str = "per_pair"
+    distance_weight: float = 1.0
+    infonce_temperature: float = 0.05
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"finetune.loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.probability not in PROBABILITIES:
+            raise ValueError(f"finetune.probability must be one of {PROBABILITIES}, got {self.probability!r}")
+        if self.distance not in DISTANCES:
+            raise ValueError(f"finetune.distance must be one of {DISTANCES}, got {self.distance!r}")
+
+    @classmethod
+    def from_dict(cls, cfg: dict) -> "LossConfig":
+        fields = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in cfg.items() if k in fields})
+
+
+def _log_probs(cos: torch.Tensor, cfg: LossConfig, scale=None, bias=None):
+    """(p, log p, log(1 - p)) for the chosen mapping; sigmoid-based mappings use log-sigmoid (stable)."""
+    if cfg.probability in ("sigmoid", "learnable"):
+        if cfg.probability == "sigmoid":
+            z = (cos - cfg.shift) / cfg.temperature
+        else:
+            z = scale * cos + bias
+        return torch.sigmoid(z), F.logsigmoid(z), F.logsigmoid(-z)
+    if cfg.probability == "affine":
+        p = (1.0 + cos) / 2.0
+        pc = p.clamp(1e-6, 1 - 1e-6)
+        return p, torch.log(pc), torch.log1p(-pc)
+    # raw: authors' code, clip only inside the log
+    pc = cos.clamp(1e-4, 1 - 1e-4)
+    return cos, torch.log(pc), torch.log1p(-pc)
+
+
+def focal_terms(cos: torch.Tensor, labels: torch.Tensor, cfg: LossConfig, scale=None, bias=None) -> torch.Tensor:
+    """Per-pair eq. 11 values (same shape as cos)."""
+    p, logp, log1mp = _log_probs(cos, cfg, scale, bias)
+    pos = -cfg.alpha * (1.0 - p).clamp_min(0).pow(cfg.gamma) * logp  # cos <= 1, so 1 - p >= 0 for every mapping
+    neg = -(1.0 - cfg.alpha) * p.abs().pow(cfg.gamma) * log1mp
+    return torch.where(labels > 0.5, pos, neg)
+
+
+def distance_terms(dist: torch.Tensor, labels: torch.Tensor, cfg: LossConfig) -> torch.Tensor:
+    """Per-pair eq. 12 values. `batch_sum` reproduces the literal form (one batch-wide sum, zero gradient)."""
+    if cfg.distance == "none":
+        return torch.zeros_like(dist)
+    d = dist.sum() if cfg.distance == "batch_sum" else dist
+    s = torch.sigmoid(d)
+    return torch.where(labels > 0.5, s.expand_as(dist), (1.0 - s).expand_as(dist))
+
+
+def infonce_loss(cos: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Rows are queries; positive = the diagonal; other known positives are removed from the denominator."""
+    n = cos.shape[0]
+    logits = cos / temperature
+    eye = torch.eye(n, dtype=torch.bool, device=cos.device)
+    logits = logits.masked_fill((labels > 0.5) & ~eye, -math.inf)
+    return F.cross_entropy(logits, torch.arange(n, device=cos.device))
+
+
+def pair_loss(cos: torch.Tensor, dist: torch.Tensor, labels: torch.Tensor, cfg: LossConfig,
+              scale=None, bias=None) -> dict[str, torch.Tensor]:
+    """Loss over any set of scored pairs (cos, dist, labels of the same shape): n x n in-batch matrix,
+    n positives, or positives + sampled negatives."""
+    focal = focal_terms(cos, labels, cfg, scale, bias).mean()
+    distance = distance_terms(dist, labels, cfg).mean()
+    return {"loss": focal + cfg.distance_weight * distance, "focal": focal, "distance": distance}
+
+
+def batch_loss(queries: torch.Tensor, candidates: torch.Tensor, labels: torch.Tensor, cfg: LossConfig,
+               scale=None, bias=None) -> dict[str, torch.Tensor]:
+    """The in-batch loss: n queries x n candidates, labels [n, n] (train-only known answers)."""
+    cos = cosine_matrix(queries, candidates)
+    if cfg.loss == "infonce":
+        loss = infonce_loss(cos, labels, cfg.infonce_temperature)
+        zero = loss.new_zeros(())
+        return {"loss": loss, "focal": zero, "distance": zero}
+    dist = distance_matrix(queries, candidates)
+    return pair_loss(cos, dist, labels, cfg, scale, bias)

@@ -1,0 +1,184 @@
+"""Candidate scoring: encode every entity once and every query once (length-sorted batches, dynamic padding),
+score all queries against all entities with chunked matrix products on the device, and compute filtered ranks on
+the device (lpbert_core.ranking). Never one encoder pass per (query, candidate) pair.
+
+Both directions: the tail query of (h, r, t) is (h, r, ?) with gold t; the head query is (t, r_inverse, ?) with
+gold h (inverse-relation text), filtered by the known heads of (t, r). When the run trained without inverse
+augmentation (authors' WN18RR choice) the head direction is still ranked this way, but that direction is untrained:
+metrics.json says so (`head_direction_trained: false`).
+
+Score = cosine of the pooled vectors (eq. 13's d1; every probability mapping of the loss is increasing in it, so the
+ranking is the same whichever mapping trained the model).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from .finetune_data import SequenceBuilder, collate_pairs, collate_sequences
+from .kg import TokenizedKG
+from .ranking import build_filter_index, filtered_ranks, metrics_from_ranks
+from .training import autocast_context, length_sorted_batches
+
+
+@torch.inference_mode()
+def encode_sequences(model, pairs: list[tuple[list[int], list[int]]], pad_id: int, device: torch.device,
+                     batch_size: int, precision: str = "auto") -> torch.Tensor:
+    """Encode token sequences ((ids, token types) pairs) in length-sorted batches with dynamic padding; returns
+    float32 vectors [N, d] on `device`, in input order."""
+    was_training = model.training
+    model.eval()
+    lengths = [len(p[0]) for p in pairs]
+    out = None
+    for idx in length_sorted_batches(lengths, batch_size, shuffle=False):
+        batch = collate_pairs([pairs[i] for i in idx], pad_id)
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with autocast_context(device, precision):
+            vec = model.encode(**batch).float()
+        if out is None:
+            out = torch.empty(len(pairs), vec.shape[1], device=device)
+        out[torch.as_tensor(idx, device=device)] = vec
+    model.train(was_training)
+    if out is None:
+        return torch.empty(0, 0, device=device)
+    return out
+
+
+def entity_pairs(builder: SequenceBuilder) -> list[tuple[list[int], list[int]]]:
+    return [(s, [0] * len(s)) for s in (builder.candidate(e) for e in range(builder.kg.num_entities))]
+
+
+def encode_entities(model, builder: SequenceBuilder, device, batch_size: int, precision: str = "auto"):
+    return encode_sequences(model, entity_pairs(builder), builder.kg.special.pad, device, batch_size, precision)
+
+
+def encode_queries(model, builder: SequenceBuilder, anchors, relations, device, batch_size: int,
+                   precision: str = "auto"):
+    pairs = [builder.query(int(a), int(r)) for a, r in zip(anchors, relations)]
+    return encode_sequences(model, pairs, builder.kg.special.pad, device, batch_size, precision)
+
+
+@dataclass
+class QuerySet:
+    """Queries of one split in both directions, in the order: all tail queries, then all head queries."""
+
+    query: np.ndarray  # index of the triple in the (sub-sampled) split
+    direction: np.ndarray  # "tail" / "head"
+    head: np.ndarray
+    relation: np.ndarray
+    tail: np.ndarray
+    anchor: np.ndarray  # entity in the query text
+    query_relation: np.ndarray  # relation id used in the query text (r, or r + R for inverse)
+    gold: np.ndarray
+
+    def __len__(self):
+        return len(self.gold)
+
+
+def build_queries(triples: np.ndarray, num_relations: int, directions=("tail", "head")) -> QuerySet:
+    triples = np.asarray(triples, dtype=np.int64).reshape(-1, 3)
+    n = len(triples)
+    parts = []
+    for d in directions:
+        h, r, t = triples[:, 0], triples[:, 1], triples[:, 2]
+        if d == "tail":
+            parts.append((np.arange(n), np.full(n, "tail"), h, r, t, h, r, t))
+        else:
+            parts.append((np.arange(n), np.full(n, "head"), h, r, t, t, r + num_relations, h))
+    cols = [np.concatenate(c) for c in zip(*parts)]
+    return QuerySet(*cols)
+
+
+def subsample_rows(triples: np.ndarray, size: int | None, seed: int) -> np.ndarray:
+    """A fixed seeded subset (rows kept in file order) when `size` is smaller than the split."""
+    if size is None or size >= len(triples):
+        return triples
+    rng = np.random.default_rng(seed)
+    return triples[np.sort(rng.choice(len(triples), size=size, replace=False))]
+
+
+@torch.inference_mode()
+def rank_queries(query_vecs: torch.Tensor, entity_vecs: torch.Tensor, queries: QuerySet, filter_index,
+                 chunk_size: int = 1024) -> dict[str, np.ndarray]:
+    """Chunked cosine scores [chunk, E] and filtered ranks on the device; only the ranks come back to the host."""
+    device = entity_vecs.device
+    ent = F.normalize(entity_vecs.float(), dim=-1)
+    qn = F.normalize(query_vecs.float(), dim=-1)
+    E = ent.shape[0]
+    anchor = torch.as_tensor(queries.anchor, device=device)
+    relation = torch.as_tensor(queries.relation, device=device)
+    gold = torch.as_tensor(queries.gold, device=device)
+    is_tail = torch.as_tensor(queries.direction == "tail", device=device)
+    outs = {k: [] for k in ("optimistic", "pessimistic", "realistic", "num_candidates")}
+    for start in range(0, len(queries), chunk_size):
+        sl = slice(start, start + chunk_size)
+        scores = qn[sl] @ ent.T
+        tail_rows = is_tail[sl]
+        # known answers in the query's direction: tails of (h, r) for tail queries, heads of (t, r) for head queries
+        mask = torch.zeros(scores.shape, dtype=torch.bool, device=device)
+        for direction, rows in (("tail", tail_rows), ("head", ~tail_rows)):
+            if bool(rows.any()):
+                sel = rows.nonzero().flatten()
+                mask[sel] = filter_index.mask(anchor[sl][sel], relation[sl][sel], direction, device)
+        ranks = filtered_ranks(scores, gold[sl], mask)
+        for k in outs:
+            outs[k].append(ranks[k])
+    return {k: torch.cat(v).cpu().numpy() if v else np.zeros(0) for k, v in outs.items()}
+
+
+def known_triples(kg: TokenizedKG, splits=("train", "dev", "test")) -> np.ndarray:
+    return np.concatenate([kg.triples[s] for s in splits], axis=0)
+
+
+def evaluate_split(model, kg: TokenizedKG, builder: SequenceBuilder, split: str, device, *,
+                   filter_splits=("train", "dev", "test"), subsample: int | None = None, seed: int = 0,
+                   batch_size: int = 256, chunk_size: int = 1024, precision: str = "auto",
+                   entity_vecs: torch.Tensor | None = None) -> tuple[pd.DataFrame, dict, dict]:
+    """Filtered ranks of every query of `split` (both directions) against all entities.
+
+    Returns (ranks frame, metrics, timings). Columns: query, direction, head, relation, tail (entity / relation
+    string ids), gold (entity id), optimistic, pessimistic, realistic, num_candidates."""
+    timings = {}
+    triples = subsample_rows(kg.triples[split], subsample, seed)
+    queries = build_queries(triples, kg.num_relations)
+    t0 = time.perf_counter()
+    if entity_vecs is None:
+        entity_vecs = encode_entities(model, builder, device, batch_size, precision)
+    _sync(device)
+    t1 = time.perf_counter()
+    query_vecs = encode_queries(model, builder, queries.anchor, queries.query_relation, device, batch_size,
+                                precision)
+    _sync(device)
+    t2 = time.perf_counter()
+    index = build_filter_index(known_triples(kg, filter_splits), kg.num_entities)
+    ranks = rank_queries(query_vecs, entity_vecs, queries, index, chunk_size)
+    _sync(device)
+    t3 = time.perf_counter()
+    timings.update(encode_entities_s=t1 - t0, encode_queries_s=t2 - t1, score_and_rank_s=t3 - t2)
+    ent_ids = np.asarray(kg.entity_ids, dtype=object)
+    rel_ids = np.asarray(kg.relation_ids, dtype=object)
+    frame = pd.DataFrame({
+        "query": queries.query.astype(np.int64),
+        "direction": queries.direction.astype(str),
+        "head": ent_ids[queries.head],
+        "relation": rel_ids[queries.relation],
+        "tail": ent_ids[queries.tail],
+        "gold": ent_ids[queries.gold],
+        "optimistic": ranks["optimistic"],
+        "pessimistic": ranks["pessimistic"],
+        "realistic": ranks["realistic"],
+        "num_candidates": ranks["num_candidates"].astype(np.int64),
+    })
+    metrics = metrics_from_ranks(frame) if len(frame) else {}
+    return frame, metrics, timings
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
