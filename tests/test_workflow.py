@@ -1,0 +1,105 @@
+"""The Snakemake workflow itself: DAG, lint, config validation, and a bring-your-own graph run end to end."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def snakemake(*args: str, cwd: Path = REPO, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), *args],
+        cwd=cwd, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def workdir(tmp_path: Path, overlay: dict | None = None) -> Path:
+    """A fresh working folder with the project's config (and the vendored archives it points to)."""
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    (tmp_path / "resources").symlink_to(REPO / "resources")
+    if overlay is not None:
+        (tmp_path / "overlay.yaml").write_text(yaml.safe_dump(overlay))
+    return tmp_path
+
+
+def test_dry_run_lists_the_data_stages(tmp_path):
+    result = snakemake("-n", "--quiet", "rules", cwd=workdir(tmp_path))
+    assert result.returncode == 0, result.stderr
+    for rule in ("download", "join_text", "tokenize"):
+        assert rule in result.stdout
+
+
+def test_lint_has_no_remarks():
+    result = snakemake("--lint")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Congratulations" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "overlay, message",
+    [
+        ({"encoder": 3}, "3 is not of type 'string'"),
+        ({"datasets": "umls"}, "'umls' is not of type 'array'"),
+        ({"no_such_key": 1}, "Additional properties are not allowed"),
+        ({"sources": {"umls": {"sha256": "not-a-hash"}}}, "does not match"),
+    ],
+)
+def test_bad_config_is_refused_before_any_job(tmp_path, overlay, message):
+    wd = workdir(tmp_path, overlay)
+    result = snakemake("-n", "--configfile", "overlay.yaml", cwd=wd)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert not (wd / "results").exists()
+
+
+@pytest.mark.slow
+def test_triples_only_graph_runs_through_data_stages_from_config(tmp_path):
+    graph = tmp_path / "mykg"
+    graph.mkdir()
+    (graph / "train.txt").write_text("alice\tknows\tbob\nbob\tworks_at\tacme_corp\n")
+    (graph / "valid.txt").write_text("alice\tworks_at\tacme_corp\n")
+    (graph / "test.txt").write_text("bob\tknows\talice\n")
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    workdir(wd, {"datasets": ["mykg"], "sources": {"mykg": {"folder": str(graph)}}})
+    result = snakemake("results/mykg/tokens/minilm/manifest.json", "--cores", "2", "--configfile", "overlay.yaml",
+                       cwd=wd)
+    assert result.returncode == 0, result.stdout + result.stderr
+    ent = pd.read_parquet(wd / "results/mykg/text/entities.parquet")
+    assert ent["text"].tolist() == ["alice", "bob", "acme corp"]
+    log = (wd / "logs/mykg/join_text.log").read_text()
+    assert "no entity text file" in log
+    assert (wd / "results/mykg/tokens/minilm/relations.parquet").exists()
+
+
+@pytest.mark.slow
+def test_bad_graph_fails_with_one_line_and_leaves_no_output(tmp_path):
+    graph = tmp_path / "badkg"
+    graph.mkdir()
+    (graph / "train.txt").write_text("alice\tknows\tbob\nbob\tworks_at\n")
+    (graph / "valid.txt").write_text("alice\tworks_at\tacme\n")
+    (graph / "test.txt").write_text("bob\tknows\talice\n")
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    workdir(wd, {"datasets": ["badkg"], "sources": {"badkg": {"folder": str(graph)}}})
+    result = snakemake("results/badkg/text/triples.parquet", "--cores", "1", "--configfile", "overlay.yaml", cwd=wd)
+    assert result.returncode != 0
+    assert "ERROR: results/badkg/raw/train.txt:2: expected 3 non-empty tab-separated fields" in result.stderr
+    assert not list((wd / "results/badkg").glob("text/*.parquet"))
+
+
+@pytest.mark.slow
+def test_checksum_mismatch_in_the_workflow_leaves_no_raw_folder(tmp_path):
+    wd = workdir(tmp_path, {"sources": {"umls": {"sha256": "0" * 64}}})
+    result = snakemake("results/umls/raw", "--cores", "1", "--configfile", "overlay.yaml", cwd=wd)
+    assert result.returncode != 0
+    assert "umls.tar.gz: SHA-256 mismatch" in result.stderr
+    assert not (wd / "results/umls/raw").exists()
