@@ -66,3 +66,27 @@ def vocab_hash(tokenizer) -> str:
     for token, idx in sorted(vocab.items(), key=lambda kv: kv[1]):
         digest.update(f"{idx}\t{token}\n".encode("utf-8"))
     return digest.hexdigest()
+
+
+def encoder_available(name: str) -> tuple[bool, str]:
+    """Whether `name` can be loaded right now without a network: an alias, a local folder, or a hub id already in
+    the local Hugging Face cache. Returns (ok, reason) so skipped table rows can say why."""
+    if name in ALIASES:
+        try:
+            resolve_encoder(name)
+        except RuntimeError as exc:
+            return False, str(exc)
+        return True, "packaged"
+    if Path(name).is_dir():
+        return (Path(name) / "config.json").is_file(), f"local folder {name}"
+    if name.startswith((".", "/", "~")):
+        return False, f"folder {name} does not exist"
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(name, "config.json")
+    except Exception as exc:  # malformed ids and the like
+        return False, f"{name}: {exc}"
+    if isinstance(cached, str):
+        return True, "Hugging Face cache"
+    return False, f"weights of {name!r} are not in the local Hugging Face cache and this machine is offline"

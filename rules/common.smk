@@ -19,6 +19,36 @@ wildcard_constraints:
     tasks=_alternatives(PRETRAIN_TASKS),
 
 
+def runs_of(model):
+    return [name for name, run in config["runs"].items() if run["model"] == model]
+
+
+# Regex alternatives of run names per model kind: the lpbert and kgbert rules write the same output paths, so
+# each rule set is constrained to its own runs.
+LPBERT_RUNS = _alternatives(runs_of("lpbert")) or "$^"
+KGBERT_RUNS = _alternatives(runs_of("kgbert")) or "$^"
+
+
+def run_settings(run):
+    """The run's entry with its encoder filled in (key of `encoders`)."""
+    settings = dict(config["runs"][run])
+    settings.setdefault("encoder", config["encoder"])
+    return settings
+
+
+def run_encoder_key(run):
+    return run_settings(run)["encoder"]
+
+
+def run_skip_reason(run):
+    """None when the run's initial weights load offline here, else why its table row is skipped."""
+    from lpbert_core.encoders import encoder_available
+
+    key = run_encoder_key(run)
+    ok, reason = encoder_available(config["encoders"][key])
+    return None if ok else reason
+
+
 def source_settings(dataset):
     return config["sources"][dataset]
 
