@@ -315,6 +315,8 @@ def _plain(value) -> str:
 def _kind_of(method: str | None, spec: RowSpec) -> str:
     if spec.kind:
         return spec.kind
+    if str(spec.extra.get("model", "")).lower() == "kgbert":
+        return "cross-encoder"
     if method and method.upper().startswith("KG-BERT"):
         return "cross-encoder"
     return "lpbert"
