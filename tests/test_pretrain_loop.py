@@ -1,0 +1,106 @@
+"""Pre-training loop: output folder, log, early stop, and exact resume after a kill (CPU, tiny encoder)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModel
+
+from lpbert_core.encoders import load_tokenizer
+from lpbert_core.kg import make_toy_kg
+from lpbert_core.pretrain_loop import LOG_COLUMNS, PICKLE_SUFFIXES, train
+
+WORDS = ["river", "mountain", "city", "forest", "desert", "island", "valley", "lake", "ocean", "plain"]
+
+
+@pytest.fixture(scope="module")
+def kg():
+    tok = load_tokenizer("minilm")
+    entities = {f"e{i}": (w, f"a {w} in region {i % 3}") for i, w in enumerate(WORDS)}
+    relations = {"near": "located near", "part": "is part of", "above": "lies above"}
+    rels = list(relations)
+    train = [(f"e{i}", rels[i % 3], f"e{(i * 3 + 1) % 10}") for i in range(10)]
+    train += [(f"e{i}", rels[(i + 1) % 3], f"e{(i + 4) % 10}") for i in range(10)]
+    return make_toy_kg(tok, entities, relations, {"train": train, "dev": train[:6]})
+
+
+def settings(encoder, **extra):
+    base = {"tasks": "mem-mrm-mlm", "encoder": encoder, "max_length": 24, "batch_size": 4, "epochs": 2,
+            "patience": 3, "seed": 7, "threads": 1, "progress_bar": False, "lr_encoder": 1e-3, "lr_head": 3e-3}
+    return {**base, **extra}
+
+
+def read_log(path):
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def weights(folder):
+    return load_file(str(Path(folder) / "model.safetensors"))
+
+
+def test_none_saves_initial_weights(tiny_encoder_dir, kg, tmp_path):
+    rows = train(kg, settings(tiny_encoder_dir, tasks="none"), tmp_path / "model", tmp_path / "ckpt", tmp_path / "log.csv")
+    assert rows == []
+    with open(tmp_path / "log.csv") as handle:
+        assert handle.read().strip() == ",".join(LOG_COLUMNS)
+    saved, initial = weights(tmp_path / "model"), weights(tiny_encoder_dir)
+    assert saved.keys() == initial.keys() and all(torch.equal(saved[k], initial[k]) for k in saved)
+
+
+class Killed(RuntimeError):
+    pass
+
+
+def test_resume_after_kill_matches_uninterrupted(tiny_encoder_dir, kg, tmp_path):
+    full = train(kg, settings(tiny_encoder_dir), tmp_path / "a" / "model", tmp_path / "a" / "ckpt",
+                 tmp_path / "a" / "log.csv")
+    assert [r["epoch"] for r in full] == [1, 2]
+    assert not (tmp_path / "a" / "ckpt").exists()  # removed after success (keep_checkpoint false)
+
+    def kill_in_epoch_2(epoch, step):
+        if epoch == 2 and step == 3:
+            raise Killed
+
+    out, ckpt, log_csv = tmp_path / "b" / "model", tmp_path / "b" / "ckpt", tmp_path / "b" / "log.csv"
+    with pytest.raises(Killed):
+        train(kg, settings(tiny_encoder_dir), out, ckpt, log_csv, step_hook=kill_in_epoch_2)
+    assert (ckpt / "last" / "state.json").exists() and not out.exists() and not log_csv.exists()
+    resumed = train(kg, settings(tiny_encoder_dir), out, ckpt, log_csv)
+    assert resumed[-1]["dev_loss"] == full[-1]["dev_loss"]  # exact on CPU
+    assert [r["train_loss"] for r in resumed] == [r["train_loss"] for r in full]
+    a, b = weights(tmp_path / "a" / "model"), weights(out)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_output_folder_log_and_learning(tiny_encoder_dir, kg, tmp_path):
+    cfg = settings(tiny_encoder_dir, epochs=6, keep_checkpoint=True, lr_head=1e-2)
+    rows = train(kg, cfg, tmp_path / "model", tmp_path / "ckpt", tmp_path / "log.csv")
+    files = [p.name for p in (tmp_path / "model").iterdir()]
+    assert "model.safetensors" in files and "config.json" in files and "tokenizer.json" in files
+    assert not [f for f in files if f.endswith(PICKLE_SUFFIXES)]
+    AutoModel.from_pretrained(tmp_path / "model")
+    logged = read_log(tmp_path / "log.csv")
+    assert list(logged[0]) == LOG_COLUMNS and len(logged) == len(rows)
+    # the toy dev set is part of train: the model must learn it (a tiny random encoder learns relations first)
+    assert rows[-1]["dev_loss"] < 0.8 * rows[0]["dev_loss"]
+    assert rows[-1]["dev_mrm_acc"] > rows[0]["dev_mrm_acc"]
+    # the output is the best-dev-loss encoder, kept in the checkpoint folder
+    best = min(rows, key=lambda r: r["dev_loss"])["epoch"]
+    kept = load_file(str(tmp_path / "ckpt" / f"best-{best:03d}" / "model.safetensors"))
+    out = weights(tmp_path / "model")
+    assert all(torch.equal(out[k], kept["encoder." + k]) for k in out)
+
+
+def test_early_stop(tiny_encoder_dir, kg, tmp_path):
+    # zero learning rates and the LayerNorm head (BatchNorm's running statistics would still move): dev loss never
+    # improves after epoch 1, so patience 1 stops after epoch 2
+    cfg = settings(tiny_encoder_dir, tasks="mem", epochs=5, patience=1, lr_encoder=0.0, lr_head=0.0,
+                   em_head_norm="layernorm")
+    rows = train(kg, cfg, tmp_path / "model", tmp_path / "ckpt", tmp_path / "log.csv")
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert rows[0]["dev_mrm"] is None and rows[0]["dev_mlm"] is None  # tasks the variant does not train
