@@ -315,3 +315,14 @@ def write_log_csv(path: str | Path, rows: list[dict]) -> None:
             writer.writeheader()
             for row in rows:
                 writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in LOG_COLUMNS})
+
+
+def run_pretrain(text_dir: str | Path, tokens_dir: str | Path, settings: dict, out_dir: str | Path,
+                 ckpt_dir: str | Path, log_csv: str | Path) -> list[dict]:
+    """The `pretrain` stage: load the tokenized graph and train (the Snakemake script calls only this)."""
+    from .kg import load_tokenized_kg
+
+    kg = load_tokenized_kg(text_dir, tokens_dir)
+    log.info("pre-training %s on %d train / %d dev triples with encoder %s", settings["tasks"],
+             len(kg.triples["train"]), len(kg.triples["dev"]), settings["encoder"])
+    return train(kg, settings, out_dir, ckpt_dir, log_csv)

@@ -1,0 +1,13 @@
+"""Snakemake adapter for rule `pretrain`: log to the rule's log file, then run lpbert_core's pre-training stage."""
+from pathlib import Path
+
+from lpbert_core.pretrain_loop import run_pretrain
+from lpbert_core.stage import run_stage
+
+sm = snakemake  # noqa: F821
+settings = {**sm.params.settings, "threads": sm.threads}
+run_stage(
+    sm.log[0],
+    lambda: run_pretrain(Path(sm.input.triples).parent, Path(sm.input.manifest).parent, settings,
+                         sm.output.model, sm.params.checkpoints, sm.output.log_csv),
+)
