@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -203,8 +204,20 @@ def read_metrics_json(path: str | Path) -> dict:
         raise InputError(path, f"no metrics found (expected keys like 'mrr', 'hits@10' under 'metrics.both'); "
                                f"top-level keys: {sorted(raw)}")
     run = raw.get("run") if isinstance(raw.get("run"), dict) else {}
-    scale = raw.get("scale") if isinstance(raw.get("scale"), dict) else run.get("scale", {})
-    return {"metrics": metrics, "scale": dict(scale or {}), "run": run, "raw": raw}
+    scale = raw.get("scale", run.get("scale", {}))
+    if isinstance(scale, str):
+        scale = {"description": scale}
+    elif not isinstance(scale, dict):
+        scale = {}
+    scale = dict(scale)
+    if "encoder" not in scale:
+        encoder = run.get("encoder")
+        if encoder is None and "description" in scale:
+            found = re.search(r"encoder ([\w./-]+)", scale["description"])
+            encoder = found.group(1) if found else None
+        if encoder is not None:
+            scale["encoder"] = encoder
+    return {"metrics": metrics, "scale": scale, "run": run, "raw": raw}
 
 
 def read_benchmark_seconds(path: str | Path | None) -> float | None:
@@ -254,32 +267,46 @@ def _find(raw: Mapping, keys: Iterable[str]):
 def inference_seconds(bench_seconds: float | None, raw: Mapping) -> tuple[float | None, str | None]:
     """Full inference seconds and, when extrapolated from a sample of test queries, a label saying from what.
 
-    metrics.json may carry `extrapolated_from` (top level, or under timing/run): an int (sampled queries) or a dict
-    with the sample size (`sampled_queries`/`queries`/`sample`), the full count (`total_queries`/`total`/`of`) and
-    optionally the extrapolated seconds (`extrapolated_seconds`/`seconds`). Without explicit seconds, the benchmark's
-    wall time is scaled by total / sampled.
+    metrics.json may carry `extrapolated_from` (top level, or under timing/run): a description string (the
+    cross-encoder's scoring writes "<n> of <N> queries, linear extrapolation ..."), an int (sampled queries) or a dict
+    (`sampled_queries`/`queries`, `total_queries`/`of`, optionally `extrapolated_seconds`). Extrapolated seconds are
+    read from `inference_seconds_extrapolated` (or `extrapolated_seconds`); when the measured ranking seconds
+    (`inference_seconds_measured`) and the score rule's benchmark are both known, the result is
+    benchmark - measured + extrapolated, i.e. the same wall-clock basis (model loading included) as LP-BERT's rows.
+    Without any extrapolated seconds, the benchmark time is scaled by total / sampled.
     """
     source = _find(raw, ("extrapolated_from",))
     if source is None:
         return bench_seconds, None
     sampled = total = seconds = None
     if isinstance(source, dict):
-        sampled = _first(source, ("sampled_queries", "sample_queries", "queries", "sample", "sampled", "n"))
-        total = _first(source, ("total_queries", "total", "of", "full_queries", "all_queries"))
-        seconds = _first(source, ("extrapolated_seconds", "extrapolated_s", "full_seconds", "seconds"))
+        sampled = _first(source, ("sampled_queries", "queries_measured", "queries", "sample", "sampled", "n"))
+        total = _first(source, ("total_queries", "queries_total", "total", "of"))
+        seconds = _first(source, ("extrapolated_seconds", "inference_seconds_extrapolated", "seconds"))
+    elif isinstance(source, bool):
+        pass
     elif isinstance(source, (int, float)):
         sampled = source
+    if sampled is None:
+        sampled = _find(raw, ("queries_measured", "sampled_queries"))
     if total is None:
-        total = _find(raw, ("total_queries", "num_test_queries"))
+        total = _find(raw, ("queries_total", "total_queries"))
     if seconds is None:
-        seconds = _find(raw, ("extrapolated_seconds", "inference_seconds_extrapolated", "extrapolated_infer_s"))
-    label = "extrapolated"
-    if sampled is not None and total is not None:
+        seconds = _find(raw, ("inference_seconds_extrapolated", "extrapolated_seconds"))
+    measured = _find(raw, ("inference_seconds_measured",))
+    if isinstance(source, str):
+        label = f"extrapolated from {source}"
+    elif sampled is not None and total is not None:
         label = f"extrapolated from {int(sampled)} of {int(total)} test queries"
     elif sampled is not None:
         label = f"extrapolated from {int(sampled)} test queries"
+    else:
+        label = "extrapolated"
     if seconds is not None:
-        return float(seconds), label
+        seconds = float(seconds)
+        if bench_seconds is not None and measured is not None and bench_seconds >= float(measured):
+            return bench_seconds - float(measured) + seconds, label + "; plus the score rule's other wall time"
+        return seconds, label
     if bench_seconds is not None and sampled and total:
         return bench_seconds * float(total) / float(sampled), label + " (benchmark time × total/sampled)"
     return None, label + " (no extrapolated time available)"
@@ -292,13 +319,26 @@ def _first(mapping: Mapping, keys: Iterable[str]):
     return None
 
 
-def scale_text(scale: Mapping) -> str:
-    """`encoder=minilm, epochs=3, train_subsample=2000, test_subsample=200` (known keys first, then the rest)."""
+HEADER_SCALE_KEYS = ("encoder", "epochs", "train_subsample", "test_subsample", "test_triples_used",
+                     "test_triples_total", "full_protocol")
+ROW_SCALE_KEYS = ("encoder", "pretrain", "epochs", "epochs_run", "train_subsample", "train_rows_used",
+                  "test_subsample", "test_triples_used", "test_triples_total", "full_protocol")
+
+
+def scale_text(scale: Mapping, keys: Iterable[str] | None = None) -> str:
+    """`encoder=minilm, epochs=3, train_subsample=2000, test_subsample=200` (known keys first, then the rest; only
+    `keys` when given). A free-text `description` (e.g. the cross-encoder's) is appended as it is."""
     if not scale:
         return "scale not recorded"
-    order = ["encoder", "epochs", "train_subsample", "test_subsample"]
-    keys = [k for k in order if k in scale] + sorted(k for k in scale if k not in order)
-    return ", ".join(f"{k}={_plain(scale[k])}" for k in keys)
+    order = list(ROW_SCALE_KEYS)
+    if keys is not None:
+        chosen = [k for k in keys if k in scale]
+    else:
+        chosen = [k for k in order if k in scale] + sorted(k for k in scale if k not in order and k != "description")
+    parts = [f"{k}={_plain(scale[k])}" for k in chosen]
+    if "description" in scale:
+        parts.append(str(scale["description"]))
+    return ", ".join(parts) if parts else "scale not recorded"
 
 
 def _plain(value) -> str:
@@ -336,6 +376,7 @@ def _ours_record(spec: RowSpec) -> dict:
     rec["count"] = parsed["metrics"].get("count")
     rec["scale_dict"] = parsed["scale"]
     rec["scale"] = scale_text(parsed["scale"])
+    rec["header_scale"] = scale_text(parsed["scale"], HEADER_SCALE_KEYS)
     finetune_s = read_benchmark_seconds(spec.finetune_benchmark)
     epochs = epochs_trained(spec.train_log)
     score_s = read_benchmark_seconds(spec.score_benchmark)
@@ -399,6 +440,7 @@ def build_table(table: str, specs: list[RowSpec], paper: pd.DataFrame) -> tuple[
         rec["test_queries"] = ours.get("count")
         rec["infer_note"] = ours.get("infer_label") or ""
         rec["_scale_dict"] = ours.get("scale_dict", {})
+        rec["_header_scale"] = ours.get("header_scale", "")
         rec["_speed_reference"] = bool(spec.speed_reference) if spec else False
         records.append(rec)
 
@@ -424,7 +466,7 @@ def build_table(table: str, specs: list[RowSpec], paper: pd.DataFrame) -> tuple[
     if table == "table3":
         _add_speed_ratios(frame, paper_rows)
     facts = {
-        "scales": sorted({r["scale"] for r in records if r["scale"]}),
+        "scales": sorted({r["_header_scale"] for r in records if r.get("_header_scale")}),
         "provenance": [
             (r["label"], r["dataset"], r["run"], r["status"], r["metrics_path"], r["scale"], r["infer_note"])
             for r in records
@@ -453,6 +495,8 @@ def _add_speed_ratios(frame: pd.DataFrame, paper_rows: list[dict]) -> None:
     ours_ratio = []
     for idx in frame.index:
         value, ref = frame.at[idx, "infer_ours"], refs.get(encoders[idx])
+        if ref is None and len(refs) == 1:  # encoder not recorded on one side: the only reference there is
+            ref = next(iter(refs.values()))
         ours_ratio.append(value / ref if (_num(value) and _num(ref)) else None)
     frame["infer_vs_lpbert_ours"] = ours_ratio
 
@@ -467,9 +511,9 @@ def _fmt(value, metric: str, diff: bool = False) -> str:
         return "–"
     value = float(value)
     if metric in ("t_per_epoch", "infer"):
-        text = f"{value:+.3g}" if diff else f"{value:.3g}"
+        text = f"{value:+.3g}" if diff else (f"{value:,.0f}" if value >= 1000 else f"{value:.3g}")
     elif metric == "infer_vs_lpbert":
-        text = f"{value:.3g}×"
+        text = f"{value:,.0f}×" if value >= 100 else f"{value:.3g}×"
     elif metric == "mr":
         text = f"{value:+.1f}" if diff else (f"{value:.0f}" if value >= 100 or value.is_integer() else f"{value:.2f}")
     else:
