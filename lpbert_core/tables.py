@@ -432,6 +432,7 @@ def build_table(table: str, specs: list[RowSpec], paper: pd.DataFrame) -> tuple[
             rec[f"{m}_ours"] = o
             rec[f"{m}_diff"] = (o - p) if (p is not None and o is not None) else None
         rec["scale"] = ours.get("scale", "")
+        rec["encoder"] = str(ours.get("scale_dict", {}).get("encoder") or "")
         rec["metrics_path"] = spec.metrics if spec and not spec.skipped else ""
         rec["train_log"] = spec.train_log if spec and not spec.skipped else ""
         rec["finetune_benchmark"] = spec.finetune_benchmark if spec and not spec.skipped else ""
@@ -531,6 +532,7 @@ def display_frame(frame: pd.DataFrame, table: str) -> pd.DataFrame:
         cols["Pre-train"] = list(frame["pretrain"])
         cols["BatchSample"] = list(frame["batch_sample"])
     cols["Run"] = [r or "–" for r in frame["run"]]
+    cols["Our encoder"] = [e or "–" for e in frame["encoder"]]
     cols["Source"] = list(frame["status"].map(_short_status))
     for m in metrics:
         name = DISPLAY[m]

@@ -8,7 +8,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from lpbert_core.figures import figures_for_tables, paper_vs_ours, rank_distribution, safe_name, training_curves
 from lpbert_core.tables import build_tables
