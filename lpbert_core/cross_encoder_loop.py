@@ -53,6 +53,7 @@ DEFAULTS = {
     "eval_batch_size": 512,
     "score_queries": 5,
     "precision": "auto",
+    "device": "auto",
     "seed": 42,
 }
 
@@ -309,36 +310,101 @@ def rank_sampled_queries(model: CrossEncoder, kg: TokenizedKG, builder: TripleSe
 def score_run(kg: TokenizedKG, model_dir: str | Path, cfg: dict, ranks_path: str | Path, metrics_path: str | Path,
               device: torch.device, run_info: dict | None = None, dataset: str | None = None,
               log: Callable[[str], None] = log_.info) -> dict:
-    """Load a trained cross-encoder, rank the sampled test queries, write ranks.parquet and metrics.json."""
+    """Load a trained cross-encoder, rank the sampled test queries, write ranks.parquet and metrics.json.
+
+    metrics.json follows the LP-BERT score rule's layout (`metrics`, `rank_type`, `protocol`, `scale`, `settings`,
+    `run`, `timings_s`, `device`) plus the Table 3 inference fields at the top level: `inference_seconds_measured`,
+    `queries_measured`, `queries_total`, `seconds_per_query`, `inference_seconds_extrapolated`, `extrapolated_from`.
+    ranks.parquet: `query` is the row of the triple in the full test split."""
     cfg = merged_config(cfg)
     model, info = load_cross_encoder(model_dir, device)
     builder = TripleSequenceBuilder(kg, int(info.get("max_length", cfg["max_length"])), model.two_token_types)
     n_test = len(kg.triples["test"])
     log(f"ranking {min(int(cfg['score_queries']), n_test)} sampled test triples x 2 directions against "
         f"{kg.num_entities} entities each (one encoder pass per candidate)")
+    t0 = time.perf_counter()
     frame, timing = rank_sampled_queries(model, kg, builder, device, score_queries=int(cfg["score_queries"]),
                                          seed=int(cfg["seed"]), batch_size=int(cfg["eval_batch_size"]),
                                          precision=cfg["precision"], log=log)
+    total = time.perf_counter() - t0
     metrics = metrics_from_ranks(frame)
     assert_finite_metrics(metrics)
     q = timing["queries_measured"]
-    scale = (f"sampled: metrics on {q} of {timing['queries_total']} test queries ({q // 2} seeded test triples x "
-             f"head and tail), filtered, realistic ranks; inference time extrapolated linearly from those {q} "
-             f"queries; trained on {info.get('train_positives')} train triples for {info.get('epochs_run')} "
-             f"epoch(s), encoder {info.get('encoder', '?')}")
-    run = dict(run_info or {})
-    run.update({"dataset": dataset, "model": "kgbert", "scorer": "cross_encoder",
-                "train": {k: info.get(k) for k in ("train_positives", "train_subsample", "epochs_run", "negatives",
-                                                    "negative_side", "max_length", "seed")},
-                "score_queries": int(cfg["score_queries"]), "device": str(device),
-                "precision": cfg["precision"], "filter": "train+dev+test"})
-    out = {"metrics": metrics, "run": run, "scale": scale, **timing}
+    note = (f"sampled: metrics on {q} of {timing['queries_total']} test queries ({q // 2} seeded test triples x "
+            f"head and tail), filtered, realistic ranks; inference time extrapolated linearly from those {q} "
+            f"queries; trained on {info.get('train_positives')} train triples for {info.get('epochs_run')} "
+            f"epoch(s), encoder {info.get('encoder', '?')}")
+    per_query = timing.pop("per_query_seconds")
+    out = {
+        "metrics": metrics,
+        "rank_type": "realistic (mean of optimistic and pessimistic filtered ranks)",
+        "protocol": "filtered by train+dev+test; both directions; all entities are candidates, each scored by one "
+                    "cross-encoder pass over [CLS] head [SEP] relation [SEP] tail [SEP]; sampled test queries only",
+        "head_direction_trained": True,  # corruptions replace heads and tails alike
+        "scale": {
+            "note": note,
+            "sampled_queries": True,
+            "queries_measured": int(q),
+            "test_triples_used": int(q // 2),
+            "test_triples_total": int(n_test),
+            "num_entities": int(kg.num_entities),
+            "train_rows_used": info.get("train_positives"),
+            "train_subsample": info.get("train_subsample"),
+            "epochs_run": info.get("epochs_run"),
+            "encoder": info.get("encoder"),
+            "pretrain": info.get("pretrain"),
+            "full_protocol": False,
+        },
+        "settings": {k: cfg[k] for k in ("score_queries", "eval_batch_size", "precision", "seed")},
+        "run": {**info, **(run_info or {}), "dataset": dataset, "model": "kgbert", "scorer": "cross_encoder"},
+        "timings_s": {"total_s": round(total, 4), "per_query_s": per_query},
+        "device": str(device),
+        **timing,
+    }
     write_parquet(ranks_path, frame)
     write_json(metrics_path, out)
-    log(f"{dataset}: MRR {metrics['both']['mrr']:.4f} Hits@10 {metrics['both']['hits@10']:.3f} on {q} queries; "
+    both = metrics["both"]
+    log(f"{dataset}: MRR {both['mrr']:.4f} Hits@10 {both['hits@10']:.3f} on {q} sampled queries; "
         f"{timing['seconds_per_query']:.2f} s/query -> {timing['inference_seconds_extrapolated'] / 3600:.2f} h "
-        f"extrapolated")
+        f"extrapolated to {timing['queries_total']} queries")
     return out
+
+
+# ---------------------------------------------------------------------------------------- rule entry points
+def kgbert_settings(section: dict | None, dataset: str) -> dict:
+    """The `kgbert:` config section resolved for one dataset (per_dataset values override the defaults)."""
+    section = dict(section or {})
+    per = dict((section.pop("per_dataset", None) or {}).get(dataset) or {})
+    section.update(per)
+    return section
+
+
+def run_kgbert_train(dataset: str, run: str, run_spec: dict, settings: dict, encoder_key: str, encoder_source: str,
+                     text_dir, tokens_dir, pretrained_dir, model_dir, log_csv, checkpoint_dir) -> dict:
+    """The kgbert_train rule: load the graph and the initial encoder (bare, or the run's pre-trained one), train."""
+    from .encoders import load_encoder, load_tokenizer
+    from .kg import load_tokenized_kg
+    from .training import pick_device
+
+    kg = load_tokenized_kg(text_dir, tokens_dir)
+    source = str(pretrained_dir) if pretrained_dir else encoder_source
+    encoder = load_encoder(source)
+    tokenizer = load_tokenizer(source)
+    device = pick_device(settings.get("device", "auto"))
+    info = {"dataset": dataset, "run": run, "encoder": encoder_key, "encoder_source": encoder_source,
+            "pretrain": run_spec.get("pretrain", "none"), "in_batch_negatives": False}
+    log_.info(f"{dataset}/{run}: cross-encoder on {device}, encoder {encoder_key} ({source}), settings {settings}")
+    return train_cross_encoder(kg, encoder, tokenizer, settings, model_dir, log_csv, checkpoint_dir, device, info)
+
+
+def run_kgbert_score(dataset: str, run: str, settings: dict, model_dir, text_dir, tokens_dir, ranks_path,
+                     metrics_path) -> dict:
+    from .kg import load_tokenized_kg
+    from .training import pick_device
+
+    kg = load_tokenized_kg(text_dir, tokens_dir)
+    device = pick_device(settings.get("device", "auto"))
+    return score_run(kg, model_dir, settings, ranks_path, metrics_path, device, {"run": run}, dataset)
 
 
 def _sync(device) -> None:
@@ -346,5 +412,6 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
-__all__ = ["DEFAULTS", "merged_config", "train_cross_encoder", "score_run", "rank_sampled_queries", "extrapolate",
+__all__ = ["DEFAULTS", "merged_config", "train_cross_encoder", "score_run", "kgbert_settings", "run_kgbert_train",
+           "run_kgbert_score", "rank_sampled_queries", "extrapolate",
            "score_triples", "sample_test_triples", "candidate_triples", "corrupt_triples"]

@@ -204,7 +204,16 @@ def test_train_resume_is_deterministic_and_outputs(tiny_encoder_dir, tok, tmp_pa
     assert set(metrics["metrics"]) == {"both", "head", "tail"}
     assert metrics["metrics"]["both"]["count"] == 4 == metrics["queries_measured"]
     assert metrics["queries_total"] == 6
-    assert "4 of 6 test queries" in metrics["scale"]
+    assert "4 of 6 test queries" in metrics["scale"]["note"] and metrics["scale"]["full_protocol"] is False
     for key in ("inference_seconds_measured", "inference_seconds_extrapolated", "extrapolated_from"):
         assert key in metrics
     assert out["run"]["model"] == "kgbert"
+
+
+def test_kgbert_settings_per_dataset():
+    from lpbert_core.cross_encoder_loop import kgbert_settings
+
+    section = {"epochs": 5, "score_queries": 5, "per_dataset": {"WN18RR": {"train_subsample": 2000,
+                                                                           "score_queries": 1}}}
+    assert kgbert_settings(section, "WN18RR") == {"epochs": 5, "score_queries": 1, "train_subsample": 2000}
+    assert kgbert_settings(section, "umls") == {"epochs": 5, "score_queries": 5}

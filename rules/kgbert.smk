@@ -1,0 +1,79 @@
+# KG-BERT-style cross-encoder baseline (Table 3): the triple as one sequence, a classifier on [CLS], BCE with k
+# sampled corruptions per train triple. Ranking needs one encoder pass per (query, candidate) pair, so `kgbert_score`
+# ranks a fixed seeded sample of test triples (both directions, every entity a candidate), times each query and
+# extrapolates linearly to the whole test set (metrics.json says so). Runs: the `runs:` entries with model: kgbert.
+# Checkpoints live in checkpoints/{dataset}/runs/{run}/ (not an output: a killed job resumes after its last epoch).
+
+
+def kgbert_inputs(wildcards):
+    spec = run_settings(wildcards.run)
+    inputs = {
+        "triples": f"results/{wildcards.dataset}/text/triples.parquet",
+        "manifest": f"results/{wildcards.dataset}/tokens/{spec['encoder']}/manifest.json",
+    }
+    if spec["pretrain"] != "none":
+        inputs["pretrained"] = f"results/{wildcards.dataset}/pretrain/{spec['pretrain']}/model"
+    return inputs
+
+
+def kgbert_params(wildcards):
+    from lpbert_core.cross_encoder_loop import kgbert_settings
+
+    spec = run_settings(wildcards.run)
+    return {
+        "dataset": wildcards.dataset,
+        "run": wildcards.run,
+        "run_spec": spec,
+        "encoder_key": spec["encoder"],
+        "encoder_source": config["encoders"][spec["encoder"]],
+        "settings": kgbert_settings(config.get("kgbert", {}), wildcards.dataset),
+    }
+
+
+rule kgbert_train:
+    input:
+        unpack(kgbert_inputs),
+    output:
+        model=directory("results/{dataset}/runs/{run}/model"),
+        train_log="results/{dataset}/runs/{run}/train_log.csv",
+    params:
+        settings=kgbert_params,
+        checkpoint_dir="checkpoints/{dataset}/runs/{run}",
+    wildcard_constraints:
+        run=KGBERT_RUNS,
+    log:
+        "logs/{dataset}/kgbert_train/{run}.log",
+    benchmark:
+        "benchmarks/{dataset}/finetune/{run}.tsv"  # same pattern as rule finetune: Table 3 reads both alike
+    threads: workflow.cores
+    resources:
+        gpu=1,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow_scripts/kgbert_train.py"
+
+
+rule kgbert_score:
+    input:
+        model="results/{dataset}/runs/{run}/model",
+        triples="results/{dataset}/text/triples.parquet",
+        manifest=lambda wc: f"results/{wc.dataset}/tokens/{run_encoder_key(wc.run)}/manifest.json",
+    output:
+        ranks="results/{dataset}/runs/{run}/ranks.parquet",
+        metrics="results/{dataset}/runs/{run}/metrics.json",
+    params:
+        settings=kgbert_params,
+    wildcard_constraints:
+        run=KGBERT_RUNS,
+    log:
+        "logs/{dataset}/kgbert_score/{run}.log",
+    benchmark:
+        "benchmarks/{dataset}/score/{run}.tsv"
+    threads: workflow.cores
+    resources:
+        gpu=1,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow_scripts/kgbert_score.py"

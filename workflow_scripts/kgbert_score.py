@@ -1,0 +1,17 @@
+"""Snakemake adapter for rule `kgbert_score` (sampled cross-encoder ranking, timed and extrapolated)."""
+from pathlib import Path
+
+from lpbert_core.cross_encoder_loop import run_kgbert_score
+from lpbert_core.stage import run_stage
+from lpbert_core.training import torch_threads
+
+sm = snakemake  # noqa: F821
+torch_threads(sm.threads)
+p = sm.params.settings
+run_stage(
+    sm.log[0],
+    lambda: run_kgbert_score(
+        p["dataset"], p["run"], p["settings"], sm.input.model, Path(sm.input.triples).parent,
+        Path(sm.input.manifest).parent, sm.output.ranks, sm.output.metrics,
+    ),
+)
