@@ -63,7 +63,7 @@ def merged_config(cfg: dict | None) -> dict:
     for key, value in (cfg or {}).items():
         if key == "per_dataset":
             continue
-        if value is not None or key in ("train_subsample", "dev_subsample"):
+        if value is not None or key in ("train_subsample", "dev_subsample", "score_queries"):
             out[key] = value
     return out
 
@@ -235,10 +235,10 @@ def write_log_csv(path: str | Path, rows: list[dict]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- ranking
-def sample_test_triples(kg: TokenizedKG, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def sample_test_triples(kg: TokenizedKG, count: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A fixed seeded sample of `count` test triples: (their row numbers in the test split, the triples)."""
     test = kg.triples["test"]
-    count = min(int(count), len(test))
+    count = len(test) if count is None else min(int(count), len(test))  # None: the whole test split
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(test), size=count, replace=False)) if count else np.zeros(0, dtype=np.int64)
     return rows.astype(np.int64), test[rows]
@@ -269,7 +269,7 @@ def extrapolate(seconds_measured: float, queries_measured: int, queries_total: i
 
 
 def rank_sampled_queries(model: CrossEncoder, kg: TokenizedKG, builder: TripleSequenceBuilder, device, *,
-                         score_queries: int, seed: int, batch_size: int, precision: str = "auto",
+                         score_queries: int | None, seed: int, batch_size: int, precision: str = "auto",
                          filter_splits=("train", "dev", "test"), progress: bool = True,
                          log: Callable[[str], None] = log_.info) -> tuple[pd.DataFrame, dict]:
     """Filtered ranks of `score_queries` sampled test triples, tail and head direction each, every entity a
@@ -320,17 +320,18 @@ def score_run(kg: TokenizedKG, model_dir: str | Path, cfg: dict, ranks_path: str
     model, info = load_cross_encoder(model_dir, device)
     builder = TripleSequenceBuilder(kg, int(info.get("max_length", cfg["max_length"])), model.two_token_types)
     n_test = len(kg.triples["test"])
-    log(f"ranking {min(int(cfg['score_queries']), n_test)} sampled test triples x 2 directions against "
+    wanted = n_test if cfg["score_queries"] is None else min(int(cfg["score_queries"]), n_test)
+    log(f"ranking {wanted} sampled test triples x 2 directions against "
         f"{kg.num_entities} entities each (one encoder pass per candidate)")
     t0 = time.perf_counter()
-    frame, timing = rank_sampled_queries(model, kg, builder, device, score_queries=int(cfg["score_queries"]),
+    frame, timing = rank_sampled_queries(model, kg, builder, device, score_queries=cfg["score_queries"],
                                          seed=int(cfg["seed"]), batch_size=int(cfg["eval_batch_size"]),
                                          precision=cfg["precision"], log=log)
     total = time.perf_counter() - t0
     metrics = metrics_from_ranks(frame)
     assert_finite_metrics(metrics)
     q = timing["queries_measured"]
-    note = (f"sampled: metrics on {q} of {timing['queries_total']} test queries ({q // 2} seeded test triples x "
+    note = (f"{'all' if q == 2 * n_test else 'sampled'}: metrics on {q} of {timing['queries_total']} test queries ({q // 2} seeded test triples x "
             f"head and tail), filtered, realistic ranks; inference time extrapolated linearly from those {q} "
             f"queries; trained on {info.get('train_positives')} train triples for {info.get('epochs_run')} "
             f"epoch(s), encoder {info.get('encoder', '?')}")
@@ -353,7 +354,7 @@ def score_run(kg: TokenizedKG, model_dir: str | Path, cfg: dict, ranks_path: str
             "epochs_run": info.get("epochs_run"),
             "encoder": info.get("encoder"),
             "pretrain": info.get("pretrain"),
-            "full_protocol": False,
+            "full_protocol": q == 2 * n_test and info.get("train_subsample") is None,
         },
         "settings": {k: cfg[k] for k in ("score_queries", "eval_batch_size", "precision", "seed")},
         "run": {**info, **(run_info or {}), "dataset": dataset, "model": "kgbert", "scorer": "cross_encoder"},
