@@ -212,8 +212,9 @@ def read_metrics_json(path: str | Path) -> dict:
     scale = dict(scale)
     if "encoder" not in scale:
         encoder = run.get("encoder")
-        if encoder is None and "description" in scale:
-            found = re.search(r"encoder ([\w./-]+)", scale["description"])
+        text = " ".join(str(scale.get(k, "")) for k in FREE_TEXT)
+        if encoder is None and text.strip():
+            found = re.search(r"encoder ([\w./-]+)", text)
             encoder = found.group(1) if found else None
         if encoder is not None:
             scale["encoder"] = encoder
@@ -325,6 +326,9 @@ ROW_SCALE_KEYS = ("encoder", "pretrain", "epochs", "epochs_run", "train_subsampl
                   "test_subsample", "test_triples_used", "test_triples_total", "full_protocol")
 
 
+FREE_TEXT = ("description", "note")
+
+
 def scale_text(scale: Mapping, keys: Iterable[str] | None = None) -> str:
     """`encoder=minilm, epochs=3, train_subsample=2000, test_subsample=200` (known keys first, then the rest; only
     `keys` when given). A free-text `description` (e.g. the cross-encoder's) is appended as it is."""
@@ -334,10 +338,10 @@ def scale_text(scale: Mapping, keys: Iterable[str] | None = None) -> str:
     if keys is not None:
         chosen = [k for k in keys if k in scale]
     else:
-        chosen = [k for k in order if k in scale] + sorted(k for k in scale if k not in order and k != "description")
+        chosen = [k for k in order if k in scale] + sorted(k for k in scale if k not in order and k not in FREE_TEXT)
     parts = [f"{k}={_plain(scale[k])}" for k in chosen]
-    if "description" in scale:
-        parts.append(str(scale["description"]))
+    if keys is None:
+        parts += [str(scale[k]) for k in FREE_TEXT if scale.get(k)]
     return ", ".join(parts) if parts else "scale not recorded"
 
 

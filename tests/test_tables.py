@@ -265,7 +265,8 @@ def test_bad_spec_rejected():
         RowSpec.from_mapping({"table": "table1"})
 
 
-def test_real_writer_formats(tmp_path):
+@pytest.mark.parametrize("scale_as_dict", [True, False])
+def test_real_writer_formats(tmp_path, scale_as_dict):
     """metrics.json as lpbert_core.scoring.run_score and cross_encoder_loop.score_run write them."""
     lp = make_run(tmp_path, "lpbert", 0.45, epochs=2, finetune_s=1000.0, score_s=100.0)
     block = {"mrr": 0.45, "mr": 12.0, "hits@1": 0.3, "hits@3": 0.5, "hits@10": 0.7, "count": 40,
@@ -277,12 +278,15 @@ def test_real_writer_formats(tmp_path):
                   "pretrain": "mem-mrm-mlm", "full_protocol": False},
         "run": {"encoder": "minilm"}, "timings_s": {"total_s": 50.0}}))
     kg = make_run(tmp_path, "kgbert", 0.1, epochs=1, finetune_s=500.0, score_s=120.0)
+    note = ("sampled: metrics on 4 of 6268 test queries (2 seeded test triples x head and tail), filtered, "
+            "realistic ranks; inference time extrapolated linearly from those 4 queries; trained on 500 train "
+            "triples for 1 epoch(s), encoder minilm")
     Path(kg["metrics"]).write_text(json.dumps({
         "metrics": {"both": block, "head": block, "tail": block},
         "run": {"dataset": "WN18RR", "model": "kgbert"},
-        "scale": "sampled: metrics on 4 of 6268 test queries (2 seeded test triples x head and tail), filtered, "
-                 "realistic ranks; inference time extrapolated linearly from those 4 queries; trained on 500 train "
-                 "triples for 1 epoch(s), encoder minilm",
+        "scale": ({"note": note, "sampled_queries": True, "queries_measured": 4, "test_triples_used": 2,
+                   "test_triples_total": 3134, "encoder": "minilm", "full_protocol": False}
+                  if scale_as_dict else note),
         "inference_seconds_measured": 100.0, "queries_measured": 4, "queries_total": 6268,
         "seconds_per_query": 25.0, "inference_seconds_extrapolated": 156700.0,
         "extrapolated_from": "4 of 6268 queries, linear extrapolation (25.000 s per query x 6268)"}))
