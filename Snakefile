@@ -14,6 +14,11 @@ report: "report/workflow.rst"
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/pretrain.smk"
+include: "rules/finetune.smk"
+include: "rules/score.smk"
+include: "rules/kgbert.smk"
+include: "rules/tables.smk"
 
 
 rule all:
