@@ -1,0 +1,103 @@
+"""Both loss terms: hand-computed values and non-zero gradients; the literal eq. 12 has none."""
+import math
+
+import pytest
+import torch
+
+from lpbert_core.finetune_loss import LossConfig, batch_loss, distance_terms, focal_terms, infonce_loss, pair_loss
+
+
+def test_focal_affine_hand_computed():
+    cfg = LossConfig(probability="affine", alpha=0.8, gamma=2.0)
+    cos = torch.tensor([0.6, 0.2])
+    y = torch.tensor([1.0, 0.0])
+    got = focal_terms(cos, y, cfg)
+    p_pos, p_neg = 0.8, 0.6
+    exp_pos = -0.8 * (1 - p_pos) ** 2 * math.log(p_pos)
+    exp_neg = -0.2 * p_neg ** 2 * math.log(1 - p_neg)
+    assert got.tolist() == pytest.approx([exp_pos, exp_neg], rel=1e-5)
+
+
+def test_focal_sigmoid_hand_computed():
+    cfg = LossConfig(probability="sigmoid", temperature=0.1, shift=0.0, alpha=0.8, gamma=2.0)
+    cos = torch.tensor([0.3, 0.1])
+    y = torch.tensor([1.0, 0.0])
+    got = focal_terms(cos, y, cfg)
+    p1 = 1 / (1 + math.exp(-3.0))
+    p0 = 1 / (1 + math.exp(-1.0))
+    assert got.tolist() == pytest.approx([-0.8 * (1 - p1) ** 2 * math.log(p1), -0.2 * p0 ** 2 * math.log(1 - p0)],
+                                         rel=1e-5)
+
+
+def test_focal_raw_authors_clip_only_in_log():
+    cfg = LossConfig(probability="raw", alpha=0.8, gamma=2.0)
+    cos = torch.tensor([-0.5, 0.5])
+    y = torch.tensor([1.0, 0.0])
+    got = focal_terms(cos, y, cfg)
+    # positive with cos=-0.5: factor (1 - (-0.5))^2 = 2.25 unclipped, log(clip(-0.5)) = log(1e-4)
+    assert got[0].item() == pytest.approx(-0.8 * 2.25 * math.log(1e-4), rel=1e-5)
+    assert got[1].item() == pytest.approx(-0.2 * 0.25 * math.log(0.5), rel=1e-5)
+
+
+def test_distance_per_pair_hand_computed():
+    cfg = LossConfig(distance="per_pair")
+    d = torch.tensor([0.0, 2.0])
+    y = torch.tensor([1.0, 0.0])
+    got = distance_terms(d, y, cfg)
+    assert got.tolist() == pytest.approx([0.5, 1 - 1 / (1 + math.exp(-2.0))], rel=1e-6)
+
+
+def test_batch_loss_values_and_gradients():
+    torch.manual_seed(0)
+    q = torch.randn(4, 8, requires_grad=True)
+    c = torch.randn(4, 8, requires_grad=True)
+    y = torch.eye(4)
+    cfg = LossConfig(probability="affine", distance="per_pair")
+    out = batch_loss(q, c, y, cfg)
+    # recompute by hand
+    cos = torch.nn.functional.normalize(q, dim=-1) @ torch.nn.functional.normalize(c, dim=-1).T
+    dist = torch.cdist(q, c)
+    p = (1 + cos) / 2
+    focal = torch.where(y > 0, -0.8 * (1 - p) ** 2 * torch.log(p), -0.2 * p ** 2 * torch.log(1 - p)).mean()
+    distance = torch.where(y > 0, torch.sigmoid(dist), 1 - torch.sigmoid(dist)).mean()
+    assert out["focal"].item() == pytest.approx(focal.item(), rel=1e-5)
+    assert out["distance"].item() == pytest.approx(distance.item(), rel=1e-4)
+    # each term alone produces a gradient
+    for term in ("focal", "distance"):
+        q.grad = c.grad = None
+        batch_loss(q, c, y, cfg)[term].backward()
+        assert q.grad.abs().sum() > 0 and c.grad.abs().sum() > 0, term
+
+
+def test_literal_eq12_has_no_gradient():
+    torch.manual_seed(0)
+    q = torch.randn(64, 16, requires_grad=True)
+    c = torch.randn(64, 16, requires_grad=True)
+    cfg = LossConfig(distance="batch_sum")
+    out = batch_loss(q, c, torch.eye(64), cfg)
+    out["distance"].backward()
+    assert q.grad.abs().sum() == 0  # sigmoid of a sum of 4096 distances saturates: a constant, not a loss
+
+
+def test_learnable_scale_gets_gradient():
+    scale = torch.nn.Parameter(torch.tensor(20.0))
+    bias = torch.nn.Parameter(torch.tensor(0.0))
+    cos = torch.tensor([[0.5, 0.1], [0.2, 0.4]])
+    out = pair_loss(cos, torch.ones(2, 2), torch.eye(2), LossConfig(probability="learnable"), scale, bias)
+    out["loss"].backward()
+    assert scale.grad != 0 and bias.grad != 0
+
+
+def test_infonce_removes_other_positives():
+    cos = torch.tensor([[0.9, 0.8, 0.1], [0.2, 0.7, 0.3], [0.1, 0.1, 0.5]])
+    y = torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    got = infonce_loss(cos, y, 1.0)
+    r0 = -math.log(math.exp(0.9) / (math.exp(0.9) + math.exp(0.1)))
+    r1 = -math.log(math.exp(0.7) / (math.exp(0.2) + math.exp(0.7) + math.exp(0.3)))
+    r2 = -math.log(math.exp(0.5) / (math.exp(0.1) + math.exp(0.1) + math.exp(0.5)))
+    assert got.item() == pytest.approx((r0 + r1 + r2) / 3, rel=1e-5)
+
+
+def test_bad_switch_is_rejected():
+    with pytest.raises(ValueError):
+        LossConfig(probability="softmax")

@@ -1,0 +1,18 @@
+"""Snakemake adapter for rule `finetune`."""
+from pathlib import Path
+
+from lpbert_core.finetune_loop import run_finetune
+from lpbert_core.stage import run_stage
+from lpbert_core.training import torch_threads
+
+sm = snakemake  # noqa: F821
+torch_threads(sm.threads)
+p = sm.params.settings
+run_stage(
+    sm.log[0],
+    lambda: run_finetune(
+        p["dataset"], p["run"], p["run_spec"], p["finetune"], p["encoder_key"], p["encoder_source"],
+        Path(sm.input.triples).parent, Path(sm.input.manifest).parent, sm.input.get("pretrained"),
+        sm.output.model, sm.output.train_log, sm.params.checkpoint_dir,
+    ),
+)

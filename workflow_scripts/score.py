@@ -1,0 +1,17 @@
+"""Snakemake adapter for rule `score`."""
+import logging
+from pathlib import Path
+
+from lpbert_core.scoring import run_score
+from lpbert_core.stage import run_stage
+from lpbert_core.training import torch_threads
+
+sm = snakemake  # noqa: F821
+torch_threads(sm.threads)
+run_stage(
+    sm.log[0],
+    lambda: run_score(
+        sm.input.model, Path(sm.input.triples).parent, Path(sm.input.manifest).parent, sm.output.ranks,
+        sm.output.metrics, sm.params.settings["settings"], log=logging.getLogger("lpbert.score").info,
+    ),
+)
