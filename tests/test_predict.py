@@ -1,0 +1,90 @@
+"""The Python API and console command on a tiny trained run: top-k by id or text, and ranks recomputed from the
+saved model agree exactly with the score rule's ranks.parquet / metrics.json."""
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from lpbert_core.finetune_loop import finetune
+from lpbert_core.predict import LinkPredictor, main
+from lpbert_core.ranking import metrics_from_ranks
+from lpbert_core.scoring import run_score
+
+from test_finetune_loop import toy_kg
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_encoder_dir, tmp_path_factory):
+    from transformers import AutoModel, AutoTokenizer
+
+    from lpbert_core.atomic import write_parquet
+
+    root = tmp_path_factory.mktemp("results") / "toy"
+    tok = AutoTokenizer.from_pretrained(tiny_encoder_dir)
+    kg = toy_kg(tok)
+    # text + token tables in the pipeline layout, so from_run finds them next to the run
+    text, tokens = root / "text", root / "tokens" / "minilm"
+    write_parquet(text / "entities.parquet", pd.DataFrame({
+        "id": kg.entity_ids, "name": [tok.decode(t) for t in kg.entity_name_ids], "description": "",
+        "text": [tok.decode(t) for t in kg.entity_text_ids]}))
+    write_parquet(text / "relations.parquet", pd.DataFrame({
+        "id": kg.relation_ids, "text": [tok.decode(t) for t in kg.relation_text_ids],
+        "inverse_text": [tok.decode(t) for t in kg.relation_inverse_ids]}))
+    rows = []
+    for split, arr in kg.triples.items():
+        for h, r, t in arr:
+            rows.append({"split": split, "head": kg.entity_ids[h], "relation": kg.relation_ids[r],
+                         "tail": kg.entity_ids[t], "inverse": False})
+    write_parquet(text / "triples.parquet", pd.DataFrame(rows))
+    write_parquet(tokens / "entities.parquet", pd.DataFrame({
+        "id": kg.entity_ids, "name_ids": kg.entity_name_ids, "description_ids": kg.entity_desc_ids,
+        "text_ids": kg.entity_text_ids}))
+    write_parquet(tokens / "relations.parquet", pd.DataFrame({
+        "id": kg.relation_ids, "text_ids": kg.relation_text_ids, "inverse_ids": kg.relation_inverse_ids}))
+    sp = kg.special
+    (tokens / "manifest.json").write_text(json.dumps({"special_ids": {
+        "cls": sp.cls, "sep": sp.sep, "mask": sp.mask, "pad": sp.pad, "vocab_size": sp.vocab_size}}))
+    run = root / "runs" / "tiny"
+    finetune(kg, AutoModel.from_pretrained(tiny_encoder_dir), tok,
+             {"batch_size": 8, "epochs": 1, "max_length": 16, "eval_batch_size": 8}, run / "model",
+             run / "train_log.csv", root / "ckpt", torch.device("cpu"), {"tokens_encoder": "minilm"},
+             log=lambda m: None)
+    run_score(run / "model", text, tokens, run / "ranks.parquet", run / "metrics.json",
+              {"batch_size": 4, "chunk_size": 3}, log=lambda m: None)
+    return run
+
+
+def test_metrics_recomputed_from_ranks_agree(run_dir):
+    frame = pd.read_parquet(run_dir / "ranks.parquet")
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics_from_ranks(frame) == saved["metrics"]
+    assert saved["scale"]["full_protocol"] is True and saved["scale"]["test_triples_used"] == 1
+
+
+def test_api_ranks_agree_with_score_rule(run_dir):
+    lp = LinkPredictor.from_run(run_dir)
+    frame, metrics = lp.evaluate("test")
+    saved = pd.read_parquet(run_dir / "ranks.parquet")
+    pd.testing.assert_frame_equal(frame.reset_index(drop=True), saved)
+    assert metrics == json.loads((run_dir / "metrics.json").read_text())["metrics"]
+
+
+def test_top_k_by_id_and_text(run_dir):
+    lp = LinkPredictor.from_run(run_dir)
+    by_id = lp.top_k(head="e0", relation="r0", k=3)
+    by_text = lp.top_k(head="apple", relation="likes", k=3)
+    assert [r["entity"] for r in by_id] == [r["entity"] for r in by_text]
+    assert len(by_id) == 3 and by_id[0]["score"] >= by_id[1]["score"] >= by_id[2]["score"]
+    heads = lp.top_k(relation="r0", tail="e1", k=20, filter_known=True)
+    assert "e0" not in [r["entity"] for r in heads]  # the known head of (?, r0, e1) is filtered
+    free = lp.top_k(head="a completely new fruit", relation="r0", k=2)
+    assert len(free) == 2
+    with pytest.raises(ValueError):
+        lp.top_k(head="e0", tail="e1", relation="r0")
+
+
+def test_console(run_dir, capsys):
+    main([str(run_dir), "--head", "e0", "--relation", "r0", "-k", "2", "--json"])
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 2 and rows[0]["rank"] == 1
