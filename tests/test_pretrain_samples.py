@@ -199,6 +199,10 @@ def test_build_samples_fresh_each_epoch_and_reproducible(kg):
     assert all((x.input_ids == y.input_ids).all() for x, y in zip(a, b))
     assert [s.task for s in a] != [s.task for s in c]
     assert any((s.mlm_labels != IGNORE).any() for s in a)
+    for s in a:  # MLM never touches the masked element, whatever the task
+        em = s.em_labels != IGNORE
+        assert em.any() and (s.input_ids[em] == kg.special.mask).all()
+        assert not (em & (s.mlm_labels != IGNORE)).any()
     no_mlm = build_samples(kg, triples, "mem-mrm", 64, np.random.default_rng(5), PAPER_PROBS)
     assert all((s.mlm_labels == IGNORE).all() for s in no_mlm)
     plain = build_samples(kg, triples, "mlm", 64, np.random.default_rng(5), PAPER_PROBS)
