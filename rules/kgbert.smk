@@ -16,9 +16,14 @@ def kgbert_inputs(wildcards):
     return inputs
 
 
-def kgbert_params(wildcards):
-    from lpbert_core.cross_encoder_loop import kgbert_settings
+def kgbert_dataset_settings(dataset):
+    """The `kgbert:` section with `per_dataset[dataset]` merged in (same as lpbert_core.cross_encoder_loop.kgbert_settings)."""
+    section = dict(config.get("kgbert", {}))
+    section.update((section.pop("per_dataset", None) or {}).get(dataset) or {})
+    return section
 
+
+def kgbert_params(wildcards):
     spec = run_settings(wildcards.run)
     return {
         "dataset": wildcards.dataset,
@@ -26,7 +31,7 @@ def kgbert_params(wildcards):
         "run_spec": spec,
         "encoder_key": spec["encoder"],
         "encoder_source": config["encoders"][spec["encoder"]],
-        "settings": kgbert_settings(config.get("kgbert", {}), wildcards.dataset),
+        "settings": kgbert_dataset_settings(wildcards.dataset),
     }
 
 
