@@ -63,27 +63,32 @@ def _device_batch(batch: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+def encode_batch(model: SiameseModel, builder: SequenceBuilder, batch_rows: np.ndarray, cand_entities: np.ndarray,
+                 device, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Query vectors [n, d] and candidate vectors [len(cand_entities), d]; each distinct candidate entity is
+    encoded once (UMLS: ~60 distinct tails in a batch of 128) and gathered back."""
+    pad = builder.kg.special.pad
+    queries = collate_pairs([builder.query(int(h), int(r)) for h, r, _ in batch_rows], pad)
+    uniq, inverse = np.unique(cand_entities, return_inverse=True)
+    cands = collate_pairs([(s, [0] * len(s)) for s in (builder.candidate(int(e)) for e in uniq)], pad)
+    with autocast_context(device, precision):
+        qv = model.encode(**_device_batch(queries, device))
+        cv = model.encode(**_device_batch(cands, device))
+    return qv.float(), cv.float()[torch.as_tensor(inverse.reshape(-1), device=device)]
+
+
 def training_step(model: SiameseModel, builder: SequenceBuilder, batch_rows: np.ndarray, known, loss_cfg: LossConfig,
                   device, precision: str, in_batch: bool, rng: np.random.Generator | None = None) -> dict:
     """Forward pass + loss of one batch (no backward). In-batch: 2n encodings, n x n scores. Sampled mode:
-    3n encodings (queries, positive tails, one sampled negative tail each), 2n scored pairs."""
+    queries, positive tails and one sampled negative tail each, 2n scored pairs."""
     kg = builder.kg
-    pad = kg.special.pad
-    queries = collate_pairs([builder.query(int(h), int(r)) for h, r, _ in batch_rows], pad)
     tails = batch_rows[:, 2]
     if not in_batch:
         negs = sample_negative_tails(batch_rows, known, kg.num_entities, rng)
         cand_entities = np.concatenate([tails, negs])
     else:
         cand_entities = tails
-    # each distinct candidate entity is encoded once per step (UMLS: ~60 distinct tails in a batch of 128)
-    uniq, inverse = np.unique(cand_entities, return_inverse=True)
-    cands = collate_pairs([(s, [0] * len(s)) for s in (builder.candidate(int(e)) for e in uniq)], pad)
-    with autocast_context(device, precision):
-        qv = model.encode(**_device_batch(queries, device))
-        cv = model.encode(**_device_batch(cands, device))
-    qv = qv.float()
-    cv = cv.float()[torch.as_tensor(inverse.reshape(-1), device=device)]
+    qv, cv = encode_batch(model, builder, batch_rows, cand_entities, device, precision)
     if in_batch:
         labels = label_matrix(batch_rows, known).to(device)
         return batch_loss(qv, cv, labels, loss_cfg, model.prob_scale, model.prob_bias)
