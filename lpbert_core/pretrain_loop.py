@@ -206,6 +206,8 @@ def _run_epoch(model, samples, batches, pad_id, device, cfg, epoch, optimizer=No
             scheduler.step()
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{out['loss'].item():.3f}")
+            if step % max(len(batches) // 4, 1) == 0:  # a heartbeat in the rule's log even without tqdm
+                log.info("epoch %d: step %d/%d", epoch, step, len(batches))
             if step_hook is not None:
                 step_hook(epoch, step)
         for task, entry in out["stats"].items():
