@@ -54,6 +54,7 @@ DEFAULTS = {
     "score_queries": 5,
     "precision": "auto",
     "device": "auto",
+    "keep_checkpoint": False,
     "seed": 42,
 }
 
@@ -221,6 +222,10 @@ def train_cross_encoder(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_di
     with atomic_dir(model_dir) as tmp:
         save_cross_encoder(model, tokenizer, tmp, info)
     write_log_csv(log_csv, progress["log"])
+    if not cfg["keep_checkpoint"]:  # outputs are complete: the resume state is no longer needed
+        import shutil
+
+        shutil.rmtree(checkpoint_dir / "last", ignore_errors=True)
     return {"killed": False, "progress": progress, "info": info, "model": model}
 
 

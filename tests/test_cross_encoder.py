@@ -188,6 +188,7 @@ def test_train_resume_is_deterministic_and_outputs(tiny_encoder_dir, tok, tmp_pa
     assert killed["killed"] and not (tmp_path / "b" / "model").exists()
     resumed = train_cross_encoder(kg, _encoder(tiny_encoder_dir), tok, _cfg(), tmp_path / "b" / "model",
                                   tmp_path / "b" / "log.csv", tmp_path / "ck_b", cpu, log=lambda s: None)
+    assert not (tmp_path / "ck_b" / "last").exists()  # removed once the outputs are written
     sa, sb = full["model"].state_dict(), resumed["model"].state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     log = pd.read_csv(tmp_path / "a" / "log.csv")
