@@ -10,8 +10,10 @@ resumes to the same result as an uninterrupted one.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -151,10 +153,21 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
     scheduler = build_scheduler(optimizer, total_steps, float(cfg["warmup_fraction"]))
     scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device, precision) else None
 
+    # a checkpoint is resumed only when it was written by the same settings, data and initial weights
+    fingerprint = hashlib.sha256(json.dumps(
+        {"cfg": cfg, "rows": int(len(rows)), "rows_sum": int(rows.sum()), "entities": kg.num_entities,
+         "init": (run_info or {}).get("initial_weights")}, sort_keys=True, default=str).encode()).hexdigest()
+    state_file = checkpoint_dir / "last" / "state.json"
+    if state_file.exists():
+        old = json.loads(state_file.read_text()).get("progress", {}).get("fingerprint")
+        if old != fingerprint:
+            log(f"ignoring the checkpoint in {checkpoint_dir}: written by other settings, data or weights")
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)
     progress = load_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler, device)
     if progress is None:
         progress = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_hits10": -1.0, "best_epoch": -1,
-                    "bad_epochs": 0, "log": [], "stopped": False, "epoch_loss": [0.0, 0.0, 0.0, 0]}
+                    "bad_epochs": 0, "log": [], "stopped": False, "epoch_loss": [0.0, 0.0, 0.0, 0],
+                    "fingerprint": fingerprint}
         log(f"fine-tuning from scratch: {len(rows)} training rows, {steps_per_epoch} steps/epoch, {epochs} epochs")
     else:
         log(f"resumed from {checkpoint_dir / 'last'} at epoch {progress['epoch']} step {progress['step_in_epoch']}")
