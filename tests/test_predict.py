@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lpbert_core.finetune_loop import finetune
+from lpbert_core.finetune_loop import run_finetune
 from lpbert_core.predict import LinkPredictor, main
 from lpbert_core.ranking import metrics_from_ranks
 from lpbert_core.scoring import run_score
@@ -46,10 +46,11 @@ def run_dir(tiny_encoder_dir, tmp_path_factory):
     (tokens / "manifest.json").write_text(json.dumps({"special_ids": {
         "cls": sp.cls, "sep": sp.sep, "mask": sp.mask, "pad": sp.pad, "vocab_size": sp.vocab_size}}))
     run = root / "runs" / "tiny"
-    finetune(kg, AutoModel.from_pretrained(tiny_encoder_dir), tok,
-             {"batch_size": 8, "epochs": 1, "max_length": 16, "eval_batch_size": 8}, run / "model",
-             run / "train_log.csv", root / "ckpt", torch.device("cpu"), {"tokens_encoder": "minilm"},
-             log=lambda m: None)
+    # the finetune rule's entry point, starting from a "pre-training output" folder (encoder + tokenizer)
+    run_finetune("toy", "tiny", {"pretrain": "mem-mrm-mlm", "in_batch_negatives": True},
+                 {"batch_size": 8, "epochs": 3, "max_length": 16, "eval_batch_size": 8,
+                  "per_dataset": {"toy": {"epochs": 1}}}, "minilm", "minilm", text, tokens, tiny_encoder_dir,
+                 run / "model", run / "train_log.csv", root / "ckpt")
     run_score(run / "model", text, tokens, run / "ranks.parquet", run / "metrics.json",
               {"batch_size": 4, "chunk_size": 3}, log=lambda m: None)
     return run
@@ -60,6 +61,8 @@ def test_metrics_recomputed_from_ranks_agree(run_dir):
     saved = json.loads((run_dir / "metrics.json").read_text())
     assert metrics_from_ranks(frame) == saved["metrics"]
     assert saved["scale"]["full_protocol"] is True and saved["scale"]["test_triples_used"] == 1
+    assert saved["run"]["initial_weights"].endswith("tiny_bert0") or "tiny_bert" in saved["run"]["initial_weights"]
+    assert saved["scale"]["epochs_run"] == 1  # per_dataset overrides the default
 
 
 def test_api_ranks_agree_with_score_rule(run_dir):
