@@ -216,6 +216,9 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
             progress["step_in_epoch"] = b + 1
             progress["global_step"] += 1
             steps_this_call += 1
+            if progress["step_in_epoch"] % 20 == 0:
+                log(f"epoch {epoch + 1} step {progress['step_in_epoch']}/{len(batches)} "
+                    f"loss {el[0] / el[3]:.4f} ({time.perf_counter() - t_epoch:.0f} s)")
             every = int(cfg["checkpoint_every_steps"] or 0)
             killed = stop_after_steps is not None and steps_this_call >= stop_after_steps
             if (every and progress["global_step"] % every == 0) or killed:
