@@ -26,7 +26,13 @@ def finetune_params(wildcards):
         "run_spec": dict(spec),
         "encoder_key": key,
         "encoder_source": config["encoders"][key],
-        "finetune": config.get("finetune", {}),
+        # only this dataset's settings, so editing another dataset's entry does not re-run this job
+        "finetune": {
+            **{k: v for k, v in config.get("finetune", {}).items() if k != "per_dataset"},
+            "per_dataset": {
+                wildcards.dataset: config.get("finetune", {}).get("per_dataset", {}).get(wildcards.dataset, {})
+            },
+        },
     }
 
 
