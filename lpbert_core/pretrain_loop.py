@@ -68,6 +68,7 @@ DEFAULTS = {
     "lr_head": 1e-4, "warmup": 0.05, "weight_decay": 0.01, "mlm_probability": 0.15, "mlm_mask_fraction": 0.8,
     "mlm_random_fraction": 0.1, "task_probabilities": {"mem_head": 0.4, "mem_tail": 0.4, "mrm": 0.2},
     "em_head_norm": "batchnorm", "precision": "auto", "threads": None, "device": "auto", "dev_max_triples": None,
+    "train_max_triples": None,
     "keep_checkpoint": False, "progress_bar": True,
 }
 
@@ -101,10 +102,10 @@ def train(
     probs, use_mlm = variant_plan(variant, cfg["task_probabilities"])
     model = PretrainModel(encoder, kg.special.vocab_size, cfg["em_head_norm"], use_em=probs is not None,
                           use_mlm=use_mlm).to(device)
-    train_triples = kg.triples["train"]
+    train_triples = _subset(kg.triples["train"], cfg.get("train_max_triples"), cfg["seed"])
     if len(train_triples) == 0:
         raise ValueError("pre-training needs a non-empty train split")
-    dev_triples = _dev_subset(kg.triples["dev"], cfg)
+    dev_triples = _subset(kg.triples["dev"], cfg.get("dev_max_triples"), cfg["seed"])
 
     steps_per_epoch = math.ceil(len(train_triples) / cfg["batch_size"])
     optimizer = build_optimizer(model, ENCODER_PREFIX, cfg["lr_encoder"], cfg["lr_head"], cfg["weight_decay"])
@@ -148,13 +149,12 @@ def train(
 
 # ---------------------------------------------------------------- data
 
-def _dev_subset(dev: np.ndarray, cfg: dict) -> np.ndarray:
-    """An optional cap on dev triples (a fixed random subset) for large graphs on small machines."""
-    cap = cfg.get("dev_max_triples")
-    if not cap or len(dev) <= cap:
-        return dev
-    order = np.random.default_rng(cfg["seed"]).permutation(len(dev))[: int(cap)]
-    return dev[np.sort(order)]
+def _subset(triples: np.ndarray, cap: int | None, seed: int) -> np.ndarray:
+    """An optional cap on triples (a fixed seeded subset, file order kept) for large graphs on small machines."""
+    if not cap or len(triples) <= cap:
+        return triples
+    order = np.random.default_rng(seed).permutation(len(triples))[: int(cap)]
+    return triples[np.sort(order)]
 
 
 def _make_samples(kg, triples, cfg, rng):

@@ -8,6 +8,7 @@ def pretrain_settings(wildcards):
     section = dict(config["pretrain"])
     lengths = section.pop("max_length")
     section["max_length"] = lengths.get(wildcards.dataset, lengths["default"])
+    section.update((section.pop("per_dataset", None) or {}).get(wildcards.dataset) or {})
     section["tasks"] = wildcards.tasks
     section["encoder"] = config["encoders"][config["encoder"]]
     section.pop("threads", None)  # the job's granted threads are passed by the script
