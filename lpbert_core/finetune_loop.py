@@ -46,6 +46,7 @@ DEFAULTS = {
     "in_batch_negatives": True,
     "train_subsample": None,
     "dev_subsample": None,
+    "dev_eval": True,
     "eval_batch_size": 256,
     "score_chunk_size": 1024,
     "precision": "auto",
@@ -232,10 +233,12 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
 
         # ---- fast dev scorer: filtered Hits@10 on dev (filter: train + dev; test never influences selection)
         t_dev = time.perf_counter()
-        _, dev_metrics, _ = evaluate_split(
-            model, kg, builder, "dev", device, filter_splits=("train", "dev"), subsample=cfg["dev_subsample"],
-            seed=seed, batch_size=int(cfg["eval_batch_size"]), chunk_size=int(cfg["score_chunk_size"]),
-            precision=precision)
+        dev_metrics = {}
+        if cfg["dev_eval"]:  # off only where selection is moot (e.g. one epoch on CPU): the last epoch is kept
+            _, dev_metrics, _ = evaluate_split(
+                model, kg, builder, "dev", device, filter_splits=("train", "dev"), subsample=cfg["dev_subsample"],
+                seed=seed, batch_size=int(cfg["eval_batch_size"]), chunk_size=int(cfg["score_chunk_size"]),
+                precision=precision)
         dev_seconds = time.perf_counter() - t_dev
         both = dev_metrics.get("both", {})
         hits10 = float(both.get("hits@10") or 0.0)
@@ -250,7 +253,7 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
         log(" ".join(f"{k_}={v:.4g}" if isinstance(v, float) else f"{k_}={v}" for k_, v in row.items()))
         # model selection: dev Hits@10 (paper); equal Hits@10 is broken by dev MRR (Hits@10 saturates on UMLS)
         mrr = float(both.get("mrr") or 0.0)
-        if (hits10, mrr) > (progress["best_hits10"], progress.get("best_mrr", -1.0)):
+        if not cfg["dev_eval"] or (hits10, mrr) > (progress["best_hits10"], progress.get("best_mrr", -1.0)):
             progress["best_hits10"], progress["best_mrr"] = hits10, mrr
             progress["best_epoch"], progress["bad_epochs"] = epoch + 1, 0
             with atomic_dir(checkpoint_dir / "best") as tmp:
