@@ -260,7 +260,8 @@ def _group_lrs(optimizer) -> tuple[float, float]:
 # ---------------------------------------------------------------- progress, checkpoints, output
 
 def _fingerprint(cfg: dict) -> str:
-    relevant = {k: v for k, v in cfg.items() if k not in RESULT_NEUTRAL}
+    # Unset (None) options are left out, so adding a new optional setting does not orphan existing checkpoints.
+    relevant = {k: v for k, v in cfg.items() if k not in RESULT_NEUTRAL and v is not None}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
