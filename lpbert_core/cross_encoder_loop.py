@@ -152,9 +152,19 @@ def train_cross_encoder(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_di
     scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device, precision) else None
     dev_triples, dev_labels = dev_examples(kg, cfg["dev_subsample"], seed)
 
+    fingerprint = _fingerprint(cfg, positives, kg, model)
+    state_file = checkpoint_dir / "last" / "state.json"
+    if state_file.exists():
+        import json
+        import shutil
+
+        old = json.loads(state_file.read_text()).get("progress", {}).get("fingerprint")
+        if old != fingerprint:  # another config / data / initial encoder: never resume from it
+            log(f"ignoring the checkpoint in {checkpoint_dir / 'last'}: written with other settings or data")
+            shutil.rmtree(checkpoint_dir / "last", ignore_errors=True)
     progress = load_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler, device)
     if progress is None:
-        progress = {"epoch": 0, "global_step": 0, "log": []}
+        progress = {"epoch": 0, "global_step": 0, "log": [], "fingerprint": fingerprint}
         log(f"cross-encoder training from scratch: {len(positives)} positives x (1 + {k} negatives), "
             f"{steps_per_epoch} steps/epoch, {epochs} epochs, batch {bs}")
     else:
@@ -227,6 +237,24 @@ def train_cross_encoder(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_di
 
         shutil.rmtree(checkpoint_dir / "last", ignore_errors=True)
     return {"killed": False, "progress": progress, "info": info, "model": model}
+
+
+def _fingerprint(cfg: dict, positives: np.ndarray, kg: TokenizedKG, model: CrossEncoder) -> str:
+    """Hash of everything a resumed run must share with the checkpoint: training settings, the training triples,
+    the graph size, and the initial weights (a sample of the encoder's parameters)."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256()
+    keys = ("max_length", "pooling", "negatives", "negative_side", "batch_size", "epochs", "lr_encoder", "lr_new",
+            "weight_decay", "warmup_fraction", "max_grad_norm", "train_subsample", "seed")
+    digest.update(json.dumps({k: cfg.get(k) for k in keys}, sort_keys=True, default=str).encode())
+    digest.update(np.ascontiguousarray(positives, dtype=np.int64).tobytes())
+    digest.update(f"{kg.num_entities},{kg.num_relations}".encode())
+    with torch.no_grad():
+        for _, param in list(model.encoder.named_parameters())[:3]:
+            digest.update(param.detach().float().cpu().flatten()[:64].numpy().tobytes())
+    return digest.hexdigest()
 
 
 def write_log_csv(path: str | Path, rows: list[dict]) -> None:

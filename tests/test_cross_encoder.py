@@ -218,3 +218,15 @@ def test_kgbert_settings_per_dataset():
                                                                            "score_queries": 1}}}
     assert kgbert_settings(section, "WN18RR") == {"epochs": 5, "score_queries": 1, "train_subsample": 2000}
     assert kgbert_settings(section, "umls") == {"epochs": 5, "score_queries": 5}
+
+
+def test_checkpoint_with_other_settings_is_not_resumed(tiny_encoder_dir, tok, tmp_path):
+    kg = _kg(tok)
+    cpu = torch.device("cpu")
+    train_cross_encoder(kg, _encoder(tiny_encoder_dir), tok, _cfg(epochs=2), tmp_path / "m", tmp_path / "l.csv",
+                        tmp_path / "ck", cpu, log=lambda s: None, stop_after_epochs=1)
+    messages = []
+    out = train_cross_encoder(kg, _encoder(tiny_encoder_dir), tok, _cfg(epochs=2, negatives=1), tmp_path / "m",
+                              tmp_path / "l.csv", tmp_path / "ck", cpu, log=messages.append)
+    assert any("ignoring the checkpoint" in m for m in messages)
+    assert [row["epoch"] for row in out["progress"]["log"]] == [1, 2]
