@@ -89,3 +89,150 @@ def data_targets():
 
 def all_targets():
     return expand("results/tables/{table}.{ext}", table=["table1", "table3", "table4"], ext=["md", "csv", "tex"])
+
+
+# ---- used by pretrain.smk
+
+def pretrain_settings(wildcards):
+    """The `pretrain:` config section resolved for one dataset and variant (max_length is per dataset)."""
+    section = dict(config["pretrain"])
+    lengths = section.pop("max_length")
+    section["max_length"] = lengths.get(wildcards.dataset, lengths["default"])
+    section.update((section.pop("per_dataset", None) or {}).get(wildcards.dataset) or {})
+    section["tasks"] = wildcards.tasks
+    section["encoder"] = config["encoders"][config["encoder"]]
+    section.pop("threads", None)  # the job's granted threads are passed by the script
+    return section
+
+
+# ---- used by finetune.smk
+
+def lpbert_run(wildcards):
+    return config["runs"][wildcards.run]
+
+
+def training_inputs(wildcards):
+    """Inputs of a run's training job (finetune or kgbert_train): the graph, its tokens for the run's encoder and,
+    unless the run starts from the encoder's own weights, the pre-training output it starts from."""
+    spec = run_settings(wildcards.run)
+    inputs = {
+        "triples": f"results/{wildcards.dataset}/text/triples.parquet",
+        "manifest": f"results/{wildcards.dataset}/tokens/{spec['encoder']}/manifest.json",
+    }
+    if spec["pretrain"] != "none":
+        inputs["pretrained"] = f"results/{wildcards.dataset}/pretrain/{spec['pretrain']}/model"
+    return inputs
+
+
+def finetune_params(wildcards):
+    spec = lpbert_run(wildcards)
+    key = run_settings(wildcards.run)['encoder']
+    return {
+        "dataset": wildcards.dataset,
+        "run": wildcards.run,
+        "run_spec": dict(spec),
+        "encoder_key": key,
+        "encoder_source": config["encoders"][key],
+        # only this dataset's settings, so editing another dataset's entry does not re-run this job
+        "finetune": {
+            **{k: v for k, v in config.get("finetune", {}).items() if k != "per_dataset"},
+            "per_dataset": {
+                wildcards.dataset: config.get("finetune", {}).get("per_dataset", {}).get(wildcards.dataset, {})
+            },
+        },
+    }
+
+
+# ---- used by score.smk
+
+def score_params(wildcards):
+    spec = config["runs"][wildcards.run]
+    per_dataset = config.get("finetune", {}).get("per_dataset", {}).get(wildcards.dataset, {})
+    settings = dict(config.get("score", {}))
+    settings["test_subsample"] = per_dataset.get("test_subsample", settings.get("test_subsample"))
+    settings.pop("per_dataset", None)
+    return {"settings": settings, "run_spec": dict(spec), "encoder_key": spec.get("encoder", config["encoder"])}
+
+
+def score_inputs(wildcards):
+    """Inputs of a run's scoring job (score or kgbert_score)."""
+    return {
+        "model": f"results/{wildcards.dataset}/runs/{wildcards.run}/model",
+        "triples": f"results/{wildcards.dataset}/text/triples.parquet",
+        "manifest": f"results/{wildcards.dataset}/tokens/{run_settings(wildcards.run)['encoder']}/manifest.json",
+    }
+
+
+# ---- used by kgbert.smk
+
+def kgbert_dataset_settings(dataset):
+    """The `kgbert:` section with `per_dataset[dataset]` merged in (same as lpbert_core.cross_encoder_loop.kgbert_settings)."""
+    section = dict(config.get("kgbert", {}))
+    section.update((section.pop("per_dataset", None) or {}).get(dataset) or {})
+    return section
+
+
+def kgbert_params(wildcards):
+    spec = run_settings(wildcards.run)
+    return {
+        "dataset": wildcards.dataset,
+        "run": wildcards.run,
+        "run_spec": spec,
+        "encoder_key": spec["encoder"],
+        "encoder_source": config["encoders"][spec["encoder"]],
+        "settings": kgbert_dataset_settings(wildcards.dataset),
+    }
+
+
+# ---- used by tables.smk
+
+def table_row_specs(table):
+    """(dataset, run, paper row id) for every row of `table`, from the config's `tables:` section."""
+    spec = config["tables"][table]
+    if table == "table1":
+        return [(dataset, spec["run"], "LP-BERT") for dataset in config["datasets"]]
+    return [(spec["dataset"], run, paper_row) for run, paper_row in spec["rows"].items()]
+
+
+def run_files(dataset, run):
+    settings = run_settings(run)
+    files = {
+        "metrics": f"results/{dataset}/runs/{run}/metrics.json",
+        "train_log": f"results/{dataset}/runs/{run}/train_log.csv",
+        "ranks": f"results/{dataset}/runs/{run}/ranks.parquet",
+        "finetune_benchmark": f"benchmarks/{dataset}/finetune/{run}.tsv",
+        "score_benchmark": f"benchmarks/{dataset}/score/{run}.tsv",
+    }
+    if settings["pretrain"] != "none":
+        files["pretrain_log"] = f"results/{dataset}/pretrain/{settings['pretrain']}/log.csv"
+    return files
+
+
+def table_rows(wildcards):
+    rows = []
+    for dataset, run, paper_row in table_row_specs(wildcards.table):
+        settings = run_settings(run)
+        row = {
+            "table": wildcards.table,
+            "dataset": dataset,
+            "run": run,
+            "row": paper_row,
+            "model": settings["model"],
+            "encoder": settings["encoder"],
+        }
+        reason = run_skip_reason(run)
+        if reason:
+            row["skipped"] = reason
+        else:
+            row.update(run_files(dataset, run))
+        rows.append(row)
+    return rows
+
+
+def table_inputs(wildcards):
+    """Every file the table reads, so Snakemake builds the runs first (skipped rows need nothing)."""
+    files = []
+    for row in table_rows(wildcards):
+        if "skipped" not in row:
+            files.extend(row[key] for key in run_files(row["dataset"], row["run"]))
+    return files

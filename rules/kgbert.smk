@@ -4,40 +4,9 @@
 # extrapolates linearly to the whole test set (metrics.json says so). Runs: the `runs:` entries with model: kgbert.
 # Checkpoints live in checkpoints/{dataset}/runs/{run}/ (not an output: a killed job resumes after its last epoch).
 
-
-def kgbert_inputs(wildcards):
-    spec = run_settings(wildcards.run)
-    inputs = {
-        "triples": f"results/{wildcards.dataset}/text/triples.parquet",
-        "manifest": f"results/{wildcards.dataset}/tokens/{spec['encoder']}/manifest.json",
-    }
-    if spec["pretrain"] != "none":
-        inputs["pretrained"] = f"results/{wildcards.dataset}/pretrain/{spec['pretrain']}/model"
-    return inputs
-
-
-def kgbert_dataset_settings(dataset):
-    """The `kgbert:` section with `per_dataset[dataset]` merged in (same as lpbert_core.cross_encoder_loop.kgbert_settings)."""
-    section = dict(config.get("kgbert", {}))
-    section.update((section.pop("per_dataset", None) or {}).get(dataset) or {})
-    return section
-
-
-def kgbert_params(wildcards):
-    spec = run_settings(wildcards.run)
-    return {
-        "dataset": wildcards.dataset,
-        "run": wildcards.run,
-        "run_spec": spec,
-        "encoder_key": spec["encoder"],
-        "encoder_source": config["encoders"][spec["encoder"]],
-        "settings": kgbert_dataset_settings(wildcards.dataset),
-    }
-
-
 rule kgbert_train:
     input:
-        unpack(kgbert_inputs),
+        unpack(training_inputs),
     output:
         model=directory("results/{dataset}/runs/{run}/model"),
         train_log="results/{dataset}/runs/{run}/train_log.csv",
@@ -61,9 +30,7 @@ rule kgbert_train:
 
 rule kgbert_score:
     input:
-        model="results/{dataset}/runs/{run}/model",
-        triples="results/{dataset}/text/triples.parquet",
-        manifest=lambda wc: f"results/{wc.dataset}/tokens/{run_encoder_key(wc.run)}/manifest.json",
+        unpack(score_inputs),
     output:
         ranks="results/{dataset}/runs/{run}/ranks.parquet",
         metrics="results/{dataset}/runs/{run}/metrics.json",

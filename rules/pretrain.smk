@@ -2,19 +2,6 @@
 # Checkpoints live in checkpoints/{dataset}/pretrain/{tasks}/, outside the declared outputs, so a killed job keeps
 # them and the rerun (`--rerun-incomplete`) resumes after the last finished epoch.
 
-
-def pretrain_settings(wildcards):
-    """The `pretrain:` config section resolved for one dataset and variant (max_length is per dataset)."""
-    section = dict(config["pretrain"])
-    lengths = section.pop("max_length")
-    section["max_length"] = lengths.get(wildcards.dataset, lengths["default"])
-    section.update((section.pop("per_dataset", None) or {}).get(wildcards.dataset) or {})
-    section["tasks"] = wildcards.tasks
-    section["encoder"] = config["encoders"][config["encoder"]]
-    section.pop("threads", None)  # the job's granted threads are passed by the script
-    return section
-
-
 rule pretrain:
     input:
         triples="results/{dataset}/text/triples.parquet",
