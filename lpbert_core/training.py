@@ -79,7 +79,10 @@ def build_optimizer(
         }
         for (is_encoder, no_decay), params in sorted(groups.items())
     ]
-    return torch.optim.AdamW(param_groups)
+    # The fused kernel (same update rule, one kernel over all tensors): on CPU the per-tensor loop is memory-bound
+    # and dominated a MiniLM step (~1 s vs ~0.1 s measured in pre-training).
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for g in param_groups for p in g["params"])
+    return torch.optim.AdamW(param_groups, fused=fused or None)
 
 
 def build_scheduler(optimizer, total_steps: int, warmup_fraction: float):
