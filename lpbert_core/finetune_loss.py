@@ -40,7 +40,7 @@ LOSSES = ("focal_distance", "infonce")
 @dataclass
 class LossConfig:
     loss: str = "focal_distance"
-    probability: str = "sigmoid"
+    probability: str = "affine"
     temperature: float = 0.05
     shift: float = 0.0
     alpha: float = 0.8
