@@ -53,9 +53,13 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         _publish_mode(tmp, is_dir=True)
+        # move the old folder aside first: a kill at any point leaves either the old or the new folder in place
+        old = path.with_name(f".{path.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
         if path.exists():
-            shutil.rmtree(path)
+            os.replace(path, old)
         os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -52,6 +52,7 @@ DEFAULTS = {
     "precision": "auto",
     "max_grad_norm": None,
     "checkpoint_every_steps": 0,
+    "keep_checkpoint": False,
     "seed": 42,
 }
 
@@ -281,6 +282,9 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
     with atomic_dir(model_dir) as tmp:
         save_run_model(model, tokenizer, tmp, info)
     write_log_csv(log_csv, progress["log"])
+    if not cfg["keep_checkpoint"]:
+        # a finished run leaves no resume state: a later rerun (e.g. after pre-training changed) starts afresh
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return {"killed": False, "progress": progress, "info": info}
 
 

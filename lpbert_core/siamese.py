@@ -40,6 +40,8 @@ class SiameseModel(nn.Module):
         return self.encode(input_ids, attention_mask, token_type_ids)
 
     def encode(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+        if getattr(self.encoder.config, "type_vocab_size", 2) < 2:
+            token_type_ids = None  # RoBERTa-style encoders have a single token type
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
         if self.pooling == "pooler":
             return out.pooler_output

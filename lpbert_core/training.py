@@ -177,7 +177,10 @@ def load_checkpoint(directory: str | Path, model, optimizer, scheduler, device: 
     """Restore a checkpoint written by `save_checkpoint`; returns its progress dict, or None if absent."""
     directory = Path(directory)
     if not (directory / "state.json").exists():
-        return None
+        fallback = directory.with_name(f".{directory.name}.old")  # killed between the two renames of atomic_dir
+        if not (fallback / "state.json").exists():
+            return None
+        directory = fallback
     meta = json.loads((directory / "state.json").read_text())
     model.load_state_dict(load_file(str(directory / "model.safetensors"), device=str(device)))
     opt_tensors = load_file(str(directory / "optimizer.safetensors"), device=str(device))

@@ -101,3 +101,18 @@ def test_infonce_removes_other_positives():
 def test_bad_switch_is_rejected():
     with pytest.raises(ValueError):
         LossConfig(probability="softmax")
+
+
+def test_single_token_type_encoders_get_no_token_types():
+    """RoBERTa-style encoders have one token type; the query's type-1 relation segment must not index past it."""
+    import torch
+    from transformers import RobertaConfig, RobertaModel
+
+    from lpbert_core.siamese import SiameseModel
+
+    cfg = RobertaConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=40, type_vocab_size=1)
+    model = SiameseModel(RobertaModel(cfg), pooling="mean")
+    ids = torch.tensor([[0, 5, 6, 2, 7, 2]])
+    out = model.encode(ids, torch.ones_like(ids), token_type_ids=torch.tensor([[0, 0, 0, 0, 1, 1]]))
+    assert out.shape == (1, 16) and torch.isfinite(out).all()
