@@ -33,6 +33,11 @@ CANDIDATES = {
     "learnable_init0.05+per_pair": {"probability": "learnable", "temperature": 0.05, "distance": "per_pair"},
     "sigmoid_t0.05+batch_sum_literal": {"probability": "sigmoid", "temperature": 0.05, "distance": "batch_sum"},
     "infonce_t0.05 (alternative)": {"loss": "infonce", "infonce_temperature": 0.05},
+    # SigLIP-style start: p = sigmoid(10 cos - 10); the negative bias keeps the many negatives' loss small at the start
+    "learnable_init_t0.1_shift1+per_pair": {"probability": "learnable", "temperature": 0.1, "shift": 1.0,
+                                            "distance": "per_pair"},
+    "sigmoid_t0.1_shift0.5+per_pair": {"probability": "sigmoid", "temperature": 0.1, "shift": 0.5,
+                                       "distance": "per_pair"},
 }
 
 

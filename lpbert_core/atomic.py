@@ -71,6 +71,20 @@ def write_json(path: str | Path, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
+def write_log_csv(path: str | Path, rows: list[dict]) -> None:
+    """Atomically write per-epoch log rows as CSV (header from the first row; empty file for no rows)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())
+
+
 def write_parquet(path: str | Path, frame) -> None:
     """Atomically write a pandas DataFrame as parquet (pyarrow, no index)."""
     with atomic_path(path) as tmp:

@@ -14,8 +14,6 @@ query, and extrapolate linearly to all 2 x |test| queries. Metrics are on the sa
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import time
 from pathlib import Path
@@ -25,11 +23,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .atomic import atomic_dir, atomic_path, write_json, write_parquet
+from .atomic import atomic_dir, write_json, write_log_csv, write_parquet
 from .cross_encoder import (CrossEncoder, TripleSequenceBuilder, collate_triples, corrupt_triples,
                             load_cross_encoder, save_cross_encoder, train_triple_set, training_examples)
 from .finetune_data import KnownAnswers
-from .kg import TokenizedKG
+from .kg import TokenizedKG, seeded_subset
 from .ranking import assert_finite_metrics, build_filter_index, filtered_ranks, metrics_from_ranks
 from .training import (autocast_context, build_optimizer, build_scheduler, epoch_seed, length_sorted_batches,
                        load_checkpoint, needs_grad_scaler, save_checkpoint, set_seed)
@@ -69,14 +67,6 @@ def merged_config(cfg: dict | None) -> dict:
     return out
 
 
-def subsample(triples: np.ndarray, size: int | None, seed: int) -> np.ndarray:
-    """A fixed seeded subset of rows (kept in file order) when `size` is smaller than the split."""
-    if size is None or size >= len(triples):
-        return triples
-    rng = np.random.default_rng(seed)
-    return triples[np.sort(rng.choice(len(triples), size=int(size), replace=False))]
-
-
 def _batch_to(batch: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
@@ -108,7 +98,7 @@ def score_triples(model: CrossEncoder, builder: TripleSequenceBuilder, triples: 
 
 def dev_examples(kg: TokenizedKG, size: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Fixed dev set: dev positives + one corruption each, rejecting known train and dev triples."""
-    dev = subsample(kg.triples["dev"], size, seed)
+    dev = seeded_subset(kg.triples["dev"], size, seed)
     known = KnownAnswers(np.concatenate([kg.triples["train"], kg.triples["dev"]]), kg.num_entities,
                          max(kg.num_relations, 1))
     return training_examples(dev, known, kg.num_entities, 1, np.random.default_rng(seed + 7), "per_negative")
@@ -136,7 +126,7 @@ def train_cross_encoder(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_di
     precision = cfg["precision"]
     model = CrossEncoder(encoder, cfg["pooling"]).to(device)
     builder = TripleSequenceBuilder(kg, int(cfg["max_length"]), model.two_token_types)
-    positives = subsample(kg.triples["train"], cfg["train_subsample"], seed)
+    positives = seeded_subset(kg.triples["train"], cfg["train_subsample"], seed)
     if len(positives) == 0:
         raise ValueError("cross-encoder training: the train split is empty")
     known = train_triple_set(kg)  # the FULL train split is known, even when training on a subsample
@@ -255,16 +245,6 @@ def _fingerprint(cfg: dict, positives: np.ndarray, kg: TokenizedKG, model: Cross
         for _, param in list(model.encoder.named_parameters())[:3]:
             digest.update(param.detach().float().cpu().flatten()[:64].numpy().tobytes())
     return digest.hexdigest()
-
-
-def write_log_csv(path: str | Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    with atomic_path(path) as tmp:
-        tmp.write_text(buf.getvalue())
 
 
 # ---------------------------------------------------------------------------------------------------- ranking

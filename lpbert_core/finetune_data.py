@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .kg import TokenizedKG
+from .kg import TokenizedKG, seeded_subset
 from .training import pad_batch
 
 
@@ -37,10 +37,7 @@ def training_triples(kg: TokenizedKG, inverse_augmentation: bool, subsample: int
                      seed: int = 0) -> np.ndarray:
     """The rows fine-tuning iterates over: train split only (never dev/test), optionally a fixed seeded
     subset of the original triples (CPU overlay for big graphs), then the inverse rows when asked."""
-    train = kg.triples["train"]
-    if subsample is not None and subsample < len(train):
-        rng = np.random.default_rng(seed)
-        train = train[np.sort(rng.choice(len(train), size=subsample, replace=False))]
+    train = seeded_subset(kg.triples["train"], subsample, seed)
     return augment_inverse(train, kg.num_relations) if inverse_augmentation else train.copy()
 
 

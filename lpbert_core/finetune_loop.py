@@ -9,9 +9,7 @@ resumes to the same result as an uninterrupted one.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import shutil
 import time
@@ -22,7 +20,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from .atomic import atomic_dir, atomic_path
+from .atomic import atomic_dir, write_log_csv
 from .finetune_data import (SequenceBuilder, collate_pairs, label_matrix, sample_negative_tails,
                             train_known_answers, training_triples)
 from .finetune_loss import LossConfig, batch_loss, pair_loss
@@ -286,16 +284,6 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
         # a finished run leaves no resume state: a later rerun (e.g. after pre-training changed) starts afresh
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return {"killed": False, "progress": progress, "info": info}
-
-
-def write_log_csv(path: str | Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    with atomic_path(path) as tmp:
-        tmp.write_text(buf.getvalue())
 
 
 def finetune_settings(finetune_cfg: dict, dataset: str, run_spec: dict | None = None) -> dict:

@@ -49,6 +49,14 @@ class TokenizedKG:
         return len(self.relation_ids)
 
 
+def seeded_subset(triples: np.ndarray, size: int | None, seed: int) -> np.ndarray:
+    """A fixed seeded subset of rows, kept in file order, when `size` is smaller than the array (CPU overlays)."""
+    if size is None or size >= len(triples):
+        return triples
+    rng = np.random.default_rng(seed)
+    return triples[np.sort(rng.choice(len(triples), size=int(size), replace=False))]
+
+
 def load_tokenized_kg(text_dir: str | Path, tokens_dir: str | Path) -> TokenizedKG:
     text_dir, tokens_dir = Path(text_dir), Path(tokens_dir)
     manifest = json.loads((tokens_dir / "manifest.json").read_text())

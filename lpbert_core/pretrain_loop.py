@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from .atomic import atomic_dir, atomic_path
 from .encoders import load_encoder, load_tokenizer
-from .kg import TokenizedKG
+from .kg import TokenizedKG, seeded_subset
 from .pretrain_model import ENCODER_PREFIX, PretrainModel
 from .pretrain_samples import build_samples, collate, variant_plan
 from .training import (
@@ -102,10 +102,10 @@ def train(
     probs, use_mlm = variant_plan(variant, cfg["task_probabilities"])
     model = PretrainModel(encoder, kg.special.vocab_size, cfg["em_head_norm"], use_em=probs is not None,
                           use_mlm=use_mlm).to(device)
-    train_triples = _subset(kg.triples["train"], cfg.get("train_max_triples"), cfg["seed"])
+    train_triples = seeded_subset(kg.triples["train"], cfg.get("train_max_triples"), cfg["seed"])
     if len(train_triples) == 0:
         raise ValueError("pre-training needs a non-empty train split")
-    dev_triples = _subset(kg.triples["dev"], cfg.get("dev_max_triples"), cfg["seed"])
+    dev_triples = seeded_subset(kg.triples["dev"], cfg.get("dev_max_triples"), cfg["seed"])
 
     steps_per_epoch = math.ceil(len(train_triples) / cfg["batch_size"])
     optimizer = build_optimizer(model, ENCODER_PREFIX, cfg["lr_encoder"], cfg["lr_head"], cfg["weight_decay"])
@@ -147,14 +147,6 @@ def train(
 
 
 # ---------------------------------------------------------------- data
-
-def _subset(triples: np.ndarray, cap: int | None, seed: int) -> np.ndarray:
-    """An optional cap on triples (a fixed seeded subset, file order kept) for large graphs on small machines."""
-    if not cap or len(triples) <= cap:
-        return triples
-    order = np.random.default_rng(seed).permutation(len(triples))[: int(cap)]
-    return triples[np.sort(order)]
-
 
 def _make_samples(kg, triples, cfg, rng):
     return build_samples(

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .finetune_data import SequenceBuilder, collate_pairs, collate_sequences
-from .kg import TokenizedKG
+from .kg import TokenizedKG, seeded_subset
 from .ranking import build_filter_index, filtered_ranks, metrics_from_ranks
 from .training import autocast_context, length_sorted_batches
 
@@ -95,14 +95,6 @@ def build_queries(triples: np.ndarray, num_relations: int, directions=("tail", "
     return QuerySet(*cols)
 
 
-def subsample_rows(triples: np.ndarray, size: int | None, seed: int) -> np.ndarray:
-    """A fixed seeded subset (rows kept in file order) when `size` is smaller than the split."""
-    if size is None or size >= len(triples):
-        return triples
-    rng = np.random.default_rng(seed)
-    return triples[np.sort(rng.choice(len(triples), size=size, replace=False))]
-
-
 @torch.inference_mode()
 def rank_queries(query_vecs: torch.Tensor, entity_vecs: torch.Tensor, queries: QuerySet, filter_index,
                  chunk_size: int = 1024) -> dict[str, np.ndarray]:
@@ -145,7 +137,7 @@ def evaluate_split(model, kg: TokenizedKG, builder: SequenceBuilder, split: str,
     Returns (ranks frame, metrics, timings). Columns: query, direction, head, relation, tail (entity / relation
     string ids), gold (entity id), optimistic, pessimistic, realistic, num_candidates."""
     timings = {}
-    triples = subsample_rows(kg.triples[split], subsample, seed)
+    triples = seeded_subset(kg.triples[split], subsample, seed)
     queries = build_queries(triples, kg.num_relations)
     t0 = time.perf_counter()
     if entity_vecs is None:

@@ -7,7 +7,7 @@ import json
 import tarfile
 from pathlib import Path
 
-import pandas as pd
+
 import pytest
 
 from lpbert_core.archive import safe_extract, sha256_of, verify_sha256

@@ -6,10 +6,9 @@ import pytest
 import torch
 
 from lpbert_core.finetune_data import SequenceBuilder
-from lpbert_core.kg import make_toy_kg
+from lpbert_core.kg import make_toy_kg, seeded_subset
 from lpbert_core.ranking import build_filter_index, metrics_from_ranks
-from lpbert_core.scoring import (build_queries, encode_entities, encode_sequences, evaluate_split, rank_queries,
-                                 subsample_rows)
+from lpbert_core.scoring import build_queries, encode_entities, encode_sequences, evaluate_split, rank_queries
 
 
 def test_build_queries_both_directions():
@@ -97,6 +96,6 @@ def test_evaluate_split_frame_and_metrics(toy):
 
 def test_subsample_rows_is_fixed():
     t = np.arange(30).reshape(10, 3)
-    a, b = subsample_rows(t, 4, seed=1), subsample_rows(t, 4, seed=1)
+    a, b = seeded_subset(t, 4, seed=1), seeded_subset(t, 4, seed=1)
     assert np.array_equal(a, b) and len(a) == 4
-    assert subsample_rows(t, None, 0) is t
+    assert seeded_subset(t, None, 0) is t
