@@ -30,7 +30,7 @@ from .finetune_data import KnownAnswers
 from .kg import TokenizedKG, seeded_subset
 from .ranking import assert_finite_metrics, build_filter_index, filtered_ranks, metrics_from_ranks
 from .training import (autocast_context, build_optimizer, build_scheduler, epoch_seed, length_sorted_batches,
-                       load_checkpoint, needs_grad_scaler, save_checkpoint, set_seed)
+                       load_checkpoint, needs_grad_scaler, optimizer_step, save_checkpoint, set_seed)
 
 log_ = logging.getLogger("lpbert.kgbert")
 
@@ -182,20 +182,7 @@ def train_cross_encoder(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_di
             with autocast_context(device, precision):
                 logits = model(**batch)
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-            else:
-                loss.backward()
-            if cfg["max_grad_norm"]:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg["max_grad_norm"]))
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            scheduler.step()
+            optimizer_step(loss, model, optimizer, scheduler, scaler, cfg["max_grad_norm"])
             total_loss += float(loss.detach())
             steps += 1
             progress["global_step"] += 1

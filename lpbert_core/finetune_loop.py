@@ -28,7 +28,7 @@ from .kg import TokenizedKG
 from .scoring import evaluate_split
 from .siamese import SiameseModel, pair_cosine, pair_distance, save_run_model
 from .training import (autocast_context, build_optimizer, build_scheduler, epoch_seed, length_sorted_batches,
-                       load_checkpoint, needs_grad_scaler, save_checkpoint, set_seed)
+                       load_checkpoint, needs_grad_scaler, optimizer_step, save_checkpoint, set_seed)
 
 DEFAULTS = {
     "pooling": "mean",
@@ -194,20 +194,7 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
         t_epoch = time.perf_counter()
         for b in range(progress["step_in_epoch"], len(batches)):
             out = training_step(model, builder, rows[batches[b]], known, loss_cfg, device, precision, in_batch, rng)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(out["loss"]).backward()
-                scaler.unscale_(optimizer)
-            else:
-                out["loss"].backward()
-            if cfg["max_grad_norm"]:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg["max_grad_norm"]))
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            scheduler.step()
+            optimizer_step(out["loss"], model, optimizer, scheduler, scaler, cfg["max_grad_norm"])
             el = progress["epoch_loss"]
             el[0] += float(out["loss"].detach())
             el[1] += float(out["focal"].detach())

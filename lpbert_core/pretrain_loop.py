@@ -41,6 +41,7 @@ from .training import (
     autocast_context,
     build_optimizer,
     build_scheduler,
+    optimizer_step,
     epoch_seed,
     length_sorted_batches,
     load_checkpoint,
@@ -178,15 +179,7 @@ def _run_epoch(model, samples, batches, pad_id, device, cfg, epoch, optimizer=No
         with torch.set_grad_enabled(training), autocast_context(device, cfg["precision"]):
             out = model(**batch)
         if training:
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(out["loss"]).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                out["loss"].backward()
-                optimizer.step()
-            scheduler.step()
+            optimizer_step(out["loss"], model, optimizer, scheduler, scaler)
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{out['loss'].item():.3f}")
             if step % max(len(batches) // 4, 1) == 0:  # a heartbeat in the rule's log even without tqdm

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .finetune_data import SequenceBuilder, collate_pairs, collate_sequences
+from .finetune_data import SequenceBuilder, collate_pairs
 from .kg import TokenizedKG, seeded_subset
 from .ranking import build_filter_index, filtered_ranks, metrics_from_ranks
 from .training import autocast_context, length_sorted_batches
@@ -102,7 +102,6 @@ def rank_queries(query_vecs: torch.Tensor, entity_vecs: torch.Tensor, queries: Q
     device = entity_vecs.device
     ent = F.normalize(entity_vecs.float(), dim=-1)
     qn = F.normalize(query_vecs.float(), dim=-1)
-    E = ent.shape[0]
     anchor = torch.as_tensor(queries.anchor, device=device)
     relation = torch.as_tensor(queries.relation, device=device)
     gold = torch.as_tensor(queries.gold, device=device)

@@ -85,6 +85,24 @@ def build_optimizer(
     return torch.optim.AdamW(param_groups, fused=fused or None)
 
 
+def optimizer_step(loss, model, optimizer, scheduler, scaler=None, max_grad_norm: float | None = None) -> None:
+    """One update: backward (through the fp16 grad scaler when there is one), optional clipping, step, schedule."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+    else:
+        loss.backward()
+    if max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), float(max_grad_norm))
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    scheduler.step()
+
+
 def build_scheduler(optimizer, total_steps: int, warmup_fraction: float):
     """Linear warmup over `warmup_fraction` of all steps, then linear decay (transformers' scheduler).
     The fraction is turned into a step count here (the authors passed 0.05 as a step count: no warmup)."""
