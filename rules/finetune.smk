@@ -17,7 +17,7 @@ rule finetune:
         "logs/{dataset}/finetune/{run}.log",
     benchmark:
         "benchmarks/{dataset}/finetune/{run}.tsv"
-    threads: workflow.cores
+    threads: 8  # capped at --cores by Snakemake
     resources:
         gpu=1,
     conda:

@@ -19,7 +19,7 @@ rule kgbert_train:
         "logs/{dataset}/kgbert_train/{run}.log",
     benchmark:
         "benchmarks/{dataset}/finetune/{run}.tsv"  # same pattern as rule finetune: Table 3 reads both alike
-    threads: workflow.cores
+    threads: 8  # capped at --cores by Snakemake
     resources:
         gpu=1,
     conda:
@@ -42,7 +42,7 @@ rule kgbert_score:
         "logs/{dataset}/kgbert_score/{run}.log",
     benchmark:
         "benchmarks/{dataset}/score/{run}.tsv"
-    threads: workflow.cores
+    threads: 8  # capped at --cores by Snakemake
     resources:
         gpu=1,
     conda:

@@ -15,7 +15,7 @@ rule score:
         "logs/{dataset}/score/{run}.log",
     benchmark:
         "benchmarks/{dataset}/score/{run}.tsv"
-    threads: workflow.cores
+    threads: 8  # capped at --cores by Snakemake
     resources:
         gpu=1,
     conda:
