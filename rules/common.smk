@@ -33,6 +33,12 @@ def run_settings(run):
     """The run's entry with its encoder filled in (key of `encoders`)."""
     settings = dict(config["runs"][run])
     settings.setdefault("encoder", config["encoder"])
+    if settings["pretrain"] != "none" and settings["encoder"] != config["encoder"]:
+        # pre-training outputs (results/{dataset}/pretrain/{tasks}) are built from the top-level encoder only
+        raise ValueError(
+            f"run {run!r}: encoder {settings['encoder']!r} with pretrain {settings['pretrain']!r}; pre-training uses "
+            f"the top-level encoder {config['encoder']!r}: set pretrain: none or change the top-level encoder"
+        )
     return settings
 
 
