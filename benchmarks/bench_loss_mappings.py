@@ -36,6 +36,7 @@ CANDIDATES = {
     # SigLIP-style start: p = sigmoid(10 cos - 10); the negative bias keeps the many negatives' loss small at the start
     "learnable_init_t0.1_shift1+per_pair": {"probability": "learnable", "temperature": 0.1, "shift": 1.0,
                                             "distance": "per_pair"},
+    "affine+per_pair_w0.1": {"probability": "affine", "distance": "per_pair", "distance_weight": 0.1},
     "sigmoid_t0.1_shift0.5+per_pair": {"probability": "sigmoid", "temperature": 0.1, "shift": 0.5,
                                        "distance": "per_pair"},
 }
