@@ -30,11 +30,39 @@ def workdir(tmp_path: Path, overlay: dict | None = None) -> Path:
     return tmp_path
 
 
+def own_graph_workdir(tmp_path: Path, name: str, train: str) -> Path:
+    """A triples-only graph (ConvE layout) named in an overlay, as a user brings one."""
+    graph = tmp_path / name
+    graph.mkdir()
+    (graph / "train.txt").write_text(train)
+    (graph / "valid.txt").write_text("alice\tworks_at\tacme_corp\n")
+    (graph / "test.txt").write_text("bob\tknows\talice\n")
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    return workdir(wd, {"datasets": [name], "sources": {name: {"folder": str(graph)}}})
+
+
 def test_dry_run_lists_the_data_stages(tmp_path):
     result = snakemake("-n", "--quiet", "rules", cwd=workdir(tmp_path))
     assert result.returncode == 0, result.stderr
-    for rule in ("download", "join_text", "tokenize"):
+    for rule in ("download", "join_text", "tokenize", "pretrain", "finetune", "score", "kgbert_train",
+                 "kgbert_score", "tables"):
         assert rule in result.stdout
+
+
+def test_every_table_row_is_a_job_and_gpu_jobs_ask_for_a_gpu(tmp_path):
+    """`all` on the paper config: one metrics.json per runnable row; RoBERTa rows are skipped only when offline."""
+    result = snakemake("all", "-n", cwd=workdir(tmp_path))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for run in ("lpbert", "t4-none-nobatch", "t4-none", "t4-mlm", "t4-mem", "t4-mem-mrm", "kgbert"):
+        assert f"results/WN18RR/runs/{run}/metrics.json" in out
+    for dataset in ("umls", "FB15k-237"):
+        assert f"results/{dataset}/runs/lpbert/metrics.json" in out
+    gpu_blocks = [b for b in out.split("\n\n")
+                  if any(f"rule {r}:" in b for r in ("pretrain", "finetune", "score", "kgbert_train", "kgbert_score"))]
+    assert len(gpu_blocks) == 24  # 6 pretrain + 8 finetune + 8 score + 1 kgbert_train + 1 kgbert_score
+    assert all("gpu=1" in b for b in gpu_blocks)
 
 
 def test_lint_has_no_remarks():
@@ -62,14 +90,7 @@ def test_bad_config_is_refused_before_any_job(tmp_path, overlay, message):
 
 @pytest.mark.slow
 def test_triples_only_graph_runs_through_data_stages_from_config(tmp_path):
-    graph = tmp_path / "mykg"
-    graph.mkdir()
-    (graph / "train.txt").write_text("alice\tknows\tbob\nbob\tworks_at\tacme_corp\n")
-    (graph / "valid.txt").write_text("alice\tworks_at\tacme_corp\n")
-    (graph / "test.txt").write_text("bob\tknows\talice\n")
-    wd = tmp_path / "wd"
-    wd.mkdir()
-    workdir(wd, {"datasets": ["mykg"], "sources": {"mykg": {"folder": str(graph)}}})
+    wd = own_graph_workdir(tmp_path, "mykg", "alice\tknows\tbob\nbob\tworks_at\tacme_corp\n")
     result = snakemake("results/mykg/tokens/minilm/manifest.json", "--cores", "2", "--configfile", "overlay.yaml",
                        cwd=wd)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -82,14 +103,7 @@ def test_triples_only_graph_runs_through_data_stages_from_config(tmp_path):
 
 @pytest.mark.slow
 def test_bad_graph_fails_with_one_line_and_leaves_no_output(tmp_path):
-    graph = tmp_path / "badkg"
-    graph.mkdir()
-    (graph / "train.txt").write_text("alice\tknows\tbob\nbob\tworks_at\n")
-    (graph / "valid.txt").write_text("alice\tworks_at\tacme\n")
-    (graph / "test.txt").write_text("bob\tknows\talice\n")
-    wd = tmp_path / "wd"
-    wd.mkdir()
-    workdir(wd, {"datasets": ["badkg"], "sources": {"badkg": {"folder": str(graph)}}})
+    wd = own_graph_workdir(tmp_path, "badkg", "alice\tknows\tbob\nbob\tworks_at\n")
     result = snakemake("results/badkg/text/triples.parquet", "--cores", "1", "--configfile", "overlay.yaml", cwd=wd)
     assert result.returncode != 0
     assert "ERROR: results/badkg/raw/train.txt:2: expected 3 non-empty tab-separated fields" in result.stderr
