@@ -61,7 +61,7 @@ def test_every_table_row_is_a_job_and_gpu_jobs_ask_for_a_gpu(tmp_path):
         assert f"results/{dataset}/runs/lpbert/metrics.json" in out
     gpu_blocks = [b for b in out.split("\n\n")
                   if any(f"rule {r}:" in b for r in ("pretrain", "finetune", "score", "kgbert_train", "kgbert_score"))]
-    assert len(gpu_blocks) == 24  # 6 pretrain + 8 finetune + 8 score + 1 kgbert_train + 1 kgbert_score
+    assert len(gpu_blocks) >= 24  # 6 pretrain + 8 finetune + 8 score + 2 kgbert (+ RoBERTa rows where cached)
     assert all("gpu=1" in b for b in gpu_blocks)
 
 
