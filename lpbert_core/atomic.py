@@ -71,16 +71,19 @@ def write_json(path: str | Path, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
-def write_log_csv(path: str | Path, rows: list[dict]) -> None:
-    """Atomically write per-epoch log rows as CSV (header from the first row; empty file for no rows)."""
+def write_log_csv(path: str | Path, rows: list[dict], columns: list[str] | None = None) -> None:
+    """Atomically write per-epoch log rows as CSV. With `columns` the header is fixed (written even for no rows,
+    missing values empty); without, it comes from the first row (an empty file for no rows)."""
     import csv
     import io
 
     buf = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    fieldnames = columns or (list(rows[0]) if rows else None)
+    if fieldnames:
+        writer = csv.DictWriter(buf, fieldnames=fieldnames)
         writer.writeheader()
-        writer.writerows(rows)
+        for row in rows:
+            writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in fieldnames})
     with atomic_path(path) as tmp:
         tmp.write_text(buf.getvalue())
 

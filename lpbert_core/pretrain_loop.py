@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -32,7 +31,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .atomic import atomic_dir, atomic_path
+from .atomic import atomic_dir, write_log_csv
 from .encoders import load_encoder, load_tokenizer
 from .kg import TokenizedKG, seeded_subset
 from .pretrain_model import ENCODER_PREFIX, PretrainModel
@@ -97,7 +96,7 @@ def train(
     if variant == "none":  # the ablation baseline: the initial weights, untouched
         log.info("variant 'none': saving the initial encoder %s unchanged", cfg["encoder"])
         save_encoder_folder(encoder, tokenizer, out_dir)
-        write_log_csv(log_csv, [])
+        write_log_csv(log_csv, [], LOG_COLUMNS)
         return []
 
     probs, use_mlm = variant_plan(variant, cfg["task_probabilities"])
@@ -141,7 +140,7 @@ def train(
                                         device=str(device)))
         log.info("best dev loss %.4f at epoch %d", progress["best_loss"], progress["best_epoch"])
     save_encoder_folder(model.encoder, tokenizer, out_dir)
-    write_log_csv(log_csv, progress["rows"])
+    write_log_csv(log_csv, progress["rows"], LOG_COLUMNS)
     if not cfg["keep_checkpoint"]:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     return progress["rows"]
@@ -294,15 +293,6 @@ def save_encoder_folder(encoder, tokenizer, out_dir: str | Path) -> None:
         pickles = [p.name for p in tmp.rglob("*") if p.suffix in PICKLE_SUFFIXES]
         if pickles or not list(tmp.glob("*.safetensors")):
             raise RuntimeError(f"encoder folder must hold safetensors and no pickle files; found {pickles}")
-
-
-def write_log_csv(path: str | Path, rows: list[dict]) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS)
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in LOG_COLUMNS})
 
 
 def run_pretrain(text_dir: str | Path, tokens_dir: str | Path, settings: dict, out_dir: str | Path,
