@@ -39,6 +39,9 @@ CANDIDATES = {
     "affine+per_pair_w0.1": {"probability": "affine", "distance": "per_pair", "distance_weight": 0.1},
     "sigmoid_t0.1_shift0.5+per_pair": {"probability": "sigmoid", "temperature": 0.1, "shift": 0.5,
                                        "distance": "per_pair"},
+    "affine+no_distance": {"probability": "affine", "distance": "none"},
+    "sigmoid_t0.1_shift0.5+no_distance": {"probability": "sigmoid", "temperature": 0.1, "shift": 0.5,
+                                          "distance": "none"},
 }
 
 

@@ -24,6 +24,7 @@ from torch import nn
 
 from .finetune_data import KnownAnswers
 from .kg import TokenizedKG
+from .pretrain_samples import split_context_budget  # one rule for sharing a budget between head and tail
 from .training import pad_batch
 
 RUN_FILE = "lpbert_run.json"  # same file name as the LP-BERT runs: the run's settings next to the HF folder
@@ -31,16 +32,6 @@ CLASSIFIER_FILE = "classifier.safetensors"
 
 
 # ------------------------------------------------------------------------------------------------ sequences
-def split_budget(head_len: int, tail_len: int, budget: int) -> tuple[int, int]:
-    """How many head / tail tokens to keep so that head + tail <= budget, trimming the longer text first."""
-    budget = max(int(budget), 0)
-    if head_len + tail_len <= budget:
-        return head_len, tail_len
-    keep_head = min(head_len, max(budget // 2, budget - tail_len))
-    keep_tail = min(tail_len, budget - keep_head)
-    return keep_head, keep_tail
-
-
 class TripleSequenceBuilder:
     """Token ids and token types of `[CLS] h [SEP] r [SEP] t [SEP]` for integer triples of a TokenizedKG."""
 
@@ -56,7 +47,7 @@ class TripleSequenceBuilder:
         rel = list(self.kg.relation_text_ids[r])[: self.max_length - 6]  # cut only when the relation alone overflows
         head = self.kg.entity_text_ids[h]
         tail = self.kg.entity_text_ids[t]
-        nh, nt = split_budget(len(head), len(tail), self.max_length - 4 - len(rel))
+        nh, nt = split_context_budget(len(head), len(tail), self.max_length - 4 - len(rel))
         ids = [sp.cls, *head[:nh], sp.sep, *rel, sp.sep, *tail[:nt], sp.sep]
         if self.two_token_types:
             types = [0] * (nh + 2) + [1] * (len(rel) + 1) + [0] * (nt + 1)
@@ -66,7 +57,7 @@ class TripleSequenceBuilder:
 
     def length(self, h: int, r: int, t: int) -> int:
         rel = min(len(self.kg.relation_text_ids[r]), self.max_length - 6)
-        nh, nt = split_budget(len(self.kg.entity_text_ids[h]), len(self.kg.entity_text_ids[t]),
+        nh, nt = split_context_budget(len(self.kg.entity_text_ids[h]), len(self.kg.entity_text_ids[t]),
                               self.max_length - 4 - rel)
         return nh + nt + rel + 4
 

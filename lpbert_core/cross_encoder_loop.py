@@ -152,7 +152,7 @@ def train_cross_encoder(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_di
         if old != fingerprint:  # another config / data / initial encoder: never resume from it
             log(f"ignoring the checkpoint in {checkpoint_dir / 'last'}: written with other settings or data")
             shutil.rmtree(checkpoint_dir / "last", ignore_errors=True)
-    progress = load_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler, device)
+    progress = load_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler, device, scaler)
     if progress is None:
         progress = {"epoch": 0, "global_step": 0, "log": [], "fingerprint": fingerprint}
         log(f"cross-encoder training from scratch: {len(positives)} positives x (1 + {k} negatives), "
@@ -195,7 +195,7 @@ def train_cross_encoder(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_di
         progress["log"].append(row)
         progress["epoch"] = epoch + 1
         log(" ".join(f"{k_}={v:.4g}" if isinstance(v, float) else f"{k_}={v}" for k_, v in row.items()))
-        save_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler, progress)
+        save_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler, progress, scaler)
         epochs_this_call += 1
         if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs and progress["epoch"] < epochs:
             log(f"stopping after {epochs_this_call} epoch(s) (simulated kill)")

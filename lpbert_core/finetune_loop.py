@@ -163,7 +163,7 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
         if old != fingerprint:
             log(f"ignoring the checkpoint in {checkpoint_dir}: written by other settings, data or weights")
             shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    progress = load_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler, device)
+    progress = load_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler, device, scaler)
     if progress is None:
         progress = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_hits10": -1.0, "best_epoch": -1,
                     "bad_epochs": 0, "log": [], "stopped": False, "epoch_loss": [0.0, 0.0, 0.0, 0],
@@ -174,7 +174,7 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
     log(f"truncation at max_length={max_len}: {json.dumps(builder.truncation_report())}")
 
     def save_last(extra_rng=None):
-        save_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler, progress)
+        save_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler, progress, scaler)
 
     steps_this_call = 0
     while progress["epoch"] < epochs and not progress["stopped"]:

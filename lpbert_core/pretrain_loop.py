@@ -113,7 +113,7 @@ def train(
     scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device, cfg["precision"]) else None
 
     ckpt_dir = Path(ckpt_dir)
-    progress = _resume(ckpt_dir, model, optimizer, scheduler, device, _fingerprint(cfg))
+    progress = _resume(ckpt_dir, model, optimizer, scheduler, device, _fingerprint(cfg), scaler)
     dev_samples = _make_samples(kg, dev_triples, cfg, np.random.default_rng(epoch_seed(cfg["seed"], 0)))
 
     for epoch in range(progress["epoch"] + 1, cfg["epochs"] + 1):
@@ -131,7 +131,7 @@ def train(
         row = _log_row(epoch, train_stats, dev_stats, optimizer, time.perf_counter() - started)
         progress["rows"].append(row)
         _update_progress(progress, row, model, ckpt_dir, cfg["patience"])
-        save_checkpoint(ckpt_dir / "last", model, optimizer, scheduler, progress)
+        save_checkpoint(ckpt_dir / "last", model, optimizer, scheduler, progress, scaler)
         _remove_stale_best(ckpt_dir, progress["best_dir"])
         log.info("epoch %d: %s", epoch, json.dumps(row))
 
@@ -245,13 +245,13 @@ def _fresh_progress(fingerprint: str) -> dict:
             "stopped": False, "rows": [], "fingerprint": fingerprint}
 
 
-def _resume(ckpt_dir: Path, model, optimizer, scheduler, device, fingerprint: str) -> dict:
+def _resume(ckpt_dir: Path, model, optimizer, scheduler, device, fingerprint: str, scaler=None) -> dict:
     """Continue from `ckpt_dir/last` when it was written under the same settings; otherwise start fresh."""
     last = ckpt_dir / "last"
     if (last / "state.json").exists():
         saved = json.loads((last / "state.json").read_text())["progress"]
         if saved.get("fingerprint") == fingerprint:
-            progress = load_checkpoint(last, model, optimizer, scheduler, device)
+            progress = load_checkpoint(last, model, optimizer, scheduler, device, scaler)
             log.info("resuming from %s after epoch %d", last, progress["epoch"])
             _remove_stale_best(ckpt_dir, progress["best_dir"])
             return progress

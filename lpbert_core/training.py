@@ -179,19 +179,23 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def save_checkpoint(directory: str | Path, model, optimizer, scheduler, progress: dict) -> None:
-    """Write model, optimizer, scheduler and a JSON `progress` dict (epoch, best score, log rows...).
-    The folder is replaced atomically, so a kill during the write leaves the previous checkpoint intact."""
+def save_checkpoint(directory: str | Path, model, optimizer, scheduler, progress: dict, scaler=None) -> None:
+    """Write model, optimizer, scheduler, the fp16 grad scaler (if any) and a JSON `progress` dict (epoch, best
+    score, log rows...). The folder is replaced atomically, so a kill during the write leaves the previous
+    checkpoint intact."""
     with atomic_dir(directory) as tmp:
         model_state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(model_state, str(tmp / "model.safetensors"))
         opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-        meta = {"optimizer": opt_meta, "scheduler": scheduler.state_dict(), "progress": progress}
+        meta = {"optimizer": opt_meta, "scheduler": scheduler.state_dict(), "progress": progress,
+                # plain floats/ints; without it a resumed fp16 run restarts at scale 65536 and skips steps
+                "grad_scaler": scaler.state_dict() if scaler is not None else None}
         (tmp / "state.json").write_text(json.dumps(meta, default=float))
 
 
-def load_checkpoint(directory: str | Path, model, optimizer, scheduler, device: torch.device) -> dict | None:
+def load_checkpoint(directory: str | Path, model, optimizer, scheduler, device: torch.device,
+                    scaler=None) -> dict | None:
     """Restore a checkpoint written by `save_checkpoint`; returns its progress dict, or None if absent."""
     directory = Path(directory)
     if not (directory / "state.json").exists():
@@ -204,6 +208,8 @@ def load_checkpoint(directory: str | Path, model, optimizer, scheduler, device: 
     opt_tensors = load_file(str(directory / "optimizer.safetensors"), device=str(device))
     optimizer.load_state_dict(_unflatten_optimizer(opt_tensors, meta["optimizer"]))
     scheduler.load_state_dict(meta["scheduler"])
+    if scaler is not None and meta.get("grad_scaler"):
+        scaler.load_state_dict(meta["grad_scaler"])
     return meta["progress"]
 
 

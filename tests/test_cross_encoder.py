@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
+from lpbert_core.pretrain_samples import split_context_budget
 from lpbert_core.cross_encoder import (CrossEncoder, TripleSequenceBuilder, collate_triples, corrupt_triples,
-                                       split_budget, train_triple_set, training_examples)
+                                       train_triple_set, training_examples)
 from lpbert_core.cross_encoder_loop import (candidate_triples, extrapolate, rank_sampled_queries, score_run,
                                            score_triples, train_cross_encoder)
 from lpbert_core.kg import make_toy_kg
-from lpbert_core.ranking import build_filter_index
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_truncation_keeps_relation_and_trims_longer_entity(tok):
     assert tok.decode(rel) in tok.decode(ids)  # relation kept whole
     assert ids[-2] == kg.entity_text_ids[1][-1]  # the short tail kept whole
     assert b.length(0, 0, 1) == 20
-    assert split_budget(10, 3, 8) == (5, 3) and split_budget(10, 10, 8) == (4, 4) and split_budget(3, 10, 8) == (3, 5)
+    assert split_context_budget(10, 3, 8) == (5, 3) and split_context_budget(10, 10, 8) == (4, 4) and split_context_budget(3, 10, 8) == (3, 5)
 
 
 def test_negatives_never_known_train_triples(tok):

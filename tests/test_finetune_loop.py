@@ -2,7 +2,6 @@
 the sampled-negative mode ("BatchSample = N") trains."""
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch

@@ -4,7 +4,6 @@ import json
 
 import pandas as pd
 import pytest
-import torch
 
 from lpbert_core.finetune_loop import run_finetune
 from lpbert_core.predict import LinkPredictor, main
@@ -16,7 +15,7 @@ from test_finetune_loop import toy_kg
 
 @pytest.fixture(scope="module")
 def run_dir(tiny_encoder_dir, tmp_path_factory):
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from lpbert_core.atomic import write_parquet
 

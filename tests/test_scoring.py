@@ -1,7 +1,6 @@
 """Batched candidate scoring: hand-computed filtered ranks with ties through the chunked scorer, query layout,
 and agreement of the batched encoder with one-at-a-time encoding."""
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
