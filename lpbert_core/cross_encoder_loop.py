@@ -154,10 +154,11 @@ def train_cross_encoder(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_di
             shutil.rmtree(checkpoint_dir / "last", ignore_errors=True)
     progress = load_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler, device, scaler)
     if progress is None:
-        progress = {"epoch": 0, "global_step": 0, "log": [], "fingerprint": fingerprint}
+        progress = {"epoch": 0, "global_step": 0, "log": [], "fingerprint": fingerprint, "attempt": 1}
         log(f"cross-encoder training from scratch: {len(positives)} positives x (1 + {k} negatives), "
             f"{steps_per_epoch} steps/epoch, {epochs} epochs, batch {bs}")
     else:
+        progress["attempt"] = int(progress.get("attempt", 1)) + 1  # see finetune_loop: T/Ep of resumed jobs
         log(f"resumed from {checkpoint_dir / 'last'} after epoch {progress['epoch']}")
     log(f"truncation at max_length={builder.max_length}: {builder.truncation_report(positives)}")
 
@@ -191,7 +192,8 @@ def train_cross_encoder(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_di
         dev = _evaluate_dev(model, builder, dev_triples, dev_labels, device, cfg)
         row = {"epoch": epoch + 1, "steps": steps, "examples": int(len(triples)),
                "loss": total_loss / max(steps, 1), **dev, "lr_encoder": scheduler.get_last_lr()[-1],
-               "train_seconds": round(train_seconds, 3), "dev_seconds": round(time.perf_counter() - t1, 3)}
+               "train_seconds": round(train_seconds, 3), "dev_seconds": round(time.perf_counter() - t1, 3),
+               "attempt": progress["attempt"], "steps_timed": steps}  # resumes happen between epochs here
         progress["log"].append(row)
         progress["epoch"] = epoch + 1
         log(" ".join(f"{k_}={v:.4g}" if isinstance(v, float) else f"{k_}={v}" for k_, v in row.items()))

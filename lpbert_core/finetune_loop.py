@@ -167,9 +167,11 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
     if progress is None:
         progress = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_hits10": -1.0, "best_epoch": -1,
                     "bad_epochs": 0, "log": [], "stopped": False, "epoch_loss": [0.0, 0.0, 0.0, 0],
-                    "fingerprint": fingerprint}
+                    "fingerprint": fingerprint, "attempt": 1}
         log(f"fine-tuning from scratch: {len(rows)} training rows, {steps_per_epoch} steps/epoch, {epochs} epochs")
     else:
+        # the Snakemake benchmark of a resumed job times only this attempt: rows record which steps it ran
+        progress["attempt"] = int(progress.get("attempt", 1)) + 1
         log(f"resumed from {checkpoint_dir / 'last'} at epoch {progress['epoch']} step {progress['step_in_epoch']}")
     log(f"truncation at max_length={max_len}: {json.dumps(builder.truncation_report())}")
 
@@ -192,7 +194,8 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
             rng.bit_generator.state = progress["numpy_rng"]
         model.train()
         t_epoch = time.perf_counter()
-        for b in range(progress["step_in_epoch"], len(batches)):
+        first_step = progress["step_in_epoch"]
+        for b in range(first_step, len(batches)):
             out = training_step(model, builder, rows[batches[b]], known, loss_cfg, device, precision, in_batch, rng)
             optimizer_step(out["loss"], model, optimizer, scheduler, scaler, cfg["max_grad_norm"])
             el = progress["epoch_loss"]
@@ -234,7 +237,8 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
                "dev_mrr": both.get("mrr"), "dev_mr": both.get("mr"), "dev_hits@1": both.get("hits@1"),
                "dev_hits@10": hits10, "lr_encoder": scheduler.get_last_lr()[-1],
                "prob_scale": float(model.prob_scale.detach()), "prob_bias": float(model.prob_bias.detach()),
-               "train_seconds": round(train_seconds, 3), "dev_seconds": round(dev_seconds, 3)}
+               "train_seconds": round(train_seconds, 3), "dev_seconds": round(dev_seconds, 3),
+               "attempt": progress["attempt"], "steps_timed": len(batches) - first_step}
         progress["log"].append(row)
         log(" ".join(f"{k_}={v:.4g}" if isinstance(v, float) else f"{k_}={v}" for k_, v in row.items()))
         # model selection: dev Hits@10 (paper); equal Hits@10 is broken by dev MRR (Hits@10 saturates on UMLS)

@@ -66,7 +66,8 @@ DEFAULT_NOTES = {
     "table3": (
         "Speed: the paper's hours were measured on a Tesla P40 without mixed precision; ours on this machine, with "
         "the same encoder and hardware for every one of our rows, so compare the ratio columns, not absolute hours.",
-        "T/Ep = wall seconds of the finetune rule (Snakemake benchmark file) / epochs in train_log.csv; Infer = wall "
+        "T/Ep = wall seconds of the finetune rule (Snakemake benchmark file) / epochs it ran (train_log.csv; a resumed "
+        "job counts only its last attempt's steps); Infer = wall "
         "seconds of the score rule (benchmark file), including model loading.",
         "Our 'KG-BERT' row is a KG-BERT-style cross-encoder (one sequence per candidate triple) on our encoder; StAR is "
         "not reproduced (paper numbers only).",
@@ -255,6 +256,20 @@ def epochs_trained(path: str | Path | None) -> int | None:
     return int(len(frame))
 
 
+def epochs_timed(path: str | Path | None) -> float | None:
+    """Epochs that the job's Snakemake benchmark actually timed. A resumed job's benchmark covers only its last
+    attempt, so only that attempt's steps count (columns `attempt`, `steps_timed`, `steps` of train_log.csv);
+    logs without them fall back to `epochs_trained`."""
+    epochs = epochs_trained(path)
+    if not epochs:
+        return epochs
+    frame = pd.read_csv(path)
+    if not {"attempt", "steps_timed", "steps"} <= set(frame.columns):
+        return epochs
+    last = frame[frame["attempt"] == frame["attempt"].max()]
+    return float((last["steps_timed"] / last["steps"].clip(lower=1)).sum())
+
+
 def _find(raw: Mapping, keys: Iterable[str]):
     """First value found under one of `keys` at the top level or inside 'timing'/'timings'/'run'."""
     places = [raw] + [raw[k] for k in ("timing", "timings", "run", "scale") if isinstance(raw.get(k), dict)]
@@ -383,10 +398,11 @@ def _ours_record(spec: RowSpec) -> dict:
     rec["header_scale"] = scale_text(parsed["scale"], HEADER_SCALE_KEYS)
     finetune_s = read_benchmark_seconds(spec.finetune_benchmark)
     epochs = epochs_trained(spec.train_log)
+    timed = epochs_timed(spec.train_log)
     score_s = read_benchmark_seconds(spec.score_benchmark)
     rec["finetune_seconds"], rec["epochs"], rec["score_seconds"] = finetune_s, epochs, score_s
-    if finetune_s is not None and epochs:
-        rec["ours"]["t_per_epoch"] = finetune_s / epochs / 3600.0
+    if finetune_s is not None and timed:
+        rec["ours"]["t_per_epoch"] = finetune_s / timed / 3600.0
     infer_s, label = inference_seconds(score_s, parsed["raw"])
     if infer_s is not None:
         rec["ours"]["infer"] = infer_s / 3600.0
@@ -677,6 +693,7 @@ __all__ = [
     "build_tables",
     "canonical_dataset",
     "display_frame",
+    "epochs_timed",
     "epochs_trained",
     "inference_seconds",
     "load_paper",

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
+from lpbert_core.tables import epochs_timed
 from lpbert_core.finetune_loop import finetune, finetune_settings
 from lpbert_core.kg import make_toy_kg
 
@@ -58,9 +59,16 @@ def test_same_seed_same_result_and_resume(setup, tmp_path):
     killed = _run(setup, tmp_path / "c", stop_after=2)  # killed again, in epoch 2
     assert killed["killed"]
     _run(setup, tmp_path / "c")
-    la = pd.read_csv(tmp_path / "a/log.csv").drop(columns=["train_seconds", "dev_seconds"])
-    lc = pd.read_csv(tmp_path / "c/log.csv").drop(columns=["train_seconds", "dev_seconds"])
-    pd.testing.assert_frame_equal(la, lc)
+    timing = ["train_seconds", "dev_seconds", "attempt", "steps_timed"]
+    la = pd.read_csv(tmp_path / "a/log.csv")
+    lc = pd.read_csv(tmp_path / "c/log.csv")
+    pd.testing.assert_frame_equal(la.drop(columns=timing), lc.drop(columns=timing))
+    # which attempt finished each epoch and how many of its steps that attempt ran (for T/Ep of resumed jobs)
+    assert la["attempt"].tolist() == [1, 1] and la["steps_timed"].tolist() == la["steps"].tolist()
+    # c ran 2 + 2 steps in its first two attempts: the third (the one its benchmark would time) ran the rest
+    steps = int(lc["steps"].sum())
+    assert lc["attempt"].max() == 3
+    assert epochs_timed(tmp_path / "c/log.csv") == pytest.approx((steps - 4) / lc["steps"][0])
     wc = _weights(tmp_path / "c/model")
     assert all(torch.equal(wa[k], wc[k]) for k in wa)
     info = json.loads((tmp_path / "a/model/lpbert_run.json").read_text())

@@ -14,6 +14,7 @@ from lpbert_core.tables import (
     RowSpec,
     build_table,
     build_tables,
+    epochs_timed,
     epochs_trained,
     inference_seconds,
     load_paper,
@@ -158,6 +159,17 @@ def test_benchmark_and_epochs(tmp_path):
     assert epochs_trained(log) == 3
     pd.DataFrame({"loss": [3, 2]}).to_csv(log, index=False)
     assert epochs_trained(log) == 2
+    assert epochs_timed(log) == 2  # no attempt columns: every epoch counts
+
+
+def test_epochs_timed_counts_only_the_last_attempt(tmp_path):
+    # epoch 1 whole in attempt 1; killed at step 30 of 40 in epoch 2; attempt 2 ran steps 31-40 of epoch 2 and
+    # all of epoch 3: its benchmark covers 10/40 + 40/40 = 1.25 epochs
+    log = tmp_path / "log.csv"
+    pd.DataFrame({"epoch": [1, 2, 3], "steps": [40, 40, 40], "attempt": [1, 2, 2],
+                  "steps_timed": [40, 10, 40]}).to_csv(log, index=False)
+    assert epochs_trained(log) == 3
+    assert epochs_timed(log) == pytest.approx(1.25)
 
 
 def test_inference_seconds_extrapolation():
