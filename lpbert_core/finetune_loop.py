@@ -279,11 +279,13 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
 
 def finetune_settings(finetune_cfg: dict, dataset: str, run_spec: dict | None = None) -> dict:
     """The settings of one run: config `finetune` defaults, then `finetune.per_dataset.{dataset}`, then the run's
-    own switches (`in_batch_negatives`)."""
+    own switches (`in_batch_negatives`, then its `finetune:` overrides, e.g. a named alternative loss)."""
     base = {k: v for k, v in (finetune_cfg or {}).items() if k != "per_dataset"}
     base.update((finetune_cfg or {}).get("per_dataset", {}).get(dataset, {}))
     if run_spec is not None and "in_batch_negatives" in run_spec:
         base["in_batch_negatives"] = bool(run_spec["in_batch_negatives"])
+    if run_spec is not None:
+        base.update(run_spec.get("finetune") or {})
     return _cfg(base)
 
 

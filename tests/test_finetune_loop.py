@@ -85,6 +85,9 @@ def test_settings_merge():
     s = finetune_settings(cfg, "umls", {"in_batch_negatives": False})
     assert s["batch_size"] == 128 and s["alpha"] == 0.8 and s["in_batch_negatives"] is False
     assert finetune_settings(cfg, "WN18RR", {})["batch_size"] == 10
+    # a run's own overrides come last (named alternatives such as the InfoNCE run)
+    s = finetune_settings(cfg, "umls", {"in_batch_negatives": True, "finetune": {"loss": "infonce", "batch_size": 64}})
+    assert s["loss"] == "infonce" and s["batch_size"] == 64 and s["alpha"] == 0.8
 
 
 def test_checkpoint_of_other_settings_is_not_resumed(setup, tmp_path):
