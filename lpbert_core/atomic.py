@@ -19,12 +19,12 @@ def _umask() -> int:
 
 def _publish_mode(path: Path, is_dir: bool) -> None:
     """mkstemp/mkdtemp create 0600/0700 entries; give the final output the permissions a normal write would."""
-    mode = (0o777 if is_dir else 0o666) & ~_umask()
-    os.chmod(path, mode)
+    umask = _umask()
+    os.chmod(path, (0o777 if is_dir else 0o666) & ~umask)
     if is_dir:
-        for root, dirs, files in os.walk(path):
+        for root, dirs, _ in os.walk(path):
             for name in dirs:
-                os.chmod(os.path.join(root, name), 0o777 & ~_umask())
+                os.chmod(os.path.join(root, name), 0o777 & ~umask)
 
 
 @contextmanager

@@ -30,7 +30,7 @@ from .finetune_data import KnownAnswers
 from .kg import TokenizedKG, seeded_subset
 from .ranking import assert_finite_metrics, build_filter_index, filtered_ranks, metrics_from_ranks
 from .training import (autocast_context, build_optimizer, build_scheduler, epoch_seed, length_sorted_batches,
-                       load_checkpoint, needs_grad_scaler, optimizer_step, save_checkpoint, set_seed)
+                       needs_grad_scaler, optimizer_step, resume_checkpoint, save_checkpoint, set_seed)
 
 log_ = logging.getLogger("lpbert.kgbert")
 
@@ -143,22 +143,13 @@ def train_cross_encoder(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_di
     dev_triples, dev_labels = dev_examples(kg, cfg["dev_subsample"], seed)
 
     fingerprint = _fingerprint(cfg, positives, kg, model)
-    state_file = checkpoint_dir / "last" / "state.json"
-    if state_file.exists():
-        import json
-        import shutil
-
-        old = json.loads(state_file.read_text()).get("progress", {}).get("fingerprint")
-        if old != fingerprint:  # another config / data / initial encoder: never resume from it
-            log(f"ignoring the checkpoint in {checkpoint_dir / 'last'}: written with other settings or data")
-            shutil.rmtree(checkpoint_dir / "last", ignore_errors=True)
-    progress = load_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler, device, scaler)
+    progress = resume_checkpoint(checkpoint_dir / "last", fingerprint, model, optimizer, scheduler, device, scaler,
+                                 warn=log)
     if progress is None:
         progress = {"epoch": 0, "global_step": 0, "log": [], "fingerprint": fingerprint, "attempt": 1}
         log(f"cross-encoder training from scratch: {len(positives)} positives x (1 + {k} negatives), "
             f"{steps_per_epoch} steps/epoch, {epochs} epochs, batch {bs}")
     else:
-        progress["attempt"] = int(progress.get("attempt", 1)) + 1  # see finetune_loop: T/Ep of resumed jobs
         log(f"resumed from {checkpoint_dir / 'last'} after epoch {progress['epoch']}")
     log(f"truncation at max_length={builder.max_length}: {builder.truncation_report(positives)}")
 

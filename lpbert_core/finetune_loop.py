@@ -28,7 +28,7 @@ from .kg import TokenizedKG
 from .scoring import evaluate_split
 from .siamese import SiameseModel, pair_cosine, pair_distance, save_run_model
 from .training import (autocast_context, build_optimizer, build_scheduler, epoch_seed, length_sorted_batches,
-                       load_checkpoint, needs_grad_scaler, optimizer_step, save_checkpoint, set_seed)
+                       needs_grad_scaler, optimizer_step, resume_checkpoint, save_checkpoint, set_seed)
 
 DEFAULTS = {
     "pooling": "mean",
@@ -157,21 +157,14 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
     fingerprint = hashlib.sha256(json.dumps(
         {"cfg": cfg, "rows": int(len(rows)), "rows_sum": int(rows.sum()), "entities": kg.num_entities,
          "init": (run_info or {}).get("initial_weights")}, sort_keys=True, default=str).encode()).hexdigest()
-    state_file = checkpoint_dir / "last" / "state.json"
-    if state_file.exists():
-        old = json.loads(state_file.read_text()).get("progress", {}).get("fingerprint")
-        if old != fingerprint:
-            log(f"ignoring the checkpoint in {checkpoint_dir}: written by other settings, data or weights")
-            shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    progress = load_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler, device, scaler)
+    progress = resume_checkpoint(checkpoint_dir / "last", fingerprint, model, optimizer, scheduler, device, scaler,
+                                 discard=checkpoint_dir, warn=log)
     if progress is None:
         progress = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_hits10": -1.0, "best_epoch": -1,
                     "bad_epochs": 0, "log": [], "stopped": False, "epoch_loss": [0.0, 0.0, 0.0, 0],
                     "fingerprint": fingerprint, "attempt": 1}
         log(f"fine-tuning from scratch: {len(rows)} training rows, {steps_per_epoch} steps/epoch, {epochs} epochs")
     else:
-        # the Snakemake benchmark of a resumed job times only this attempt: rows record which steps it ran
-        progress["attempt"] = int(progress.get("attempt", 1)) + 1
         log(f"resumed from {checkpoint_dir / 'last'} at epoch {progress['epoch']} step {progress['step_in_epoch']}")
     log(f"truncation at max_length={max_len}: {json.dumps(builder.truncation_report())}")
 
@@ -238,6 +231,7 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
                "dev_hits@10": hits10, "lr_encoder": scheduler.get_last_lr()[-1],
                "prob_scale": float(model.prob_scale.detach()), "prob_bias": float(model.prob_bias.detach()),
                "train_seconds": round(train_seconds, 3), "dev_seconds": round(dev_seconds, 3),
+               # which attempt finished the epoch and how many of its steps it ran (T/Ep of resumed jobs)
                "attempt": progress["attempt"], "steps_timed": len(batches) - first_step}
         progress["log"].append(row)
         log(" ".join(f"{k_}={v:.4g}" if isinstance(v, float) else f"{k_}={v}" for k_, v in row.items()))

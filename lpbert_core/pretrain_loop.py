@@ -41,9 +41,9 @@ from .training import (
     build_optimizer,
     build_scheduler,
     optimizer_step,
+    resume_checkpoint,
     epoch_seed,
     length_sorted_batches,
-    load_checkpoint,
     needs_grad_scaler,
     pick_device,
     save_checkpoint,
@@ -248,16 +248,13 @@ def _fresh_progress(fingerprint: str) -> dict:
 def _resume(ckpt_dir: Path, model, optimizer, scheduler, device, fingerprint: str, scaler=None) -> dict:
     """Continue from `ckpt_dir/last` when it was written under the same settings; otherwise start fresh."""
     last = ckpt_dir / "last"
-    if (last / "state.json").exists():
-        saved = json.loads((last / "state.json").read_text())["progress"]
-        if saved.get("fingerprint") == fingerprint:
-            progress = load_checkpoint(last, model, optimizer, scheduler, device, scaler)
-            log.info("resuming from %s after epoch %d", last, progress["epoch"])
-            _remove_stale_best(ckpt_dir, progress["best_dir"])
-            return progress
-        log.warning("ignoring checkpoint %s: it was written under other settings", last)
-        shutil.rmtree(ckpt_dir)
-    elif ckpt_dir.exists():
+    progress = resume_checkpoint(last, fingerprint, model, optimizer, scheduler, device, scaler, discard=ckpt_dir,
+                                 warn=log.warning)
+    if progress is not None:
+        log.info("resuming from %s after epoch %d", last, progress["epoch"])
+        _remove_stale_best(ckpt_dir, progress["best_dir"])
+        return progress
+    if ckpt_dir.exists():
         shutil.rmtree(ckpt_dir)  # only a best-* from a run killed before its first checkpoint
     return _fresh_progress(fingerprint)
 

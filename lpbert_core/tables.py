@@ -239,8 +239,8 @@ def read_benchmark_seconds(path: str | Path | None) -> float | None:
     return float(seconds.mean())
 
 
-def epochs_trained(path: str | Path | None) -> int | None:
-    """Epochs in a train_log.csv: distinct `epoch` values, or the row count when there is no such column."""
+def _train_log(path: str | Path | None) -> pd.DataFrame | None:
+    """A train_log.csv as a frame (empty for an empty file); None, with a warning, when it is missing."""
     if not path:
         return None
     path = Path(path)
@@ -248,24 +248,30 @@ def epochs_trained(path: str | Path | None) -> int | None:
         log.warning("train log %s missing; T/Ep stays empty", path)
         return None
     try:
-        frame = pd.read_csv(path)
+        return pd.read_csv(path)
     except pd.errors.EmptyDataError:
-        return 0
-    if "epoch" in frame.columns:
-        return int(frame["epoch"].nunique())
-    return int(len(frame))
+        return pd.DataFrame()
+
+
+def _epoch_count(frame: pd.DataFrame) -> int:
+    return int(frame["epoch"].nunique()) if "epoch" in frame.columns else int(len(frame))
+
+
+def epochs_trained(path: str | Path | None) -> int | None:
+    """Epochs in a train_log.csv: distinct `epoch` values, or the row count when there is no such column."""
+    frame = _train_log(path)
+    return None if frame is None else _epoch_count(frame)
 
 
 def epochs_timed(path: str | Path | None) -> float | None:
     """Epochs that the job's Snakemake benchmark actually timed. A resumed job's benchmark covers only its last
     attempt, so only that attempt's steps count (columns `attempt`, `steps_timed`, `steps` of train_log.csv);
-    logs without them fall back to `epochs_trained`."""
-    epochs = epochs_trained(path)
-    if not epochs:
-        return epochs
-    frame = pd.read_csv(path)
-    if not {"attempt", "steps_timed", "steps"} <= set(frame.columns):
-        return epochs
+    logs without them count every epoch, as `epochs_trained`."""
+    frame = _train_log(path)
+    if frame is None:
+        return None
+    if frame.empty or not {"attempt", "steps_timed", "steps"} <= set(frame.columns):
+        return _epoch_count(frame)
     last = frame[frame["attempt"] == frame["attempt"].max()]
     return float((last["steps_timed"] / last["steps"].clip(lower=1)).sum())
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -194,15 +195,42 @@ def save_checkpoint(directory: str | Path, model, optimizer, scheduler, progress
         (tmp / "state.json").write_text(json.dumps(meta, default=float))
 
 
+def _checkpoint_folder(directory: str | Path) -> Path | None:
+    """The folder holding the checkpoint: `directory`, or its `.old` copy when a kill hit between the two
+    renames of atomic_dir; None when there is none."""
+    directory = Path(directory)
+    for folder in (directory, directory.with_name(f".{directory.name}.old")):
+        if (folder / "state.json").exists():
+            return folder
+    return None
+
+
+def resume_checkpoint(directory: str | Path, fingerprint: str, model, optimizer, scheduler, device: torch.device,
+                      scaler=None, discard: str | Path | None = None, warn=None) -> dict | None:
+    """`load_checkpoint`, but only from a checkpoint written under the same `fingerprint` (settings, data, initial
+    weights). Another one is removed with `discard` (default: `directory`) and None is returned. A resumed progress
+    dict counts its `attempt`: a resumed job's Snakemake benchmark times only the last attempt."""
+    folder = _checkpoint_folder(directory)
+    if folder is not None:
+        saved = json.loads((folder / "state.json").read_text()).get("progress", {}).get("fingerprint")
+        if saved != fingerprint:
+            if warn is not None:
+                warn(f"ignoring the checkpoint in {directory}: written under other settings, data or weights")
+            for path in {Path(discard or directory), Path(directory), folder}:
+                shutil.rmtree(path, ignore_errors=True)
+            return None
+    progress = load_checkpoint(directory, model, optimizer, scheduler, device, scaler)
+    if progress is not None:
+        progress["attempt"] = int(progress.get("attempt", 1)) + 1
+    return progress
+
+
 def load_checkpoint(directory: str | Path, model, optimizer, scheduler, device: torch.device,
                     scaler=None) -> dict | None:
     """Restore a checkpoint written by `save_checkpoint`; returns its progress dict, or None if absent."""
-    directory = Path(directory)
-    if not (directory / "state.json").exists():
-        fallback = directory.with_name(f".{directory.name}.old")  # killed between the two renames of atomic_dir
-        if not (fallback / "state.json").exists():
-            return None
-        directory = fallback
+    directory = _checkpoint_folder(directory)
+    if directory is None:
+        return None
     meta = json.loads((directory / "state.json").read_text())
     model.load_state_dict(load_file(str(directory / "model.safetensors"), device=str(device)))
     opt_tensors = load_file(str(directory / "optimizer.safetensors"), device=str(device))
