@@ -85,6 +85,22 @@ def label_matrix(batch: np.ndarray, known: KnownAnswers) -> torch.Tensor:
     return torch.from_numpy(y.astype(np.float32))
 
 
+def self_negative_mask(batch: np.ndarray, known: KnownAnswers, scored: np.ndarray | None = None) -> np.ndarray:
+    """`finetune.self_negatives` (SimKGC's self-negatives; not in the paper): row i's anchor h_i is scored as one
+    extra negative candidate of its own query (h_i, r_i). Returns bool [n], True where that extra column counts:
+    False where h_i is a known train answer of (h_i, r_i) (e.g. (h, r, h) in train: never a negative) and where
+    `scored[:, j]` already holds h_i for row i (the same pair is already scored in the row, e.g. h_i is another
+    row's tail in the in-batch matrix: the extra column would count it twice). `scored`: [n, k] entity ids of
+    the candidates row i already scores (in-batch: every row's tails, the same for all rows)."""
+    batch = np.asarray(batch, dtype=np.int64).reshape(-1, 3)
+    h, r, t = batch[:, 0], batch[:, 1], batch[:, 2]
+    ok = ~known.contains(h, r, h) & (h != t)
+    if scored is not None:
+        scored = np.asarray(scored, dtype=np.int64).reshape(len(batch), -1)
+        ok &= ~(scored == h[:, None]).any(axis=1)
+    return ok
+
+
 def sample_negative_tails(batch: np.ndarray, known: KnownAnswers, num_entities: int,
                           rng: np.random.Generator, max_tries: int = 50) -> np.ndarray:
     """"BatchSample = N" mode (Table 4, our reading): one random entity per positive that is not a known

@@ -2,6 +2,10 @@
 positive, "BatchSample = N"), focal + distance loss, AdamW with two learning rates and warmup, autocast on GPU,
 early stopping on dev Hits@10 from the fast scorer, resumable from a checkpoint kept outside the rule's outputs.
 
+Training batches (`batch_order`): `random` (default; the paper's standard BERT fine-tuning) or `length` (bucketed by
+query length: less padding, but it changes which in-batch negatives meet). Dev/test scoring always encodes in
+length-sorted batches (an efficiency choice only: it does not change any score).
+
 Determinism (CPU): every epoch's batch order, dropout and negative draws derive from `epoch_seed(seed, epoch)`;
 a checkpoint written mid-epoch stores the torch and numpy RNG states and the position in the epoch, so a killed run
 resumes to the same result as an uninterrupted one.
@@ -21,14 +25,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_dir, write_log_csv
-from .finetune_data import (SequenceBuilder, collate_pairs, label_matrix, sample_negative_tails,
+from .finetune_data import (SequenceBuilder, collate_pairs, label_matrix, sample_negative_tails, self_negative_mask,
                             train_known_answers, training_triples)
-from .finetune_loss import LossConfig, batch_loss, pair_loss
+from .finetune_loss import LossConfig, add_self_column, batch_loss, masked_loss, pair_loss
 from .kg import TokenizedKG
 from .scoring import evaluate_split
 from .siamese import SiameseModel, pair_cosine, pair_distance, save_run_model
-from .training import (autocast_context, build_optimizer, build_scheduler, epoch_seed, length_sorted_batches,
-                       needs_grad_scaler, optimizer_step, resume_checkpoint, save_checkpoint, set_seed)
+from .training import (BATCH_ORDERS, autocast_context, build_optimizer, build_scheduler, epoch_seed, needs_grad_scaler,
+                       optimizer_step, resume_checkpoint, save_checkpoint, set_seed, training_batches)
 
 DEFAULTS = {
     "pooling": "mean",
@@ -42,6 +46,8 @@ DEFAULTS = {
     "early_stop_patience": 1,
     "inverse_augmentation": True,
     "in_batch_negatives": True,
+    "batch_order": "random",
+    "self_negatives": False,
     "train_subsample": None,
     "dev_subsample": None,
     "dev_eval": True,
@@ -82,21 +88,41 @@ def encode_batch(model: SiameseModel, builder: SequenceBuilder, batch_rows: np.n
 def training_step(model: SiameseModel, builder: SequenceBuilder, batch_rows: np.ndarray, known, loss_cfg: LossConfig,
                   device, precision: str, in_batch: bool, rng: np.random.Generator | None = None) -> dict:
     """Forward pass + loss of one batch (no backward). In-batch: 2n encodings, n x n scores. Sampled mode:
-    queries, positive tails and one sampled negative tail each, 2n scored pairs."""
+    queries, positive tails and one sampled negative tail each, 2n scored pairs. `loss_cfg.self_negatives`: the
+    rows' head entities are encoded as extra candidates in the same pass (an entity already among the tails is
+    encoded once) and each row gets one more negative, its own anchor (`self_negative_mask` says where it counts)."""
     kg = builder.kg
+    n = len(batch_rows)
     tails = batch_rows[:, 2]
     if not in_batch:
         negs = sample_negative_tails(batch_rows, known, kg.num_entities, rng)
         cand_entities = np.concatenate([tails, negs])
     else:
         cand_entities = tails
+    self_neg = bool(loss_cfg.self_negatives)
+    if self_neg:
+        cand_entities = np.concatenate([cand_entities, batch_rows[:, 0]])
     qv, cv = encode_batch(model, builder, batch_rows, cand_entities, device, precision)
+    anchors = None
+    if self_neg:
+        cv, anchors = cv[:-n], cv[-n:]
     if in_batch:
         labels = label_matrix(batch_rows, known).to(device)
-        return batch_loss(qv, cv, labels, loss_cfg, model.prob_scale, model.prob_bias)
-    n = len(batch_rows)
-    q2 = torch.cat([qv, qv])
+        if not self_neg:
+            return batch_loss(qv, cv, labels, loss_cfg, model.prob_scale, model.prob_bias)
+        mask = self_negative_mask(batch_rows, known, np.broadcast_to(tails, (n, n)))
+        return batch_loss(qv, cv, labels, loss_cfg, model.prob_scale, model.prob_bias, anchors, mask)
     neg_known = known.contains(batch_rows[:, 0], batch_rows[:, 1], negs)
+    if self_neg:
+        # rows x [positive tail, sampled negative, own anchor]
+        cos = torch.stack([pair_cosine(qv, cv[:n]), pair_cosine(qv, cv[n:])], 1)
+        dist = torch.stack([pair_distance(qv, cv[:n]), pair_distance(qv, cv[n:])], 1)
+        labels = torch.from_numpy(np.stack([np.ones(n), neg_known.astype(np.float64)], 1)).float().to(device)
+        mask = self_negative_mask(batch_rows, known, np.stack([tails, negs], 1))
+        cos, dist, labels, valid = add_self_column(cos, dist, labels, qv, anchors, mask)
+        target = torch.zeros(n, dtype=torch.long, device=device)
+        return masked_loss(cos, dist, labels, valid, target, loss_cfg, model.prob_scale, model.prob_bias)
+    q2 = torch.cat([qv, qv])
     labels = torch.from_numpy(np.concatenate([np.ones(n), neg_known.astype(np.float64)])).float().to(device)
     cos, dist = pair_cosine(q2, cv), pair_distance(q2, cv)
     if loss_cfg.loss == "infonce":
@@ -145,7 +171,10 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
     known = train_known_answers(kg, cfg["inverse_augmentation"])
     q_lengths = [builder.query_length(int(h), int(r)) for h, r, _ in rows]
     bs = int(cfg["batch_size"])
-    steps_per_epoch = len(length_sorted_batches(q_lengths, bs, shuffle=True, seed=0))
+    batch_order = cfg["batch_order"]
+    if batch_order not in BATCH_ORDERS:
+        raise ValueError(f"finetune.batch_order must be one of {BATCH_ORDERS}, got {batch_order!r}")
+    steps_per_epoch = len(training_batches(q_lengths, bs, batch_order, seed=0))
     epochs = int(cfg["epochs"])
     total_steps = steps_per_epoch * epochs
     optimizer = build_optimizer(model, "encoder.", float(cfg["lr_encoder"]), float(cfg["lr_new"]),
@@ -175,7 +204,9 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
     while progress["epoch"] < epochs and not progress["stopped"]:
         epoch = progress["epoch"]
         es = epoch_seed(seed, epoch)
-        batches = length_sorted_batches(q_lengths, bs, shuffle=True, seed=es)
+        # rebuilt from (lengths, batch size, order, epoch seed) alone: a run resumed at step_in_epoch continues the
+        # same list
+        batches = training_batches(q_lengths, bs, batch_order, es)
         if progress["step_in_epoch"] == 0:
             torch.manual_seed(es)
             rng = np.random.default_rng(es)
@@ -259,6 +290,7 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
     info = dict(run_info or {})
     info.update({"max_length": max_len, "scorer": "cosine", "loss": loss_cfg.__dict__,
                  "inverse_augmentation": bool(cfg["inverse_augmentation"]), "in_batch_negatives": in_batch,
+                 "batch_order": batch_order, "self_negatives": bool(cfg["self_negatives"]),
                  "best_epoch": progress["best_epoch"], "best_dev_hits@10": progress["best_hits10"],
                  "epochs_run": progress["epoch"], "train_rows": int(len(rows)),
                  "train_subsample": cfg["train_subsample"], "dev_subsample": cfg["dev_subsample"], "seed": seed})

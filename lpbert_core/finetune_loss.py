@@ -20,6 +20,11 @@ Eq. 12 `distance`:
 
 `loss: infonce` is a named alternative (not the paper's): cross-entropy of each query row over its candidates
 at temperature tau, other known positives of the row removed from the denominator.
+
+`self_negatives` (SimKGC's self-negatives; not in the paper, off by default): one extra column per query row, the
+score of query (h_i, r_i) against its own anchor h_i encoded as a candidate, labelled 0. It is left out (not a
+negative) where h_i is a known answer of the query or the row already scores h_i (`self_negative_mask`). Paper
+loss: one more negative pair per row in the mean over scored pairs; InfoNCE: one more logit in the denominator.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .siamese import cosine_matrix, distance_matrix
+from .siamese import cosine_matrix, distance_matrix, pair_cosine, pair_distance
 
 PROBABILITIES = ("affine", "sigmoid", "learnable", "raw")
 DISTANCES = ("per_pair", "batch_sum", "none")
@@ -48,6 +53,7 @@ class LossConfig:
     distance: str = "per_pair"
     distance_weight: float = 1.0
     infonce_temperature: float = 0.05
+    self_negatives: bool = False
 
     def __post_init__(self):
         if self.loss not in LOSSES:
@@ -115,10 +121,47 @@ def pair_loss(cos: torch.Tensor, dist: torch.Tensor, labels: torch.Tensor, cfg: 
     return {"loss": focal + cfg.distance_weight * distance, "focal": focal, "distance": distance}
 
 
+def add_self_column(cos: torch.Tensor, dist: torch.Tensor | None, labels: torch.Tensor, queries: torch.Tensor,
+                    anchors: torch.Tensor, self_mask) -> tuple:
+    """Append the self-negative column to a score matrix [n, m]: column m = cosine / distance of query i and its
+    own anchor's candidate vector anchors[i], label 0. Returns (cos, dist, labels, valid), each [n, m + 1];
+    valid is False only in the extra column of rows where `self_mask` is False (known answer or already scored)."""
+    n, m = cos.shape
+    mask = torch.as_tensor(self_mask, dtype=torch.bool, device=cos.device).reshape(n, 1)
+    cos = torch.cat([cos, pair_cosine(queries, anchors).unsqueeze(1)], 1)
+    if dist is not None:
+        dist = torch.cat([dist, pair_distance(queries, anchors).unsqueeze(1)], 1)
+    labels = torch.cat([labels, labels.new_zeros(n, 1)], 1)
+    valid = torch.cat([torch.ones(n, m, dtype=torch.bool, device=cos.device), mask], 1)
+    return cos, dist, labels, valid
+
+
+def masked_loss(cos: torch.Tensor, dist: torch.Tensor | None, labels: torch.Tensor, valid: torch.Tensor,
+                target: torch.Tensor, cfg: LossConfig, scale=None, bias=None) -> dict[str, torch.Tensor]:
+    """Loss over a score matrix [n, m] whose invalid entries are not scored. Paper loss: eqs. 11-12 averaged over
+    the valid pairs. InfoNCE: row i's positive is column target[i]; other known positives and invalid entries
+    are removed from the denominator."""
+    if cfg.loss == "infonce":
+        n = cos.shape[0]
+        is_target = torch.zeros_like(valid)
+        is_target[torch.arange(n, device=cos.device), target] = True
+        logits = (cos / cfg.infonce_temperature).masked_fill(~valid | ((labels > 0.5) & ~is_target), -math.inf)
+        loss = F.cross_entropy(logits, target)
+        zero = loss.new_zeros(())
+        return {"loss": loss, "focal": zero, "distance": zero}
+    return pair_loss(cos[valid], dist[valid], labels[valid], cfg, scale, bias)
+
+
 def batch_loss(queries: torch.Tensor, candidates: torch.Tensor, labels: torch.Tensor, cfg: LossConfig,
-               scale=None, bias=None) -> dict[str, torch.Tensor]:
-    """The in-batch loss: n queries x n candidates, labels [n, n] (train-only known answers)."""
+               scale=None, bias=None, anchors: torch.Tensor | None = None, self_mask=None) -> dict[str, torch.Tensor]:
+    """The in-batch loss: n queries x n candidates, labels [n, n] (train-only known answers). With `anchors`
+    ([n, d], the candidate vectors of each row's head entity) and `self_mask` ([n] bool): the self-negative column."""
     cos = cosine_matrix(queries, candidates)
+    if anchors is not None:
+        dist = None if cfg.loss == "infonce" else distance_matrix(queries, candidates)
+        cos, dist, labels, valid = add_self_column(cos, dist, labels, queries, anchors, self_mask)
+        target = torch.arange(cos.shape[0], device=cos.device)
+        return masked_loss(cos, dist, labels, valid, target, cfg, scale, bias)
     if cfg.loss == "infonce":
         loss = infonce_loss(cos, labels, cfg.infonce_temperature)
         zero = loss.new_zeros(())

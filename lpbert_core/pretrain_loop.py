@@ -7,6 +7,9 @@
 * Dev loss: model.eval() on dev samples built ONCE with a fixed seed (same tasks and masks every epoch), so epochs are
   compared on the same questions. The authors drew fresh dev masks with dropout on; that makes the early-stopping
   signal noisy.
+* Train batches (`batch_order`): `random` (default; the paper's reading) or `length` (bucketed by sample length: the
+  tasks have different lengths, so a bucket groups tasks and skews the EM-head BatchNorm's batch statistics). Dev
+  batches stay length-sorted (eval mode: BatchNorm uses its running statistics, so their order changes nothing).
 * Split-level loss = mean CE over all EM-labelled tokens + mean CE over all MLM-labelled tokens (eq. 8 over the split).
 * Checkpoints (outside the rule's outputs): `ckpt_dir/last/` (model, optimizer, scheduler, progress) after every
   epoch and `ckpt_dir/best-EEE/` (model state of the best dev epoch). The progress dict names the best folder, so a
@@ -37,6 +40,7 @@ from .kg import TokenizedKG, seeded_subset
 from .pretrain_model import ENCODER_PREFIX, PretrainModel
 from .pretrain_samples import build_samples, collate, variant_plan
 from .training import (
+    BATCH_ORDERS,
     autocast_context,
     build_optimizer,
     build_scheduler,
@@ -45,6 +49,7 @@ from .training import (
     epoch_seed,
     length_sorted_batches,
     needs_grad_scaler,
+    training_batches,
     pick_device,
     save_checkpoint,
     set_seed,
@@ -68,7 +73,7 @@ DEFAULTS = {
     "lr_head": 1e-4, "warmup": 0.05, "weight_decay": 0.01, "mlm_probability": 0.15, "mlm_mask_fraction": 0.8,
     "mlm_random_fraction": 0.1, "task_probabilities": {"mem_head": 0.4, "mem_tail": 0.4, "mrm": 0.2},
     "em_head_norm": "batchnorm", "precision": "auto", "threads": None, "device": "auto", "dev_max_triples": None,
-    "train_max_triples": None,
+    "train_max_triples": None, "batch_order": "random",
     "keep_checkpoint": False, "progress_bar": True,
 }
 
@@ -99,6 +104,8 @@ def train(
         write_log_csv(log_csv, [], LOG_COLUMNS)
         return []
 
+    if cfg["batch_order"] not in BATCH_ORDERS:
+        raise ValueError(f"pretrain.batch_order must be one of {BATCH_ORDERS}, got {cfg['batch_order']!r}")
     probs, use_mlm = variant_plan(variant, cfg["task_probabilities"])
     model = PretrainModel(encoder, kg.special.vocab_size, cfg["em_head_norm"], use_em=probs is not None,
                           use_mlm=use_mlm).to(device)
@@ -123,7 +130,7 @@ def train(
         seed = epoch_seed(cfg["seed"], epoch)
         torch.manual_seed(seed)  # dropout of this epoch
         samples = _make_samples(kg, train_triples, cfg, np.random.default_rng(seed))
-        batches = length_sorted_batches([len(s.input_ids) for s in samples], cfg["batch_size"], True, seed)
+        batches = training_batches([len(s.input_ids) for s in samples], cfg["batch_size"], cfg["batch_order"], seed)
         train_stats = _run_epoch(model, samples, batches, kg.special.pad, device, cfg, epoch,
                                  optimizer, scheduler, scaler, step_hook)
         dev_batches = length_sorted_batches([len(s.input_ids) for s in dev_samples], cfg["batch_size"], False)

@@ -1,5 +1,6 @@
 """Pieces every training stage shares: seeding, device and autocast, AdamW with two learning rates,
-warmup schedule, length-sorted batching and pickle-free resumable checkpoints.
+warmup schedule, training batch order (seeded random, or length-sorted), length-sorted evaluation batches and
+pickle-free resumable checkpoints.
 
 Determinism: all randomness of an epoch derives from `epoch_seed(seed, epoch)`, so a run resumed from the
 checkpoint written after epoch k replays epoch k+1 exactly as an uninterrupted run would (on CPU).
@@ -141,6 +142,31 @@ def length_sorted_batches(
         order = rng.permutation(len(batches))
         batches = [batches[i] for i in order]
     return batches
+
+
+BATCH_ORDERS = ("random", "length")
+# Second SeedSequence word of the `random` batch order: its stream is independent of the other draws seeded with the
+# same epoch seed (pre-training tasks and masks, fine-tuning negatives), which use np.random.default_rng(seed).
+_RANDOM_ORDER_STREAM = 0xBA7C4
+
+
+def random_batches(n: int, batch_size: int, seed: int) -> list[np.ndarray]:
+    """A seeded permutation of 0..n-1 cut into consecutive batches (the last one may be short): every example
+    exactly once per epoch, batch composition independent of example length (standard BERT fine-tuning)."""
+    perm = np.random.default_rng(np.random.SeedSequence([int(seed), _RANDOM_ORDER_STREAM])).permutation(int(n))
+    return [perm[i : i + batch_size] for i in range(0, int(n), batch_size)]
+
+
+def training_batches(lengths: Sequence[int], batch_size: int, order: str, seed: int) -> list[np.ndarray]:
+    """The batches of one training epoch. `random`: a seeded shuffle (the paper's reading); `length`:
+    `length_sorted_batches(..., shuffle=True)` (less padding, but similar lengths share a batch, which changes which
+    in-batch negatives meet and which pre-training tasks share a BatchNorm batch). Both give ceil(n / batch_size)
+    batches and depend only on (lengths, batch_size, seed), so a run resumed mid-epoch rebuilds the same list."""
+    if order == "random":
+        return random_batches(len(lengths), batch_size, seed)
+    if order == "length":
+        return length_sorted_batches(lengths, batch_size, shuffle=True, seed=seed)
+    raise ValueError(f"batch_order must be one of {BATCH_ORDERS}, got {order!r}")
 
 
 def pad_batch(sequences: Iterable[Sequence[int]], pad_id: int, labels: bool = False) -> torch.Tensor:

@@ -1,11 +1,14 @@
-"""Fine-tuning data: inverse augmentation, label matrix (duplicates, train-only), query building, negatives."""
+"""Fine-tuning data: inverse augmentation, label matrix (duplicates, train-only), query building, negatives,
+training batch order (random / length), self-negative mask."""
 import numpy as np
 import pytest
 import torch
 
 from lpbert_core.finetune_data import (KnownAnswers, SequenceBuilder, augment_inverse, label_matrix,
-                                       sample_negative_tails, train_known_answers, training_triples)
+                                       sample_negative_tails, self_negative_mask, train_known_answers,
+                                       training_triples)
 from lpbert_core.kg import make_toy_kg
+from lpbert_core.training import epoch_seed, length_sorted_batches, training_batches
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +104,73 @@ def test_negative_sampling_avoids_known_answers(toy):
 def test_known_answers_empty():
     k = KnownAnswers(np.zeros((0, 3), dtype=np.int64), 5, 2)
     assert not k.contains(np.array([0]), np.array([0]), np.array([0])).any()
+
+
+# ------------------------------------------------------------------ training batch order
+
+LENGTHS = np.random.default_rng(1).integers(5, 40, size=1000)  # 1,000 examples, batch 16: 63 batches (last short)
+
+
+def _flat(batches):
+    return np.concatenate(batches)
+
+
+def test_random_batches_cover_every_example_once_and_repeat_with_the_seed():
+    for epoch in (0, 1):
+        batches = training_batches(LENGTHS, 16, "random", epoch_seed(42, epoch))
+        assert len(batches) == 63 and [len(b) for b in batches[:-1]] == [16] * 62 and len(batches[-1]) == 1000 - 992
+        assert sorted(_flat(batches).tolist()) == list(range(1000))
+        again = training_batches(LENGTHS, 16, "random", epoch_seed(42, epoch))
+        assert all(np.array_equal(a, b) for a, b in zip(batches, again))
+    e0 = training_batches(LENGTHS, 16, "random", epoch_seed(42, 0))
+    e1 = training_batches(LENGTHS, 16, "random", epoch_seed(42, 1))
+    assert not np.array_equal(_flat(e0), _flat(e1))  # a fresh order every epoch
+
+
+def test_random_batches_are_not_length_buckets():
+    seed = epoch_seed(42, 0)
+    rand = training_batches(LENGTHS, 16, "random", seed)
+    length = training_batches(LENGTHS, 16, "length", seed)
+    assert len(rand) == len(length)  # same steps per epoch (the LR schedule does not depend on the order)
+    assert {tuple(sorted(b.tolist())) for b in rand} != {tuple(sorted(b.tolist())) for b in length}
+    # length buckets: a narrow length range per batch; random: about the whole range
+    spread = lambda bs: np.mean([np.ptp(LENGTHS[b]) for b in bs])  # noqa: E731
+    assert spread(length) < 3 < 25 < spread(rand)
+
+
+def test_length_order_is_the_old_length_sorted_batching():
+    for seed in (0, epoch_seed(42, 3)):
+        old = length_sorted_batches(LENGTHS, 16, shuffle=True, seed=seed)
+        new = training_batches(LENGTHS, 16, "length", seed)
+        assert len(old) == len(new) and all(np.array_equal(a, b) for a, b in zip(old, new))
+    with pytest.raises(ValueError, match="batch_order"):
+        training_batches(LENGTHS, 16, "sorted", 0)
+
+
+# ------------------------------------------------------------------ self-negatives
+
+def test_self_negative_mask(tiny_encoder_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_encoder_dir)
+    ents = {f"e{i}": (w, "") for i, w in enumerate("apple banana cherry dog".split())}
+    # (e2, r1, e2): e2 is a known answer of its own query (e2, r1)
+    train = [("e0", "r0", "e1"), ("e2", "r1", "e2"), ("e2", "r0", "e3"), ("e3", "r0", "e0")]
+    kg = make_toy_kg(tok, ents, {"r0": "likes", "r1": "is"}, {"train": train})
+    known = train_known_answers(kg)
+    batch = np.array([[0, 0, 1], [2, 1, 2], [2, 0, 3], [3, 0, 0]])
+    # no candidate scored yet: only the (e2, r1) row is left out (its anchor is a known answer)
+    assert self_negative_mask(batch, known).tolist() == [True, False, True, True]
+    # in-batch: every row scores the batch's tails e1 e2 e3 e0, which hold every anchor: the pair (query i, h_i)
+    # is already a column of row i, so no extra column (no double count); row 1 is a known answer anyway
+    tails = np.broadcast_to(batch[:, 2], (4, 4))
+    assert self_negative_mask(batch, known, tails).tolist() == [False, False, False, False]
+    # tails e1 e0 e3: anchors e0 (row 0) and e3 (row 1) are columns already, e2 (row 2) is not
+    batch2 = np.array([[0, 0, 1], [3, 0, 0], [2, 0, 3]])
+    assert self_negative_mask(batch2, known, np.broadcast_to(batch2[:, 2], (3, 3))).tolist() == [False, False, True]
+    # the label matrix scores those existing columns as negatives: (e0, r0) vs e0, (e3, r0) vs e3
+    y = label_matrix(batch2, known)
+    assert y[0, 1] == 0 and y[1, 2] == 0
+    # sampled mode: row i scores [its tail, its sampled negative]; a negative equal to the anchor is that pair
+    scored = np.stack([batch[:, 2], np.array([0, 3, 1, 1])], 1)
+    assert self_negative_mask(batch, known, scored).tolist() == [False, False, True, True]

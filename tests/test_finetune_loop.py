@@ -1,6 +1,9 @@
 """Training loop: a killed run resumes to the same result; the same seed gives the same metrics twice (CPU);
-the sampled-negative mode ("BatchSample = N") trains."""
+the sampled-negative mode ("BatchSample = N") trains; the batch order (random / length) and the batches a resumed run
+continues with; self-negatives wired into the training step."""
 import json
+
+import numpy as np
 
 import pandas as pd
 import pytest
@@ -102,3 +105,149 @@ def test_checkpoint_of_other_settings_is_not_resumed(setup, tmp_path):
                    {"dataset": "toy"}, log=messages.append)
     assert any("ignoring the checkpoint" in m for m in messages)
     assert res["progress"]["global_step"] == res["progress"]["log"][0]["steps"] == 5  # the whole epoch ran again
+
+
+# ------------------------------------------------------------------ batch order through the loop
+
+def _record_batches(monkeypatch):
+    import lpbert_core.finetune_loop as loop
+
+    seen = []
+    real = loop.training_step
+
+    def recording(model, builder, batch_rows, *args, **kwargs):
+        seen.append(np.array(batch_rows))
+        return real(model, builder, batch_rows, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "training_step", recording)
+    return seen
+
+
+def test_batch_order_random_by_default_and_resume_continues_it(setup, tmp_path, monkeypatch):
+    from lpbert_core.finetune_data import SequenceBuilder, training_triples
+    from lpbert_core.training import epoch_seed, training_batches
+
+    kg = setup[0]
+    cfg = {**CFG, "dev_eval": False}
+    seen = _record_batches(monkeypatch)
+    _run(setup, tmp_path / "a", cfg=cfg)
+    uninterrupted = list(seen)
+    rows = training_triples(kg, True)
+    builder = SequenceBuilder(kg, 16, 16)
+    lengths = [builder.query_length(int(h), int(r)) for h, r, _ in rows]
+    for order in ("random", "length"):
+        expected = [rows[b] for e in range(2) for b in training_batches(lengths, 8, order, epoch_seed(3, e))]
+        same = len(expected) == len(uninterrupted) and all(
+            np.array_equal(x, y) for x, y in zip(expected, uninterrupted))
+        assert same == (order == "random")  # default: random batches, not the length buckets
+    # every training row exactly once per epoch, a fresh order in epoch 2
+    per_epoch = len(uninterrupted) // 2
+    epochs = [np.concatenate(uninterrupted[i * per_epoch:(i + 1) * per_epoch]) for i in range(2)]
+    for ep in epochs:
+        assert sorted(map(tuple, ep.tolist())) == sorted(map(tuple, rows.tolist()))
+    assert not np.array_equal(epochs[0], epochs[1])
+
+    # killed after 2 steps of epoch 1, then after 4 more (in epoch 2), then finished: the same batches in order
+    seen.clear()
+    assert _run(setup, tmp_path / "b", cfg=cfg, stop_after=2)["killed"]
+    assert _run(setup, tmp_path / "b", cfg=cfg, stop_after=4)["killed"]
+    _run(setup, tmp_path / "b", cfg=cfg)
+    assert len(seen) == len(uninterrupted) and all(np.array_equal(x, y) for x, y in zip(seen, uninterrupted))
+
+
+def test_batch_order_length_uses_the_length_buckets(setup, tmp_path, monkeypatch):
+    from lpbert_core.finetune_data import SequenceBuilder, training_triples
+    from lpbert_core.training import epoch_seed, length_sorted_batches
+
+    kg = setup[0]
+    seen = _record_batches(monkeypatch)
+    res = _run(setup, tmp_path, cfg={**CFG, "epochs": 1, "dev_eval": False, "batch_order": "length"})
+    rows = training_triples(kg, True)
+    builder = SequenceBuilder(kg, 16, 16)
+    lengths = [builder.query_length(int(h), int(r)) for h, r, _ in rows]
+    old = [rows[b] for b in length_sorted_batches(lengths, 8, shuffle=True, seed=epoch_seed(3, 0))]
+    assert len(seen) == len(old) and all(np.array_equal(x, y) for x, y in zip(seen, old))
+    info = json.loads((tmp_path / "model/lpbert_run.json").read_text())
+    assert info["batch_order"] == "length" and info["self_negatives"] is False and not res["killed"]
+
+
+def test_bad_batch_order_is_rejected(setup, tmp_path):
+    with pytest.raises(ValueError, match="batch_order"):
+        _run(setup, tmp_path, cfg={**CFG, "batch_order": "sorted"})
+
+
+# ------------------------------------------------------------------ self-negatives in the training step
+
+def _step_setup(setup):
+    from transformers import AutoModel
+
+    from lpbert_core.finetune_data import SequenceBuilder, train_known_answers
+    from lpbert_core.siamese import SiameseModel
+
+    kg, _, enc_dir = setup
+    model = SiameseModel(AutoModel.from_pretrained(enc_dir)).eval()  # no dropout: encodings are repeatable
+    return kg, model, SequenceBuilder(kg, 16, 16), train_known_answers(kg)
+
+
+def _encode(model, builder, rows=None, entities=None):
+    from lpbert_core.finetune_data import collate_pairs
+
+    pad = builder.kg.special.pad
+    if rows is not None:
+        batch = collate_pairs([builder.query(int(h), int(r)) for h, r, _ in rows], pad)
+    else:
+        batch = collate_pairs([(s, [0] * len(s)) for s in (builder.candidate(int(e)) for e in entities)], pad)
+    with torch.no_grad():
+        return model.encode(**batch).float()
+
+
+@pytest.mark.parametrize("loss", ["focal_distance", "infonce"])
+def test_self_negatives_in_batch_step(setup, loss):
+    from lpbert_core.finetune_data import label_matrix
+    from lpbert_core.finetune_loop import training_step
+    from lpbert_core.finetune_loss import LossConfig, batch_loss
+    from lpbert_core.siamese import cosine_matrix
+
+    kg, model, builder, known = _step_setup(setup)
+    # tails e1 e5 e6: anchors e0 and e2 get an extra column; row 2's anchor e5 is already a column (row 1's tail)
+    rows = np.array([[0, 0, 1], [2, 1, 5], [5, 0, 6]])
+    cfg = LossConfig(loss=loss, self_negatives=True)
+    with torch.no_grad():
+        got = training_step(model, builder, rows, known, cfg, torch.device("cpu"), "fp32", True)["loss"]
+        q, c = _encode(model, builder, rows=rows), _encode(model, builder, entities=rows[:, 2])
+        a = _encode(model, builder, entities=rows[:, 0])
+        y = label_matrix(rows, known)
+        want = batch_loss(q, c, y, cfg, anchors=a, self_mask=[True, True, False])["loss"]
+        plain = batch_loss(q, c, y, cfg)["loss"]
+    assert got.item() == pytest.approx(want.item(), rel=1e-4)
+    assert got.item() != pytest.approx(plain.item(), rel=1e-4)  # the two extra columns count
+    # row 2's anchor e5 is column 1 already, scored once: the same value as the extra column would have
+    assert cosine_matrix(q[2:], a[2:]).item() == pytest.approx(cosine_matrix(q[2:], c[1:2]).item(), abs=1e-5)
+
+
+def test_self_negatives_sampled_mode_step_and_run(setup, tmp_path):
+    from lpbert_core.finetune_data import sample_negative_tails
+    from lpbert_core.finetune_loop import training_step
+    from lpbert_core.finetune_loss import LossConfig, pair_loss
+    from lpbert_core.siamese import pair_cosine, pair_distance
+
+    kg, model, builder, known = _step_setup(setup)
+    rows = np.array([[0, 0, 1], [2, 1, 5], [5, 0, 6]])
+    cfg = LossConfig(self_negatives=True)
+    with torch.no_grad():
+        got = training_step(model, builder, rows, known, cfg, torch.device("cpu"), "fp32", False,
+                            np.random.default_rng(0))["loss"]
+        negs = sample_negative_tails(rows, known, kg.num_entities, np.random.default_rng(0))
+        q = _encode(model, builder, rows=rows)
+        pos, neg = _encode(model, builder, entities=rows[:, 2]), _encode(model, builder, entities=negs)
+        a = _encode(model, builder, entities=rows[:, 0])
+        keep = (negs != rows[:, 0])  # no anchor is a known answer here; a sampled negative equal to it is scored once
+        qs = [q, q, q[keep]]
+        cs = [pos, neg, a[keep]]
+        labels = torch.cat([torch.ones(3), torch.zeros(3), torch.zeros(int(keep.sum()))])
+        want = pair_loss(torch.cat([pair_cosine(x, y) for x, y in zip(qs, cs)]),
+                         torch.cat([pair_distance(x, y) for x, y in zip(qs, cs)]), labels, cfg)["loss"]
+    assert got.item() == pytest.approx(want.item(), rel=1e-4)
+    # and a whole run in that mode trains
+    res = _run(setup, tmp_path, cfg={**CFG, "epochs": 1, "in_batch_negatives": False, "self_negatives": True})
+    assert not res["killed"] and res["progress"]["log"][0]["loss"] > 0

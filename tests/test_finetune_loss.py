@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from lpbert_core.finetune_loss import LossConfig, batch_loss, distance_terms, focal_terms, infonce_loss, pair_loss
+from lpbert_core.finetune_loss import (LossConfig, add_self_column, batch_loss, distance_terms, focal_terms,
+                                       infonce_loss, masked_loss, pair_loss)
 
 
 def test_focal_affine_hand_computed():
@@ -96,6 +97,71 @@ def test_infonce_removes_other_positives():
     r1 = -math.log(math.exp(0.7) / (math.exp(0.2) + math.exp(0.7) + math.exp(0.3)))
     r2 = -math.log(math.exp(0.5) / (math.exp(0.1) + math.exp(0.1) + math.exp(0.5)))
     assert got.item() == pytest.approx((r0 + r1 + r2) / 3, rel=1e-5)
+
+
+# ------------------------------------------------------------------ self-negatives (SimKGC; not in the paper)
+
+# Two queries, their two tails and their two anchors, as 2-d vectors with hand-readable cosines. Row 1's anchor is a
+# known answer of its query (e.g. (h, r, h) in train): its extra column must not count as a negative.
+Q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+C = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+A = torch.tensor([[0.6, 0.8], [0.0, 2.0]])  # cos(q0, a0) = 0.6, cos(q1, a1) = 1.0
+SELF_MASK = [True, False]
+
+
+def test_self_column_scores_labels_and_mask():
+    from lpbert_core.siamese import cosine_matrix, distance_matrix
+
+    cos, dist, labels, valid = add_self_column(cosine_matrix(Q, C), distance_matrix(Q, C), torch.eye(2), Q, A,
+                                               SELF_MASK)
+    # column 2 is new: query i against its own anchor's candidate vector, labelled 0
+    assert torch.allclose(cos, torch.tensor([[1.0, 0.0, 0.6], [0.0, 1.0, 1.0]]), atol=1e-6)
+    assert dist[:, 2].tolist() == pytest.approx([math.hypot(0.4, 0.8), 1.0], abs=1e-4)
+    assert labels.tolist() == [[1, 0, 0], [0, 1, 0]]
+    assert valid.tolist() == [[True, True, True], [True, True, False]]  # row 1's anchor: a known answer
+
+
+def test_self_negative_paper_loss_is_one_more_negative_pair():
+    cfg = LossConfig(probability="affine", distance="per_pair", alpha=0.8, gamma=2.0)
+    out = batch_loss(Q, C, torch.eye(2), cfg, anchors=A, self_mask=SELF_MASK)
+    # by hand: the 4 in-batch pairs + (q0, a0) as a negative; (q1, a1) is not scored
+    cos = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.6])
+    dist = torch.tensor([0.0, math.sqrt(2), math.sqrt(2), 0.0, math.hypot(0.4, 0.8)])
+    y = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0])
+    p = (1 + cos) / 2
+    focal = torch.where(y > 0, -0.8 * (1 - p) ** 2 * torch.log(p.clamp(max=1 - 1e-6)),
+                        -0.2 * p ** 2 * torch.log(1 - p)).mean()
+    distance = torch.where(y > 0, torch.sigmoid(dist), 1 - torch.sigmoid(dist)).mean()
+    assert out["focal"].item() == pytest.approx(focal.item(), rel=1e-4)
+    assert out["distance"].item() == pytest.approx(distance.item(), rel=1e-4)
+    # the known-answer anchor changes nothing, wherever it points
+    moved = batch_loss(Q, C, torch.eye(2), cfg, anchors=torch.tensor([[0.6, 0.8], [1.0, 0.0]]), self_mask=SELF_MASK)
+    assert moved["loss"].item() == pytest.approx(out["loss"].item(), rel=1e-6)
+    # all off: the plain n x n loss
+    plain = batch_loss(Q, C, torch.eye(2), cfg)
+    off = batch_loss(Q, C, torch.eye(2), cfg, anchors=A, self_mask=[False, False])
+    assert off["loss"].item() == pytest.approx(plain["loss"].item(), rel=1e-6)
+
+
+def test_self_negative_infonce_is_one_more_logit():
+    cfg = LossConfig(loss="infonce", infonce_temperature=1.0)
+    out = batch_loss(Q, C, torch.eye(2), cfg, anchors=A, self_mask=SELF_MASK)
+    e = math.exp
+    r0 = -math.log(e(1.0) / (e(1.0) + e(0.0) + e(0.6)))  # row 0: positive, other tail, own anchor
+    r1 = -math.log(e(1.0) / (e(0.0) + e(1.0)))  # row 1: the anchor (a known answer) is not in the denominator
+    assert out["loss"].item() == pytest.approx((r0 + r1) / 2, rel=1e-5)
+
+
+def test_masked_loss_sampled_layout_positive_in_column_0():
+    # sampled mode: rows x [positive, sampled negative, own anchor]; a known sampled negative leaves the denominator
+    cfg = LossConfig(loss="infonce", infonce_temperature=1.0)
+    cos = torch.tensor([[0.9, 0.1, 0.5], [0.8, 0.7, 0.2]])
+    labels = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+    valid = torch.tensor([[True, True, True], [True, True, False]])
+    got = masked_loss(cos, None, labels, valid, torch.zeros(2, dtype=torch.long), cfg)["loss"].item()
+    e = math.exp
+    r0 = -math.log(e(0.9) / (e(0.9) + e(0.1) + e(0.5)))
+    assert got == pytest.approx((r0 + 0.0) / 2, rel=1e-5)
 
 
 def test_bad_switch_is_rejected():

@@ -104,3 +104,37 @@ def test_early_stop(tiny_encoder_dir, kg, tmp_path):
     rows = train(kg, cfg, tmp_path / "model", tmp_path / "ckpt", tmp_path / "log.csv")
     assert [r["epoch"] for r in rows] == [1, 2]
     assert rows[0]["dev_mrm"] is None and rows[0]["dev_mlm"] is None  # tasks the variant does not train
+
+
+@pytest.mark.parametrize("order", ["random", "length"])
+def test_batch_order(tiny_encoder_dir, kg, tmp_path, monkeypatch, order):
+    """Train batches follow `batch_order` (default random: a seeded shuffle, not length buckets); dev batches stay
+    length-sorted."""
+    import numpy as np
+
+    import lpbert_core.pretrain_loop as loop
+    from lpbert_core.training import epoch_seed, length_sorted_batches, random_batches
+
+    seen = []
+    real = loop._run_epoch
+
+    def recording(model, samples, batches, *args, **kwargs):
+        if kwargs.get("optimizer", args[4] if len(args) > 4 else None) is not None:  # a train pass
+            seen.append(([len(s.input_ids) for s in samples], [b.tolist() for b in batches]))
+        return real(model, samples, batches, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "_run_epoch", recording)
+    extra = {} if order == "random" else {"batch_order": "length"}
+    cfg = settings(tiny_encoder_dir, epochs=1, **extra)
+    train(kg, cfg, tmp_path / "model", tmp_path / "ckpt", tmp_path / "log.csv")
+    (lengths, batches), = seen
+    seed = epoch_seed(7, 1)
+    rand = [b.tolist() for b in random_batches(len(lengths), 4, seed)]
+    length = [b.tolist() for b in length_sorted_batches(lengths, 4, True, seed)]
+    assert batches == (rand if order == "random" else length) and rand != length
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))
+
+
+def test_bad_batch_order_is_rejected(tiny_encoder_dir, kg, tmp_path):
+    with pytest.raises(ValueError, match="batch_order"):
+        train(kg, settings(tiny_encoder_dir, batch_order="sorted"), tmp_path / "m", tmp_path / "c", tmp_path / "l.csv")
