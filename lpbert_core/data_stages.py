@@ -5,46 +5,75 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .archive import copy_folder, fetch_files, safe_extract, sha256_of, verify_sha256
-from .atomic import write_parquet
-from .text_tables import TextSettings, build_text_tables
+from .archive import (copy_folder_into, describe_files, extract_into, fetch_files_into, scratch_path, sha256_of,
+                      verify_sha256, write_provenance)
+from .atomic import atomic_dir, write_json, write_parquet
+from .text_tables import TextSettings, build_text_tables, graph_summary, summary_lines
 from .tokens import tokenize_tables
 
 log = logging.getLogger(__name__)
 
 
-def run_download(source: dict, raw_dir: str | Path) -> None:
-    """`source` is one entry of the config's `sources`: archive (+sha256), archive_url (+sha256), files, or folder."""
-    if "archive" in source or "archive_url" in source:
-        archive = source.get("archive")
+def run_download(source: dict, raw_dir: str | Path) -> dict:
+    """`source` is one entry of the config's `sources`: archive (+sha256), archive_url (+sha256), files, or folder.
+    Fills `raw_dir` (replaced atomically) and writes `raw_dir/SOURCE.json`: where the files came from, the archive's
+    SHA-256 and whether the config pinned it, and every file with its SHA-256. Returns that record."""
+    raw_dir = Path(raw_dir)
+    with atomic_dir(raw_dir) as tmp:
+        if "archive" in source or "archive_url" in source:
+            record = _fetch_archive(source, raw_dir, tmp)
+        elif "files" in source:
+            record = {"kind": "files", "origin": None, "downloads": fetch_files_into(source["files"], tmp)}
+        else:
+            links = {name: info["symlink_to"] for name, info in copy_folder_into(source["folder"], tmp).items() if info}
+            record = {"kind": "folder", "origin": str(source["folder"]), "symlinks_followed": links}
+        record["files"] = describe_files(tmp)
+        write_provenance(tmp, record)
+    log.info("%s: %d files: %s", raw_dir, len(record["files"]), ", ".join(record["files"]))
+    return record
+
+
+def _fetch_archive(source: dict, raw_dir: Path, tmp: Path) -> dict:
+    archive = source.get("archive")
+    scratch = None
+    try:
         if archive is None:
             from .archive import download
 
-            archive = Path(raw_dir).with_suffix(".download.tar.gz")
+            scratch = archive = scratch_path(raw_dir, ".download")
             log.info("downloading %s", source["archive_url"])
             download(source["archive_url"], archive)
+        digest = sha256_of(archive)
         if source.get("sha256"):
             verify_sha256(archive, source["sha256"])
             log.info("%s: SHA-256 ok (%s)", archive, source["sha256"])
         else:
-            log.warning("%s: no sha256 in config; archive not verified (sha256 is %s)", archive, sha256_of(archive))
-        names = safe_extract(archive, raw_dir)
-        if "archive_url" in source and "archive" not in source:
-            Path(archive).unlink(missing_ok=True)
-    elif "files" in source:
-        names = fetch_files(source["files"], raw_dir)
-    else:
-        names = copy_folder(source["folder"], raw_dir)
-    log.info("%s: %d files: %s", raw_dir, len(names), ", ".join(names))
+            log.warning("%s: no sha256 in config; the archive is not pinned (its sha256 is %s); its compressed stream "
+                        "is still checked to the end", archive, digest)
+        extract_into(archive, tmp)
+    finally:
+        if scratch is not None:
+            scratch.unlink(missing_ok=True)
+    kind = "archive" if "archive" in source else "archive_url"
+    return {"kind": kind, "origin": str(source.get("archive") or source["archive_url"]), "archive_sha256": digest,
+            "sha256_checked": bool(source.get("sha256"))}
 
 
-def run_join_text(raw_dir: str | Path, settings: dict, outputs: dict[str, str]) -> None:
+def run_join_text(raw_dir: str | Path, settings: dict, outputs: dict[str, str]) -> dict:
+    """Write the three text tables and `summary.json` (what the graph contains; `outputs["summary"]`, by default
+    beside triples.parquet), and log the summary, with a WARNING for what a standard benchmark would not have."""
     tables = build_text_tables(raw_dir, TextSettings(**settings))
-    # all three tables are computed (and validated) before anything is written
+    summary = graph_summary(tables)
+    # all three tables (and the summary) are computed and validated before anything is written
     for name in ("entities", "relations", "triples"):
         write_parquet(outputs[name], tables[name])
-    counts = tables["triples"][~tables["triples"]["inverse"]]["split"].value_counts().to_dict()
-    log.info("%d entities, %d relations, triples per split %s", len(tables["entities"]), len(tables["relations"]), counts)
+    write_json(outputs.get("summary") or Path(outputs["triples"]).with_name("summary.json"), summary)
+    info, warnings = summary_lines(summary)
+    for line in info:
+        log.info("%s", line)
+    for line in warnings:
+        log.warning("%s", line)
+    return summary
 
 
 def run_tokenize(text_dir: str | Path, out_dir: str | Path, encoder_key: str, encoder_source: str) -> None:

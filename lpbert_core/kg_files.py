@@ -16,6 +16,7 @@ SPLIT_FILES = {
     "kg-bert": {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"},
     "conve": {"train": "train.txt", "dev": "valid.txt", "test": "test.txt"},
 }
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 def detect_layout(folder: str | Path) -> str:
@@ -24,13 +25,22 @@ def detect_layout(folder: str | Path) -> str:
         if all((folder / name).is_file() for name in files.values()):
             return layout
     expected = " or ".join("/".join(files.values()) for files in SPLIT_FILES.values())
-    raise InputError(folder, f"no triple files found: expected {expected}")
+    present = sorted(p.name for p in folder.iterdir()
+                     if p.is_file() and p.name != "SOURCE.json" and not p.name.startswith(".")) if folder.is_dir() else []
+    raise InputError(folder, f"no triple files found: expected {expected} (found: {', '.join(present) or 'no files'})")
 
 
 def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
-    """(line number, text) for each line, strictly UTF-8; a blank line is an error except at the very end."""
+    """(line number, text) for each line, strictly UTF-8; a blank line is an error except at the very end.
+    A UTF-8 byte-order mark at the start of the file (Windows editors write one) is dropped; a NUL byte is an error."""
     path = Path(path)
-    raw_lines = path.read_bytes().split(b"\n")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(path, f"cannot read: {exc.strerror}") from None
+    if data.startswith(UTF8_BOM):
+        data = data[len(UTF8_BOM):]
+    raw_lines = data.split(b"\n")
     if raw_lines and raw_lines[-1] == b"":
         raw_lines.pop()  # the final newline
     for number, raw in enumerate(raw_lines, start=1):
@@ -38,6 +48,8 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise InputError(path, f"not valid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})", number)
+        if "\x00" in line:
+            raise InputError(path, f"NUL byte at character {line.index(chr(0)) + 1} (binary or UTF-16 file?)", number)
         line = line.rstrip("\r")
         if not line.strip():
             raise InputError(path, "blank line", number)

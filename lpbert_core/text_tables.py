@@ -22,6 +22,9 @@ class TextSettings:
     text_format: str = "name"  # how a line splits into name and description
     relation_text: str | None = "relation2text.txt"
     inverse_prefix: str = "reversed "
+    # True when the config names the file itself (not the default): then a missing file is an error, not a fallback
+    entity_text_required: bool = False
+    relation_text_required: bool = False
 
 
 def split_name_description(text: str, text_format: str) -> tuple[str, str]:
@@ -33,14 +36,32 @@ def split_name_description(text: str, text_format: str) -> tuple[str, str]:
     return name.strip(), desc.strip()
 
 
-def _optional_text(folder: Path, filename: str | None, kind: str) -> tuple[dict[str, str], Path | None]:
+def _optional_text(folder: Path, filename: str | None, kind: str, required: bool) -> tuple[dict[str, str], Path | None]:
     if not filename:
         return {}, None
     path = folder / filename
     if not path.is_file():
+        if required:
+            raise InputError(path, f"{kind}_text file {filename!r} is named in the config but the graph has no such "
+                                   f"file{_origin_note(folder)}")
         log.warning("%s: no %s text file %s; ids will be used as text", folder, kind, filename)
         return {}, None
     return read_id_text(path), path
+
+
+def _origin_note(raw_dir: Path) -> str:
+    """' (files from <origin>: a, b, c)' from the raw folder's SOURCE.json, for messages about a missing file."""
+    import json
+
+    names = sorted(p.name for p in raw_dir.iterdir()
+                   if p.is_file() and p.name != "SOURCE.json" and not p.name.startswith("."))
+    origin = None
+    try:
+        origin = json.loads((raw_dir / "SOURCE.json").read_text()).get("origin")
+    except (OSError, ValueError, AttributeError):
+        pass
+    where = f" from {origin}" if origin else ""
+    return f" (files{where}: {', '.join(names) or 'none'})"
 
 
 def build_text_tables(raw_dir: str | Path, settings: TextSettings) -> dict[str, pd.DataFrame]:
@@ -73,8 +94,8 @@ def build_text_tables(raw_dir: str | Path, settings: TextSettings) -> dict[str, 
     entity_ids = entity_list if entity_list is not None else list(seen_entities)
     relation_ids = relation_list if relation_list is not None else list(seen_relations)
 
-    ent_text, ent_path = _optional_text(raw_dir, settings.entity_text, "entity")
-    rel_text, rel_path = _optional_text(raw_dir, settings.relation_text, "relation")
+    ent_text, ent_path = _optional_text(raw_dir, settings.entity_text, "entity", settings.entity_text_required)
+    rel_text, rel_path = _optional_text(raw_dir, settings.relation_text, "relation", settings.relation_text_required)
 
     entities = _entity_frame(entity_ids, ent_text, settings.text_format, ent_path)
     relations = _relation_frame(relation_ids, rel_text, settings.inverse_prefix, rel_path)
@@ -123,3 +144,70 @@ def _relation_frame(ids: list[str], texts: dict[str, str], prefix: str, source: 
             missing, len(ids), f" in {source}" if source else "",
         )
     return pd.DataFrame({"id": ids, "text": out, "inverse_text": [prefix + t for t in out]})
+
+
+# ------------------------------------------------------------------------------------------ what the graph contains
+
+SPLITS = ("train", "dev", "test")
+
+
+def graph_summary(tables: dict[str, pd.DataFrame], examples: int = 5) -> dict:
+    """What a graph contains, from the original-direction triples: counts per split; entities and relations of dev /
+    test that no train triple uses (unseen at training time: count + the first few, in file order); duplicate triples
+    within a split (rows beyond the first copy); dev / test triples that are also train triples (rows)."""
+    tri = tables["triples"]
+    tri = tri[~tri["inverse"]]
+    by_split = {s: tri[tri["split"] == s] for s in SPLITS}
+    keys = {s: list(zip(f["head"], f["relation"], f["tail"])) for s, f in by_split.items()}
+    train_entities = set(by_split["train"]["head"]) | set(by_split["train"]["tail"])
+    train_relations = set(by_split["train"]["relation"])
+    train_triples = set(keys["train"])
+
+    def unseen(values, known):
+        first = list(dict.fromkeys(v for v in values if v not in known))
+        return {"count": len(first), "examples": first[:examples]}
+
+    summary = {
+        "entities": int(len(tables["entities"])),
+        "relations": int(len(tables["relations"])),
+        "triples": {s: len(keys[s]) for s in SPLITS},
+        "unseen_in_train": {
+            s: {
+                "entities": unseen((e for h, _, t in keys[s] for e in (h, t)), train_entities),
+                "relations": unseen((r for _, r, _ in keys[s]), train_relations),
+            }
+            for s in ("dev", "test")
+        },
+        "duplicates_within_split": {s: len(keys[s]) - len(set(keys[s])) for s in SPLITS},
+        "also_in_train": {s: sum(k in train_triples for k in keys[s]) for s in ("dev", "test")},
+    }
+    return summary
+
+
+def summary_lines(summary: dict) -> tuple[list[str], list[str]]:
+    """(info lines, warning lines) for the log. Warnings are what a standard benchmark would not have: test
+    entities or relations unseen in train, test or dev triples also in train, duplicate triples."""
+    t = summary["triples"]
+    info = [f"{summary['entities']} entities, {summary['relations']} relations; triples: train {t['train']}, "
+            f"dev {t['dev']}, test {t['test']}"]
+    warn = []
+    for split in ("dev", "test"):
+        unseen = summary["unseen_in_train"][split]
+        if not any(item["count"] for item in unseen.values()):
+            info.append(f"{split}: every entity and relation also appears in train")
+        for kind, item in unseen.items():
+            if item["count"]:
+                examples = ", ".join(repr(x) for x in item["examples"])
+                text = f"{split}: {item['count']} {kind} in no train triple (unseen at training time), e.g. {examples}"
+                (warn if split == "test" else info).append(text)
+    for split, count in summary["duplicates_within_split"].items():
+        if count:
+            warn.append(f"{split}: {count} duplicate triples (a head, relation, tail repeated; copies beyond the first)")
+    for split, count in summary["also_in_train"].items():
+        if count:
+            warn.append(f"{split}: {count} of {t[split]} triples are also train triples")
+    if not any(summary["duplicates_within_split"].values()):
+        info.append("no duplicate triples within a split")
+    if not any(summary["also_in_train"].values()):
+        info.append("no dev or test triple is also a train triple")
+    return info, warn

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
+import os
+import random
 import tarfile
 from pathlib import Path
 
 
 import pytest
 
-from lpbert_core.archive import safe_extract, sha256_of, verify_sha256
-from lpbert_core.data_stages import run_join_text, run_tokenize
+from lpbert_core.archive import folder_fingerprint, safe_extract, sha256_of, verify_sha256
+from lpbert_core.data_stages import run_download, run_join_text, run_tokenize
 from lpbert_core.errors import InputError
 from lpbert_core.kg import load_tokenized_kg
 from lpbert_core.text_tables import TextSettings, build_text_tables, split_name_description
@@ -39,7 +42,8 @@ KGBERT = {
 
 
 def outputs(tmp_path: Path) -> dict[str, str]:
-    return {k: str(tmp_path / "text" / f"{k}.parquet") for k in ("entities", "relations", "triples")}
+    outs = {k: str(tmp_path / "text" / f"{k}.parquet") for k in ("entities", "relations", "triples")}
+    return {**outs, "summary": str(tmp_path / "text" / "summary.json")}
 
 
 def test_kgbert_layout_joins_name_description_and_inverse(tmp_path):
@@ -187,3 +191,190 @@ def test_vendored_archives_match_config_checksums(name):
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     src = config["sources"][name]
     verify_sha256(REPO / src["archive"], src["sha256"])
+
+
+# ------------------------------------------------------------------------------------------ archive integrity
+
+def graph_archive(path: Path, lines: int = 2000) -> Path:
+    """A gzipped tar of a KG-BERT-layout graph big enough that a byte in the middle lies inside member data."""
+    rng = random.Random(0)
+    train = "".join(f"e{rng.randrange(500)}\tr{rng.randrange(5)}\te{rng.randrange(500)}\n" for _ in range(lines))
+    files = {"train.tsv": train, "dev.tsv": "e1\tr1\te2\n", "test.tsv": "e2\tr2\te3\n"}
+    members = [(f"g/{name}", text.encode(), "file") for name, text in files.items()]
+    return make_tar(path, members)
+
+
+def test_download_records_provenance_and_join_text_ignores_it(tmp_path):
+    archive = graph_archive(tmp_path / "g.tar.gz")
+    raw = tmp_path / "raw"
+    run_download({"archive": str(archive), "sha256": sha256_of(archive)}, raw)
+    record = json.loads((raw / "SOURCE.json").read_text())
+    assert record["kind"] == "archive" and record["origin"] == str(archive)
+    assert record["archive_sha256"] == sha256_of(archive) and record["sha256_checked"] is True
+    assert sorted(record["files"]) == ["dev.tsv", "test.tsv", "train.tsv"]
+    assert record["files"]["dev.tsv"] == {"sha256": sha256_of(raw / "dev.tsv"), "bytes": 9}
+    summary = run_join_text(raw, {}, outputs(tmp_path))  # SOURCE.json is no graph file
+    assert summary["triples"] == {"train": 2000, "dev": 1, "test": 1}
+
+
+def _flip_middle(data: bytes) -> bytes:
+    out = bytearray(data)
+    out[len(out) // 2] ^= 0x01
+    return bytes(out)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (_flip_middle, "corrupt archive: damaged gzip data"),
+        (lambda data: data[: len(data) * 2 // 3], "truncated archive: the gzip stream ends early"),
+        (lambda data: b"train.tsv\n" * 50, "not a tar archive, compressed or plain"),
+        (lambda data: gzip.compress(b"a\tr\tb\n" * 50), "gzip-compressed, but not a tar archive inside"),
+        (lambda data: b"", "not a tar archive"),
+    ],
+    ids=["flipped-byte", "truncated", "not-gzip", "gzip-of-non-tar", "empty"],
+)
+def test_damaged_archive_without_sha256_is_one_line_and_leaves_no_raw_folder(tmp_path, damage, message, caplog):
+    archive = graph_archive(tmp_path / "g.tar.gz")
+    archive.write_bytes(damage(archive.read_bytes()))
+    raw = tmp_path / "out" / "raw"
+    with pytest.raises(InputError) as err:
+        run_download({"archive": str(archive)}, raw)
+    text = str(err.value)
+    assert text.startswith(f"{archive}: ") and message in text and "\n" not in text
+    assert "not pinned" in caplog.text  # no sha256 in the config: said, and the sha256 shown
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_archive_member_named_like_the_provenance_file_is_refused(tmp_path):
+    archive = make_tar(tmp_path / "g.tar.gz", [("g/train.tsv", b"a\tr\tb\n", "file"), ("g/SOURCE.json", b"{}", "file")])
+    with pytest.raises(InputError, match="clashes with the provenance file"):
+        run_download({"archive": str(archive)}, tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
+
+
+# ------------------------------------------------------------------------------------------ bring-your-own folders
+
+CONVE = {"train.txt": "alice\tknows\tbob\nbob\tworks_at\tacme\n", "valid.txt": "alice\tworks_at\tacme\n",
+         "test.txt": "bob\tknows\talice\n"}
+
+
+def test_folder_follows_links_to_files_and_records_them(tmp_path):
+    elsewhere = write_graph(tmp_path / "elsewhere", {"train.txt": CONVE["train.txt"], "names.txt": "alice\tAlice A.\n"})
+    folder = write_graph(tmp_path / "mykg", {k: v for k, v in CONVE.items() if k != "train.txt"})
+    (folder / "train.txt").symlink_to(elsewhere / "train.txt")
+    (folder / "entity2text.txt").symlink_to(elsewhere / "names.txt")
+    (folder / "sub").mkdir()
+    (folder / ".hidden").write_text("x")
+    raw = tmp_path / "raw"
+    record = run_download({"folder": str(folder)}, raw)
+    assert sorted(record["files"]) == ["entity2text.txt", "test.txt", "train.txt", "valid.txt"]
+    assert record["symlinks_followed"]["train.txt"] == str((elsewhere / "train.txt").resolve())
+    assert not (raw / "train.txt").is_symlink()
+    tables = build_text_tables(raw, TextSettings())
+    assert tables["entities"].set_index("id").loc["alice", "text"] == "Alice A."
+
+
+def test_dangling_link_in_folder_names_the_link(tmp_path):
+    folder = write_graph(tmp_path / "mykg", {k: v for k, v in CONVE.items() if k != "train.txt"})
+    (folder / "train.txt").symlink_to(tmp_path / "gone.txt")
+    with pytest.raises(InputError) as err:
+        run_download({"folder": str(folder)}, tmp_path / "out" / "raw")
+    assert str(err.value).startswith(f"{folder / 'train.txt'}: broken symbolic link")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_folder_fingerprint_follows_content_not_timestamps(tmp_path):
+    folder = write_graph(tmp_path / "mykg", CONVE)
+    before = folder_fingerprint(folder)
+    stat = (folder / "train.txt").stat()
+    (folder / "train.txt").write_text(CONVE["train.txt"].replace("acme", "acne"))
+    os.utime(folder / "train.txt", ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size, same mtime
+    assert folder_fingerprint(folder) != before
+    (folder / ".train.txt.swp").write_text("editor state")
+    (folder / "train.txt").write_text(CONVE["train.txt"])
+    assert folder_fingerprint(folder) == before  # hidden files are not part of the graph
+    assert folder_fingerprint(tmp_path / "nope") == "missing"
+
+
+def test_leading_bom_is_dropped(tmp_path):
+    bom = "\ufeff"
+    raw = write_graph(tmp_path / "raw", {**CONVE, "train.txt": bom + CONVE["train.txt"],
+                                         "entity2text.txt": bom + "alice\tAlice\nbob\tBob\n"})
+    ent = build_text_tables(raw, TextSettings())["entities"]
+    assert ent["id"].tolist() == ["alice", "bob", "acme"]
+    assert ent["text"].tolist() == ["Alice", "Bob", "acme"]
+
+
+@pytest.mark.parametrize(
+    "files, where, message",
+    [
+        ({"train.txt": "alice\tknows\tbob\nbo\x00b\tknows\talice\n"}, "train.txt:2", "NUL byte at character 3"),
+        ({"entity2text.txt": "alice\tAlice\n\x00\tnul\n"}, "entity2text.txt:2", "NUL byte"),
+    ],
+)
+def test_nul_bytes_are_refused_with_file_and_line(tmp_path, files, where, message):
+    raw = write_graph(tmp_path / "raw", {**CONVE, **files})
+    with pytest.raises(InputError) as err:
+        run_join_text(raw, {}, outputs(tmp_path))
+    assert where in str(err.value) and message in str(err.value)
+
+
+def test_text_file_named_in_the_config_must_exist(tmp_path, caplog):
+    folder = write_graph(tmp_path / "mykg", CONVE)
+    raw = tmp_path / "raw"
+    run_download({"folder": str(folder)}, raw)
+    settings = {"entity_text": "names.txt", "entity_text_required": True}
+    with pytest.raises(InputError) as err:
+        run_join_text(raw, settings, outputs(tmp_path))
+    text = str(err.value)
+    assert text.startswith(f"{raw / 'names.txt'}: entity_text file 'names.txt' is named in the config")
+    assert f"from {folder}: test.txt, train.txt, valid.txt" in text
+    assert not (tmp_path / "text").exists()
+    # the default name, not named in the config: ids are made readable, with a warning
+    with caplog.at_level("WARNING"):
+        run_join_text(raw, {"entity_text_required": False}, outputs(tmp_path))
+    assert "no entity text file entity2text.txt" in caplog.text
+
+
+def test_missing_split_file_lists_what_the_folder_has(tmp_path):
+    raw = write_graph(tmp_path / "raw", {k: v for k, v in CONVE.items() if k != "valid.txt"})
+    with pytest.raises(InputError, match=r"no triple files found: .* \(found: test.txt, train.txt\)"):
+        build_text_tables(raw, TextSettings())
+
+
+# ------------------------------------------------------------------------------------------ graph summary
+
+def test_summary_counts_unseen_duplicates_and_overlap(tmp_path, caplog):
+    raw = write_graph(tmp_path / "raw", {
+        "train.txt": "alice\tknows\tbob\nbob\tworks_at\tacme\nalice\tknows\tbob\n",
+        "valid.txt": "alice\tknows\tbob\ncarol\tknows\talice\n",
+        "test.txt": "bob\tknows\talice\ndave\tlikes\terin\ndave\tlikes\terin\n",
+    })
+    with caplog.at_level("INFO"):
+        summary = run_join_text(raw, {}, outputs(tmp_path))
+    assert json.loads((tmp_path / "text" / "summary.json").read_text()) == summary
+    assert summary["entities"] == 6 and summary["relations"] == 3
+    assert summary["triples"] == {"train": 3, "dev": 2, "test": 3}
+    assert summary["unseen_in_train"]["dev"] == {"entities": {"count": 1, "examples": ["carol"]},
+                                                 "relations": {"count": 0, "examples": []}}
+    assert summary["unseen_in_train"]["test"] == {"entities": {"count": 2, "examples": ["dave", "erin"]},
+                                                  "relations": {"count": 1, "examples": ["likes"]}}
+    assert summary["duplicates_within_split"] == {"train": 1, "dev": 0, "test": 1}
+    assert summary["also_in_train"] == {"dev": 1, "test": 0}
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "test: 2 entities in no train triple (unseen at training time), e.g. 'dave', 'erin'" in warnings
+    assert "test: 1 relations in no train triple (unseen at training time), e.g. 'likes'" in warnings
+    assert "train: 1 duplicate triples (a head, relation, tail repeated; copies beyond the first)" in warnings
+    assert "dev: 1 of 2 triples are also train triples" in warnings
+    assert not any(w.startswith("dev: 1 entities") for w in warnings)  # unseen dev entities: info only
+    assert "6 entities, 3 relations; triples: train 3, dev 2, test 3" in caplog.text
+
+
+def test_clean_graph_summary_has_no_warnings(tmp_path, caplog):
+    raw = write_graph(tmp_path / "raw", KGBERT)
+    with caplog.at_level("INFO"):
+        run_join_text(raw, {"text_format": "comma"}, outputs(tmp_path))
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "no duplicate triples within a split" in caplog.text
+    assert "test: every entity and relation also appears in train" in caplog.text
