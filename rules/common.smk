@@ -1,16 +1,61 @@
 # Shared by all rules: config validation (before any job runs), wildcard constraints, small lookups.
 import re
+from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 
 validate(config, schema="../schemas/config.schema.yaml")
 
 PRETRAIN_TASKS = ["none", "mlm", "mem", "mem-mrm", "mem-mrm-mlm"]
+# top-level folders under results/ that are not datasets (rule tables)
+RESULT_FOLDERS = ["tables", "figures"]
 
 
 def _alternatives(names):
     return "|".join(re.escape(n) for n in names)
+
+
+def _configured_sources():
+    return ", ".join(sorted(config["sources"], key=str.lower))
+
+
+def _per_dataset_keys(node, path):
+    """(key path, dataset) of every `per_dataset` entry anywhere under `node`."""
+    if not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        if key == "per_dataset" and isinstance(value, dict):
+            for dataset in value:
+                yield f"{path}.per_dataset.{dataset}", dataset
+        else:
+            yield from _per_dataset_keys(value, f"{path}.{key}" if path else key)
+
+
+def check_dataset_names():
+    """Names that must be sources: `datasets`, the tables' datasets, every per_dataset key, pretrain.max_length keys.
+    A name with no source would otherwise fail late and cryptically (a missing input) or be silently ignored."""
+    sources = config["sources"]
+    for dataset in config["datasets"]:
+        if dataset not in sources:
+            raise WorkflowError(
+                f"datasets: {dataset!r} has no entry under sources (configured sources: {_configured_sources()}); "
+                f"add sources: {{{dataset}: {{folder: ...}}}} or fix the name"
+            )
+    named = [(f"tables.{t}.dataset", spec["dataset"]) for t, spec in config["tables"].items()
+             if isinstance(spec, dict) and "dataset" in spec]
+    named += list(_per_dataset_keys(config, ""))
+    named += [(f"pretrain.max_length.{d}", d) for d in config["pretrain"]["max_length"] if d != "default"]
+    for key_path, dataset in named:
+        if dataset not in sources:
+            raise WorkflowError(
+                f"{key_path}: no source named {dataset!r}, so this setting would be ignored "
+                f"(configured sources: {_configured_sources()})"
+            )
+
+
+check_dataset_names()
 
 
 wildcard_constraints:
@@ -68,13 +113,26 @@ def encoder_source(wildcards):
 
 
 def download_inputs(wildcards):
-    """The vendored archive (or a bring-your-own folder) is the input; URLs have no local input."""
+    """The vendored archive, or every file of a bring-your-own folder (links followed), is the input; URLs have no
+    local input. A missing folder or a broken link is left to the download job, which names it in one line."""
+    from lpbert_core.archive import folder_files
+
     src = source_settings(wildcards.dataset)
     if "archive" in src:
         return [src["archive"]]
     if "folder" in src:
-        return [src["folder"]]
+        folder = Path(src["folder"])
+        return [str(p) for p in folder_files(folder) if p.exists()] if folder.is_dir() else []
     return []
+
+
+def download_content(wildcards):
+    """A folder source's content hash (file names and SHA-256s): an edit that keeps the timestamps still reruns
+    download and everything below it. None for archives (Snakemake tracks the archive file) and URLs."""
+    from lpbert_core.archive import folder_fingerprint
+
+    src = source_settings(wildcards.dataset)
+    return folder_fingerprint(src["folder"]) if "folder" in src else None
 
 
 def text_settings(wildcards):
@@ -84,7 +142,18 @@ def text_settings(wildcards):
         "text_format": src.get("text_format", "name"),
         "relation_text": src.get("relation_text", "relation2text.txt"),
         "inverse_prefix": config["text"]["inverse_prefix"],
+        # a file the config names itself must exist; the default name may be absent (ids are made readable)
+        "entity_text_required": src.get("entity_text") is not None,
+        "relation_text_required": src.get("relation_text") is not None,
     }
+
+
+def unknown_dataset(wildcards):
+    """Input function of the catch-all `unknown_dataset`, which matches targets of datasets with no source."""
+    raise WorkflowError(
+        f"results/{wildcards.unknown}/{wildcards.path}: no dataset {wildcards.unknown!r} in the config (configured: "
+        f"{_configured_sources()}); check the name, or pass the overlay that defines it with --configfile"
+    )
 
 
 def data_targets():

@@ -8,6 +8,7 @@ rule download:
         directory("results/{dataset}/raw"),
     params:
         source=source_params,
+        content=download_content,
     log:
         "logs/{dataset}/download.log",
     conda:
@@ -23,6 +24,7 @@ rule join_text:
         entities="results/{dataset}/text/entities.parquet",
         relations="results/{dataset}/text/relations.parquet",
         triples="results/{dataset}/text/triples.parquet",
+        summary="results/{dataset}/text/summary.json",
     params:
         settings=text_settings,
     log:
@@ -52,3 +54,24 @@ rule tokenize:
         "../envs/data.yaml"
     script:
         "../workflow_scripts/tokenize_text.py"
+
+
+# A target under results/ for a dataset that has no source (a typo, or a forgotten --configfile): no other rule can
+# make it (`dataset` is constrained to the configured sources), so this one matches and its input function stops the
+# DAG with a message listing the configured datasets instead of "No rule to produce ...". It never runs.
+rule unknown_dataset:
+    input:
+        unknown_dataset,
+    output:
+        "results/{unknown}/{path}",
+    wildcard_constraints:
+        # any first folder but a configured source or tables/figures (the lookahead sees the "/" that follows)
+        unknown=f"(?!(?:{_alternatives([*config['sources'], *RESULT_FOLDERS])})/)[^/]+",
+        path=".+",
+    log:
+        "logs/unknown_dataset/{unknown}/{path}.log",
+    localrule: True
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "exit 1"

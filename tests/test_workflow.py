@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -78,6 +81,14 @@ def test_lint_has_no_remarks():
         ({"datasets": "umls"}, "'umls' is not of type 'array'"),
         ({"no_such_key": 1}, "Additional properties are not allowed"),
         ({"sources": {"umls": {"sha256": "not-a-hash"}}}, "does not match"),
+        ({"datasets": ["umls", "mykg"]}, "datasets: 'mykg' has no entry under sources (configured sources: "
+                                         "FB15k-237, umls, WN18RR)"),
+        ({"finetune": {"per_dataset": {"umsl": {"epochs": 1}}}},
+         "finetune.per_dataset.umsl: no source named 'umsl', so this setting would be ignored"),
+        ({"kgbert": {"per_dataset": {"wn18rr": {"epochs": 1}}}}, "kgbert.per_dataset.wn18rr: no source named"),
+        ({"pretrain": {"per_dataset": {"fb15k": {"epochs": 1}}}}, "pretrain.per_dataset.fb15k: no source named"),
+        ({"pretrain": {"max_length": {"mykg": 64}}}, "pretrain.max_length.mykg: no source named 'mykg'"),
+        ({"tables": {"table4": {"dataset": "wn18rr"}}}, "tables.table4.dataset: no source named 'wn18rr'"),
     ],
 )
 def test_bad_config_is_refused_before_any_job(tmp_path, overlay, message):
@@ -85,6 +96,16 @@ def test_bad_config_is_refused_before_any_job(tmp_path, overlay, message):
     result = snakemake("-n", "--configfile", "overlay.yaml", cwd=wd)
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
+    assert not (wd / "results").exists()
+
+
+def test_target_of_an_unconfigured_dataset_lists_the_configured_ones(tmp_path):
+    wd = workdir(tmp_path)
+    result = snakemake("results/umsl/tokens/minilm/manifest.json", "-n", cwd=wd)
+    assert result.returncode != 0
+    assert ("results/umsl/tokens/minilm/manifest.json: no dataset 'umsl' in the config (configured: FB15k-237, umls, "
+            "WN18RR); check the name, or pass the overlay that defines it with --configfile") in result.stdout
+    assert "No rule to produce" not in result.stdout + result.stderr
     assert not (wd / "results").exists()
 
 
@@ -98,7 +119,52 @@ def test_triples_only_graph_runs_through_data_stages_from_config(tmp_path):
     assert ent["text"].tolist() == ["alice", "bob", "acme corp"]
     log = (wd / "logs/mykg/join_text.log").read_text()
     assert "no entity text file" in log
+    assert "3 entities, 2 relations; triples: train 2, dev 1, test 1" in log
+    assert "no dev or test triple is also a train triple" in log
     assert (wd / "results/mykg/tokens/minilm/relations.parquet").exists()
+    summary = json.loads((wd / "results/mykg/text/summary.json").read_text())
+    assert summary["triples"] == {"train": 2, "dev": 1, "test": 1}
+    source = json.loads((wd / "results/mykg/raw/SOURCE.json").read_text())
+    assert source["kind"] == "folder" and sorted(source["files"]) == ["test.txt", "train.txt", "valid.txt"]
+
+
+def jobs_run(result: subprocess.CompletedProcess) -> dict[str, int]:
+    """Rule -> job count from Snakemake's "Job stats" table ({} when nothing ran)."""
+    text = result.stdout + result.stderr
+    if "Job stats:" not in text:
+        return {}
+    table = text.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
+
+
+@pytest.mark.slow
+def test_editing_a_file_of_a_folder_source_reruns_the_data_stages(tmp_path):
+    """The folder's files, not the folder, are the download's inputs, and their content hash is a param."""
+    wd = own_graph_workdir(tmp_path, "mykg", "alice\tknows\tbob\nbob\tworks_at\tacme_corp\n")
+    train = tmp_path / "mykg" / "train.txt"
+    args = ("results/mykg/tokens/minilm/manifest.json", "--cores", "2", "--configfile", "overlay.yaml")
+    data_stages = {"download": 1, "join_text": 1, "tokenize": 1}
+
+    def heads():
+        tri = pd.read_parquet(wd / "results/mykg/text/triples.parquet")
+        return set(tri[(tri["split"] == "train") & ~tri["inverse"]]["head"])
+
+    result = snakemake(*args, cwd=wd)
+    assert result.returncode == 0, result.stdout + result.stderr
+    with open(train, "a") as fh:  # in place, like `cat fixed > train.txt`: the folder's mtime does not change
+        fh.write("carol\tknows\tbob\n")
+    result = snakemake(*args, cwd=wd)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert jobs_run(result) == data_stages and "carol" in heads()
+    # same size, timestamp put back (`cp -p`, `rsync -t`): only the content hash in params can tell
+    stat = train.stat()
+    train.write_text(train.read_text().replace("carol", "carla"))
+    os.utime(train, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    result = snakemake(*args, cwd=wd)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert jobs_run(result) == data_stages and "carla" in heads() and "carol" not in heads()
+    result = snakemake(*args, cwd=wd)
+    assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr
 
 
 @pytest.mark.slow
