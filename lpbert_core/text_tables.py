@@ -42,26 +42,29 @@ def _optional_text(folder: Path, filename: str | None, kind: str, required: bool
     path = folder / filename
     if not path.is_file():
         if required:
-            raise InputError(path, f"{kind}_text file {filename!r} is named in the config but the graph has no such "
-                                   f"file{_origin_note(folder)}")
+            where, note = _missing_file(folder, filename)
+            raise InputError(where, f"{kind}_text file {filename!r} is named in the config but does not exist ({note})")
         log.warning("%s: no %s text file %s; ids will be used as text", folder, kind, filename)
         return {}, None
     return read_id_text(path), path
 
 
-def _origin_note(raw_dir: Path) -> str:
-    """' (files from <origin>: a, b, c)' from the raw folder's SOURCE.json, for messages about a missing file."""
+def _missing_file(raw_dir: Path, filename: str) -> tuple[Path, str]:
+    """Where the user would look for a missing raw file, and what is there: for a bring-your-own folder its own
+    path (from raw/SOURCE.json), else the raw folder's path and the archive it came from."""
     import json
 
     names = sorted(p.name for p in raw_dir.iterdir()
                    if p.is_file() and p.name != "SOURCE.json" and not p.name.startswith("."))
-    origin = None
     try:
-        origin = json.loads((raw_dir / "SOURCE.json").read_text()).get("origin")
+        record = json.loads((raw_dir / "SOURCE.json").read_text())
+        kind, origin = record.get("kind"), record.get("origin")
     except (OSError, ValueError, AttributeError):
-        pass
-    where = f" from {origin}" if origin else ""
-    return f" (files{where}: {', '.join(names) or 'none'})"
+        kind, origin = None, None
+    listing = ", ".join(names) or "none"
+    if kind == "folder" and origin:
+        return Path(origin) / filename, f"files in {origin}: {listing}"
+    return raw_dir / filename, f"files{f' from {origin}' if origin else ''}: {listing}"
 
 
 def build_text_tables(raw_dir: str | Path, settings: TextSettings) -> dict[str, pd.DataFrame]:
@@ -198,11 +201,13 @@ def summary_lines(summary: dict) -> tuple[list[str], list[str]]:
         for kind, item in unseen.items():
             if item["count"]:
                 examples = ", ".join(repr(x) for x in item["examples"])
-                text = f"{split}: {item['count']} {kind} in no train triple (unseen at training time), e.g. {examples}"
+                noun = {"entities": "entity", "relations": "relation"}[kind] if item["count"] == 1 else kind
+                text = f"{split}: {item['count']} {noun} in no train triple (unseen at training time), e.g. {examples}"
                 (warn if split == "test" else info).append(text)
     for split, count in summary["duplicates_within_split"].items():
         if count:
-            warn.append(f"{split}: {count} duplicate triples (a head, relation, tail repeated; copies beyond the first)")
+            noun = "duplicate triple" if count == 1 else "duplicate triples"
+            warn.append(f"{split}: {count} {noun} (a head, relation, tail repeated; copies beyond the first)")
     for split, count in summary["also_in_train"].items():
         if count:
             warn.append(f"{split}: {count} of {t[split]} triples are also train triples")

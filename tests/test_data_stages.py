@@ -328,8 +328,8 @@ def test_text_file_named_in_the_config_must_exist(tmp_path, caplog):
     with pytest.raises(InputError) as err:
         run_join_text(raw, settings, outputs(tmp_path))
     text = str(err.value)
-    assert text.startswith(f"{raw / 'names.txt'}: entity_text file 'names.txt' is named in the config")
-    assert f"from {folder}: test.txt, train.txt, valid.txt" in text
+    assert text == (f"{folder / 'names.txt'}: entity_text file 'names.txt' is named in the config but does not exist "
+                    f"(files in {folder}: test.txt, train.txt, valid.txt)")
     assert not (tmp_path / "text").exists()
     # the default name, not named in the config: ids are made readable, with a warning
     with caplog.at_level("WARNING"):
@@ -364,8 +364,8 @@ def test_summary_counts_unseen_duplicates_and_overlap(tmp_path, caplog):
     assert summary["also_in_train"] == {"dev": 1, "test": 0}
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert "test: 2 entities in no train triple (unseen at training time), e.g. 'dave', 'erin'" in warnings
-    assert "test: 1 relations in no train triple (unseen at training time), e.g. 'likes'" in warnings
-    assert "train: 1 duplicate triples (a head, relation, tail repeated; copies beyond the first)" in warnings
+    assert "test: 1 relation in no train triple (unseen at training time), e.g. 'likes'" in warnings
+    assert "train: 1 duplicate triple (a head, relation, tail repeated; copies beyond the first)" in warnings
     assert "dev: 1 of 2 triples are also train triples" in warnings
     assert not any(w.startswith("dev: 1 entities") for w in warnings)  # unseen dev entities: info only
     assert "6 entities, 3 relations; triples: train 3, dev 2, test 3" in caplog.text
