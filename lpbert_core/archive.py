@@ -75,6 +75,11 @@ def check_stream(archive: str | Path) -> str | None:
     return name
 
 
+def renamed(exc: InputError, path: str | Path) -> InputError:
+    """The same error about a temporary copy, naming where the user's file came from instead."""
+    return InputError(path, exc.message, exc.line)
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
@@ -159,17 +164,20 @@ def fetch_files_into(files: dict, target: str | Path) -> dict[str, dict]:
             raise InputError(spec["url"], f"file name {name!r} clashes with the provenance file the download step writes")
         path = target / name
         download(spec["url"], path)
-        if spec.get("member"):
-            check_stream(path)
-            with _open_tar(path) as tar:
-                wanted = [m for m in tar.getmembers() if PurePosixPath(m.name).name == spec["member"]]
-                if not wanted:
-                    raise InputError(spec["url"], f"archive has no member {spec['member']!r}")
-                _check_member(path, wanted[0])
-                data = tar.extractfile(wanted[0]).read()
-            path.write_bytes(data)
-        if spec.get("sha256"):
-            verify_sha256(path, spec["sha256"])
+        try:
+            if spec.get("member"):
+                check_stream(path)
+                with _open_tar(path) as tar:
+                    wanted = [m for m in tar.getmembers() if PurePosixPath(m.name).name == spec["member"]]
+                    if not wanted:
+                        raise InputError(path, f"archive has no member {spec['member']!r}")
+                    _check_member(path, wanted[0])
+                    data = tar.extractfile(wanted[0]).read()
+                path.write_bytes(data)
+            if spec.get("sha256"):
+                verify_sha256(path, spec["sha256"])
+        except InputError as exc:
+            raise renamed(exc, spec["url"]) from None  # name the URL, not the temporary copy
         record[name] = {"url": spec["url"], "member": spec.get("member"), "sha256_checked": bool(spec.get("sha256"))}
     return record
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .archive import (copy_folder_into, describe_files, extract_into, fetch_files_into, scratch_path, sha256_of,
-                      verify_sha256, write_provenance)
+from .archive import (copy_folder_into, describe_files, extract_into, fetch_files_into, renamed, scratch_path,
+                      sha256_of, verify_sha256, write_provenance)
 from .atomic import atomic_dir, write_json, write_parquet
+from .errors import InputError
 from .text_tables import TextSettings, build_text_tables, graph_summary, summary_lines
 from .tokens import tokenize_tables
 
@@ -51,6 +52,10 @@ def _fetch_archive(source: dict, raw_dir: Path, tmp: Path) -> dict:
             log.warning("%s: no sha256 in config; the archive is not pinned (its sha256 is %s); its compressed stream "
                         "is still checked to the end", archive, digest)
         extract_into(archive, tmp)
+    except InputError as exc:
+        if scratch is None:
+            raise
+        raise renamed(exc, source["archive_url"]) from None  # name the URL, not the scratch file
     finally:
         if scratch is not None:
             scratch.unlink(missing_ok=True)

@@ -378,3 +378,32 @@ def test_clean_graph_summary_has_no_warnings(tmp_path, caplog):
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
     assert "no duplicate triples within a split" in caplog.text
     assert "test: every entity and relation also appears in train" in caplog.text
+
+
+def test_url_sources_record_provenance_and_leave_no_scratch_file(tmp_path):
+    """archive_url and files sources, through file:// URLs (urllib reads them like any other)."""
+    archive = graph_archive(tmp_path / "g.tar.gz", lines=20)
+    url = archive.resolve().as_uri()
+    out = tmp_path / "out"
+    record = run_download({"archive_url": url, "sha256": sha256_of(archive)}, out / "a" / "raw")
+    assert record["kind"] == "archive_url" and record["origin"] == url and record["sha256_checked"] is True
+    assert sorted(record["files"]) == ["dev.tsv", "test.tsv", "train.tsv"]
+    assert [p.name for p in (out / "a").iterdir()] == ["raw"]  # the downloaded archive is gone
+    files = {"train.tsv": {"url": url, "member": "train.tsv"}, "dev.tsv": {"url": url, "member": "dev.tsv"},
+             "test.tsv": {"url": url, "member": "test.tsv"}}
+    record = run_download({"files": files}, out / "f" / "raw")
+    assert record["kind"] == "files" and record["downloads"]["dev.tsv"] == {"url": url, "member": "dev.tsv",
+                                                                             "sha256_checked": False}
+    assert (out / "f" / "raw" / "dev.tsv").read_text() == "e1\tr1\te2\n"
+    archive.write_bytes(archive.read_bytes()[:-20])
+    with pytest.raises(InputError) as err:
+        run_download({"archive_url": url}, out / "b" / "raw")
+    assert str(err.value).startswith(f"{url}: truncated archive")
+    with pytest.raises(InputError) as err:
+        run_download({"files": {"train.tsv": {"url": url, "member": "train.tsv"}}}, out / "c" / "raw")
+    assert str(err.value).startswith(f"{url}: truncated archive")
+    with pytest.raises(InputError) as err:
+        run_download({"files": {"g.tar.gz": {"url": url, "sha256": "0" * 64}}}, out / "d" / "raw")
+    assert str(err.value).startswith(f"{url}: SHA-256 mismatch")
+    assert not any((out / "c").iterdir()) and not any((out / "d").iterdir())
+    assert not any((out / "b").iterdir())
