@@ -133,8 +133,11 @@ def extract_into(archive: str | Path, target: str | Path, strip_top: bool = True
                                           f"{PROVENANCE_FILE} the download step writes")
             out_path = target.joinpath(*parts)
             out_path.parent.mkdir(parents=True, exist_ok=True)
-            with tar.extractfile(member) as src, open(out_path, "wb") as out:
-                shutil.copyfileobj(src, out)
+            try:
+                with tar.extractfile(member) as src, open(out_path, "wb") as out:
+                    shutil.copyfileobj(src, out)
+            except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as exc:  # the stream itself was checked
+                raise InputError(archive, f"corrupt tar archive at member {member.name!r} ({_one_line(exc)})") from None
             written.append("/".join(parts))
     if not written:
         raise InputError(archive, "archive contains no files")

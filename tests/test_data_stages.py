@@ -231,8 +231,9 @@ def _flip_middle(data: bytes) -> bytes:
         (lambda data: b"train.tsv\n" * 50, "not a tar archive, compressed or plain"),
         (lambda data: gzip.compress(b"a\tr\tb\n" * 50), "gzip-compressed, but not a tar archive inside"),
         (lambda data: b"", "not a tar archive"),
+        (lambda data: gzip.compress(gzip.decompress(data)[:2000]), "corrupt tar archive (unexpected end of data)"),
     ],
-    ids=["flipped-byte", "truncated", "not-gzip", "gzip-of-non-tar", "empty"],
+    ids=["flipped-byte", "truncated", "not-gzip", "gzip-of-non-tar", "empty", "gzip-of-cut-tar"],
 )
 def test_damaged_archive_without_sha256_is_one_line_and_leaves_no_raw_folder(tmp_path, damage, message, caplog):
     archive = graph_archive(tmp_path / "g.tar.gz")
