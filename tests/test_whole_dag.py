@@ -1,0 +1,154 @@
+"""The whole DAG through Snakemake, the workflow catalog's way: `all` on `.test/config.yaml` (a generated 30-entity
+graph, a tiny random BERT, no download) runs every rule, then the outputs are checked against each other.
+
+One module-scoped run (about 2 minutes on 2 cores) feeds every test here; a broken rule script fails them all.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_CONFIG = REPO / ".test" / "config.yaml"
+pytestmark = pytest.mark.slow
+
+
+def snakemake(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    # the target goes first: --configfile takes several values and would swallow it
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), *args, "--cores", "2",
+         "--configfile", ".test/config.yaml"],
+        cwd=cwd, capture_output=True, text=True, timeout=1200,
+    )
+
+
+@pytest.fixture(scope="module")
+def dag(tmp_path_factory, tiny_encoder_dir, fixture_builder):
+    """A working folder laid out as the repository root, after `snakemake all` and `--report` on the test config."""
+    wd = tmp_path_factory.mktemp("whole_dag")
+    shutil.copy(REPO / "config.yaml", wd / "config.yaml")
+    (wd / "resources").symlink_to(REPO / "resources")
+    (wd / ".test").mkdir()
+    shutil.copy(TEST_CONFIG, wd / ".test" / "config.yaml")
+    fixture_builder.write_graph(wd / ".test" / "data" / "tinykg")
+    shutil.copytree(tiny_encoder_dir, wd / ".test" / "tiny-bert")
+    first = snakemake("all", cwd=wd)
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-8000:]
+    return {"wd": wd, "first": first, "config": merged_config(wd)}
+
+
+def merged_config(wd: Path) -> dict:
+    """config.yaml with the test overlay deep-merged, as Snakemake sees it."""
+    def merge(base, over):
+        for key, value in over.items():
+            base[key] = merge(base.get(key, {}), value) if isinstance(value, dict) and isinstance(base.get(key), dict) \
+                else value
+        return base
+
+    return merge(yaml.safe_load((wd / "config.yaml").read_text()), yaml.safe_load((wd / ".test/config.yaml").read_text()))
+
+
+def test_every_rule_of_the_workflow_runs(dag):
+    """Every rule Snakemake knows ran at least once, so a rule added later without a place in `all` fails here."""
+    listed = snakemake("--list-rules", cwd=dag["wd"])
+    assert listed.returncode == 0, listed.stderr
+    rules = set(listed.stdout.split())
+    ran = set(re.findall(r"\(Rule: ([\w]+)\)", dag["first"].stderr))
+    assert {"download", "join_text", "tokenize", "pretrain", "finetune", "score", "kgbert_train", "kgbert_score",
+            "tables", "all"} <= rules
+    # rules that exist only to stop a wrong target with a clear message never run on a good config
+    error_rules = {"unknown_dataset"}
+    assert rules - error_rules <= ran, f"rules never run by the whole-DAG test: {sorted(rules - error_rules - ran)}"
+
+
+def test_every_pretraining_variant_and_both_negative_modes_ran(dag):
+    wd, config = dag["wd"], dag["config"]
+    needed = {run["pretrain"] for name, run in config["runs"].items() if run["model"] == "lpbert"} - {"none"}
+    needed &= {"mlm", "mem", "mem-mrm", "mem-mrm-mlm"}
+    assert needed == {"mlm", "mem", "mem-mrm", "mem-mrm-mlm"}
+    for variant in needed:
+        assert (wd / f"results/tinykg/pretrain/{variant}/model/config.json").is_file()
+        assert len(pd.read_csv(wd / f"results/tinykg/pretrain/{variant}/log.csv")) >= 1
+    modes = {}
+    for run in ("t4-none-nobatch", "t4-none", "lpbert"):
+        metrics = json.loads((wd / f"results/tinykg/runs/{run}/metrics.json").read_text())
+        modes[run] = metrics["run"]["in_batch_negatives"]
+    assert modes == {"t4-none-nobatch": False, "t4-none": True, "lpbert": True}
+
+
+def our_rows(config: dict) -> list[tuple[str, str]]:
+    """(table, run) for every row of ours the config's tables name."""
+    rows = [("table1", config["tables"]["table1"]["run"])]
+    for table in ("table3", "table4"):
+        rows += [(table, run) for run in config["tables"][table]["rows"]]
+    return rows
+
+
+def test_tables_name_every_row(dag):
+    wd, config = dag["wd"], dag["config"]
+    for table, run in our_rows(config):
+        md = (wd / f"results/tables/{table}.md").read_text()
+        csv = pd.read_csv(wd / f"results/tables/{table}.csv")
+        assert f"`{run}`" in md, f"{table}.md does not name run {run}"
+        assert run in set(csv["run"].astype(str)), f"{table}.csv has no row for run {run}"
+        assert (wd / f"results/tables/{table}.tex").stat().st_size > 0
+        if run.startswith(("kgbert-roberta", "lpbert-roberta")):
+            assert re.search(rf"`{re.escape(run)}`[^\n]*skipped", md), f"{run} should be listed as skipped"
+        else:
+            assert f"results/tinykg/runs/{run}/metrics.json" in md, f"{table}.md gives no provenance for {run}"
+    assert list((wd / "results/figures/table4").glob("*.png"))
+
+
+def recompute(frame: pd.DataFrame) -> dict:
+    """MRR, MR and Hits@k straight from the realistic ranks, without the project's own metric code."""
+    out = {}
+    for side, part in (("both", frame), ("head", frame[frame.direction == "head"]),
+                       ("tail", frame[frame.direction == "tail"])):
+        ranks = part["realistic"].to_numpy(dtype=float)
+        out[side] = {"count": len(ranks), "mrr": np.mean(1 / ranks), "mr": np.mean(ranks),
+                     **{f"hits@{k}": np.mean(ranks <= k) for k in (1, 3, 10)}}
+    return out
+
+
+def test_metrics_agree_with_ranks_for_every_run(dag):
+    wd, config = dag["wd"], dag["config"]
+    test_triples = len((wd / ".test/data/tinykg/test.txt").read_text().splitlines())
+    runs = sorted({run for _, run in our_rows(config) if "roberta" not in run})
+    assert len(runs) == 7
+    for run in runs:
+        folder = wd / f"results/tinykg/runs/{run}"
+        frame = pd.read_parquet(folder / "ranks.parquet")
+        metrics = json.loads((folder / "metrics.json").read_text())["metrics"]
+        assert (frame["optimistic"] <= frame["realistic"]).all() and (frame["realistic"] <= frame["pessimistic"]).all()
+        assert np.allclose(frame["realistic"], (frame["optimistic"] + frame["pessimistic"]) / 2)
+        assert (frame["optimistic"] >= 1).all() and (frame["pessimistic"] <= frame["num_candidates"]).all()
+        assert (frame["num_candidates"] <= 30).all()
+        if run != "kgbert":  # the cross-encoder ranks a timed sample (score_queries), LP-BERT all test triples
+            assert len(frame) == 2 * test_triples
+        assert set(frame["direction"]) == {"head", "tail"}
+        for side, expected in recompute(frame).items():
+            for key, value in expected.items():
+                assert metrics[side][key] == pytest.approx(value, rel=1e-12), (run, side, key)
+
+
+def test_second_run_has_nothing_to_do_and_the_report_builds(dag):
+    wd = dag["wd"]
+    again = snakemake("all", cwd=wd)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert "Nothing to be done" in again.stdout + again.stderr
+    report = snakemake("all", "--report", "report.html", cwd=wd)
+    assert report.returncode == 0, report.stderr[-4000:]
+    html = (wd / "report.html").read_text(errors="replace")
+    for table in ("table1.md", "table3.md", "table4.md"):
+        assert table in html
+    assert not re.search(r"<script[^>]+src=[\"']https?://", html), "the report must work offline"
