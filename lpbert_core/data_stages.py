@@ -9,7 +9,7 @@ from .archive import (copy_folder_into, describe_files, extract_into, fetch_file
                       sha256_of, verify_sha256, write_provenance)
 from .atomic import atomic_dir, write_json, write_parquet
 from .errors import InputError
-from .text_tables import TextSettings, build_text_tables, graph_summary, summary_lines
+from .text_tables import TextSettings, build_text_tables, graph_summary, name_user_file, summary_lines
 from .tokens import tokenize_tables
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,10 @@ def _fetch_archive(source: dict, raw_dir: Path, tmp: Path) -> dict:
 def run_join_text(raw_dir: str | Path, settings: dict, outputs: dict[str, str]) -> dict:
     """Write the three text tables and `summary.json` (what the graph contains; `outputs["summary"]`, by default
     beside triples.parquet), and log the summary, with a WARNING for what a standard benchmark would not have."""
-    tables = build_text_tables(raw_dir, TextSettings(**settings))
+    try:
+        tables = build_text_tables(raw_dir, TextSettings(**settings))
+    except InputError as exc:
+        raise name_user_file(raw_dir, exc) from None
     summary = graph_summary(tables)
     # all three tables (and the summary) are computed and validated before anything is written
     for name in ("entities", "relations", "triples"):

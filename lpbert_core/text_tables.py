@@ -49,18 +49,40 @@ def _optional_text(folder: Path, filename: str | None, kind: str, required: bool
     return read_id_text(path), path
 
 
+def _source_record(raw_dir: Path) -> tuple[str | None, str | None]:
+    """(kind, origin) from raw/SOURCE.json: where the raw files came from; (None, None) when unknown."""
+    import json
+
+    try:
+        record = json.loads((raw_dir / "SOURCE.json").read_text())
+        return record.get("kind"), record.get("origin")
+    except (OSError, ValueError, AttributeError):
+        return None, None
+
+
+def name_user_file(raw_dir: str | Path, error: InputError) -> InputError:
+    """The same error at the path the user knows: a file of a bring-your-own folder is named at its own path (the
+    raw/ copy in brackets); a file from an archive keeps its raw/ path and names the archive."""
+    raw_dir = Path(raw_dir)
+    path = Path(error.path)
+    try:
+        relative = path.relative_to(raw_dir)
+    except ValueError:
+        return error
+    kind, origin = _source_record(raw_dir)
+    if not origin:
+        return error
+    if kind == "folder":
+        return InputError(Path(origin) / relative, f"{error.message} (copied to {path})", error.line)
+    return InputError(path, f"{error.message} (file from {origin})", error.line)
+
+
 def _missing_file(raw_dir: Path, filename: str) -> tuple[Path, str]:
     """Where the user would look for a missing raw file, and what is there: for a bring-your-own folder its own
     path (from raw/SOURCE.json), else the raw folder's path and the archive it came from."""
-    import json
-
     names = sorted(p.name for p in raw_dir.iterdir()
                    if p.is_file() and p.name != "SOURCE.json" and not p.name.startswith("."))
-    try:
-        record = json.loads((raw_dir / "SOURCE.json").read_text())
-        kind, origin = record.get("kind"), record.get("origin")
-    except (OSError, ValueError, AttributeError):
-        kind, origin = None, None
+    kind, origin = _source_record(raw_dir)
     listing = ", ".join(names) or "none"
     if kind == "folder" and origin:
         return Path(origin) / filename, f"files in {origin}: {listing}"

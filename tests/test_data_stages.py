@@ -408,3 +408,19 @@ def test_url_sources_record_provenance_and_leave_no_scratch_file(tmp_path):
     assert str(err.value).startswith(f"{url}: SHA-256 mismatch")
     assert not any((out / "c").iterdir()) and not any((out / "d").iterdir())
     assert not any((out / "b").iterdir())
+
+
+def test_errors_in_raw_files_name_the_file_the_user_knows(tmp_path):
+    """A folder source's file is named at its own path (raw/ copy in brackets); an archive's names the archive."""
+    from lpbert_core.errors import InputError
+    from lpbert_core.text_tables import name_user_file
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    error = InputError(raw / "train.txt", "bad line", 7)
+    (raw / "SOURCE.json").write_text(json.dumps({"kind": "folder", "origin": "/data/mykg"}))
+    assert str(name_user_file(raw, error)) == f"/data/mykg/train.txt:7: bad line (copied to {raw}/train.txt)"
+    (raw / "SOURCE.json").write_text(json.dumps({"kind": "archive", "origin": "resources/x.tar.gz"}))
+    assert str(name_user_file(raw, error)) == f"{raw}/train.txt:7: bad line (file from resources/x.tar.gz)"
+    elsewhere = InputError(tmp_path / "other.txt", "bad", 1)
+    assert name_user_file(raw, elsewhere) is elsewhere

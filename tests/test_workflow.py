@@ -172,7 +172,10 @@ def test_bad_graph_fails_with_one_line_and_leaves_no_output(tmp_path):
     wd = own_graph_workdir(tmp_path, "badkg", "alice\tknows\tbob\nbob\tworks_at\n")
     result = snakemake("results/badkg/text/triples.parquet", "--cores", "1", "--configfile", "overlay.yaml", cwd=wd)
     assert result.returncode != 0
-    assert "ERROR: results/badkg/raw/train.txt:2: expected 3 non-empty tab-separated fields" in result.stderr
+    # named at the user's own file, the raw/ copy in brackets
+    graph = tmp_path / "badkg"
+    assert f"ERROR: {graph}/train.txt:2: expected 3 non-empty tab-separated fields" in result.stderr
+    assert "(copied to results/badkg/raw/train.txt)" in result.stderr
     assert not list((wd / "results/badkg").glob("text/*.parquet"))
 
 
