@@ -23,6 +23,11 @@ def setup_logging(log_path: str | Path | None) -> None:
 
 def run_stage(log_path: str | Path | None, fn: Callable[[], object]) -> None:
     setup_logging(log_path)
+    from .gpu_slots import describe_claim
+
+    claim = describe_claim()  # made before logging existed (it must precede CUDA start-up)
+    if claim:
+        logging.getLogger("lpbert").info("%s", claim)
     try:
         fn()
     except InputError as exc:

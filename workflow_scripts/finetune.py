@@ -1,4 +1,8 @@
 """Snakemake adapter for rule `finetune`."""
+# Claim this job's GPU(s) first: CUDA_VISIBLE_DEVICES must be set before anything starts CUDA.
+from lpbert_core.gpu_slots import claim_gpus  # noqa: E402
+
+claim_gpus(int(snakemake.resources.get("gpu", 0)))  # noqa: F821
 from pathlib import Path
 
 from lpbert_core.finetune_loop import run_finetune

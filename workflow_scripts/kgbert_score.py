@@ -1,4 +1,8 @@
 """Snakemake adapter for rule `kgbert_score` (sampled cross-encoder ranking, timed and extrapolated)."""
+# Claim this job's GPU(s) first: CUDA_VISIBLE_DEVICES must be set before anything starts CUDA.
+from lpbert_core.gpu_slots import claim_gpus  # noqa: E402
+
+claim_gpus(int(snakemake.resources.get("gpu", 0)))  # noqa: F821
 from pathlib import Path
 
 from lpbert_core.cross_encoder_loop import run_kgbert_score

@@ -1,0 +1,118 @@
+"""One GPU (or K) per job on a multi-GPU host: Snakemake counts `gpu` resources but never says WHICH card a local job
+may use, so without this every job would run on GPU 0. A job claims free GPU ids under file locks and sets
+`CUDA_VISIBLE_DEVICES` before CUDA starts; the locks are `flock`s held by the job's process, so the kernel releases
+them when the job ends, however it ends (a crash or `kill -9` included).
+
+With `--resources gpu=N` on an N-GPU host, Snakemake runs at most N GPU jobs at once and each claims its own card.
+Not used where a scheduler already assigns cards (SLURM sets `CUDA_VISIBLE_DEVICES` per job: `SLURM_JOB_ID` present).
+
+Device count: `LPBERT_GPU_COUNT` (tests fake a multi-GPU host with it; also for hosts where `nvidia-smi` is absent),
+else the ids in an inherited `CUDA_VISIBLE_DEVICES` (the user's own restriction is kept), else `nvidia-smi -L`.
+torch is not asked: `torch.cuda.device_count()` is cached for the process and would go stale once we narrow it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_HELD: list[int] = []  # open lock descriptors: the claim lasts as long as the process
+_CLAIM: dict = {}  # what claim_gpus did, for the job's log once logging is set up (see describe_claim)
+
+
+def lock_dir() -> Path:
+    """One lock folder per user and host, shared by every workflow run there (two runs must not share a card)."""
+    folder = Path(os.environ.get("LPBERT_GPU_LOCK_DIR") or Path(tempfile.gettempdir()) / f"lpbert-gpu-locks-{os.getuid()}")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def visible_gpu_ids() -> list[str]:
+    """The GPU ids this job may choose from (see the module docstring for the order of sources)."""
+    fake = os.environ.get("LPBERT_GPU_COUNT")
+    if fake is not None:
+        return [str(i) for i in range(int(fake))]
+    inherited = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if inherited is not None:
+        return [part.strip() for part in inherited.split(",") if part.strip() and part.strip() != "-1"]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(listing.splitlines()) if line.startswith("GPU ")]
+
+
+def _try_lock(path: Path) -> int | None:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()}\n".encode())
+    return fd
+
+
+def claim_gpus(count: int, *, timeout_s: float = 600.0, poll_s: float = 1.0) -> list[str]:
+    """Claim `count` free GPU ids for this process and narrow `CUDA_VISIBLE_DEVICES` to them.
+
+    Returns the claimed ids ([] when nothing was claimed: count 0, no GPU on the host, or a scheduler that assigns
+    cards itself). Waits up to `timeout_s` for a card to come free (another workflow run on the same host may hold
+    it), then raises with the ids and their holders' pids.
+    """
+    if count <= 0 or os.environ.get("SLURM_JOB_ID"):
+        return []
+    ids = visible_gpu_ids()
+    if not ids:
+        return []
+    if count > len(ids):
+        raise RuntimeError(f"this job needs {count} GPUs but the host has {len(ids)} ({', '.join(ids)})")
+    folder = lock_dir()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got: list[tuple[str, int]] = []
+        for gpu in ids:
+            fd = _try_lock(folder / f"gpu{gpu}.lock")
+            if fd is not None:
+                got.append((gpu, fd))
+                if len(got) == count:
+                    break
+        if len(got) == count:
+            _HELD.extend(fd for _, fd in got)
+            claimed = [gpu for gpu, _ in got]
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(claimed)
+            _CLAIM.update(claimed=claimed, of=ids, lock_dir=str(folder))
+            log.info("%s", describe_claim())
+            return claimed
+        for _, fd in got:  # all or nothing: never sit on part of a multi-GPU request
+            os.close(fd)
+        if time.monotonic() > deadline:
+            holders = {p.name: p.read_text().strip() for p in sorted(folder.glob("gpu*.lock"))}
+            raise RuntimeError(f"no {count} free GPU(s) of {ids} after {timeout_s:.0f} s; locks in {folder}: {holders}")
+        time.sleep(poll_s)
+
+
+def describe_claim() -> str | None:
+    """One log line for the job's log: which cards it claimed (None when it claimed none)."""
+    if not _CLAIM:
+        return None
+    return (f"GPU slot: claimed {','.join(_CLAIM['claimed'])} of {','.join(_CLAIM['of'])} "
+            f"(CUDA_VISIBLE_DEVICES={','.join(_CLAIM['claimed'])}; locks in {_CLAIM['lock_dir']})")
+
+
+def release_gpus() -> None:
+    """Give the claimed cards back early (normally the process's exit does it)."""
+    while _HELD:
+        os.close(_HELD.pop())
+    _CLAIM.clear()
