@@ -4,6 +4,7 @@ may use, so without this every job would run on GPU 0. A job claims free GPU ids
 them when the job ends, however it ends (a crash or `kill -9` included).
 
 With `--resources gpu=N` on an N-GPU host, Snakemake runs at most N GPU jobs at once and each claims its own card.
+Without a `--resources gpu=N` limit, surplus GPU jobs start and wait here for a card.
 Not used where a scheduler already assigns cards (SLURM sets `CUDA_VISIBLE_DEVICES` per job: `SLURM_JOB_ID` present).
 
 Device count: `LPBERT_GPU_COUNT` (tests fake a multi-GPU host with it; also for hosts where `nvidia-smi` is absent),
@@ -18,6 +19,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -43,13 +45,14 @@ def visible_gpu_ids() -> list[str]:
     inherited = os.environ.get("CUDA_VISIBLE_DEVICES")
     if inherited is not None:
         return [part.strip() for part in inherited.split(",") if part.strip() and part.strip() != "-1"]
-    if shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [str(i) for i, line in enumerate(listing.splitlines()) if line.startswith("GPU ")]
+    if shutil.which("nvidia-smi") is not None:
+        try:
+            listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30, check=True).stdout
+            return [str(i) for i, line in enumerate(listing.splitlines()) if line.startswith("GPU ")]
+        except (OSError, subprocess.SubprocessError):
+            pass
+    driver = Path("/proc/driver/nvidia/gpus")  # one folder per card where the driver is loaded (no nvidia-smi needed)
+    return [str(i) for i in range(len(list(driver.iterdir())))] if driver.is_dir() else []
 
 
 def _try_lock(path: Path) -> int | None:
@@ -64,13 +67,16 @@ def _try_lock(path: Path) -> int | None:
     return fd
 
 
-def claim_gpus(count: int, *, timeout_s: float = 600.0, poll_s: float = 1.0) -> list[str]:
+def claim_gpus(count: int, *, timeout_s: float | None = None, poll_s: float = 1.0) -> list[str]:
     """Claim `count` free GPU ids for this process and narrow `CUDA_VISIBLE_DEVICES` to them.
 
     Returns the claimed ids ([] when nothing was claimed: count 0, no GPU on the host, or a scheduler that assigns
-    cards itself). Waits up to `timeout_s` for a card to come free (another workflow run on the same host may hold
-    it), then raises with the ids and their holders' pids.
+    cards itself). Waits while no card is free (more GPU jobs than cards, or another workflow run on the same host):
+    for ever by default, logging once a minute, or `timeout_s` (env `LPBERT_GPU_WAIT_S`), then raises with the
+    lock holders' pids. Waiting is safe: a lock dies with its process, so a card can never stay taken by a dead job.
     """
+    if timeout_s is None and os.environ.get("LPBERT_GPU_WAIT_S"):
+        timeout_s = float(os.environ["LPBERT_GPU_WAIT_S"])
     if count <= 0 or os.environ.get("SLURM_JOB_ID"):
         return []
     ids = visible_gpu_ids()
@@ -79,7 +85,8 @@ def claim_gpus(count: int, *, timeout_s: float = 600.0, poll_s: float = 1.0) -> 
     if count > len(ids):
         raise RuntimeError(f"this job needs {count} GPUs but the host has {len(ids)} ({', '.join(ids)})")
     folder = lock_dir()
-    deadline = time.monotonic() + timeout_s
+    start = time.monotonic()
+    next_note = start + 60
     while True:
         got: list[tuple[str, int]] = []
         for gpu in ids:
@@ -97,9 +104,13 @@ def claim_gpus(count: int, *, timeout_s: float = 600.0, poll_s: float = 1.0) -> 
             return claimed
         for _, fd in got:  # all or nothing: never sit on part of a multi-GPU request
             os.close(fd)
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if timeout_s is not None and now - start > timeout_s:
             holders = {p.name: p.read_text().strip() for p in sorted(folder.glob("gpu*.lock"))}
             raise RuntimeError(f"no {count} free GPU(s) of {ids} after {timeout_s:.0f} s; locks in {folder}: {holders}")
+        if now > next_note:
+            sys.stderr.write(f"waiting for {count} free GPU(s) of {ids} ({now - start:.0f} s so far; locks in {folder})\n")
+            next_note = now + 60
         time.sleep(poll_s)
 
 
