@@ -19,6 +19,7 @@ include: "rules/finetune.smk"
 include: "rules/score.smk"
 include: "rules/kgbert.smk"
 include: "rules/tables.smk"
+include: "rules/study.smk"
 
 
 rule all:

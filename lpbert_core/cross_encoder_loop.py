@@ -29,7 +29,7 @@ from .cross_encoder import (CrossEncoder, TripleSequenceBuilder, collate_triples
 from .finetune_data import KnownAnswers
 from .kg import TokenizedKG, seeded_subset
 from .ranking import assert_finite_metrics, build_filter_index, filtered_ranks, metrics_from_ranks
-from .training import (autocast_context, build_optimizer, build_scheduler, epoch_seed, length_sorted_batches,
+from .training import (autocast_context, build_optimizer, compute_record, build_scheduler, epoch_seed, length_sorted_batches,
                        needs_grad_scaler, optimizer_step, resume_checkpoint, save_checkpoint, set_seed)
 
 log_ = logging.getLogger("lpbert.kgbert")
@@ -353,6 +353,7 @@ def score_run(kg: TokenizedKG, model_dir: str | Path, cfg: dict, ranks_path: str
         "run": {**info, **(run_info or {}), "dataset": dataset, "model": "kgbert", "scorer": "cross_encoder"},
         "timings_s": {"total_s": round(total, 4), "per_query_s": per_query},
         "device": str(device),
+        "compute": compute_record(device, cfg["precision"]),  # scoring's; the training job's is run.compute
         **timing,
     }
     write_parquet(ranks_path, frame)
@@ -385,8 +386,10 @@ def run_kgbert_train(dataset: str, run: str, run_spec: dict, settings: dict, enc
     encoder = load_encoder(source)
     tokenizer = load_tokenizer(source)
     device = pick_device(settings.get("device", "auto"))
+    compute = compute_record(device, settings.get("precision", "auto"))
+    log_.info("compute: %s", compute)
     info = {"dataset": dataset, "run": run, "encoder": encoder_key, "encoder_source": encoder_source,
-            "pretrain": run_spec.get("pretrain", "none"), "in_batch_negatives": False}
+            "pretrain": run_spec.get("pretrain", "none"), "in_batch_negatives": False, "compute": compute}
     log_.info(f"{dataset}/{run}: cross-encoder on {device}, encoder {encoder_key} ({source}), settings {settings}")
     return train_cross_encoder(kg, encoder, tokenizer, settings, model_dir, log_csv, checkpoint_dir, device, info)
 

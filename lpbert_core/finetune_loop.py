@@ -30,7 +30,7 @@ from .finetune_data import (SequenceBuilder, collate_pairs, label_matrix, sample
 from .finetune_loss import LossConfig, add_self_column, batch_loss, masked_loss, pair_loss
 from .kg import TokenizedKG
 from .scoring import evaluate_split
-from .siamese import SiameseModel, pair_cosine, pair_distance, save_run_model
+from .siamese import SiameseModel, cosine_matrix, pair_cosine, pair_distance, save_run_model
 from .training import (BATCH_ORDERS, autocast_context, build_optimizer, build_scheduler, epoch_seed, needs_grad_scaler,
                        optimizer_step, resume_checkpoint, save_checkpoint, set_seed, training_batches)
 
@@ -133,6 +133,30 @@ def training_step(model: SiameseModel, builder: SequenceBuilder, batch_rows: np.
     return pair_loss(cos, dist, labels, loss_cfg, model.prob_scale, model.prob_bias)
 
 
+SHIFT_BATCHES = 8  # training batches whose in-batch pairs give `shift: initial_mean`
+
+
+def measure_initial_shift(model: SiameseModel, builder: SequenceBuilder, rows: np.ndarray, batches: list,
+                          device, precision: str, max_batches: int = SHIFT_BATCHES) -> dict:
+    """`shift: initial_mean`: the mean cosine of all n x n in-batch (query, tail) pairs of the first `max_batches`
+    training batches, the model in eval mode (no dropout, no gradient, no RNG drawn), before the first step. Also
+    the positive-diagonal mean and the spread, for the record (lpbert_run.json `initial_shift`)."""
+    was_training = model.training
+    model.eval()
+    cos_all, diag = [], []
+    with torch.no_grad():
+        for idx in batches[:max_batches]:
+            batch_rows = rows[idx]
+            qv, cv = encode_batch(model, builder, batch_rows, batch_rows[:, 2], device, precision)
+            cos = cosine_matrix(qv, cv)
+            cos_all.append(cos.flatten().cpu())
+            diag.append(cos.diagonal().cpu())
+    model.train(was_training)
+    cos_all, diag = torch.cat(cos_all), torch.cat(diag)
+    return {"shift": float(cos_all.mean()), "std": float(cos_all.std()), "diagonal_mean": float(diag.mean()),
+            "batches": min(max_batches, len(batches)), "pairs": int(cos_all.numel())}
+
+
 def _rng_to_json(rng: np.random.Generator) -> dict:
     return rng.bit_generator.state
 
@@ -166,7 +190,9 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
     builder = SequenceBuilder(kg, max_len, max_len)
 
     init_scale = 1.0 / loss_cfg.temperature
-    model = SiameseModel(encoder, cfg["pooling"], init_scale, -loss_cfg.shift * init_scale).to(device)
+    measured_shift = isinstance(loss_cfg.shift, str)  # `initial_mean`: measured below, before the first step
+    model = SiameseModel(encoder, cfg["pooling"], init_scale,
+                         0.0 if measured_shift else -loss_cfg.shift * init_scale).to(device)
     rows = training_triples(kg, cfg["inverse_augmentation"], cfg["train_subsample"], seed)
     known = train_known_answers(kg, cfg["inverse_augmentation"])
     q_lengths = [builder.query_length(int(h), int(r)) for h, r, _ in rows]
@@ -195,6 +221,15 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
         log(f"fine-tuning from scratch: {len(rows)} training rows, {steps_per_epoch} steps/epoch, {epochs} epochs")
     else:
         log(f"resumed from {checkpoint_dir / 'last'} at epoch {progress['epoch']} step {progress['step_in_epoch']}")
+    if measured_shift:
+        if "initial_shift" not in progress:
+            progress["initial_shift"] = measure_initial_shift(
+                model, builder, rows, training_batches(q_lengths, bs, batch_order, epoch_seed(seed, 0)), device,
+                precision)
+            with torch.no_grad():  # the learnable mapping starts at the measured shift too (a resume restores it)
+                model.prob_bias.fill_(-progress["initial_shift"]["shift"] * init_scale)
+        loss_cfg.shift = progress["initial_shift"]["shift"]
+        log(f"shift initial_mean: {json.dumps(progress['initial_shift'])}")
     log(f"truncation at max_length={max_len}: {json.dumps(builder.truncation_report())}")
 
     def save_last(extra_rng=None):
@@ -264,6 +299,8 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
                "train_seconds": round(train_seconds, 3), "dev_seconds": round(dev_seconds, 3),
                # which attempt finished the epoch and how many of its steps it ran (T/Ep of resumed jobs)
                "attempt": progress["attempt"], "steps_timed": len(batches) - first_step}
+        if measured_shift:
+            row["shift"] = loss_cfg.shift
         progress["log"].append(row)
         log(" ".join(f"{k_}={v:.4g}" if isinstance(v, float) else f"{k_}={v}" for k_, v in row.items()))
         # model selection: dev Hits@10 (paper); equal Hits@10 is broken by dev MRR (Hits@10 saturates on UMLS)
@@ -294,6 +331,8 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
                  "best_epoch": progress["best_epoch"], "best_dev_hits@10": progress["best_hits10"],
                  "epochs_run": progress["epoch"], "train_rows": int(len(rows)),
                  "train_subsample": cfg["train_subsample"], "dev_subsample": cfg["dev_subsample"], "seed": seed})
+    if measured_shift:
+        info["initial_shift"] = progress["initial_shift"]
     with atomic_dir(model_dir) as tmp:
         save_run_model(model, tokenizer, tmp, info)
     write_log_csv(log_csv, progress["log"])

@@ -16,7 +16,15 @@ Eq. 12 `distance`:
 - `batch_sum` (the literal eq. 12 and the authors' code): sigmoid(sum over the batch of d2) for every pair. With
   thousands of pairs the sum is >> 10, sigmoid saturates to 1.0 and the gradient is exactly 0: a constant, not a
   loss term. Kept only as a documented switch;
+- `per_pair_normalized`: the per_pair form on L2-normalised vectors, d_ij = ||u_i/|u_i| - v_j/|v_j|||_2 =
+  sqrt(2 - 2 cos_ij) (eq. 13's unsquared d2, as per_pair; in [0, 2]), so the term cannot be lowered by shrinking
+  or inflating the vectors' norms;
 - `none`: focal term only.
+
+`shift: initial_mean` (sigmoid / learnable init): the shift is measured once when training starts, as the mean
+cosine of the in-batch pairs of the first training batches (finetune_loop.measure_initial_shift); the loss then
+sees that number.
+
 
 `loss: infonce` is a named alternative (not the paper's): cross-entropy of each query row over its candidates
 at temperature tau, other known positives of the row removed from the denominator.
@@ -38,7 +46,8 @@ import torch.nn.functional as F
 from .siamese import cosine_matrix, distance_matrix, pair_cosine, pair_distance
 
 PROBABILITIES = ("affine", "sigmoid", "learnable", "raw")
-DISTANCES = ("per_pair", "batch_sum", "none")
+DISTANCES = ("per_pair", "per_pair_normalized", "batch_sum", "none")
+SHIFTS = ("initial_mean",)  # measured shifts (a number is used as given)
 LOSSES = ("focal_distance", "infonce")
 
 
@@ -47,7 +56,7 @@ class LossConfig:
     loss: str = "focal_distance"
     probability: str = "affine"
     temperature: float = 0.05
-    shift: float = 0.0
+    shift: float | str = 0.0  # or 'initial_mean' until finetune_loop measures it
     alpha: float = 0.8
     gamma: float = 2.0
     distance: str = "per_pair"
@@ -62,6 +71,8 @@ class LossConfig:
             raise ValueError(f"finetune.probability must be one of {PROBABILITIES}, got {self.probability!r}")
         if self.distance not in DISTANCES:
             raise ValueError(f"finetune.distance must be one of {DISTANCES}, got {self.distance!r}")
+        if isinstance(self.shift, str) and self.shift not in SHIFTS:
+            raise ValueError(f"finetune.shift must be a number or one of {SHIFTS}, got {self.shift!r}")
 
     @classmethod
     def from_dict(cls, cfg: dict) -> "LossConfig":
@@ -73,6 +84,8 @@ def _log_probs(cos: torch.Tensor, cfg: LossConfig, scale=None, bias=None):
     """(p, log p, log(1 - p)) for the chosen mapping; sigmoid-based mappings use log-sigmoid (stable)."""
     if cfg.probability in ("sigmoid", "learnable"):
         if cfg.probability == "sigmoid":
+            if isinstance(cfg.shift, str):
+                raise ValueError(f"shift {cfg.shift!r} has not been measured yet")
             z = (cos - cfg.shift) / cfg.temperature
         else:
             z = scale * cos + bias
@@ -117,6 +130,8 @@ def pair_loss(cos: torch.Tensor, dist: torch.Tensor, labels: torch.Tensor, cfg: 
     """Loss over any set of scored pairs (cos, dist, labels of the same shape): n x n in-batch matrix,
     n positives, or positives + sampled negatives."""
     focal = focal_terms(cos, labels, cfg, scale, bias).mean()
+    if cfg.distance == "per_pair_normalized":  # ||u/|u| - v/|v||| from the cosine (eps as in pair_distance)
+        dist = torch.sqrt((2.0 - 2.0 * cos).clamp_min(0.0) + 1e-8)
     distance = distance_terms(dist, labels, cfg).mean()
     return {"loss": focal + cfg.distance_weight * distance, "focal": focal, "distance": distance}
 

@@ -50,6 +50,7 @@ from .training import (
     length_sorted_batches,
     needs_grad_scaler,
     training_batches,
+    compute_record,
     pick_device,
     save_checkpoint,
     set_seed,
@@ -92,6 +93,7 @@ def train(
     cfg = {**DEFAULTS, **settings}
     torch_threads(cfg["threads"])
     device = pick_device(cfg["device"])
+    log.info("compute: %s", compute_record(device, cfg["precision"]))
     variant = cfg["tasks"]
     tokenizer = load_tokenizer(cfg["encoder"])
     _check_vocabulary(kg, tokenizer)

@@ -34,26 +34,79 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
 
 
+DEVICES = ("auto", "cuda", "cpu")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
 def pick_device(requested: str = "auto") -> torch.device:
+    """`auto`: the GPU when CUDA works, else the CPU. `cuda`: the GPU or a clear error (never a silent CPU run).
+    `cuda:N` is accepted for a card chosen by hand; with the per-job card claim (gpu_slots) the job's card is cuda:0."""
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                f"device {requested!r} was asked for but CUDA is not available here (torch {torch.__version__}, "
+                f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); install a CUDA build of "
+                "torch, or set device: auto / cpu to run on the CPU on purpose"
+            )
+        return torch.device(requested)
+    if requested == "cpu":
+        return torch.device("cpu")
+    raise ValueError(f"device must be one of {DEVICES} (or cuda:N), got {requested!r}")
+
+
+def gpu_has_native_bf16() -> bool:
+    """bf16 done by the hardware (Ampere and newer), not emulated: emulated bf16 is slower than fp16."""
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # torch before 2.3 has no including_emulation; its answer was the native one
+        return torch.cuda.is_bf16_supported()
+
+
+def resolve_precision(device: torch.device, requested: str = "auto") -> str:
+    """The precision a loop really uses: `bf16`, `fp16` or `fp32`.
+
+    GPU: auto -> bf16 where the card has it natively, else fp16 (with a grad scaler); bf16 asked on a card without it
+    -> fp16. CPU: auto -> fp32; bf16 -> bf16 autocast (how the test suite runs every loop under autocast); fp16 has
+    no CPU autocast worth using and is refused.
+    """
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {requested!r}")
+    if device.type == "cuda":
+        if requested in ("auto", "bf16"):
+            return "bf16" if gpu_has_native_bf16() else "fp16"
+        return requested
+    if requested == "fp16":
+        raise ValueError("precision fp16 needs a CUDA device; on the CPU use bf16 (autocast) or fp32")
+    return "bf16" if requested == "bf16" else "fp32"
 
 
 def autocast_context(device: torch.device, precision: str = "auto"):
-    """bf16 autocast on GPUs that support it, else fp16; fp32 (no autocast) on CPU or when asked."""
-    if device.type != "cuda" or precision == "fp32":
+    """Autocast in the resolved precision (see resolve_precision); fp32 means no autocast."""
+    used = resolve_precision(device, precision)
+    if used == "fp32":
         return nullcontext()
-    if precision == "auto":
-        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type="cuda", dtype=dtype)
+    dtype = torch.bfloat16 if used == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def needs_grad_scaler(device: torch.device, precision: str = "auto") -> bool:
-    if device.type != "cuda" or precision == "fp32":
-        return False
-    return precision == "fp16" or (precision == "auto" and not torch.cuda.is_bf16_supported())
+    """fp16 on a GPU needs loss scaling; bf16 and fp32 do not."""
+    return resolve_precision(device, precision) == "fp16"
+
+
+def compute_record(device: torch.device, precision: str = "auto", world_size: int = 1) -> dict:
+    """What a job ran on, for its log and its outputs (metrics.json, the run folder): device, GPU name, the
+    precision actually used, world size (processes in the job)."""
+    return {
+        "device": str(device),
+        "gpu_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "precision": resolve_precision(device, precision),
+        "world_size": int(world_size),
+        "torch": torch.__version__,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
 
 
 def build_optimizer(
@@ -62,10 +115,13 @@ def build_optimizer(
     lr_encoder: float,
     lr_new: float,
     weight_decay: float = 0.01,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
 ) -> torch.optim.AdamW:
     """AdamW with the paper's two learning rates: parameters whose name starts with `encoder_prefix`
     (the pre-trained encoder) get `lr_encoder`, all others (new layers) get `lr_new`. Bias and LayerNorm /
-    BatchNorm weights get no weight decay, as is standard for BERT."""
+    BatchNorm weights get no weight decay, as is standard for BERT. `betas` / `eps`: torch's defaults unless given
+    (the authors' fine-tuning: (0.9, 0.98), 1e-6)."""
     groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
@@ -84,7 +140,8 @@ def build_optimizer(
     # The fused kernel (same update rule, one kernel over all tensors): on CPU the per-tensor loop is memory-bound
     # and dominated a MiniLM step (~1 s vs ~0.1 s measured in pre-training).
     fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for g in param_groups for p in g["params"])
-    return torch.optim.AdamW(param_groups, fused=fused or None)
+    return torch.optim.AdamW(param_groups, betas=(float(betas[0]), float(betas[1])), eps=float(eps),
+                             fused=fused or None)
 
 
 def optimizer_step(loss, model, optimizer, scheduler, scaler=None, max_grad_norm: float | None = None) -> None:

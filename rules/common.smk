@@ -9,8 +9,8 @@ from snakemake.utils import validate
 validate(config, schema="../schemas/config.schema.yaml")
 
 PRETRAIN_TASKS = ["none", "mlm", "mem", "mem-mrm", "mem-mrm-mlm"]
-# top-level folders under results/ that are not datasets (rule tables)
-RESULT_FOLDERS = ["tables", "figures"]
+# top-level folders under results/ that are not datasets (rules tables, study)
+RESULT_FOLDERS = ["tables", "figures", "study"]
 
 
 def _alternatives(names):
@@ -311,3 +311,35 @@ def table_inputs(wildcards):
         if "skipped" not in row:
             files.extend(row[key] for key in run_files(row["dataset"], row["run"]))
     return files
+
+
+# ---- used by study.smk
+
+def study_runs():
+    from lpbert_core.study import parse_run_name
+
+    return [name for name, spec in config["runs"].items() if spec["model"] == "lpbert" and parse_run_name(name)]
+
+
+def study_rows(wildcards):
+    """One entry per study run: its files (inputs) and the driver's provenance.json where it exists (git commit)."""
+    runs = study_runs()
+    if not runs:
+        raise WorkflowError(
+            "the study target needs study runs (runs named study-<reading>-s<seed> or study30-<reading>-s<seed>): "
+            "add --configfile configs/cpu.yaml configs/study-umls.yaml"
+        )
+    rows = []
+    for run in runs:
+        provenance = Path(f"benchmarks/results/study_{wildcards.dataset}/{run}/provenance.json")
+        rows.append({
+            "run": run,
+            "metrics": f"results/{wildcards.dataset}/runs/{run}/metrics.json",
+            "train_log": f"results/{wildcards.dataset}/runs/{run}/train_log.csv",
+            "provenance": str(provenance) if provenance.exists() else None,
+        })
+    return rows
+
+
+def study_inputs(wildcards):
+    return [row[key] for row in study_rows(wildcards) for key in ("metrics", "train_log")]

@@ -251,3 +251,58 @@ def test_self_negatives_sampled_mode_step_and_run(setup, tmp_path):
     # and a whole run in that mode trains
     res = _run(setup, tmp_path, cfg={**CFG, "epochs": 1, "in_batch_negatives": False, "self_negatives": True})
     assert not res["killed"] and res["progress"]["log"][0]["loss"] > 0
+
+
+# ------------------------------------------------------------------ shift: initial_mean
+
+def test_shift_initial_mean_is_measured_recorded_and_resumed(setup, tmp_path):
+    """The shift is the mean in-batch cosine of the first training batches (eval mode, before any step); it is in
+    lpbert_run.json and every train_log row, the learnable bias starts from it, and a resumed run keeps it."""
+    from transformers import AutoModel
+
+    from lpbert_core.finetune_loop import measure_initial_shift
+    from lpbert_core.finetune_data import SequenceBuilder, training_triples
+    from lpbert_core.siamese import SiameseModel
+    from lpbert_core.training import epoch_seed, training_batches
+
+    kg, tok, enc_dir = setup
+    cfg = {**CFG, "probability": "sigmoid", "shift": "initial_mean", "temperature": 0.1}
+    _run(setup, tmp_path / "a", cfg=cfg)
+    info = json.loads((tmp_path / "a/model/lpbert_run.json").read_text())
+    measured = info["initial_shift"]
+    assert info["loss"]["shift"] == measured["shift"] and -1 <= measured["shift"] <= 1
+    assert measured["batches"] == 5 and measured["pairs"] == 5 * 8 * 8  # 20 train rows + inverses, batch 8
+    log = pd.read_csv(tmp_path / "a/log.csv")
+    assert log["shift"].tolist() == pytest.approx([measured["shift"]] * 2)
+
+    # by hand: the same batches through the initial encoder
+    builder = SequenceBuilder(kg, 16, 16)
+    rows = training_triples(kg, True, None, 3)
+    lengths = [builder.query_length(int(h), int(r)) for h, r, _ in rows]
+    model = SiameseModel(AutoModel.from_pretrained(enc_dir), "mean")
+    by_hand = measure_initial_shift(model, builder, rows, training_batches(lengths, 8, "random", epoch_seed(3, 0)),
+                                    torch.device("cpu"), "fp32")
+    assert by_hand["shift"] == pytest.approx(measured["shift"], abs=1e-6)
+    assert model.training  # the mode it had is restored
+
+    # killed and resumed: same shift, same log and weights
+    assert _run(setup, tmp_path / "c", cfg=cfg, stop_after=4)["killed"]
+    _run(setup, tmp_path / "c", cfg=cfg)
+    lc = pd.read_csv(tmp_path / "c/log.csv")
+    timing = ["train_seconds", "dev_seconds", "attempt", "steps_timed"]
+    pd.testing.assert_frame_equal(log.drop(columns=timing), lc.drop(columns=timing))
+
+    # learnable: the bias starts at -shift / temperature
+    res = _run(setup, tmp_path / "l", cfg={**cfg, "probability": "learnable", "epochs": 1, "lr_new": 0.0})
+    shift = res["info"]["initial_shift"]["shift"]
+    info_l = json.loads((tmp_path / "l/model/lpbert_run.json").read_text())
+    assert info_l["new_layers"]["prob_bias"] == pytest.approx(-shift / 0.1, rel=1e-4)
+
+
+def test_numeric_shift_still_works(setup, tmp_path):
+    res = _run(setup, tmp_path, cfg={**CFG, "epochs": 1, "probability": "learnable", "shift": 0.2,
+                                     "temperature": 0.1, "lr_new": 0.0})
+    info = json.loads((tmp_path / "model/lpbert_run.json").read_text())
+    assert "initial_shift" not in info and info["loss"]["shift"] == 0.2
+    assert info["new_layers"]["prob_bias"] == pytest.approx(-2.0, rel=1e-5)
+    assert "shift" not in pd.read_csv(tmp_path / "log.csv").columns and not res["killed"]

@@ -182,3 +182,42 @@ def test_single_token_type_encoders_get_no_token_types():
     ids = torch.tensor([[0, 5, 6, 2, 7, 2]])
     out = model.encode(ids, torch.ones_like(ids), token_type_ids=torch.tensor([[0, 0, 0, 0, 1, 1]]))
     assert out.shape == (1, 16) and torch.isfinite(out).all()
+
+
+# ------------------------------------------------------------------ per_pair_normalized, measured shift
+
+def test_distance_per_pair_normalized_is_per_pair_on_unit_vectors():
+    """d_ij = ||u_i/|u_i| - v_j/|v_j|||, in the per_pair sigmoid form; blind to the vectors' norms."""
+    torch.manual_seed(1)
+    q = torch.randn(4, 8, requires_grad=True)
+    c = torch.randn(4, 8)
+    y = torch.eye(4)
+    out = batch_loss(q, c, y, LossConfig(distance="per_pair_normalized"))
+    qn, cn = torch.nn.functional.normalize(q, dim=-1), torch.nn.functional.normalize(c, dim=-1)
+    per_pair_on_unit = batch_loss(qn, cn, y, LossConfig(distance="per_pair"))
+    assert out["distance"].item() == pytest.approx(per_pair_on_unit["distance"].item(), rel=1e-5)
+    assert out["loss"].item() == pytest.approx(per_pair_on_unit["loss"].item(), rel=1e-5)
+    # hand-computed for one pair: unit vectors at 90 degrees are sqrt(2) apart
+    d = torch.tensor([[math.sqrt(2.0)]])
+    got = pair_loss(torch.tensor([[0.0]]), torch.tensor([[99.0]]), torch.tensor([[0.0]]),
+                    LossConfig(distance="per_pair_normalized"))["distance"].item()
+    assert got == pytest.approx(1 - torch.sigmoid(d).item(), rel=1e-5)
+    # scaling the vectors changes nothing (per_pair would change)
+    out10 = batch_loss(q * 10, c * 0.1, y, LossConfig(distance="per_pair_normalized"))
+    assert out10["loss"].item() == pytest.approx(out["loss"].item(), rel=1e-5)
+    assert batch_loss(q * 10, c, y, LossConfig(distance="per_pair"))["distance"].item() != pytest.approx(
+        batch_loss(q, c, y, LossConfig(distance="per_pair"))["distance"].item(), rel=1e-3)
+    out["distance"].backward()
+    assert q.grad is not None and q.grad.abs().sum() > 0
+
+
+def test_shift_initial_mean_is_accepted_and_must_be_measured_first():
+    cfg = LossConfig(probability="sigmoid", shift="initial_mean", temperature=0.1)
+    with pytest.raises(ValueError, match="not been measured"):
+        focal_terms(torch.tensor([0.3]), torch.tensor([1.0]), cfg)
+    cfg.shift = 0.25  # what finetune_loop does after measuring
+    got = focal_terms(torch.tensor([0.35]), torch.tensor([1.0]), cfg).item()
+    p = 1 / (1 + math.exp(-1.0))
+    assert got == pytest.approx(-0.8 * (1 - p) ** 2 * math.log(p), rel=1e-5)
+    with pytest.raises(ValueError, match="finetune.shift"):
+        LossConfig(shift="median")

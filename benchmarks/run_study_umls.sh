@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Driver of the UMLS reading study (configs/study-umls.yaml): the pre-training, then every study run one at a time in
+# the overlay's order (seed 42 of every reading, then seed 43, then the study30 runs), then the summary.
+# Resumable: a run whose metrics.json exists is skipped without asking Snakemake, and Snakemake runs with
+# `--rerun-triggers mtime`, so a later edit of config.yaml's finetune section (new switches that default to today's
+# behaviour) does not rerun finished runs. A killed run resumes from its checkpoint (--rerun-incomplete).
+# After each run: metrics.json, train_log.csv, the Snakemake benchmark and provenance.json (git commit at the run's
+# start, uncommitted code files, times) are copied to benchmarks/results/study_umls/<run>/ and committed, with the
+# interim summary of the finished runs (benchmarks/results/study_umls/summary.*).
+#   nohup benchmarks/run_study_umls.sh > logs/study-umls.nohup.log 2>&1 &
+set -u
+cd "$(dirname "$0")/.."
+. .venv/bin/activate
+CONFIGS=(--configfile configs/cpu.yaml configs/study-umls.yaml)
+SM=(snakemake --cores 2 --rerun-incomplete --rerun-triggers mtime "${CONFIGS[@]}")
+OUT=benchmarks/results/study_umls
+DATASET=umls
+
+commit_paths() {  # commit only the given paths (others' staged work stays staged); retry on a busy index
+  local msg=$1; shift
+  for attempt in 1 2 3 4 5; do
+    git add -- "$@" && git commit -q -m "$msg" -- "$@" && return 0
+    sleep 7
+  done
+  echo "driver: commit failed: $msg" >&2
+  return 1
+}
+
+echo "driver: start $(date -u +%FT%TZ) at $(git rev-parse HEAD)"
+"${SM[@]}" results/$DATASET/pretrain/mem-mrm-mlm/model || { echo "driver: pre-training failed"; exit 1; }
+
+RUNS=$(python -c "import yaml; print(' '.join(r for r in yaml.safe_load(open('configs/study-umls.yaml'))['runs'] if r.startswith(('study-', 'study30-'))))")
+for run in $RUNS; do
+  metrics=results/$DATASET/runs/$run/metrics.json
+  if [ -f "$metrics" ] && [ -f "$OUT/$run/metrics.json" ]; then
+    echo "driver: $run done already"; continue
+  fi
+  if [ ! -f "$metrics" ]; then
+    start=$(date -u +%FT%TZ); t0=$(date +%s)
+    head=$(git rev-parse HEAD)
+    dirty=$(git status --porcelain -- lpbert_core workflow_scripts rules config.yaml schemas | tr '\n' ';')
+    diffsha=$(git diff HEAD -- lpbert_core workflow_scripts rules config.yaml schemas | sha256sum | cut -c1-16)
+    echo "driver: $run start $start at $head (uncommitted: ${dirty:-none})"
+    if ! "${SM[@]}" "$metrics"; then
+      echo "driver: $run FAILED $(date -u +%FT%TZ)"; continue
+    fi
+    mkdir -p "$OUT/$run"
+    python - "$OUT/$run/provenance.json" "$run" "$start" "$(date -u +%FT%TZ)" "$(( $(date +%s) - t0 ))" \
+      "$head" "$dirty" "$diffsha" <<'PY'
+import json, sys
+path, run, start, end, wall, head, dirty, diffsha = sys.argv[1:]
+json.dump({"run": run, "started": start, "finished": end, "driver_wall_s": int(wall), "git_commit": head,
+           "uncommitted_code_files": [d for d in dirty.split(";") if d.strip()],
+           "uncommitted_diff_sha256_16": diffsha,
+           "command": "snakemake --cores 2 --rerun-incomplete --rerun-triggers mtime --configfile configs/cpu.yaml "
+                      f"configs/study-umls.yaml results/umls/runs/{run}/metrics.json"},
+          open(path, "w"), indent=2)
+PY
+  fi
+  mkdir -p "$OUT/$run"
+  cp "$metrics" "results/$DATASET/runs/$run/train_log.csv" "$OUT/$run/"
+  cp "benchmarks/$DATASET/finetune/$run.tsv" "$OUT/$run/finetune_benchmark.tsv" 2>/dev/null || true
+  [ -f "$OUT/$run/provenance.json" ] || echo '{"git_commit": null, "note": "run finished before the driver saw it"}' > "$OUT/$run/provenance.json"
+  python -m lpbert_core.study "$OUT" --out "$OUT/summary" || echo "driver: interim summary failed"
+  commit_paths "UMLS study: $run finished (metrics, train log, provenance, interim summary)" "$OUT/$run" "$OUT/summary.md" "$OUT/summary.csv" "$OUT/summary.json" \
+    && echo "driver: $run committed $(date -u +%FT%TZ)"
+done
+
+echo "driver: runs done $(date -u +%FT%TZ); summary"
+"${SM[@]}" results/study/$DATASET/summary.md && echo "driver: summary written"

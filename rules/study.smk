@@ -1,0 +1,32 @@
+# Reading study (configs/study-umls.yaml): runs named study-{reading}-s{seed} (8-epoch screen) and
+# study30-{reading}-s{seed} (30 epochs) are summarised per reading (mean ± sd over seeds, ranked by dev Hits@10) with
+# a figure. Defined only when an overlay defines study runs:
+#   snakemake study --cores 2 --configfile configs/cpu.yaml configs/study-umls.yaml
+# benchmarks/run_study_umls.sh runs the study's runs one at a time in priority order (resumable), then this target.
+
+
+rule study:
+    input:
+        expand("results/study/{dataset}/summary.md", dataset=config["datasets"]),
+    localrule: True
+
+
+rule study_summary:
+    input:
+        study_inputs,
+    output:
+        md="results/study/{dataset}/summary.md",
+        csv="results/study/{dataset}/summary.csv",
+        json="results/study/{dataset}/summary.json",
+        png="results/study/{dataset}/study.png",
+    params:
+        rows=study_rows,
+        title=lambda wildcards: f"{wildcards.dataset} reading study",
+        note=config["tables"].get("scale_note", ""),
+    log:
+        "logs/study/{dataset}.log",
+    localrule: True
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow_scripts/study.py"

@@ -1,0 +1,76 @@
+"""Reading study summary: two fake runs with hand-made metrics, and a second reading to rank against."""
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from lpbert_core.study import load_run, parse_run_name, runs_in_folder, summarise, write_study
+
+
+def fake_run(folder, name, best_epoch, dev, test, commit="abc1234def5678"):
+    """A run folder as the pipeline writes it: metrics.json (test metrics + run info) and train_log.csv."""
+    d = folder / name
+    d.mkdir(parents=True)
+    both = {"hits@10": test[0], "mr": test[1], "mrr": test[2], "hits@1": test[3], "count": 1322}
+    (d / "metrics.json").write_text(json.dumps({
+        "metrics": {"both": both},
+        "run": {"best_epoch": best_epoch, "best_dev_hits@10": max(dev), "epochs_run": len(dev),
+                "settings": {"epochs": len(dev)}}}))
+    pd.DataFrame({"epoch": range(1, len(dev) + 1), "dev_hits@10": dev,
+                  "dev_mrr": [0.1 * (i + 1) for i in range(len(dev))]}).to_csv(d / "train_log.csv", index=False)
+    (d / "provenance.json").write_text(json.dumps({"git_commit": commit, "uncommitted_code_files": []}))
+    return d
+
+
+def test_run_names():
+    assert parse_run_name("study-P-s42") == ("study", "P", 42)
+    assert parse_run_name("study-sigmoid-mean-s43") == ("study", "sigmoid-mean", 43)
+    assert parse_run_name("study30-dist-none-s42") == ("study30", "dist-none", 42)
+    assert parse_run_name("lpbert") is None and parse_run_name("study-P") is None
+
+
+def test_two_seeds_mean_sd_ranking_and_files(tmp_path):
+    runs_dir = tmp_path / "runs"
+    fake_run(runs_dir, "study-P-s42", 2, [0.80, 0.90, 0.85], [0.88, 4.0, 0.50, 0.30])
+    fake_run(runs_dir, "study-P-s43", 3, [0.70, 0.80, 0.94], [0.92, 3.0, 0.60, 0.40], commit="fff0000aaa1111")
+    fake_run(runs_dir, "study-raw-s42", 1, [0.95, 0.90, 0.90], [0.99, 1.5, 0.70, 0.50])
+    fake_run(runs_dir, "lpbert", 1, [0.5], [0.5, 9.0, 0.2, 0.1])  # not a study run: ignored
+    runs = runs_in_folder(runs_dir)
+    assert [r["run"] for r in runs] == ["study-P-s42", "study-P-s43", "study-raw-s42"]
+
+    per_run, per_reading = summarise(runs)
+    p = per_reading.set_index("reading").loc["P"]
+    assert p["n_seeds"] == 2 and p["seeds"] == "42 43"
+    assert p["dev_hits@10_mean"] == pytest.approx(0.92)  # best epochs: 0.90 and 0.94
+    assert p["dev_hits@10_sd"] == pytest.approx(math.sqrt(((0.90 - 0.92) ** 2 + (0.94 - 0.92) ** 2) / 1))
+    assert p["test_hits@10_mean"] == pytest.approx(0.90) and p["test_mr_mean"] == pytest.approx(3.5)
+    assert p["test_mr_sd"] == pytest.approx(math.sqrt(0.5)) and p["test_hits@1_mean"] == pytest.approx(0.35)
+    assert p["best_epochs"] == "2 3" and p["git_commits"] == "abc1234def fff0000aaa"
+    assert p["metrics_paths"].split() == [str(runs_dir / n / "metrics.json") for n in ("study-P-s42", "study-P-s43")]
+    # ranked by dev Hits@10 (raw 0.95 > P 0.92), test never used; one seed: sd is missing, not 0
+    assert per_reading["reading"].tolist() == ["raw", "P"] and per_reading["rank"].tolist() == [1, 2]
+    assert math.isnan(per_reading.set_index("reading").loc["raw", "dev_hits@10_sd"])
+    assert per_run.set_index("run").loc["study-P-s42", "dev_mrr"] == pytest.approx(0.2)  # at the best epoch
+
+    out = tmp_path / "out"
+    write_study(runs, out / "s.md", out / "s.csv", out / "s.json", out / "s.png", "Study")
+    md = (out / "s.md").read_text()
+    assert "| 1 | raw | 42 | 0.950 |" in md and "| 2 | P | 42 43 | 0.920 ± 0.028 | 0.900 ± 0.028 |" in md
+    assert "study-P-s43" in md and "fff0000aaa" in md
+    data = json.loads((out / "s.json").read_text())
+    assert data["readings"][1]["dev_hits@10_mean"] == pytest.approx(0.92)
+    assert data["readings"][0]["dev_hits@10_sd"] is None and len(data["runs"]) == 3
+    assert pd.read_csv(out / "s.csv")["reading"].tolist() == ["raw", "P"]
+    assert (out / "s.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_stages_are_ranked_apart_and_bad_names_refused(tmp_path):
+    fake_run(tmp_path, "study-P-s42", 1, [0.9], [0.9, 2.0, 0.5, 0.3])
+    fake_run(tmp_path, "study30-P-s42", 1, [0.99], [0.99, 1.2, 0.8, 0.6])
+    _, per_reading = summarise(runs_in_folder(tmp_path))
+    assert per_reading[["stage", "rank"]].values.tolist() == [["study", 1], ["study30", 1]]
+    with pytest.raises(ValueError, match="not a study run"):
+        load_run("lpbert", tmp_path / "study-P-s42/metrics.json", tmp_path / "study-P-s42/train_log.csv")
+    with pytest.raises(ValueError, match="no study runs"):
+        write_study([], *(tmp_path / f"x.{e}" for e in ("md", "csv", "json", "png")), "t")

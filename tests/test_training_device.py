@@ -1,0 +1,59 @@
+"""One device setting and mixed precision (lpbert_core.training): no silent CPU fallback, bf16 only where the GPU has it
+natively, CPU bf16 autocast on request (how the whole-DAG test runs every loop under autocast)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lpbert_core import training
+from lpbert_core.training import autocast_context, compute_record, needs_grad_scaler, pick_device, resolve_precision
+
+CPU = torch.device("cpu")
+CUDA = torch.device("cuda")
+
+
+def test_auto_and_cpu_devices():
+    assert pick_device("cpu") == CPU
+    assert pick_device("auto") == (CUDA if torch.cuda.is_available() else CPU)
+    with pytest.raises(ValueError, match="device must be one of"):
+        pick_device("tpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without CUDA")
+def test_asking_for_cuda_without_cuda_is_an_error_not_a_cpu_run():
+    with pytest.raises(RuntimeError, match="CUDA is not available here"):
+        pick_device("cuda")
+
+
+def test_cpu_precisions():
+    assert resolve_precision(CPU, "auto") == "fp32"
+    assert resolve_precision(CPU, "fp32") == "fp32"
+    assert resolve_precision(CPU, "bf16") == "bf16"
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        resolve_precision(CPU, "fp16")
+    assert not needs_grad_scaler(CPU, "bf16")
+
+
+@pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp16")])
+def test_gpu_bf16_only_where_the_card_has_it(monkeypatch, native, expected):
+    monkeypatch.setattr(training, "gpu_has_native_bf16", lambda: native)
+    assert resolve_precision(CUDA, "auto") == expected
+    assert resolve_precision(CUDA, "bf16") == expected
+    assert resolve_precision(CUDA, "fp16") == "fp16" and resolve_precision(CUDA, "fp32") == "fp32"
+    assert needs_grad_scaler(CUDA, "auto") == (not native)
+
+
+def test_cpu_bf16_autocast_really_casts():
+    a, b = torch.randn(4, 8), torch.randn(8, 3)
+    with autocast_context(CPU, "bf16"):
+        assert torch.is_autocast_enabled("cpu")
+        assert (a @ b).dtype == torch.bfloat16
+    with autocast_context(CPU, "auto"):
+        assert (a @ b).dtype == torch.float32
+
+
+def test_compute_record_names_what_ran():
+    record = compute_record(CPU, "bf16", world_size=2)
+    assert record["device"] == "cpu" and record["gpu_name"] is None
+    assert record["precision"] == "bf16" and record["world_size"] == 2
