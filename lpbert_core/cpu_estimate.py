@@ -1,0 +1,87 @@
+"""How long a configuration's `all` would take on a CPU, from throughputs measured on this project's 2-core machine.
+
+The workflow prints this before any job starts when no GPU is visible (rules/common.smk), so a newcomer who types
+the paper's command on a laptop learns that it means weeks, and which overlay to use instead. It is an estimate:
+the rates below come from the CPU overlay's benchmark files (MiniLM, shorter maximum lengths than the paper's), and
+a BERT-base-sized encoder is several times slower still.
+"""
+
+from __future__ import annotations
+
+# Work items per second on 2 CPU cores with MiniLM-L6, from the measured CPU-overlay run (2026-11-25, its
+# benchmarks/{dataset}/{stage}/*.tsv files; README "CPU-sized run"). Batches are padded per batch, so the paper's
+# longer max lengths cost less than proportionally; treat the result as a rough estimate, not a bound.
+RATES = {
+    "pretrain_sequences": 30.0,   # WN18RR, 2,000 triples x 2 epochs in 92-157 s at max length 64
+    "finetune_rows": 20.0,        # WN18RR, 4,000 rows (2 encodings each) in ~195 s at max length 64
+    "score_sequences": 250.0,     # WN18RR test: 40,943 entities + 600 queries in 154-167 s (length-sorted batches)
+    "kgbert_pairs": 136.0,        # WN18RR: 2 x 40,943 (query, candidate) passes in 601 s at max length 50
+}
+# Graph sizes (resources/datasets/SOURCES.md): train / dev / test triples, entities.
+SIZES = {
+    "umls": (5216, 652, 661, 135),
+    "WN18RR": (86835, 3034, 3134, 40943),
+    "FB15k-237": (272115, 17535, 20466, 14541),
+}
+PRETRAIN_VARIANTS_WITH_WORK = {"mlm", "mem", "mem-mrm", "mem-mrm-mlm"}
+
+
+def _per_dataset(section: dict, dataset: str) -> dict:
+    return {**{k: v for k, v in section.items() if k != "per_dataset"},
+            **((section.get("per_dataset") or {}).get(dataset) or {})}
+
+
+def _runs_by_dataset(config: dict) -> dict[str, set[str]]:
+    """dataset -> the runs `all` trains on it (table1 on every dataset; tables 3 and 4 on theirs)."""
+    tables = config.get("tables", {})
+    out = {d: {tables.get("table1", {}).get("run", "lpbert")} for d in config.get("datasets", [])}
+    for name in ("table3", "table4"):
+        spec = tables.get(name) or {}
+        if spec.get("dataset") in out:
+            out[spec["dataset"]].update(spec.get("rows", {}))
+    return out
+
+
+def cpu_hours(config: dict) -> tuple[float, list[str]]:
+    """Estimated CPU hours of `all` for the benchmark datasets in `config` (others are left out), and one line per
+    dataset naming where the time goes."""
+    total, lines = 0.0, []
+    for dataset, runs in _runs_by_dataset(config).items():
+        if dataset not in SIZES:
+            continue
+        train, _dev, test, entities = SIZES[dataset]
+        specs = {r: (config.get("runs") or {}).get(r, {}) for r in runs}
+        pre = _per_dataset(config.get("pretrain", {}), dataset)
+        variants = {s.get("pretrain") for s in specs.values()} & PRETRAIN_VARIANTS_WITH_WORK
+        pre_rows = min(train, pre.get("train_max_triples") or train)
+        seconds = {"pretrain": len(variants) * pre_rows * int(pre.get("epochs", 1)) / RATES["pretrain_sequences"]}
+        ft = _per_dataset(config.get("finetune", {}), dataset)
+        ft_rows = min(train, ft.get("train_subsample") or train) * (2 if ft.get("inverse_augmentation", True) else 1)
+        lpbert_runs = [s for s in specs.values() if s.get("model") == "lpbert"]
+        seconds["finetune"] = len(lpbert_runs) * ft_rows * int(ft.get("epochs", 1)) / RATES["finetune_rows"]
+        scored = min(test, ft.get("test_subsample") or test)
+        seconds["score"] = len(lpbert_runs) * (entities + 2 * scored) / RATES["score_sequences"]
+        kg = _per_dataset(config.get("kgbert", {}), dataset)
+        queries = kg.get("score_queries") or 2 * test
+        kg_runs = [s for s in specs.values() if s.get("model") == "kgbert"]
+        kg_train = min(train, kg.get("train_subsample") or train) * (1 + int(kg.get("negatives", 1)))
+        seconds["kgbert"] = len(kg_runs) * (kg_train * int(kg.get("epochs", 1)) + queries * entities) \
+            / RATES["kgbert_pairs"]
+        hours = sum(seconds.values()) / 3600
+        total += hours
+        parts = ", ".join(f"{k} {v / 3600:.0f} h" for k, v in seconds.items() if v >= 1800)
+        lines.append(f"{dataset}: about {hours:.0f} h ({parts or 'under an hour each'})")
+    return total, lines
+
+
+def no_gpu_message(config: dict, threshold_hours: float = 12.0) -> str | None:
+    """The warning printed before any job starts on a machine without a GPU, or None when the run is CPU-sized."""
+    hours, lines = cpu_hours(config)
+    if hours < threshold_hours:
+        return None
+    return (
+        f"No GPU visible here, and this configuration is the paper-scale protocol: on a CPU it would take about "
+        f"{hours / 24:.0f} days ({'; '.join(lines)}; a rough estimate from MiniLM throughputs measured on 2 cores). "
+        "For a CPU-sized run of the same DAG use:  snakemake all --cores 2 --configfile configs/cpu.yaml  "
+        "(about 90 minutes). To run this protocol anyway, go ahead: jobs use the CPU when device is auto."
+    )

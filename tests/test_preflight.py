@@ -1,0 +1,57 @@
+"""The warning a newcomer gets before any job starts when the paper protocol meets a machine with no GPU."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from lpbert_core.cpu_estimate import cpu_hours, no_gpu_message
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def merged(*overlays: str) -> dict:
+    def merge(base, over):
+        for key, value in over.items():
+            base[key] = merge(base.get(key, {}), value) if isinstance(value, dict) and isinstance(base.get(key), dict) \
+                else value
+        return base
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    for overlay in overlays:
+        config = merge(copy.deepcopy(config), yaml.safe_load((REPO / overlay).read_text()))
+    return config
+
+
+def test_paper_protocol_is_weeks_and_the_cpu_overlay_is_not():
+    paper_hours, lines = cpu_hours(merged())
+    assert paper_hours > 7 * 24 and any(line.startswith("WN18RR") for line in lines)
+    message = no_gpu_message(merged())
+    assert "configs/cpu.yaml" in message and "days" in message
+    assert no_gpu_message(merged("configs/cpu.yaml")) is None
+
+
+def test_bring_your_own_graphs_are_left_out():
+    config = merged()
+    config["datasets"] = ["mykg"]
+    assert cpu_hours(config) == (0.0, [])
+
+
+def test_the_warning_comes_before_any_job(tmp_path):
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    (tmp_path / "resources").symlink_to(REPO / "resources")
+    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES",)}
+    env["LPBERT_GPU_COUNT"] = "0"  # the newcomer's laptop
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n"], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert "WARNING: No GPU visible here" in result.stderr  # printed while the Snakefile is read: before any job
+    env["LPBERT_GPU_COUNT"] = "1"
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n"], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert "No GPU visible" not in result.stderr
