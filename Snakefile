@@ -13,12 +13,14 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/preflight.smk"
 include: "rules/data.smk"
 include: "rules/pretrain.smk"
 include: "rules/finetune.smk"
 include: "rules/score.smk"
 include: "rules/kgbert.smk"
 include: "rules/tables.smk"
+include: "rules/breakdown.smk"
 include: "rules/study.smk"
 
 
@@ -26,3 +28,4 @@ rule all:
     default_target: True
     input:
         all_targets(),
+        breakdown_targets(),
