@@ -19,8 +19,9 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from .results import RANK_TYPES, SIDES, side_block
+
 DIRECTIONS = ("head", "tail")
-HITS_AT = (1, 3, 10)
 
 
 # ----------------------------------------------------------------------------------------------------------- ranks
@@ -179,23 +180,13 @@ def build_filter_index(triples: np.ndarray, num_entities: int) -> FilterIndex:
 
 
 # --------------------------------------------------------------------------------------------------------- metrics
-def _summary(ranks: np.ndarray) -> dict:
-    count = int(len(ranks))
-    if count == 0:
-        return {"mrr": None, "mr": None, **{f"hits@{k}": None for k in HITS_AT}, "count": 0}
-    out = {"mrr": float(np.mean(1.0 / ranks)), "mr": float(np.mean(ranks))}
-    for k in HITS_AT:
-        out[f"hits@{k}"] = float(np.mean(ranks <= k))
-    out["count"] = count
-    return out
-
-
 def metrics_from_ranks(frame: pd.DataFrame) -> dict:
-    """MRR, MR, Hits@1/3/10 and count from the `realistic` ranks, for both directions together and each apart.
+    """The `metrics` object of metrics.json: for `both` directions together and each apart, MRR, MR and Hits@1/3/10
+    of every rank type the frame has, plus the count (keys: lpbert_core.results, shared with the tables' reader).
 
-    `frame` needs `direction` ("head"/"tail") and `realistic`; where `optimistic`/`pessimistic` columns exist, their MRR
-    is added as `mrr_optimistic`/`mrr_pessimistic`. Values are plain Python floats/ints (None where a direction has no
-    query), so the result is valid JSON.
+    `frame` needs `direction` ("head"/"tail") and `realistic` (unsuffixed keys); `optimistic`/`pessimistic` columns,
+    where present, give the suffixed keys (`mrr_optimistic`, `hits@10_pessimistic`, ...). Values are plain Python
+    floats/ints (None where a direction has no query), so the result is valid JSON.
     """
     for column in ("direction", "realistic"):
         if column not in frame.columns:
@@ -207,17 +198,12 @@ def metrics_from_ranks(frame: pd.DataFrame) -> dict:
     realistic = frame["realistic"].to_numpy(dtype=np.float64)
     if len(realistic) and (np.isnan(realistic).any() or (realistic < 1).any()):
         raise ValueError("metrics_from_ranks: realistic ranks must be >= 1 and not NaN")
-
-    extra = [c for c in ("optimistic", "pessimistic") if c in frame.columns]
+    columns = {rank_type: frame[rank_type].to_numpy(dtype=np.float64) for rank_type in RANK_TYPES
+               if rank_type in frame.columns}
     result = {}
-    for name, selector in (("both", np.ones(len(frame), dtype=bool)),) + tuple(
-        (d, (directions == d).to_numpy()) for d in DIRECTIONS
-    ):
-        summary = _summary(realistic[selector])
-        for column in extra:
-            values = frame[column].to_numpy(dtype=np.float64)[selector]
-            summary[f"mrr_{column}"] = float(np.mean(1.0 / values)) if len(values) else None
-        result[name] = summary
+    for side in SIDES:
+        selector = np.ones(len(frame), dtype=bool) if side == "both" else (directions == side).to_numpy()
+        result[side] = side_block({rank_type: values[selector] for rank_type, values in columns.items()})
     return result
 
 
