@@ -1,5 +1,6 @@
-"""Fine-tuning data: inverse-relation augmentation, query / candidate token sequences, the train-only
-in-batch label matrix and the "BatchSample = N" negative sampler.
+"""Fine-tuning data: inverse-relation augmentation, query / candidate token sequences, the in-batch label matrix
+(train-only known answers by default; `finetune.label_splits` adds dev/test, the authors' leak) and the
+"BatchSample = N" negative sampler.
 
 Relation numbering after augmentation: relation r in 0..R-1 is the original relation, r + R its inverse
 (read with the relation's inverse text, e.g. "reversed has part"). A head query (?, r, t) is the tail query
@@ -64,11 +65,49 @@ class KnownAnswers:
 
 def train_known_answers(kg: TokenizedKG, inverse_augmentation: bool = True) -> KnownAnswers:
     """Known answers from the FULL train split only (original + inverse rows). Dev and test never enter the
-    training labels (the authors' labels used them; DESIGN.md forbids it)."""
+    training labels by default (the authors' labels used them: `known_answers(kg, ("train", "dev", "test"))`)."""
     rows = augment_inverse(kg.triples["train"], kg.num_relations)
     if not inverse_augmentation:
         rows = kg.triples["train"]
     return KnownAnswers(rows, kg.num_entities, 2 * kg.num_relations)
+
+
+LABEL_SPLITS = ("train", "dev", "test")
+
+
+def known_answers(kg: TokenizedKG, splits=("train",), inverse_augmentation: bool = True) -> KnownAnswers:
+    """Known answers from the named splits (`finetune.label_splits`; train must be one of them): the in-batch
+    labels, the negative sampler's and the self-negatives' "known answer" test. ("train",) is
+    `train_known_answers`; ("train", "dev", "test") is the authors' code, a test-set leak (`label_leak`)."""
+    splits = tuple(splits)
+    bad = [s for s in splits if s not in LABEL_SPLITS]
+    if bad or "train" not in splits:
+        raise ValueError(f"finetune.label_splits must hold 'train' and only {LABEL_SPLITS}, got {list(splits)}")
+    if splits == ("train",):
+        return train_known_answers(kg, inverse_augmentation)
+    rows = np.concatenate([np.asarray(kg.triples[s], dtype=np.int64).reshape(-1, 3) for s in splits])
+    if inverse_augmentation:
+        rows = augment_inverse(rows, kg.num_relations)
+    return KnownAnswers(rows, kg.num_entities, 2 * kg.num_relations)
+
+
+def label_leak(splits) -> str | None:
+    """The sentence every output of a run whose in-batch labels used held-out splits carries; None for train only."""
+    held_out = [s for s in LABEL_SPLITS if s != "train" and s in tuple(splits)]
+    if not held_out:
+        return None
+    return (f"leaky: in-batch training labels used the {' and '.join(held_out)} triples as known answers "
+            f"(finetune.label_splits {list(splits)}, the authors' code reading); "
+            + ("test answers influenced training, so test metrics are not a clean held-out measurement"
+               if "test" in held_out else "dev answers influenced training and model selection"))
+
+
+def split_rows(kg: TokenizedKG, split: str, inverse_augmentation: bool, subsample: int | None = None,
+               seed: int = 0) -> np.ndarray:
+    """The rows of any split as fine-tuning sees them (optional fixed seeded subset, then the inverse rows when
+    asked): the dev in-batch loss (`finetune.selection: dev_loss`) runs over the dev split this way."""
+    rows = seeded_subset(kg.triples[split], subsample, seed)
+    return augment_inverse(rows, kg.num_relations) if inverse_augmentation else np.asarray(rows).copy()
 
 
 def label_matrix(batch: np.ndarray, known: KnownAnswers) -> torch.Tensor:

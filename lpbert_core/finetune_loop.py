@@ -2,6 +2,12 @@
 positive, "BatchSample = N"), focal + distance loss, AdamW with two learning rates and warmup, autocast on GPU,
 early stopping on dev Hits@10 from the fast scorer, resumable from a checkpoint kept outside the rule's outputs.
 
+The authors'-code reading as switches (each alone, defaults = the paper's reading; configs/authors-code.yaml sets all):
+`scorer` (cosine | pair_linear, siamese.py), `label_splits` ([train] | + dev / test: in-batch labels from held-out
+triples, a test leak every output states), `selection` (dev_hits10 | dev_loss: the dev in-batch loss, the same
+n x n construction as training, dropout off, unshuffled dev batches), `adam_betas` / `adam_eps`, and the dev
+evaluation's head ranking, which follows `score.head_ranking` (argument `head_ranking`).
+
 Training batches (`batch_order`): `random` (default; the paper's standard BERT fine-tuning) or `length` (bucketed by
 query length: less padding, but it changes which in-batch negatives meet). Dev/test scoring always encodes in
 length-sorted batches (an efficiency choice only: it does not change any score).
@@ -25,11 +31,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_dir, write_log_csv
-from .finetune_data import (SequenceBuilder, collate_pairs, label_matrix, sample_negative_tails, self_negative_mask,
-                            train_known_answers, training_triples)
+from .finetune_data import (SequenceBuilder, collate_pairs, known_answers, label_leak, label_matrix,
+                            sample_negative_tails, self_negative_mask, split_rows, train_known_answers,
+                            training_triples)
 from .finetune_loss import LossConfig, add_self_column, batch_loss, masked_loss, pair_loss
 from .kg import TokenizedKG
-from .scoring import evaluate_split
+from .scoring import SCORE_DEFAULTS, evaluate_split
 from .siamese import SiameseModel, cosine_matrix, pair_cosine, pair_distance, save_run_model
 from .training import (BATCH_ORDERS, autocast_context, build_optimizer, build_scheduler, epoch_seed, needs_grad_scaler,
                        optimizer_step, resume_checkpoint, save_checkpoint, set_seed, training_batches)
@@ -58,7 +65,13 @@ DEFAULTS = {
     "checkpoint_every_steps": 0,
     "keep_checkpoint": False,
     "seed": 42,
+    "scorer": "cosine",
+    "label_splits": ["train"],
+    "selection": "dev_hits10",
+    "adam_betas": [0.9, 0.999],
+    "adam_eps": 1e-8,
 }
+SELECTIONS = ("dev_hits10", "dev_loss")
 
 
 def _cfg(cfg: dict) -> dict:
@@ -109,22 +122,22 @@ def training_step(model: SiameseModel, builder: SequenceBuilder, batch_rows: np.
     if in_batch:
         labels = label_matrix(batch_rows, known).to(device)
         if not self_neg:
-            return batch_loss(qv, cv, labels, loss_cfg, model.prob_scale, model.prob_bias)
+            return batch_loss(qv, cv, labels, loss_cfg, model.prob_scale, model.prob_bias, scorer=model)
         mask = self_negative_mask(batch_rows, known, np.broadcast_to(tails, (n, n)))
-        return batch_loss(qv, cv, labels, loss_cfg, model.prob_scale, model.prob_bias, anchors, mask)
+        return batch_loss(qv, cv, labels, loss_cfg, model.prob_scale, model.prob_bias, anchors, mask, scorer=model)
     neg_known = known.contains(batch_rows[:, 0], batch_rows[:, 1], negs)
     if self_neg:
         # rows x [positive tail, sampled negative, own anchor]
-        cos = torch.stack([pair_cosine(qv, cv[:n]), pair_cosine(qv, cv[n:])], 1)
+        cos = torch.stack([model.score_pairs(qv, cv[:n]), model.score_pairs(qv, cv[n:])], 1)
         dist = torch.stack([pair_distance(qv, cv[:n]), pair_distance(qv, cv[n:])], 1)
         labels = torch.from_numpy(np.stack([np.ones(n), neg_known.astype(np.float64)], 1)).float().to(device)
         mask = self_negative_mask(batch_rows, known, np.stack([tails, negs], 1))
-        cos, dist, labels, valid = add_self_column(cos, dist, labels, qv, anchors, mask)
+        cos, dist, labels, valid = add_self_column(cos, dist, labels, qv, anchors, mask, model)
         target = torch.zeros(n, dtype=torch.long, device=device)
         return masked_loss(cos, dist, labels, valid, target, loss_cfg, model.prob_scale, model.prob_bias)
     q2 = torch.cat([qv, qv])
     labels = torch.from_numpy(np.concatenate([np.ones(n), neg_known.astype(np.float64)])).float().to(device)
-    cos, dist = pair_cosine(q2, cv), pair_distance(q2, cv)
+    cos, dist = model.score_pairs(q2, cv), pair_distance(q2, cv)
     if loss_cfg.loss == "infonce":
         logits = torch.stack([cos[:n], cos[n:]], 1) / loss_cfg.infonce_temperature
         loss = torch.nn.functional.cross_entropy(logits, torch.zeros(n, dtype=torch.long, device=device))
@@ -157,6 +170,24 @@ def measure_initial_shift(model: SiameseModel, builder: SequenceBuilder, rows: n
             "batches": min(max_batches, len(batches)), "pairs": int(cos_all.numel())}
 
 
+def dev_in_batch_loss(model: SiameseModel, builder: SequenceBuilder, rows: np.ndarray, known, loss_cfg: LossConfig,
+                      device, precision: str, in_batch: bool, batch_size: int, seed: int) -> float:
+    """`selection: dev_loss` (authors' code): the training loss on the dev rows, the same construction as a training
+    step (n x n in-batch, or sampled negatives from a fixed generator), dropout off, no gradient, batches in file
+    order (unshuffled); the mean over batches. Draws nothing from the training random streams."""
+    was_training = model.training
+    model.eval()
+    rng = np.random.default_rng(seed)
+    losses = []
+    with torch.no_grad():
+        for start in range(0, len(rows), batch_size):
+            out = training_step(model, builder, rows[start:start + batch_size], known, loss_cfg, device, precision,
+                                in_batch, rng)
+            losses.append(float(out["loss"]))
+    model.train(was_training)
+    return float(np.mean(losses)) if losses else float("nan")
+
+
 def _rng_to_json(rng: np.random.Generator) -> dict:
     return rng.bit_generator.state
 
@@ -176,11 +207,22 @@ def _set_torch_rng_state(state: dict) -> None:
 
 def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Path, log_csv: str | Path,
              checkpoint_dir: str | Path, device: torch.device, run_info: dict | None = None,
-             log: Callable[[str], None] = print, stop_after_steps: int | None = None) -> dict:
-    """Fine-tune `encoder` (a transformers model, already loaded) and write the best model (by dev Hits@10)
-    to `model_dir` and the per-epoch log to `log_csv`. `stop_after_steps` simulates a kill (tests)."""
+             log: Callable[[str], None] = print, stop_after_steps: int | None = None,
+             head_ranking: str | None = None) -> dict:
+    """Fine-tune `encoder` (a transformers model, already loaded) and write the best model (by dev Hits@10, or the
+    dev loss) to `model_dir` and the per-epoch log to `log_csv`. `stop_after_steps` simulates a kill (tests).
+    `head_ranking`: how the per-epoch dev evaluation ranks head queries (`score.head_ranking`; None = its default)."""
     cfg = _cfg(cfg)
     loss_cfg = LossConfig.from_dict(cfg)
+    head_ranking = head_ranking or SCORE_DEFAULTS["head_ranking"]
+    selection = cfg["selection"]
+    if selection not in SELECTIONS:
+        raise ValueError(f"finetune.selection must be one of {SELECTIONS}, got {selection!r}")
+    label_splits = tuple(cfg["label_splits"])
+    leak = label_leak(label_splits)
+    if cfg["scorer"] != "cosine" and loss_cfg.distance == "per_pair_normalized":
+        raise ValueError("finetune.distance per_pair_normalized is computed from the cosine; with scorer "
+                         f"{cfg['scorer']!r} use per_pair, batch_sum or none")
     seed = int(cfg["seed"])
     set_seed(seed)
     checkpoint_dir = Path(checkpoint_dir)
@@ -193,8 +235,15 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
     measured_shift = isinstance(loss_cfg.shift, str)  # `initial_mean`: measured below, before the first step
     model = SiameseModel(encoder, cfg["pooling"], init_scale,
                          0.0 if measured_shift else -loss_cfg.shift * init_scale).to(device)
+    model.set_scorer(cfg["scorer"])  # pair_linear: a new layer (default init); cosine: nothing
     rows = training_triples(kg, cfg["inverse_augmentation"], cfg["train_subsample"], seed)
-    known = train_known_answers(kg, cfg["inverse_augmentation"])
+    known = known_answers(kg, label_splits, cfg["inverse_augmentation"])
+    if leak:
+        log(f"LEAKY labels: {leak}")
+    # dev loss: the dev rows as training sees them, labelled with label_splits + dev (dev may inform selection)
+    dev_rows = split_rows(kg, "dev", cfg["inverse_augmentation"], cfg["dev_subsample"], seed)
+    dev_known = known_answers(kg, tuple(s for s in ("train", "dev", "test") if s in label_splits or s == "dev"),
+                              cfg["inverse_augmentation"])
     q_lengths = [builder.query_length(int(h), int(r)) for h, r, _ in rows]
     bs = int(cfg["batch_size"])
     batch_order = cfg["batch_order"]
@@ -204,14 +253,16 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
     epochs = int(cfg["epochs"])
     total_steps = steps_per_epoch * epochs
     optimizer = build_optimizer(model, "encoder.", float(cfg["lr_encoder"]), float(cfg["lr_new"]),
-                                float(cfg["weight_decay"]))
+                                float(cfg["weight_decay"]), betas=tuple(float(b) for b in cfg["adam_betas"]),
+                                eps=float(cfg["adam_eps"]))
     scheduler = build_scheduler(optimizer, total_steps, float(cfg["warmup_fraction"]))
     scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device, precision) else None
 
     # a checkpoint is resumed only when it was written by the same settings, data and initial weights
     fingerprint = hashlib.sha256(json.dumps(
         {"cfg": cfg, "rows": int(len(rows)), "rows_sum": int(rows.sum()), "entities": kg.num_entities,
-         "init": (run_info or {}).get("initial_weights")}, sort_keys=True, default=str).encode()).hexdigest()
+         "init": (run_info or {}).get("initial_weights"), "head_ranking": head_ranking},
+        sort_keys=True, default=str).encode()).hexdigest()
     progress = resume_checkpoint(checkpoint_dir / "last", fingerprint, model, optimizer, scheduler, device, scaler,
                                  discard=checkpoint_dir, warn=log)
     if progress is None:
@@ -282,11 +333,15 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
         # ---- fast dev scorer: filtered Hits@10 on dev (filter: train + dev; test never influences selection)
         t_dev = time.perf_counter()
         dev_metrics = {}
+        dev_loss = None
         if cfg["dev_eval"]:  # off only where selection is moot (e.g. one epoch on CPU): the last epoch is kept
             _, dev_metrics, _ = evaluate_split(
                 model, kg, builder, "dev", device, filter_splits=("train", "dev"), subsample=cfg["dev_subsample"],
                 seed=seed, batch_size=int(cfg["eval_batch_size"]), chunk_size=int(cfg["score_chunk_size"]),
-                precision=precision)
+                precision=precision, head_ranking=head_ranking)
+            # logged either way (cheap: 2 encodings per dev row); the selection key under `selection: dev_loss`
+            dev_loss = dev_in_batch_loss(model, builder, dev_rows, dev_known, loss_cfg, device, precision, in_batch,
+                                         bs, seed)
         dev_seconds = time.perf_counter() - t_dev
         both = dev_metrics.get("both", {})
         hits10 = float(both.get("hits@10") or 0.0)
@@ -294,7 +349,7 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
         k = max(el[3], 1)
         row = {"epoch": epoch + 1, "steps": el[3], "loss": el[0] / k, "focal": el[1] / k, "distance": el[2] / k,
                "dev_mrr": both.get("mrr"), "dev_mr": both.get("mr"), "dev_hits@1": both.get("hits@1"),
-               "dev_hits@10": hits10, "lr_encoder": scheduler.get_last_lr()[-1],
+               "dev_hits@10": hits10, "dev_loss": dev_loss, "lr_encoder": scheduler.get_last_lr()[-1],
                "prob_scale": float(model.prob_scale.detach()), "prob_bias": float(model.prob_bias.detach()),
                "train_seconds": round(train_seconds, 3), "dev_seconds": round(dev_seconds, 3),
                # which attempt finished the epoch and how many of its steps it ran (T/Ep of resumed jobs)
@@ -303,10 +358,18 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
             row["shift"] = loss_cfg.shift
         progress["log"].append(row)
         log(" ".join(f"{k_}={v:.4g}" if isinstance(v, float) else f"{k_}={v}" for k_, v in row.items()))
-        # model selection: dev Hits@10 (paper); equal Hits@10 is broken by dev MRR (Hits@10 saturates on UMLS)
+        # model selection: dev Hits@10 (paper); equal Hits@10 is broken by dev MRR (Hits@10 saturates on UMLS).
+        # selection dev_loss (authors' code): the lowest dev in-batch loss
         mrr = float(both.get("mrr") or 0.0)
-        if not cfg["dev_eval"] or (hits10, mrr) > (progress["best_hits10"], progress.get("best_mrr", -1.0)):
+        if not cfg["dev_eval"]:
+            improved = True
+        elif selection == "dev_loss":
+            improved = progress.get("best_dev_loss") is None or dev_loss < progress["best_dev_loss"]
+        else:
+            improved = (hits10, mrr) > (progress["best_hits10"], progress.get("best_mrr", -1.0))
+        if improved:
             progress["best_hits10"], progress["best_mrr"] = hits10, mrr
+            progress["best_dev_loss"] = dev_loss
             progress["best_epoch"], progress["bad_epochs"] = epoch + 1, 0
             with atomic_dir(checkpoint_dir / "best") as tmp:
                 save_file({k_: v.detach().cpu().contiguous() for k_, v in model.state_dict().items()},
@@ -315,17 +378,20 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
             progress["bad_epochs"] += 1
             if progress["bad_epochs"] >= int(cfg["early_stop_patience"]):
                 progress["stopped"] = True
-                log(f"early stop: dev Hits@10 did not improve for {progress['bad_epochs']} epoch(s)")
+                criterion = "loss" if selection == "dev_loss" else "Hits@10"
+                log(f"early stop: dev {criterion} did not improve for {progress['bad_epochs']} epoch(s)")
         progress["epoch"] = epoch + 1
         progress["step_in_epoch"] = 0
         progress.pop("torch_rng", None)
         progress.pop("numpy_rng", None)
         save_last()
 
-    # ---- the best model by dev Hits@10 becomes the run's model
+    # ---- the best model by dev Hits@10 (or dev loss) becomes the run's model
     model.load_state_dict(load_file(str(checkpoint_dir / "best" / "model.safetensors"), device=str(device)))
     info = dict(run_info or {})
-    info.update({"max_length": max_len, "scorer": "cosine", "loss": loss_cfg.__dict__,
+    info.update({"max_length": max_len, "scorer": model.scorer, "loss": loss_cfg.__dict__,
+                 "label_splits": list(label_splits), "leaky": leak is not None, "selection": selection,
+                 "best_dev_loss": progress.get("best_dev_loss"), "dev_head_ranking": head_ranking,
                  "inverse_augmentation": bool(cfg["inverse_augmentation"]), "in_batch_negatives": in_batch,
                  "batch_order": batch_order, "self_negatives": bool(cfg["self_negatives"]),
                  "best_epoch": progress["best_epoch"], "best_dev_hits@10": progress["best_hits10"],
@@ -333,6 +399,8 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
                  "train_subsample": cfg["train_subsample"], "dev_subsample": cfg["dev_subsample"], "seed": seed})
     if measured_shift:
         info["initial_shift"] = progress["initial_shift"]
+    if leak:
+        info["leak"] = leak
     with atomic_dir(model_dir) as tmp:
         save_run_model(model, tokenizer, tmp, info)
     write_log_csv(log_csv, progress["log"])
@@ -355,9 +423,11 @@ def finetune_settings(finetune_cfg: dict, dataset: str, run_spec: dict | None = 
 
 
 def run_finetune(dataset: str, run: str, run_spec: dict, finetune_cfg: dict, encoder_key: str, encoder_source: str,
-                 text_dir, tokens_dir, pretrained_dir, model_dir, log_csv, checkpoint_dir) -> dict:
+                 text_dir, tokens_dir, pretrained_dir, model_dir, log_csv, checkpoint_dir,
+                 head_ranking: str | None = None) -> dict:
     """The finetune rule: load the graph and the initial encoder (the pre-training output, or the bare encoder
-    for `pretrain: none`), fine-tune, write the run's model folder and train_log.csv."""
+    for `pretrain: none`), fine-tune, write the run's model folder and train_log.csv. `head_ranking`: the
+    dataset's `score.head_ranking`, used by the per-epoch dev evaluation."""
     import logging
 
     from .encoders import load_encoder, load_tokenizer
@@ -382,4 +452,4 @@ def run_finetune(dataset: str, run: str, run_spec: dict, finetune_cfg: dict, enc
     run_info = {"dataset": dataset, "run": run, "encoder": encoder_key, "tokens_encoder": encoder_key,
                 "pretrain": run_spec.get("pretrain"), "initial_weights": init, "settings": cfg}
     return finetune(kg, encoder, tokenizer, cfg, model_dir, log_csv, checkpoint_dir, device, run_info,
-                    log=logger.info)
+                    log=logger.info, head_ranking=head_ranking)

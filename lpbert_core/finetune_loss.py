@@ -6,7 +6,10 @@ Eq. 11 needs a probability, the cosine d1 is in [-1, 1]. `probability` picks the
 - `sigmoid`:    p = sigmoid((cos - shift) / temperature) (fixed temperature-scaled sigmoid)
 - `learnable`:  p = sigmoid(scale * cos + bias), scale/bias are new-layer parameters (LR 1e-3)
 - `raw`:        p = cos, clipped to [1e-4, 1 - 1e-4] inside the log only (the authors' code; the modulating
-                factor sees the unclipped value, so negatives are pushed to cos <= 0 and positives to cos >= 1)
+                factor sees the unclipped value, so negatives are pushed to cos <= 0 and positives to cos >= 1;
+                with gamma = 2 the factors are (1 - s)^2 and s^2 for any real score s, as in the code)
+With `finetune.scorer: pair_linear` the score s of the pair layer (siamese.PairLinear, unbounded) takes the cosine's
+place in every mapping and in InfoNCE (logit = s / infonce_temperature); the distance term stays on the embeddings.
 Focal term per pair (alpha_t = alpha for y = 1, 1 - alpha for y = 0, as in focal loss and the authors' code):
     y = 1: -alpha (1 - p)^gamma log p        y = 0: -(1 - alpha) p^gamma log(1 - p)
 
@@ -94,15 +97,17 @@ def _log_probs(cos: torch.Tensor, cfg: LossConfig, scale=None, bias=None):
         p = (1.0 + cos) / 2.0
         pc = p.clamp(1e-6, 1 - 1e-6)
         return p, torch.log(pc), torch.log1p(-pc)
-    # raw: authors' code, clip only inside the log
-    pc = cos.clamp(1e-4, 1 - 1e-4)
-    return cos, torch.log(pc), torch.log1p(-pc)
+    # raw: authors' code, clip only inside the log, on p_t itself: log(clip(s)) and log(clip(1 - s))
+    return cos, torch.log(cos.clamp(1e-4, 1 - 1e-4)), torch.log((1.0 - cos).clamp(1e-4, 1 - 1e-4))
 
 
 def focal_terms(cos: torch.Tensor, labels: torch.Tensor, cfg: LossConfig, scale=None, bias=None) -> torch.Tensor:
     """Per-pair eq. 11 values (same shape as cos)."""
     p, logp, log1mp = _log_probs(cos, cfg, scale, bias)
-    pos = -cfg.alpha * (1.0 - p).clamp_min(0).pow(cfg.gamma) * logp  # cos <= 1, so 1 - p >= 0 for every mapping
+    # cos <= 1, so 1 - p >= 0 for every mapping of a cosine; raw takes any score (pair_linear: s > 1 happens), where
+    # the authors' (1 - s)^2 stays positive: |1 - s|^gamma
+    one_minus = (1.0 - p).abs() if cfg.probability == "raw" else (1.0 - p).clamp_min(0)
+    pos = -cfg.alpha * one_minus.pow(cfg.gamma) * logp
     neg = -(1.0 - cfg.alpha) * p.abs().pow(cfg.gamma) * log1mp
     return torch.where(labels > 0.5, pos, neg)
 
@@ -137,13 +142,15 @@ def pair_loss(cos: torch.Tensor, dist: torch.Tensor, labels: torch.Tensor, cfg: 
 
 
 def add_self_column(cos: torch.Tensor, dist: torch.Tensor | None, labels: torch.Tensor, queries: torch.Tensor,
-                    anchors: torch.Tensor, self_mask) -> tuple:
+                    anchors: torch.Tensor, self_mask, scorer=None) -> tuple:
     """Append the self-negative column to a score matrix [n, m]: column m = cosine / distance of query i and its
     own anchor's candidate vector anchors[i], label 0. Returns (cos, dist, labels, valid), each [n, m + 1];
-    valid is False only in the extra column of rows where `self_mask` is False (known answer or already scored)."""
+    valid is False only in the extra column of rows where `self_mask` is False (known answer or already scored).
+    `scorer`: an object with `score_pairs(u, v)` (the SiameseModel) for a score other than the cosine."""
     n, m = cos.shape
     mask = torch.as_tensor(self_mask, dtype=torch.bool, device=cos.device).reshape(n, 1)
-    cos = torch.cat([cos, pair_cosine(queries, anchors).unsqueeze(1)], 1)
+    own = pair_cosine(queries, anchors) if scorer is None else scorer.score_pairs(queries, anchors)
+    cos = torch.cat([cos, own.unsqueeze(1)], 1)
     if dist is not None:
         dist = torch.cat([dist, pair_distance(queries, anchors).unsqueeze(1)], 1)
     labels = torch.cat([labels, labels.new_zeros(n, 1)], 1)
@@ -168,13 +175,15 @@ def masked_loss(cos: torch.Tensor, dist: torch.Tensor | None, labels: torch.Tens
 
 
 def batch_loss(queries: torch.Tensor, candidates: torch.Tensor, labels: torch.Tensor, cfg: LossConfig,
-               scale=None, bias=None, anchors: torch.Tensor | None = None, self_mask=None) -> dict[str, torch.Tensor]:
-    """The in-batch loss: n queries x n candidates, labels [n, n] (train-only known answers). With `anchors`
-    ([n, d], the candidate vectors of each row's head entity) and `self_mask` ([n] bool): the self-negative column."""
-    cos = cosine_matrix(queries, candidates)
+               scale=None, bias=None, anchors: torch.Tensor | None = None, self_mask=None,
+               scorer=None) -> dict[str, torch.Tensor]:
+    """The in-batch loss: n queries x n candidates, labels [n, n] (known answers of `finetune.label_splits`). With
+    `anchors` ([n, d], the candidate vectors of each row's head entity) and `self_mask` ([n] bool): the self-negative
+    column. `scorer`: an object with `score_matrix` / `score_pairs` (the SiameseModel); None = the cosine."""
+    cos = cosine_matrix(queries, candidates) if scorer is None else scorer.score_matrix(queries, candidates)
     if anchors is not None:
         dist = None if cfg.loss == "infonce" else distance_matrix(queries, candidates)
-        cos, dist, labels, valid = add_self_column(cos, dist, labels, queries, anchors, self_mask)
+        cos, dist, labels, valid = add_self_column(cos, dist, labels, queries, anchors, self_mask, scorer)
         target = torch.arange(cos.shape[0], device=cos.device)
         return masked_loss(cos, dist, labels, valid, target, cfg, scale, bias)
     if cfg.loss == "infonce":

@@ -25,11 +25,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from .finetune_data import SequenceBuilder
 from .kg import TokenizedKG, load_tokenized_kg
-from .scoring import encode_entities, encode_sequences, evaluate_split, known_triples, score_settings
+from .scoring import encode_entities, encode_queries, encode_sequences, evaluate_split, known_triples, score_settings
 from .siamese import RUN_FILE, load_run_model
 from .training import pick_device
 
@@ -107,17 +106,33 @@ class LinkPredictor:
 
     # ------------------------------------------------------------------ prediction
     def top_k(self, head=None, relation=None, tail=None, k: int = 10, filter_known: bool = False) -> list[dict]:
-        """Exactly one of head / tail is given. Returns [{rank, entity, text, score}] best first; score = cosine.
+        """Exactly one of head / tail is given. Returns [{rank, entity, text, score}] best first; score = the run's
+        pair score (cosine, or the pair_linear layer's raw output). Head prediction follows the score rule's
+        `head_ranking` (metrics.json settings): the inverse query, or every entity encoded with the relation as the
+        query and scored against the tail (`relation_candidates`).
         `filter_known` drops the other known answers (train + dev + test) of the query, as in filtered ranking."""
         if (head is None) == (tail is None):
             raise ValueError("give exactly one of head= (tail prediction) or tail= (head prediction)")
         r = self._relation(relation)
         R = self.kg.num_relations
         anchor, free = self._entity(head if head is not None else tail)
-        qrel = r if head is not None else r + R
-        ids, types = self.builder.query(anchor if anchor is not None else 0, qrel, head_tokens=free)
-        q = encode_sequences(self.model, [(ids, types)], self.kg.special.pad, self.device, 1)
-        scores = (F.normalize(q, dim=-1) @ F.normalize(self.entity_vectors(), dim=-1).T)[0]
+        pad = self.kg.special.pad
+        if head is None and score_settings(self.score_settings)["head_ranking"] == "relation_candidates":
+            if anchor is not None:
+                target = self.entity_vectors()[anchor:anchor + 1]
+            else:
+                s = self.builder.candidate(0, tokens=free)
+                target = encode_sequences(self.model, [(s, [0] * len(s))], pad, self.device, 1)
+            E = self.kg.num_entities
+            cands = encode_queries(self.model, self.builder, range(E), [r] * E, self.device, self.batch_size)
+            with torch.inference_mode():
+                scores = self.model.score_matrix(cands, target)[:, 0]
+        else:
+            qrel = r if head is not None else r + R
+            ids, types = self.builder.query(anchor if anchor is not None else 0, qrel, head_tokens=free)
+            q = encode_sequences(self.model, [(ids, types)], pad, self.device, 1)
+            with torch.inference_mode():
+                scores = self.model.score_matrix(q, self.entity_vectors())[0]
         if filter_known and anchor is not None:
             trip = known_triples(self.kg)
             if head is not None:
@@ -137,7 +152,8 @@ class LinkPredictor:
         s = score_settings({**self.score_settings, **overrides})
         frame, metrics, _ = evaluate_split(
             self.model, self.kg, self.builder, split, self.device, subsample=s["test_subsample"], seed=int(s["seed"]),
-            batch_size=int(s["batch_size"]), chunk_size=int(s["chunk_size"]), precision=s["precision"])
+            batch_size=int(s["batch_size"]), chunk_size=int(s["chunk_size"]), precision=s["precision"],
+            head_ranking=s["head_ranking"])
         return frame, metrics
 
 

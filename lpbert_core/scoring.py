@@ -2,17 +2,23 @@
 score all queries against all entities with chunked matrix products on the device, and compute filtered ranks on
 the device (lpbert_core.ranking). Never one encoder pass per (query, candidate) pair.
 
-Both directions: the tail query of (h, r, t) is (h, r, ?) with gold t; the head query is (t, r_inverse, ?) with
-gold h (inverse-relation text), filtered by the known heads of (t, r). When the run trained without inverse
-augmentation (authors' WN18RR choice) the head direction is still ranked this way, but that direction is untrained:
-metrics.json says so (`head_direction_trained: false`).
+Both directions: the tail query of (h, r, t) is (h, r, ?) with gold t. The head query (?, r, t) with gold h, filtered
+by the known heads of (t, r), is ranked one of two ways (`score.head_ranking`):
+- `inverse_query` (default): the tail query (t, r_inverse, ?) (inverse-relation text). When the run trained without
+  inverse augmentation (authors' WN18RR choice) that direction is untrained: metrics.json says so
+  (`head_direction_trained: false`);
+- `relation_candidates` (the authors' code on WN18RR, StAR-style): each candidate head h' is encoded as the query
+  "[CLS] h' [SEP] r [SEP]" and scored against the candidate encoding of t: s(query(h', r), entity(t)). Only the pairs
+  needed are encoded: every entity x each distinct relation of the head queries ranked (one relation at a time).
 
-Score = cosine of the pooled vectors (eq. 13's d1; every probability mapping of the loss is increasing in it, so the
-ranking is the same whichever mapping trained the model).
+Score = the run's pair scorer (siamese.py): the cosine of the pooled vectors (eq. 13's d1; every probability mapping
+of the loss is increasing in it, so the ranking is the same whichever mapping trained the model), or the raw output of
+the `pair_linear` layer, an n x N matrix from one matrix product plus per-query and per-candidate biases.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 
@@ -25,6 +31,8 @@ from .finetune_data import SequenceBuilder, collate_pairs
 from .kg import TokenizedKG, seeded_subset
 from .ranking import build_filter_index, filtered_ranks, metrics_from_ranks
 from .training import autocast_context, length_sorted_batches
+
+HEAD_RANKINGS = ("inverse_query", "relation_candidates")
 
 
 @torch.inference_mode()
@@ -97,11 +105,15 @@ def build_queries(triples: np.ndarray, num_relations: int, directions=("tail", "
 
 @torch.inference_mode()
 def rank_queries(query_vecs: torch.Tensor, entity_vecs: torch.Tensor, queries: QuerySet, filter_index,
-                 chunk_size: int = 1024) -> dict[str, np.ndarray]:
-    """Chunked cosine scores [chunk, E] and filtered ranks on the device; only the ranks come back to the host."""
+                 chunk_size: int = 1024, pair_head=None) -> dict[str, np.ndarray]:
+    """Chunked scores [chunk, E] and filtered ranks on the device; only the ranks come back to the host. Scores:
+    the cosine, or `pair_head.matrix` (siamese.PairLinear, eval mode) when given."""
     device = entity_vecs.device
-    ent = F.normalize(entity_vecs.float(), dim=-1)
-    qn = F.normalize(query_vecs.float(), dim=-1)
+    if pair_head is None:
+        ent = F.normalize(entity_vecs.float(), dim=-1)
+        qn = F.normalize(query_vecs.float(), dim=-1)
+    else:
+        ent, qn = entity_vecs.float(), query_vecs.float()
     anchor = torch.as_tensor(queries.anchor, device=device)
     relation = torch.as_tensor(queries.relation, device=device)
     gold = torch.as_tensor(queries.gold, device=device)
@@ -109,7 +121,7 @@ def rank_queries(query_vecs: torch.Tensor, entity_vecs: torch.Tensor, queries: Q
     outs = {k: [] for k in ("optimistic", "pessimistic", "realistic", "num_candidates")}
     for start in range(0, len(queries), chunk_size):
         sl = slice(start, start + chunk_size)
-        scores = qn[sl] @ ent.T
+        scores = qn[sl] @ ent.T if pair_head is None else pair_head.matrix(qn[sl], ent)
         tail_rows = is_tail[sl]
         # known answers in the query's direction: tails of (h, r) for tail queries, heads of (t, r) for head queries
         mask = torch.zeros(scores.shape, dtype=torch.bool, device=device)
@@ -123,6 +135,53 @@ def rank_queries(query_vecs: torch.Tensor, entity_vecs: torch.Tensor, queries: Q
     return {k: torch.cat(v).cpu().numpy() if v else np.zeros(0) for k, v in outs.items()}
 
 
+@torch.inference_mode()
+def rank_heads_by_relation_candidates(model, builder: SequenceBuilder, entity_vecs: torch.Tensor, queries: QuerySet,
+                                      filter_index, device, batch_size: int, chunk_size: int = 1024,
+                                      precision: str = "auto", progress: bool = True) -> dict[str, np.ndarray]:
+    """`head_ranking: relation_candidates`: filtered ranks of head queries (?, r, t) (queries.anchor = t,
+    queries.relation = r, queries.gold = h), every entity h' a candidate scored s(query(h', r), entity(t)).
+    One relation at a time: its E candidate queries are encoded (length-sorted, dynamic padding; tqdm counts the
+    sequences), then its head queries are scored in chunks, [chunk, E] on the device."""
+    from tqdm.auto import tqdm
+
+    E = builder.kg.num_entities
+    pair_head = getattr(model, "pair_head", None)
+    n = len(queries)
+    outs = {k: np.zeros(n) for k in ("optimistic", "pessimistic", "realistic", "num_candidates")}
+    relations = np.unique(queries.relation)
+    bar = tqdm(total=len(relations) * E, desc=f"head candidates ({len(relations)} relations x {E} entities)",
+               unit="seq", file=sys.stderr, mininterval=10, disable=not progress or n == 0, leave=False)
+    anchors = torch.as_tensor(queries.anchor, device=device)
+    gold = torch.as_tensor(queries.gold, device=device)
+    rel_t = torch.as_tensor(queries.relation, device=device)
+    entities = np.arange(E)
+    step = max(int(batch_size) * 32, 1)  # sequences per encoder call: the bar moves, sorting still pays
+    for r in relations:
+        parts = []
+        for i in range(0, E, step):
+            chunk = entities[i:i + step]
+            parts.append(encode_queries(model, builder, chunk, np.full(len(chunk), r), device, batch_size, precision))
+            bar.update(len(chunk))
+        cand = torch.cat(parts)
+        cand = F.normalize(cand.float(), dim=-1) if pair_head is None else cand.float()
+        rows = np.flatnonzero(queries.relation == r)
+        for start in range(0, len(rows), chunk_size):
+            sel = torch.as_tensor(rows[start:start + chunk_size], device=device)
+            target = entity_vecs[anchors[sel]].float()
+            if pair_head is None:
+                scores = F.normalize(target, dim=-1) @ cand.T  # cos(query(h', r), entity(t)): [chunk, E]
+            else:
+                scores = pair_head.matrix(cand, target).T
+            mask = filter_index.mask(anchors[sel], rel_t[sel], "head", device)
+            ranks = filtered_ranks(scores, gold[sel], mask)
+            idx = rows[start:start + chunk_size]
+            for k in outs:
+                outs[k][idx] = ranks[k].cpu().numpy()
+    bar.close()
+    return outs
+
+
 def known_triples(kg: TokenizedKG, splits=("train", "dev", "test")) -> np.ndarray:
     return np.concatenate([kg.triples[s] for s in splits], axis=0)
 
@@ -130,27 +189,49 @@ def known_triples(kg: TokenizedKG, splits=("train", "dev", "test")) -> np.ndarra
 def evaluate_split(model, kg: TokenizedKG, builder: SequenceBuilder, split: str, device, *,
                    filter_splits=("train", "dev", "test"), subsample: int | None = None, seed: int = 0,
                    batch_size: int = 256, chunk_size: int = 1024, precision: str = "auto",
-                   entity_vecs: torch.Tensor | None = None) -> tuple[pd.DataFrame, dict, dict]:
-    """Filtered ranks of every query of `split` (both directions) against all entities.
+                   entity_vecs: torch.Tensor | None = None,
+                   head_ranking: str = "inverse_query") -> tuple[pd.DataFrame, dict, dict]:
+    """Filtered ranks of every query of `split` (both directions) against all entities; head queries ranked per
+    `head_ranking` (module docstring).
 
     Returns (ranks frame, metrics, timings). Columns: query, direction, head, relation, tail (entity / relation
     string ids), gold (entity id), optimistic, pessimistic, realistic, num_candidates."""
+    if head_ranking not in HEAD_RANKINGS:
+        raise ValueError(f"score.head_ranking must be one of {HEAD_RANKINGS}, got {head_ranking!r}")
     timings = {}
     triples = seeded_subset(kg.triples[split], subsample, seed)
     queries = build_queries(triples, kg.num_relations)
+    pair_head = getattr(model, "pair_head", None)
     t0 = time.perf_counter()
     if entity_vecs is None:
         entity_vecs = encode_entities(model, builder, device, batch_size, precision)
     _sync(device)
     t1 = time.perf_counter()
-    query_vecs = encode_queries(model, builder, queries.anchor, queries.query_relation, device, batch_size,
-                                precision)
-    _sync(device)
-    t2 = time.perf_counter()
-    index = build_filter_index(known_triples(kg, filter_splits), kg.num_entities)
-    ranks = rank_queries(query_vecs, entity_vecs, queries, index, chunk_size)
+    if head_ranking == "inverse_query":
+        query_vecs = encode_queries(model, builder, queries.anchor, queries.query_relation, device, batch_size,
+                                    precision)
+        _sync(device)
+        t2 = time.perf_counter()
+        index = build_filter_index(known_triples(kg, filter_splits), kg.num_entities)
+        ranks = rank_queries(query_vecs, entity_vecs, queries, index, chunk_size, pair_head)
+    else:
+        tail = queries.direction == "tail"
+        tq, hq = (QuerySet(*(getattr(queries, f)[sel] for f in QuerySet.__dataclass_fields__))
+                  for sel in (tail, ~tail))
+        query_vecs = encode_queries(model, builder, tq.anchor, tq.query_relation, device, batch_size, precision)
+        _sync(device)
+        t2 = time.perf_counter()
+        index = build_filter_index(known_triples(kg, filter_splits), kg.num_entities)
+        tail_ranks = rank_queries(query_vecs, entity_vecs, tq, index, chunk_size, pair_head)
+        head_ranks = rank_heads_by_relation_candidates(model, builder, entity_vecs, hq, index, device, batch_size,
+                                                       chunk_size, precision)
+        ranks = {}
+        for k in tail_ranks:
+            ranks[k] = np.zeros(len(queries))
+            ranks[k][tail], ranks[k][~tail] = tail_ranks[k], head_ranks[k]
     _sync(device)
     t3 = time.perf_counter()
+    # relation_candidates: encoding the head candidates is inside score_and_rank_s
     timings.update(encode_entities_s=t1 - t0, encode_queries_s=t2 - t1, score_and_rank_s=t3 - t2)
     ent_ids = np.asarray(kg.entity_ids, dtype=object)
     rel_ids = np.asarray(kg.relation_ids, dtype=object)
@@ -176,7 +257,12 @@ def _sync(device) -> None:
 
 
 SCORE_DEFAULTS = {"batch_size": 256, "chunk_size": 1024, "test_subsample": None, "seed": 42, "precision": "auto",
-                  "device": "auto"}
+                  "device": "auto", "head_ranking": "inverse_query"}
+PROTOCOL_HEADS = {
+    "inverse_query": "head prediction = tail prediction of (tail, inverse relation, ?)",
+    "relation_candidates": "head prediction = each candidate head h' encoded with the relation as the query "
+                           "(h', relation, ?) and scored against the tail (StAR-style, the authors' code on WN18RR)",
+}
 
 
 def score_settings(settings: dict | None) -> dict:
@@ -204,7 +290,8 @@ def run_score(model_dir, text_dir, tokens_dir, ranks_path, metrics_path, setting
     t0 = time.perf_counter()
     frame, metrics, timings = evaluate_split(
         model, kg, builder, "test", device, subsample=s["test_subsample"], seed=int(s["seed"]),
-        batch_size=int(s["batch_size"]), chunk_size=int(s["chunk_size"]), precision=s["precision"])
+        batch_size=int(s["batch_size"]), chunk_size=int(s["chunk_size"]), precision=s["precision"],
+        head_ranking=s["head_ranking"])
     timings["total_s"] = time.perf_counter() - t0
     assert_finite_metrics(metrics)
     n_test = len(kg.triples["test"])
@@ -212,9 +299,14 @@ def run_score(model_dir, text_dir, tokens_dir, ranks_path, metrics_path, setting
     out = {
         "metrics": metrics,
         "rank_type": "realistic (mean of optimistic and pessimistic filtered ranks)",
-        "protocol": "filtered by train+dev+test; both directions; all entities are candidates; head prediction = "
-                    "tail prediction of (tail, inverse relation, ?)",
-        "head_direction_trained": bool(info.get("inverse_augmentation", True)),
+        "protocol": "filtered by train+dev+test; both directions; all entities are candidates; "
+                    + PROTOCOL_HEADS[s["head_ranking"]],
+        "head_ranking": s["head_ranking"],
+        # relation_candidates scores (h', r) queries: the direction every run trains
+        "head_direction_trained": bool(info.get("inverse_augmentation", True))
+                                  or s["head_ranking"] == "relation_candidates",
+        "scorer": info.get("scorer", "cosine"),
+        "leaky": bool(info.get("leaky", False)),
         "scale": {
             "test_triples_used": used,
             "test_triples_total": int(n_test),
@@ -232,11 +324,15 @@ def run_score(model_dir, text_dir, tokens_dir, ranks_path, metrics_path, setting
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
         "device": str(device),
     }
+    if info.get("leak"):
+        out["leak"] = info["leak"]
     if extra:
         out.update(extra)
     write_parquet(ranks_path, frame)
     write_json(metrics_path, out)
     b = metrics.get("both", {})
+    if out["leaky"]:
+        log(f"LEAKY run: {out.get('leak')}")
     log(f"test ({used}/{n_test} triples, both directions): MRR {b.get('mrr'):.4f} MR {b.get('mr'):.3f} "
         f"Hits@1 {b.get('hits@1'):.4f} Hits@10 {b.get('hits@10'):.4f}; timings {out['timings_s']}")
     return out

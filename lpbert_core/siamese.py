@@ -1,12 +1,21 @@
 """The siamese (shared-encoder) model of LP-BERT fine-tuning: one encoder embeds queries and candidates,
 pooling is a config choice, and the pair scores are the cosine (eq. 13, d1) and the L2 distance (d2).
 
+Pair scorer (`finetune.scorer`):
+- `cosine` (default; the paper, and the authors' code on WN18RR): s(u, v) = cos(u, v);
+- `pair_linear` (the authors' code on UMLS and FB15k-237): s(u, v) = w . Dropout(0.1)([u; v; u - v; u * v]) + b, one
+  new Linear(4d -> 1) layer, its raw output the score (no sigmoid). u = query vector, v = candidate vector. Without
+  dropout (eval) an n x m score matrix is exact from w . [u; v; u-v; u*v] = (w1 + w3) . u + (w2 - w3) . v +
+  (w4 * u) . v: a per-query bias, a per-candidate bias and one matrix product (`PairLinear.matrix`).
+
 Pooling (`finetune.pooling`):
 - `mean`: mean of the last hidden states over real tokens (default: MiniLM was trained with mean pooling);
 - `cls`:  the last hidden state of [CLS];
 - `pooler`: BERT's pooler, tanh(W h_[CLS] + b) (the authors' choice; random in MiniLM's checkpoint use).
-New (non-encoder) parameters: the learnable probability scale/bias of the `learnable` mapping (finetune_loss.py).
-Their names do not start with `encoder.`, so `build_optimizer(model, "encoder.", ...)` gives them the new-layer LR.
+New (non-encoder) parameters: the learnable probability scale/bias of the `learnable` mapping (finetune_loss.py) and
+the `pair_linear` layer. Their names do not start with `encoder.`, so `build_optimizer(model, "encoder.", ...)` gives
+them the new-layer LR. The pair layer is created only for `pair_linear` (a cosine model draws no extra random
+numbers and has the same state dict as before) and saved next to the encoder as `pair_scorer.safetensors`.
 """
 
 from __future__ import annotations
@@ -16,15 +25,52 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 POOLINGS = ("mean", "cls", "pooler")
+SCORERS = ("cosine", "pair_linear")
 RUN_FILE = "lpbert_run.json"
+PAIR_SCORER_FILE = "pair_scorer.safetensors"
+PAIR_DROPOUT = 0.1  # authors' code: Dropout(0.1) on the concatenated pair features
+
+
+class PairLinear(nn.Module):
+    """s(u, v) = Linear(4d -> 1)(Dropout([u; v; u - v; u * v])), the raw output (authors' code, UMLS / FB15k-237)."""
+
+    def __init__(self, dim: int, dropout: float = PAIR_DROPOUT):
+        super().__init__()
+        self.dim = int(dim)
+        self.dropout = nn.Dropout(dropout)
+        self.linear = nn.Linear(4 * self.dim, 1)
+
+    def _blocks(self):
+        return self.linear.weight[0].float().split(self.dim), self.linear.bias[0].float()
+
+    def pairs(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Scores of aligned pairs (u_i, v_i): [n]. Dropout per pair feature in training mode."""
+        u, v = u.float(), v.float()
+        x = torch.cat([u, v, u - v, u * v], dim=-1)
+        return self.dropout(x) @ self.linear.weight[0].float() + self.linear.bias[0].float()
+
+    def matrix(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Scores of every pair (u_i, v_j): [n, m]. Training mode with dropout: every pair gets its own dropout
+        mask (the features are built per pair, block by block). Otherwise exact via the bias + matmul identity."""
+        u, v = u.float(), v.float()
+        (w1, w2, w3, w4), b = self._blocks()
+        if self.training and self.dropout.p > 0:
+            n, m = u.shape[0], v.shape[0]
+            ue, ve = u.unsqueeze(1).expand(n, m, -1), v.unsqueeze(0).expand(n, m, -1)
+            out = b
+            for block, w in ((ue, w1), (ve, w2), (ue - ve, w3), (ue * ve, w4)):
+                out = out + self.dropout(block) @ w
+            return out
+        return (u @ (w1 + w3)).unsqueeze(1) + (v @ (w2 - w3)).unsqueeze(0) + (u * w4) @ v.T + b
 
 
 class SiameseModel(nn.Module):
     def __init__(self, encoder: nn.Module, pooling: str = "mean", init_scale: float = 20.0,
-                 init_bias: float = 0.0):
+                 init_bias: float = 0.0, scorer: str = "cosine"):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"finetune.pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -35,6 +81,18 @@ class SiameseModel(nn.Module):
         # learnable mapping cosine -> logit for the focal loss (used only by probability='learnable')
         self.prob_scale = nn.Parameter(torch.tensor(float(init_scale)))
         self.prob_bias = nn.Parameter(torch.tensor(float(init_bias)))
+        self.set_scorer(scorer)
+
+    def set_scorer(self, scorer: str) -> None:
+        """The pair scorer: `cosine` (no parameters, no random numbers drawn) or `pair_linear` (a new PairLinear
+        layer, PyTorch's default init, on the encoder's device)."""
+        if scorer not in SCORERS:
+            raise ValueError(f"finetune.scorer must be one of {SCORERS}, got {scorer!r}")
+        self.scorer = scorer
+        self.pair_head = None
+        if scorer == "pair_linear":
+            device = next(self.encoder.parameters()).device
+            self.pair_head = PairLinear(self.encoder.config.hidden_size).to(device)
 
     def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
         return self.encode(input_ids, attention_mask, token_type_ids)
@@ -53,6 +111,18 @@ class SiameseModel(nn.Module):
 
     def new_layer_state(self) -> dict:
         return {"prob_scale": float(self.prob_scale.detach()), "prob_bias": float(self.prob_bias.detach())}
+
+    def score_matrix(self, queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """s(u_i, v_j) for every query i and candidate j: [n, m] (cosine, or the pair layer's raw output)."""
+        if self.pair_head is None:
+            return cosine_matrix(queries, candidates)
+        return self.pair_head.matrix(queries, candidates)
+
+    def score_pairs(self, queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """s(u_i, v_i) of aligned pairs: [n]."""
+        if self.pair_head is None:
+            return pair_cosine(queries, candidates)
+        return self.pair_head.pairs(queries, candidates)
 
 
 def cosine_matrix(queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
@@ -90,7 +160,12 @@ def save_run_model(model: SiameseModel, tokenizer, directory: Path, run_info: di
         tokenizer.save_pretrained(directory)
     info = dict(run_info)
     info["pooling"] = model.pooling
+    info["scorer"] = model.scorer
     info["new_layers"] = model.new_layer_state()
+    if model.pair_head is not None:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.pair_head.state_dict().items()},
+                  str(directory / PAIR_SCORER_FILE))
+        info["new_layers"]["pair_scorer"] = PAIR_SCORER_FILE
     (directory / RUN_FILE).write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
 
 
@@ -101,6 +176,9 @@ def load_run_model(directory: str | Path, device: torch.device | str = "cpu") ->
     info = json.loads((directory / RUN_FILE).read_text())
     encoder = AutoModel.from_pretrained(str(directory))
     nl = info.get("new_layers", {})
-    model = SiameseModel(encoder, info["pooling"], nl.get("prob_scale", 20.0), nl.get("prob_bias", 0.0))
+    scorer = info.get("scorer", "cosine")
+    model = SiameseModel(encoder, info["pooling"], nl.get("prob_scale", 20.0), nl.get("prob_bias", 0.0), scorer)
+    if model.pair_head is not None:
+        model.pair_head.load_state_dict(load_file(str(directory / nl.get("pair_scorer", PAIR_SCORER_FILE))))
     model.to(device).eval()
     return model, info

@@ -202,7 +202,7 @@ def training_inputs(wildcards):
 def finetune_params(wildcards):
     spec = lpbert_run(wildcards)
     key = run_settings(wildcards.run)['encoder']
-    return {
+    params = {
         "dataset": wildcards.dataset,
         "run": wildcards.run,
         "run_spec": dict(spec),
@@ -216,16 +216,26 @@ def finetune_params(wildcards):
             },
         },
     }
+    head_ranking = score_dataset_settings(wildcards.dataset).get("head_ranking")
+    if head_ranking is not None:  # the dev evaluation ranks head queries as the score rule does
+        params["head_ranking"] = head_ranking
+    return params
 
 
 # ---- used by score.smk
 
+def score_dataset_settings(dataset):
+    """The `score:` section with `score.per_dataset[dataset]` merged in (e.g. head_ranking on WN18RR)."""
+    settings = dict(config.get("score", {}))
+    settings.update((settings.pop("per_dataset", None) or {}).get(dataset) or {})
+    return settings
+
+
 def score_params(wildcards):
     spec = config["runs"][wildcards.run]
     per_dataset = config.get("finetune", {}).get("per_dataset", {}).get(wildcards.dataset, {})
-    settings = dict(config.get("score", {}))
+    settings = score_dataset_settings(wildcards.dataset)
     settings["test_subsample"] = per_dataset.get("test_subsample", settings.get("test_subsample"))
-    settings.pop("per_dataset", None)
     return {"settings": settings, "run_spec": dict(spec), "encoder_key": spec.get("encoder", config["encoder"])}
 
 

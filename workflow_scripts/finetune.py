@@ -17,6 +17,6 @@ run_stage(
     lambda: run_finetune(
         p["dataset"], p["run"], p["run_spec"], p["finetune"], p["encoder_key"], p["encoder_source"],
         Path(sm.input.triples).parent, Path(sm.input.manifest).parent, sm.input.get("pretrained"),
-        sm.output.model, sm.output.train_log, sm.params.checkpoint_dir,
+        sm.output.model, sm.output.train_log, sm.params.checkpoint_dir, head_ranking=p.get("head_ranking"),
     ),
 )
