@@ -268,3 +268,40 @@ def test_relation_candidates_head_ranks_by_brute_force(setup, scorer):
     # the frame's rows are the same queries in the same order as the inverse-query ranking's
     pd.testing.assert_frame_equal(frame.drop(columns=["optimistic", "pessimistic", "realistic"]),
                                   plain.drop(columns=["optimistic", "pessimistic", "realistic"]))
+
+
+# ------------------------------------------------------------------ the overlay
+
+def test_overlay_sets_every_authors_switch():
+    cfg = yaml.safe_load((REPO / "configs" / "authors-code.yaml").read_text())
+    ft = cfg["finetune"]
+    assert ft["pooling"] == "pooler" and ft["probability"] == "raw" and ft["distance"] == "batch_sum"
+    assert ft["label_splits"] == ["train", "dev", "test"] and ft["selection"] == "dev_loss"
+    assert ft["warmup_fraction"] == 0 and ft["scorer"] == "pair_linear"
+    assert ft["adam_betas"] == [0.9, 0.98] and ft["adam_eps"] == 1e-6
+    assert ft["per_dataset"]["WN18RR"] == {"scorer": "cosine", "inverse_augmentation": False}
+    assert ft["per_dataset"]["umls"] == {"lr_encoder": 3e-5, "early_stop_patience": 5}
+    assert cfg["score"]["per_dataset"]["WN18RR"]["head_ranking"] == "relation_candidates"
+    assert cfg["pretrain"]["em_head_norm"] == "layernorm"
+    assert "leaky" in cfg["tables"]["scale_note"]
+    assert "# pre-training departures: see below" in (REPO / "configs" / "authors-code.yaml").read_text()
+
+
+@pytest.mark.parametrize("overlays", [["configs/authors-code.yaml"], ["configs/cpu.yaml", "configs/authors-code.yaml"]])
+def test_overlay_dry_run_lists_every_table_row(tmp_path, overlays):
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    (tmp_path / "configs").mkdir()
+    for name in overlays:
+        shutil.copy(REPO / name, tmp_path / name)
+    (tmp_path / "resources").symlink_to(REPO / "resources")
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "all", "-n",
+                             "--configfile", *overlays], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for run in ("lpbert", "t4-none-nobatch", "t4-none", "t4-mlm", "t4-mem", "t4-mem-mrm", "kgbert"):
+        assert f"results/WN18RR/runs/{run}/metrics.json" in result.stdout
+    for dataset in ("umls", "FB15k-237"):
+        assert f"results/{dataset}/runs/lpbert/metrics.json" in result.stdout
