@@ -1,7 +1,8 @@
 """Figures (PNG, matplotlib Agg): paper vs ours per metric, rank distributions, training curves.
 
-Every function writes one PNG atomically and returns its path; inputs are the frames of `lpbert_core.tables` and the
-files the pipeline writes (`ranks.parquet`, `train_log.csv`, pre-training `log.csv`).
+Every function writes one PNG atomically and returns its path; inputs are the table frames of `lpbert_core.tables`
+(paired by `table_frames.paired` / `reproduction.paired_reproduction`) and the files the pipeline writes
+(`ranks.parquet`, `train_log.csv`, pre-training `log.csv`).
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ def _valid(value) -> bool:
 def paper_vs_ours(frame: pd.DataFrame, path: str | Path, title: str, metrics: Iterable[str] | None = None) -> Path:
     """One panel per metric; for every row that has our numbers, a paper bar and an ours bar side by side.
 
-    `frame` is a table frame of `lpbert_core.tables.build_table` (columns `label`, `dataset`, `{metric}_paper`,
-    `{metric}_ours`). MR and the hour columns get their own panels (log scale for hours).
+    `frame` has one row per row of ours: `label`, `dataset`, `{metric}_paper`, `{metric}_ours` (our mean over seeds;
+    `lpbert_core.table_frames.paired`). MR and the hour columns get their own panels (log scale for hours).
     """
     metrics = list(metrics) if metrics is not None else [
         m for m in ("hits@1", "hits@3", "hits@10", "mrr", "mr", "t_per_epoch", "infer") if f"{m}_ours" in frame.columns
@@ -170,30 +171,37 @@ def training_curves(log_csv: str | Path, path: str | Path, title: str, max_panel
 # ------------------------------------------------------------------------------------------- all figures of a table
 def figures_for_tables(frames: dict[str, pd.DataFrame], specs: Iterable, out_dir: str | Path) -> list[Path]:
     """Every figure for the given tables into `out_dir`:
-    `{table}_paper_vs_ours.png`; per distinct run with files: `ranks_{dataset}_{run}.png`, `train_{dataset}_{run}.png`;
-    per distinct pre-training log: `pretrain_{dataset}_{tasks}.png` (tasks = the log's folder name)."""
-    from .tables import TITLES, RowSpec
+    `{table}_paper_vs_ours.png`; per distinct run instance (seed) with files: `ranks_{dataset}_{run}.png`,
+    `train_{dataset}_{run}.png`; per distinct pre-training log: `pretrain_{dataset}_{tasks}.png` (tasks = the log's
+    folder name)."""
+    from .reproduction import paired_reproduction
+    from .table_frames import paired, table_metrics
+    from .table_render import TITLES
+    from .table_sources import RowSpec
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for table, frame in frames.items():
-        written.append(paper_vs_ours(frame, out_dir / f"{table}_paper_vs_ours.png", TITLES.get(table, table)))
+        pairs = paired_reproduction(frame) if table == "reproduction" else paired(frame, table_metrics(table))
+        written.append(paper_vs_ours(pairs, out_dir / f"{table}_paper_vs_ours.png", TITLES.get(table, table)))
     done: set[str] = set()
     for spec in specs:
         spec = spec if isinstance(spec, RowSpec) else RowSpec.from_mapping(spec)
         if spec.table not in frames or spec.skipped:
             continue
-        tag = safe_name(f"{spec.dataset}_{spec.run or spec.row}")
         jobs = []
-        if spec.ranks and Path(spec.ranks).exists():
-            jobs.append((f"ranks_{tag}.png", rank_distribution, spec.ranks, f"Filtered ranks, {spec.dataset} / {spec.run}"))
-        if spec.train_log and Path(spec.train_log).exists():
-            jobs.append((f"train_{tag}.png", training_curves, spec.train_log, f"Fine-tuning, {spec.dataset} / {spec.run}"))
-        if spec.pretrain_log and Path(spec.pretrain_log).exists():
-            tasks = Path(spec.pretrain_log).parent.name
-            jobs.append((f"pretrain_{safe_name(spec.dataset + '_' + tasks)}.png", training_curves, spec.pretrain_log,
-                         f"Pre-training ({tasks}), {spec.dataset}"))
+        for inst in spec.instances:
+            run = inst.run or spec.run or spec.row
+            tag = safe_name(f"{spec.dataset}_{run}")
+            if inst.ranks and Path(inst.ranks).exists():
+                jobs.append((f"ranks_{tag}.png", rank_distribution, inst.ranks, f"Filtered ranks, {spec.dataset} / {run}"))
+            if inst.train_log and Path(inst.train_log).exists():
+                jobs.append((f"train_{tag}.png", training_curves, inst.train_log, f"Fine-tuning, {spec.dataset} / {run}"))
+            if inst.pretrain_log and Path(inst.pretrain_log).exists():
+                tasks = Path(inst.pretrain_log).parent.name
+                jobs.append((f"pretrain_{safe_name(spec.dataset + '_' + tasks)}.png", training_curves,
+                             inst.pretrain_log, f"Pre-training ({tasks}), {spec.dataset}"))
         for name, fn, source, title in jobs:
             if name in done:
                 continue

@@ -64,8 +64,71 @@ wildcard_constraints:
     tasks=_alternatives(PRETRAIN_TASKS),
 
 
+# ---- run instances. A run may list `seeds: [s1, s2, ...]`: it is trained and scored once per seed. The first seed
+# keeps the run's own name and paths; each further seed is the instance `{run}.s{seed}`, with its own folder
+# results/{dataset}/runs/{run}.s{seed}/ and target, trained and scored exactly like the run with finetune.seed
+# (kgbert.seed for model: kgbert) set to that seed. Pre-training is shared by all instances (not re-seeded).
+
+def run_instances(run):
+    """(instance name, seed) of every instance of a configured run, the run itself first. seed is None when the run
+    lists no seeds (it trains with the configured seed)."""
+    seeds = config["runs"][run].get("seeds") or [None]
+    return [(run, seeds[0])] + [(f"{run}.s{seed}", seed) for seed in seeds[1:]]
+
+
+def _instance_table():
+    table = {}
+    for run in config["runs"]:
+        for name, seed in run_instances(run):
+            if name != run and name in config["runs"]:
+                raise WorkflowError(
+                    f"runs: {name!r} is both a configured run and the instance of run {run!r} for seed {seed} "
+                    f"(runs.{run}.seeds); rename the run"
+                )
+            table[name] = (run, seed)
+    return table
+
+
+RUN_INSTANCES = _instance_table()  # instance name -> (configured run, seed or None)
+
+
+def run_entry(name):
+    """The config entry of a run or run instance, without `seeds` (listing seeds changes no existing job's params)."""
+    base, _ = RUN_INSTANCES[name]
+    return {key: value for key, value in config["runs"][base].items() if key != "seeds"}
+
+
+def run_seed(name):
+    """The seed a run instance trains with; None = the configured default (the run lists no seeds)."""
+    return RUN_INSTANCES[name][1]
+
+
+def check_table_runs():
+    """Every run a table names is a key of `runs:` (instances are not named in tables: the row lists them)."""
+    named = [("tables.table1.run", config["tables"]["table1"]["run"])]
+    named += [(f"tables.{t}.rows", run) for t in ("table3", "table4") for run in config["tables"][t]["rows"]]
+    spec = reproduction_spec()
+    named += [(f"tables.reproduction.{key}", spec[key]) for key in ("paper_text", "authors_code") if spec[key]]
+    for key_path, run in named:
+        if run not in config["runs"]:
+            raise WorkflowError(
+                f"{key_path}: no run named {run!r} under runs: (configured: {', '.join(config['runs'])})"
+            )
+
+
+def reproduction_spec():
+    """tables.reproduction with its defaults: the paper-text run is Table 1's; no authors'-code run, no attribution."""
+    spec = {"paper_text": config["tables"]["table1"]["run"], "authors_code": None, "attribution": None}
+    spec.update(config["tables"].get("reproduction") or {})
+    return spec
+
+
+check_table_runs()
+
+
 def runs_of(model):
-    return [name for name, run in config["runs"].items() if run["model"] == model]
+    """Run instances of one model kind (a run with several seeds contributes one name per seed)."""
+    return [name for name, (run, _) in RUN_INSTANCES.items() if config["runs"][run]["model"] == model]
 
 
 # Regex alternatives of run names per model kind: the lpbert and kgbert rules write the same output paths, so
@@ -75,8 +138,8 @@ KGBERT_RUNS = _alternatives(runs_of("kgbert")) or "$^"
 
 
 def run_settings(run):
-    """The run's entry with its encoder filled in (key of `encoders`)."""
-    settings = dict(config["runs"][run])
+    """The entry of a run (or run instance) with its encoder filled in (key of `encoders`)."""
+    settings = run_entry(run)
     settings.setdefault("encoder", config["encoder"])
     if settings["pretrain"] != "none" and settings["encoder"] != config["encoder"]:
         # pre-training outputs (results/{dataset}/pretrain/{tasks}) are built from the top-level encoder only
@@ -162,8 +225,11 @@ def data_targets():
     )
 
 
+TABLES = ["table1", "table3", "table4", "reproduction"]
+
+
 def all_targets():
-    return expand("results/tables/{table}.{ext}", table=["table1", "table3", "table4"], ext=["md", "csv", "tex"])
+    return expand("results/tables/{table}.{ext}", table=TABLES, ext=["md", "csv", "tex"])
 
 
 # ---- used by pretrain.smk
@@ -183,7 +249,16 @@ def pretrain_settings(wildcards):
 # ---- used by finetune.smk
 
 def lpbert_run(wildcards):
-    return config["runs"][wildcards.run]
+    """The run's entry; a run instance (or a first seed other than the configured one) gets its seed as a run-level
+    finetune override, which applies over finetune and finetune.per_dataset."""
+    spec = run_entry(wildcards.run)
+    seed = run_seed(wildcards.run)
+    overrides = dict(spec.get("finetune") or {})
+    per_dataset = config["finetune"].get("per_dataset", {}).get(wildcards.dataset) or {}
+    configured = overrides.get("seed", per_dataset.get("seed", config["finetune"].get("seed", 42)))
+    if seed is not None and int(seed) != int(configured):
+        spec["finetune"] = {**overrides, "seed": int(seed)}
+    return spec
 
 
 def training_inputs(wildcards):
@@ -232,7 +307,7 @@ def score_dataset_settings(dataset):
 
 
 def score_params(wildcards):
-    spec = config["runs"][wildcards.run]
+    spec = run_entry(wildcards.run)
     per_dataset = config.get("finetune", {}).get("per_dataset", {}).get(wildcards.dataset, {})
     settings = score_dataset_settings(wildcards.dataset)
     settings["test_subsample"] = per_dataset.get("test_subsample", settings.get("test_subsample"))
@@ -259,24 +334,33 @@ def kgbert_dataset_settings(dataset):
 
 def kgbert_params(wildcards):
     spec = run_settings(wildcards.run)
+    settings = kgbert_dataset_settings(wildcards.dataset)
+    seed = run_seed(wildcards.run)
+    if seed is not None and int(seed) != int(settings.get("seed", 42)):
+        settings["seed"] = int(seed)  # a run instance: kgbert.seed set to its seed
     return {
         "dataset": wildcards.dataset,
         "run": wildcards.run,
         "run_spec": spec,
         "encoder_key": spec["encoder"],
         "encoder_source": config["encoders"][spec["encoder"]],
-        "settings": kgbert_dataset_settings(wildcards.dataset),
+        "settings": settings,
     }
 
 
 # ---- used by tables.smk
 
 def table_row_specs(table):
-    """(dataset, run, paper row id) for every row of `table`, from the config's `tables:` section."""
+    """(dataset, run, paper row id, role) for every row of `table`, from the config's `tables:` section. role is the
+    reproduction table's column (paper_text | authors_code), None elsewhere."""
+    if table == "reproduction":
+        spec = reproduction_spec()
+        return [(dataset, spec[role], "LP-BERT", role) for dataset in config["datasets"]
+                for role in ("paper_text", "authors_code") if spec[role]]
     spec = config["tables"][table]
     if table == "table1":
-        return [(dataset, spec["run"], "LP-BERT") for dataset in config["datasets"]]
-    return [(spec["dataset"], run, paper_row) for run, paper_row in spec["rows"].items()]
+        return [(dataset, spec["run"], "LP-BERT", None) for dataset in config["datasets"]]
+    return [(spec["dataset"], run, paper_row, None) for run, paper_row in spec["rows"].items()]
 
 
 def run_files(dataset, run):
@@ -294,8 +378,10 @@ def run_files(dataset, run):
 
 
 def table_rows(wildcards):
+    """Row specs of lpbert_core.tables (workflow_scripts/tables.py documents the keys): one per row, listing the files
+    of every instance (seed) of its run."""
     rows = []
-    for dataset, run, paper_row in table_row_specs(wildcards.table):
+    for dataset, run, paper_row, role in table_row_specs(wildcards.table):
         settings = run_settings(run)
         row = {
             "table": wildcards.table,
@@ -304,23 +390,35 @@ def table_rows(wildcards):
             "row": paper_row,
             "model": settings["model"],
             "encoder": settings["encoder"],
+            "encoder_source": config["encoders"][settings["encoder"]],
         }
+        if role:
+            row["role"] = role
         reason = run_skip_reason(run)
         if reason:
             row["skipped"] = reason
         else:
-            row.update(run_files(dataset, run))
+            row["instances"] = [{"run": name, "seed": seed, **run_files(dataset, name)}
+                                for name, seed in run_instances(run)]
         rows.append(row)
     return rows
 
 
 def table_inputs(wildcards):
-    """Every file the table reads, so Snakemake builds the runs first (skipped rows need nothing)."""
+    """Every file the table reads, so Snakemake builds the runs first (skipped rows need nothing); the reproduction
+    table's attribution summary too, when the config names one."""
     files = []
     for row in table_rows(wildcards):
-        if "skipped" not in row:
-            files.extend(row[key] for key in run_files(row["dataset"], row["run"]))
+        for instance in row.get("instances", []):
+            files.extend(instance[key] for key in run_files(row["dataset"], instance["run"]))
+    if wildcards.table == "reproduction" and reproduction_spec()["attribution"]:
+        files.append(reproduction_spec()["attribution"])
     return files
+
+
+def table_attribution(wildcards):
+    """The reproduction table's attribution summary (a CSV path), None for the other tables or when not configured."""
+    return reproduction_spec()["attribution"] if wildcards.table == "reproduction" else None
 
 
 # ---- used by study.smk

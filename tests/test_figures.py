@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from lpbert_core.figures import figures_for_tables, paper_vs_ours, rank_distribution, safe_name, training_curves
+from lpbert_core.table_frames import paired, table_metrics
 from lpbert_core.tables import build_tables
 from test_tables import PAPER_CSV, make_run
 
@@ -50,17 +51,23 @@ def test_paper_vs_ours_and_all_figures(tmp_path):
     pre.mkdir(parents=True)
     pd.DataFrame({"epoch": [1, 2], "dev_loss": [2.0, 1.0]}).to_csv(pre / "log.csv", index=False)
     run["pretrain_log"] = str(pre / "log.csv")
-    specs = [{"table": "table4", "row": "MEM+MRM+MLM|Y", "dataset": "WN18RR", **run},
-             {"table": "table1", "row": "LP-BERT", "dataset": "WN18RR", **run}]
-    frames = build_tables(specs, PAPER_CSV, {"table1": {"md": tmp_path / "t1.md"}, "table4": {"md": tmp_path / "t4.md"}})
+    second = {**make_run(tmp_path, "lpbert.s43", 0.35), "seed": 43}  # a second seed: its own rank/train figures
+    second["ranks"] = str(ranks_file(tmp_path / "lpbert.s43" / "ranks.parquet"))
+    seeds = {"run": "lpbert", "instances": [{**run, "seed": 42}, second]}
+    specs = [{"table": "table4", "row": "MEM+MRM+MLM|Y", "dataset": "WN18RR", **seeds},
+             {"table": "table1", "row": "LP-BERT", "dataset": "WN18RR", **run},
+             {"table": "reproduction", "row": "LP-BERT", "dataset": "WN18RR", "role": "paper_text", **seeds}]
+    frames = build_tables(specs, PAPER_CSV, {t: {"md": tmp_path / f"{t}.md"} for t in ("table1", "table4",
+                                                                                       "reproduction")})
     written = figures_for_tables(frames, specs, tmp_path / "figs")
     names = sorted(p.name for p in written)
-    assert names == sorted(["table1_paper_vs_ours.png", "table4_paper_vs_ours.png", "ranks_WN18RR_lpbert.png",
-                            "train_WN18RR_lpbert.png", "pretrain_WN18RR_mem-mrm-mlm.png"])
+    assert names == sorted(["table1_paper_vs_ours.png", "table4_paper_vs_ours.png", "reproduction_paper_vs_ours.png",
+                            "ranks_WN18RR_lpbert.png", "train_WN18RR_lpbert.png", "pretrain_WN18RR_mem-mrm-mlm.png",
+                            "ranks_WN18RR_lpbert.s43.png", "train_WN18RR_lpbert.s43.png"])
     assert all(is_png(p) for p in written)
     # a table without any row of ours still gets a (placeholder) figure
     empty = build_tables([], PAPER_CSV, {"table3": {"md": tmp_path / "t3.md"}})["table3"]
-    assert is_png(paper_vs_ours(empty, tmp_path / "e.png", "empty"))
+    assert is_png(paper_vs_ours(paired(empty, table_metrics("table3")), tmp_path / "e.png", "empty"))
     assert safe_name("a b/c") == "a_b_c"
 
 
@@ -84,13 +91,14 @@ class _Named(list):
 def test_workflow_script_contract(tmp_path):
     run = make_run(tmp_path, "lpbert", 0.3)
     rows = [{"table": t, "row": r, "dataset": "WN18RR", **run}
-            for t, r in (("table1", "LP-BERT"), ("table3", "LP-BERT|LPBERT-base"), ("table4", "MEM+MRM+MLM|Y"))]
-    outputs = {f"{t}_{k}": str(tmp_path / "tables" / f"{t}.{k}") for t in ("table1", "table3", "table4")
+            for t, r in (("table1", "LP-BERT"), ("table3", "LP-BERT|LPBERT-base"), ("table4", "MEM+MRM+MLM|Y"),
+                         ("reproduction", "LP-BERT"))]
+    outputs = {f"{t}_{k}": str(tmp_path / "tables" / f"{t}.{k}") for t in ("table1", "table3", "table4", "reproduction")
                for k in ("md", "csv", "tex")}
     outputs["figures"] = str(tmp_path / "figures")
     fake = SimpleNamespace(
         input=_Named(paper=str(PAPER_CSV), m=run["metrics"]),
-        params=_Named(rows=rows, notes={"table4": ["an extra note"]}, scale_note="test scale"),
+        params=_Named(rows=rows, notes={"table4": ["an extra note"]}, scale_note="test scale", attribution=None),
         output=_Named(**outputs),
         log=[str(tmp_path / "tables.log")],
         wildcards=_Named(),
@@ -101,6 +109,7 @@ def test_workflow_script_contract(tmp_path):
     assert "an extra note" in (tmp_path / "tables" / "table4.md").read_text()
     assert "**Scale:** test scale" in (tmp_path / "tables" / "table1.md").read_text()
     assert is_png(tmp_path / "figures" / "table4_paper_vs_ours.png")
+    assert "not run (configs/authors-code.yaml)" in (tmp_path / "tables" / "reproduction.md").read_text()
 
     # one-table form: outputs md/csv/tex, table from wildcards
     single = SimpleNamespace(

@@ -1,4 +1,5 @@
-"""Tables 1, 3, 4 from small synthetic metrics.json / train_log.csv / benchmark files, and the paper data file."""
+"""Tables 1, 3, 4 and the reproduction table from small synthetic metrics.json / train_log.csv / benchmark files; the
+metric keys shared by the scorers and the tables; the paper data file against the paper's text."""
 
 from __future__ import annotations
 
@@ -6,36 +7,34 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from lpbert_core.errors import InputError
-from lpbert_core.tables import (
-    RowSpec,
-    build_table,
-    build_tables,
-    epochs_timed,
-    epochs_trained,
-    inference_seconds,
-    load_paper,
-    read_benchmark_seconds,
-    read_metrics_json,
-)
+from lpbert_core.ranking import metrics_from_ranks
+from lpbert_core.reproduction import build_reproduction
+from lpbert_core.results import METRICS, RANK_TYPES, SIDES, flat_key, json_key, read_metrics
+from lpbert_core.table_frames import build_table
+from lpbert_core.table_sources import (RowSpec, aggregate, epochs_timed, epochs_trained, inference_seconds, load_paper,
+                                       read_benchmark_seconds)
+from lpbert_core.tables import build_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_CSV = ROOT / "resources" / "paper_results.csv"
-PAPER_MD = Path("/work/shared/paper/LP-BERT.md")
+PAPER_MD = ROOT.parent / "shared" / "paper" / "LP-BERT.md"  # the shared checkout beside the repository
 
 
 def make_run(root: Path, name: str, mrr: float, *, epochs: int = 2, finetune_s: float = 7200.0, score_s: float = 360.0,
-             extra: dict | None = None) -> dict:
+             extra: dict | None = None, encoder: str = "minilm") -> dict:
+    """A run folder as the score rule leaves it (metrics.json, train_log.csv, both benchmark TSVs)."""
     run = root / name
     run.mkdir(parents=True, exist_ok=True)
     block = {"mrr": mrr, "mr": 40.0, "hits@1": mrr / 2, "hits@3": mrr, "hits@10": min(1.0, mrr * 2), "count": 20}
     metrics = {
         "metrics": {"both": block, "head": block, "tail": block},
         "run": {"model": "lpbert"},
-        "scale": {"encoder": "minilm", "epochs": epochs, "train_subsample": 500, "test_subsample": 10},
+        "scale": {"encoder": encoder, "epochs": epochs, "train_subsample": 500, "test_subsample": 10},
     }
     metrics.update(extra or {})
     (run / "metrics.json").write_text(json.dumps(metrics))
@@ -51,6 +50,19 @@ def make_run(root: Path, name: str, mrr: float, *, epochs: int = 2, finetune_s: 
         "finetune_benchmark": str(run / "finetune.tsv"),
         "score_benchmark": str(run / "score.tsv"),
     }
+
+
+def seeded(root: Path, run: str, mrrs: dict[int, float], **kwargs) -> dict:
+    """Row spec fields of a run with one instance per seed (the first keeps the run's name)."""
+    insts = []
+    for i, (seed, mrr) in enumerate(mrrs.items()):
+        name = run if i == 0 else f"{run}.s{seed}"
+        insts.append({**make_run(root, name, mrr, **kwargs), "seed": seed})
+    return {"run": run, "encoder": "minilm", "instances": insts}
+
+
+def md_lines(path: Path) -> list[str]:
+    return [line for line in Path(path).read_text().splitlines() if line.startswith("|")]
 
 
 @pytest.fixture(scope="module")
@@ -88,9 +100,9 @@ def test_paper_data_spot_checks(paper):
         assert value(paper, "table1", "LP-BERT", m, "WN18RR") == value(paper, "table4", "MEM+MRM+MLM|Y", m)
 
 
-@pytest.mark.skipif(not PAPER_MD.exists(), reason="paper text not available")
 def test_paper_data_matches_every_cell_of_the_paper_text(paper):
     """Every number of Tables 1, 3, 4 in the paper's text appears in the data file, in order."""
+    assert PAPER_MD.exists(), f"the paper's text is expected at {PAPER_MD} (../shared/paper/ beside the repository)"
     text = PAPER_MD.read_text().splitlines()
 
     def block(first):
@@ -112,6 +124,7 @@ def test_paper_data_matches_every_cell_of_the_paper_text(paper):
         return out
 
     t1 = [r for r in block("Methods\tWN18RR")[1:] if not r[0].startswith(("translational", "semantic"))]
+    assert len(t1) == 21
     for cells in t1:
         method = re.split(r"\s*\[", cells[0])[0].strip()
         mine = paper[(paper.table == "table1") & (paper.row == method)]
@@ -126,25 +139,48 @@ def test_paper_data_matches_every_cell_of_the_paper_text(paper):
         assert mine["value"].tolist() == pytest.approx(numbers(cells[2:]))
 
 
-# ------------------------------------------------------------------------------------------------- readers
-def test_read_metrics_json_variants(tmp_path):
+# ------------------------------------------------------------------------------------------------- metrics.json
+def test_writer_and_reader_share_the_metric_keys(tmp_path):
+    """metrics_from_ranks (both scorers) writes what read_metrics reads, for every side x rank type x metric."""
+    ranks = pd.DataFrame({"direction": ["head", "head", "tail", "tail"], "optimistic": [1.0, 2.0, 3.0, 20.0],
+                          "pessimistic": [1.0, 4.0, 3.0, 20.0], "realistic": [1.0, 3.0, 3.0, 20.0]})
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps({"metrics": metrics_from_ranks(ranks), "scale": {"encoder": "minilm"}}))
+    result = read_metrics(path)
+    for side in SIDES:
+        part = ranks if side == "both" else ranks[ranks.direction == side]
+        assert result.count(side) == len(part)
+        for rank_type in RANK_TYPES:
+            r = part[rank_type].to_numpy()
+            expected = {"mrr": np.mean(1 / r), "mr": np.mean(r), "hits@1": np.mean(r <= 1), "hits@3": np.mean(r <= 3),
+                        "hits@10": np.mean(r <= 10)}
+            for metric in METRICS:
+                assert result.get(metric, side, rank_type) == pytest.approx(expected[metric]), (side, rank_type)
+    assert json_key("hits@10") == "hits@10" and json_key("mrr", "optimistic") == "mrr_optimistic"
+    assert result.flat()[flat_key("tail", "pessimistic", "mr")] == pytest.approx(11.5)
+    assert result.encoder == "minilm" and result.leaky is False
+
+
+def test_read_metrics_accepts_the_pipelines_files_only(tmp_path):
     p = tmp_path / "m.json"
-    p.write_text(json.dumps({"metrics": {"both": {"MRR": 0.5, "hits_at_10": 0.9, "mean_rank": 3}}}))
-    m = read_metrics_json(p)
-    assert m["metrics"] == {"mrr": 0.5, "hits@10": 0.9, "mr": 3.0}
-    p.write_text(json.dumps({"mrr": 0.25, "hits@1": 0.1, "run": {"scale": {"encoder": "x"}}}))
-    m = read_metrics_json(p)
-    assert m["metrics"]["mrr"] == 0.25 and m["scale"] == {"encoder": "x"}
-    p.write_text("{not json")
-    with pytest.raises(InputError, match="m.json"):
-        read_metrics_json(p)
-    p.write_text(json.dumps({"metrics": {}}))
-    with pytest.raises(InputError, match="no metrics"):
-        read_metrics_json(p)
+    # a file written before every rank type had every metric: the missing keys are None
+    p.write_text(json.dumps({"metrics": {"both": {"mrr": 0.5, "hits@10": 0.9, "mrr_optimistic": 0.6}},
+                             "leaky": True, "leak": "leaky: test"}))
+    m = read_metrics(p)
+    assert m.get("mrr") == 0.5 and m.get("mrr", rank_type="optimistic") == 0.6 and m.get("mr") is None
+    assert m.leaky and m.leak == "leaky: test"
+    for bad, message in ((json.dumps({"metrics": {"both": {"MRR": 0.5, "hits_at_10": 0.9}}}), "has none of"),
+                         (json.dumps({"mrr": 0.25}), "must hold an object with a 'metrics'"),
+                         (json.dumps({"metrics": {"realistic": {"both": {}}}}), "must hold the sides"),
+                         ("{not json", "not valid JSON")):
+        p.write_text(bad)
+        with pytest.raises(InputError, match=message):
+            read_metrics(p)
     with pytest.raises(InputError, match="not found"):
-        read_metrics_json(tmp_path / "absent.json")
+        read_metrics(tmp_path / "absent.json")
 
 
+# ------------------------------------------------------------------------------------------------- other files
 def test_benchmark_and_epochs(tmp_path):
     bench = tmp_path / "b.tsv"
     bench.write_text("s\th:m:s\tmax_rss\n10.0\t0:00:10\t5\n20.0\t0:00:20\t5\n")
@@ -172,102 +208,170 @@ def test_epochs_timed_counts_only_the_last_attempt(tmp_path):
     assert epochs_timed(log) == pytest.approx(1.25)
 
 
-def test_inference_seconds_extrapolation():
+def test_inference_seconds_of_the_cross_encoders_extrapolation():
     assert inference_seconds(100.0, {}) == (100.0, None)
-    s, label = inference_seconds(10.0, {"extrapolated_from": {"sampled_queries": 5, "total_queries": 50}})
-    assert s == 100.0 and "5 of 50" in label
-    s, label = inference_seconds(10.0, {"timing": {"extrapolated_from": {"queries": 5, "of": 50,
-                                                                        "extrapolated_seconds": 77.0}}})
-    assert s == 77.0 and "extrapolated" in label
-    s, label = inference_seconds(10.0, {"extrapolated_from": 5})
-    assert s is None and "5 test queries" in label
+    raw = {"inference_seconds_measured": 100.0, "inference_seconds_extrapolated": 156700.0,
+           "extrapolated_from": "4 of 6268 queries, linear extrapolation (25.000 s per query x 6268)"}
+    s, label = inference_seconds(120.0, raw)
+    assert s == pytest.approx(120 - 100 + 156700) and "4 of 6268 queries" in label
+    assert inference_seconds(None, raw)[0] == 156700.0
+    assert inference_seconds(10.0, {"extrapolated_from": "x"})[0] is None
+
+
+def test_aggregate_over_seeds():
+    agg = aggregate([0.40, 0.44, None, 0.48])
+    assert agg.n == 3 and agg.mean == pytest.approx(0.44) and agg.sd == pytest.approx(np.std([0.4, 0.44, 0.48], ddof=1))
+    one = aggregate([0.3])
+    assert (one.mean, one.sd, one.n) == (0.3, None, 1)
+    assert aggregate([None, float("nan")]).n == 0
 
 
 # ------------------------------------------------------------------------------------------------- tables
-def test_table4_paper_ours_diff_and_skipped(tmp_path, paper):
-    full = make_run(tmp_path, "lpbert", 0.40)
+def test_table4_paper_row_then_ours_then_delta(tmp_path, paper):
     specs = [
-        {"table": "table4", "row": "MEM+MRM+MLM|Y", "dataset": "wn18rr", **full},
+        {"table": "table4", "row": "MEM+MRM+MLM|Y", "dataset": "wn18rr", "encoder": "minilm",
+         **make_run(tmp_path, "lpbert", 0.40)},
         {"table": "table4", "row": "N|N", "dataset": "WN18RR", "run": "t4-none-nobatch", "skipped": "budget"},
     ]
     frame, facts = build_table("table4", [RowSpec.from_mapping(s) for s in specs], paper)
-    assert len(frame) == 6  # every paper row is listed
-    last = frame[frame.row == "MEM+MRM+MLM|Y"].iloc[0]
-    assert last["status"] == "ours" and last["run"] == "lpbert"
-    assert last["mrr_paper"] == 0.482 and last["mrr_ours"] == 0.40
-    assert last["mrr_diff"] == pytest.approx(0.40 - 0.482)
-    assert last["mr_diff"] == pytest.approx(40 - 92)
-    assert last["metrics_path"].endswith("lpbert/metrics.json")
-    first = frame[frame.row == "N|N"].iloc[0]
-    assert first["status"] == "skipped: budget" and pd.isna(first["mrr_ours"])
-    assert frame[frame.row == "MLM|Y"].iloc[0]["status"].startswith("not run")
+    assert (frame["source"] == "paper").sum() == 6  # every paper row is listed
+    last = frame[frame.row == "MEM+MRM+MLM|Y"].set_index("source")
+    assert last.loc["ours", "run"] == "lpbert" and last.loc["ours", "mrr"] == 0.40 and last.loc["paper", "mrr"] == 0.482
+    assert last.loc["diff", "mrr"] == pytest.approx(0.40 - 0.482) and last.loc["diff", "mr"] == pytest.approx(40 - 92)
+    assert last.loc["ours", "delta"] == "shown, encoder differs" and last.loc["ours", "mrr_n"] == 1
+    assert last.loc["ours", "metrics_paths"].endswith("lpbert/metrics.json")
+    first = frame[(frame.row == "N|N") & (frame.source == "ours")].iloc[0]
+    assert first["status"] == "skipped: budget" and pd.isna(first["mrr"])
     assert facts["scales"] == ["encoder=minilm, epochs=2, train_subsample=500, test_subsample=10"]
-
-
-def test_table1_reported_baselines_and_datasets(tmp_path):
-    run = make_run(tmp_path, "lpbert", 0.30)
-    specs = [
-        {"table": "table1", "row": "LP-BERT", "dataset": d, **run} for d in ("WN18RR", "umls")
-    ] + [{"table": "table1", "row": "LP-BERT", "dataset": "FB15k-237", "run": "lpbert", "skipped": "too slow on CPU"}]
-    out = {"md": tmp_path / "t1.md", "csv": tmp_path / "t1.csv", "tex": tmp_path / "t1.tex"}
-    frames = build_tables(specs, PAPER_CSV, {"table1": out})
-    frame = frames["table1"]
-    reported = frame[frame.status == "reported"]
-    assert len(reported) > 40 and reported["mrr_ours"].isna().all()
-    assert set(reported["label"].str.split(" ").str[0]) >= {"TransE", "ConvE", "KG-BERT", "StAR"}
-    umls = frame[(frame.row == "LP-BERT") & (frame.dataset == "UMLS")].iloc[0]
-    assert umls["hits@10_paper"] == 1.0 and pd.isna(umls["mrr_paper"]) and umls["mrr_ours"] == 0.30
-    assert pd.isna(umls["mrr_diff"])
-    md = out["md"].read_text()
-    assert "Scale of our rows:** encoder=minilm" in md
-    assert "FB15k-237 entity text" in md and "reported" in md
-    assert "skipped: too slow on CPU" in md
-    assert str(run["metrics"]) in md  # provenance per row
-    csv = pd.read_csv(out["csv"])
-    assert {"mrr_paper", "mrr_ours", "mrr_diff", "status", "metrics_path", "scale"} <= set(csv.columns)
-    tex = out["tex"].read_text()
-    assert "\\begin{tabular}" in tex and "\\caption{" in tex
+    out = {"md": tmp_path / "t4.md", "csv": tmp_path / "t4.csv", "tex": tmp_path / "t4.tex"}
+    build_tables(specs, PAPER_CSV, {"table4": out})
+    lines = md_lines(out["md"])
+    assert lines[0].split("|")[1:8] == [" Pre-train ", " BatchSample ", " Hits@1 ", " Hits@3 ", " Hits@10 ", " MR ",
+                                        " MRR "]
+    i = next(i for i, line in enumerate(lines) if line.startswith("| MEM+MRM+MLM | Y | 0.343"))
+    assert lines[i + 1].startswith("| ↳ ours (run `lpbert`) ‡ |  | 0.200 | 0.400 | 0.800 | 40 | 0.400 |")
+    assert lines[i + 2].startswith("| ↳ Δ ours − paper ‡ |  | -0.143 |")
+    skipped = next(line for line in lines if "t4-none-nobatch" in line)
+    assert "skipped: budget" in skipped and not any("Δ" in line and "nobatch" in line for line in lines)
+    text = out["md"].read_text()
+    assert text.index("| N | N |") < text.index("**Notes**") < text.index("**Provenance**")  # notes under the table
+    assert "Encoder" not in lines[0] and "Scale" not in lines[0]  # encoder and scale are notes, not columns
+    assert "marked ‡" in text and "BatchSample = N" in text
+    assert "\\begin{tabular}" in out["tex"].read_text()
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave nothing behind
 
 
-def test_table3_speed_columns(tmp_path):
+def test_table1_one_column_group_per_dataset(tmp_path):
+    run = make_run(tmp_path, "lpbert", 0.30)
+    specs = [{"table": "table1", "row": "LP-BERT", "dataset": d, "encoder": "minilm", **run}
+             for d in ("WN18RR", "umls", "mykg")]
+    specs.append({"table": "table1", "row": "LP-BERT", "dataset": "FB15k-237", "run": "lpbert",
+                  "skipped": "too slow on CPU"})
+    out = {"md": tmp_path / "t1.md", "csv": tmp_path / "t1.csv", "tex": tmp_path / "t1.tex"}
+    frame = build_tables(specs, PAPER_CSV, {"table1": out})["table1"]
+    header = [c.strip() for c in md_lines(out["md"])[0].strip("|").split("|")]
+    assert header[:6] == ["Method", "WN18RR Hits@1", "WN18RR Hits@3", "WN18RR Hits@10", "WN18RR MR", "WN18RR MRR"]
+    assert header[11:13] == ["UMLS Hits@10", "UMLS MR"]  # as the paper shows UMLS
+    assert header[13:18] == [f"mykg {m}" for m in ("Hits@1", "Hits@3", "Hits@10", "MR", "MRR")]  # only ours
+    assert header[-1] == "Params" and len(header) == 19
+    lines = md_lines(out["md"])
+    assert lines[2].startswith("| *translational distance models* |")
+    lp = next(i for i, line in enumerate(lines) if line.startswith("| LP-BERT |"))
+    assert lines[lp].endswith("| – | – | – | – | – | 102M |")
+    ours = [c.strip() for c in lines[lp + 1].strip("|").split("|")]
+    assert ours[0].startswith("↳ ours (run `lpbert`): skipped: too slow on CPU")
+    assert ours[1:6] == ["0.150", "0.300", "0.600", "40", "0.300"] and ours[6:11] == ["skipped"] * 5
+    assert ours[11:13] == ["0.600", "40"] and ours[13] == "0.150"
+    delta = [c.strip() for c in lines[lp + 2].strip("|").split("|")]
+    assert delta[1] == "-0.193" and delta[11:13] == ["-0.400", "+38.8"] and delta[13] == "–"
+    umls = frame[(frame.source == "ours") & (frame.dataset == "UMLS")].iloc[0]
+    assert umls["mrr"] == 0.30  # the CSV keeps every metric of ours, not only the paper's two
+    csv = pd.read_csv(out["csv"])
+    assert {"source", "run", "mrr", "mrr_sd", "mrr_n", "status", "metrics_paths", "scale", "encoder"} <= set(csv.columns)
+    assert set(csv["source"]) == {"paper", "ours", "diff"}
+    assert (csv["source"] == "paper").sum() > 40
+    text = out["md"].read_text()
+    assert "FB15k-237 entity text" in text and str(run["metrics"]) in text
+    tex = out["tex"].read_text()
+    assert "\\multicolumn{5}{c}{WN18RR}" in tex and "\\multicolumn{2}{c}{UMLS}" in tex and "\\caption{" in tex
+
+
+def test_table3_speed_columns_and_no_delta_across_encoders(tmp_path):
     lp = make_run(tmp_path, "lpbert", 0.45, epochs=3, finetune_s=3 * 1800.0, score_s=360.0)
     kg = make_run(tmp_path, "kgbert", 0.20, epochs=1, finetune_s=7200.0, score_s=36.0,
-                  extra={"extrapolated_from": {"sampled_queries": 10, "total_queries": 1000}})
+                  extra={"inference_seconds_measured": 30.0, "inference_seconds_extrapolated": 3594.0,
+                         "extrapolated_from": "10 of 1000 queries, linear extrapolation"})
+    rb = make_run(tmp_path, "lpbert-roberta-base", 0.30, encoder="roberta-base")
     specs = [
-        {"table": "table3", "row": "KG-BERT|RoBERTa-base", "dataset": "WN18RR", "label": "KG-BERT-style (minilm)",
-         "model": "kgbert", **kg},
-        {"table": "table3", "row": "LP-BERT|LPBERT-base", "dataset": "WN18RR", **lp},
-        {"table": "table3", "row": "LP-BERT|RoBERTa-base", "dataset": "WN18RR", "run": "lpbert-roberta-base",
-         "skipped": "roberta-base not loadable offline"},
+        {"table": "table3", "row": "KG-BERT|RoBERTa-base", "dataset": "WN18RR", "model": "kgbert",
+         "encoder": "minilm", **kg},
+        {"table": "table3", "row": "LP-BERT|LPBERT-base", "dataset": "WN18RR", "encoder": "minilm", **lp},
+        {"table": "table3", "row": "LP-BERT|RoBERTa-base", "dataset": "WN18RR", "encoder": "roberta-base", **rb},
+        {"table": "table3", "row": "LP-BERT|RoBERTa-large", "dataset": "WN18RR", "run": "lpbert-roberta-large",
+         "skipped": "roberta-large not loadable offline"},
     ]
     out = {"md": tmp_path / "t3.md", "csv": tmp_path / "t3.csv", "tex": tmp_path / "t3.tex"}
     frame = build_tables(specs, PAPER_CSV, {"table3": out})["table3"]
-    lp_row = frame[frame.run == "lpbert"].iloc[0]
-    kg_row = frame[frame.run == "kgbert"].iloc[0]
-    assert lp_row["t_per_epoch_ours"] == pytest.approx(0.5)  # 5400 s / 3 epochs = 0.5 h
-    assert lp_row["infer_ours"] == pytest.approx(0.1)  # 360 s
-    assert kg_row["t_per_epoch_ours"] == pytest.approx(2.0)
-    assert kg_row["infer_ours"] == pytest.approx(1.0)  # 36 s x 1000/10 = 3600 s
-    assert "10 of 1000" in kg_row["infer_note"]
-    assert kg_row["kind"] == "cross-encoder"
-    assert kg_row["infer_vs_lpbert_ours"] == pytest.approx(10.0)
-    assert kg_row["infer_vs_lpbert_paper"] == pytest.approx(32 / 0.8)
-    assert kg_row["t_per_epoch_paper"] == 4.0 and kg_row["infer_paper"] == 32.0
-    skipped = frame[frame.run == "lpbert-roberta-base"].iloc[0]
-    assert skipped["status"].startswith("skipped:") and pd.isna(skipped["infer_ours"])
-    assert len(frame[frame.status.str.startswith("not run")]) == 4  # StAR x2, KG-BERT/LP-BERT large
-    md = out["md"].read_text()
-    assert "†" in md and "extrapolated from 10 of 1000 test queries" in md
-    assert "Tesla P40" in md
+    ours = frame[frame.source == "ours"].set_index("run")
+    assert ours.loc["lpbert", "t_per_epoch"] == pytest.approx(0.5)  # 5400 s / 3 epochs = 0.5 h
+    assert ours.loc["lpbert", "infer"] == pytest.approx(0.1)  # 360 s
+    assert ours.loc["kgbert", "t_per_epoch"] == pytest.approx(2.0)
+    assert ours.loc["kgbert", "infer"] == pytest.approx(1.0)  # 36 - 30 + 3594 s
+    assert ours.loc["kgbert", "kind"] == "cross-encoder" and "10 of 1000" in ours.loc["kgbert", "infer_note"]
+    assert ours.loc["kgbert", "infer_vs_lpbert"] == pytest.approx(10.0)
+    paper_kg = frame[(frame.source == "paper") & (frame.row == "KG-BERT|RoBERTa-base")].iloc[0]
+    assert paper_kg["infer_vs_lpbert"] == pytest.approx(32 / 0.8)
+    diffs = frame[frame.source == "diff"].set_index("run")
+    assert diffs.loc["kgbert", ["mrr", "infer"]].isna().all()  # minilm vs RoBERTa-base: no Δ
+    assert diffs.loc["lpbert", "mrr"] is None or pd.isna(diffs.loc["lpbert", "mrr"])  # minilm vs LPBERT-base
+    assert diffs.loc["lpbert-roberta-base", "mrr"] == pytest.approx(0.30 - 0.424)  # same weights: Δ
+    lines = md_lines(out["md"])
+    assert lines[0].startswith("| Method | Initial weights | Hits@1 | Hits@3 | Hits@10 | MR | MRR | T/Ep (h) | Infer (h) |")
+    kg_line = next(i for i, line in enumerate(lines) if "run `kgbert`" in line)
+    assert lines[kg_line - 1].startswith("| KG-BERT | RoBERTa-base |")
+    assert lines[kg_line].startswith("| ↳ ours (run `kgbert`) | minilm |") and "1†" in lines[kg_line]
+    assert lines[kg_line + 1].startswith("| ↳ Δ: none (encoder differs: minilm ≠ RoBERTa-base) |")
+    rb_line = next(i for i, line in enumerate(lines) if "run `lpbert-roberta-base`" in line)
+    assert lines[rb_line + 1].startswith("| ↳ Δ ours − paper |  | ")
+    assert "skipped: roberta-large not loadable offline" in out["md"].read_text()
+    text = out["md"].read_text()
+    assert "extrapolated from 10 of 1000 queries" in text and "Tesla P40" in text and "prints no Δ" not in text
+
+
+def test_a_row_with_several_seeds_shows_mean_sd_and_n(tmp_path):
+    row = seeded(tmp_path, "t4-none", {42: 0.40, 43: 0.44, 44: 0.48})
+    specs = [{"table": "table4", "row": "N|Y", "dataset": "WN18RR", **row}]
+    out = {"md": tmp_path / "t4.md", "csv": tmp_path / "t4.csv"}
+    build_tables(specs, PAPER_CSV, {"table4": out})
+    csv = pd.read_csv(out["csv"])
+    ours = csv[csv.source == "ours"].iloc[0]
+    assert ours["mrr"] == pytest.approx(0.44) and ours["mrr_sd"] == pytest.approx(0.04) and ours["mrr_n"] == 3
+    assert ours["seeds"] == "42 43 44" and ours["n"] == 3
+    assert csv[csv.source == "diff"].iloc[0]["mrr"] == pytest.approx(0.44 - 0.424)  # Δ of the mean
+    line = next(line for line in md_lines(out["md"]) if "run `t4-none`" in line)
+    assert "seeds 42, 43, 44: mean ± sd, n=3" in line and "| 0.440 ± 0.040 |" in line
+    text = out["md"].read_text()
+    for name, seed in (("t4-none", 42), ("t4-none.s43", 43), ("t4-none.s44", 44)):
+        assert f"run `{name}` (seed {seed}): `{tmp_path / name / 'metrics.json'}`" in text
+    assert "Pre-training is shared by all seeds, not re-seeded" in text
+
+
+def test_leaky_runs_are_marked(tmp_path):
+    run = make_run(tmp_path, "lpbert", 0.9, extra={"leaky": True, "leak": "leaky: test triples as labels"})
+    specs = [{"table": "table4", "row": "MEM+MRM+MLM|Y", "dataset": "WN18RR", **run}]
+    frames = build_tables(specs, PAPER_CSV, {"table4": {"md": tmp_path / "t4.md"}})
+    ours = frames["table4"][frames["table4"].source == "ours"].iloc[0]
+    assert ours["leaky"] and ours["status"].startswith("ours") and "LEAKY" in ours["status"]
+    text = (tmp_path / "t4.md").read_text()
+    assert "↳ ours (run `lpbert`) ⚠ leaky" in text and "leaky: test triples as labels" in text
 
 
 def test_unknown_paper_row_is_kept(tmp_path, paper):
     run = make_run(tmp_path, "extra", 0.1)
-    frame, _ = build_table("table4", [RowSpec.from_mapping({"table": "table4", "row": None, "dataset": "WN18RR",
-                                                             "label": "our extra row", **run})], paper)
-    extra = frame[frame.label == "our extra row"].iloc[0]
-    assert extra["mrr_ours"] == 0.1 and pd.isna(extra["mrr_paper"])
+    frame, _ = build_table("table4", [RowSpec.from_mapping({"table": "table4", "row": None, "dataset": "WN18RR", **run})],
+                           paper)
+    extra = frame[frame.run == "extra"].set_index("source")
+    assert extra.loc["ours", "mrr"] == 0.1 and pd.isna(extra.loc["diff", "mrr"])
 
 
 def test_bad_spec_rejected():
@@ -277,42 +381,77 @@ def test_bad_spec_rejected():
         RowSpec.from_mapping({"table": "table1"})
 
 
-@pytest.mark.parametrize("scale_as_dict", [True, False])
-def test_real_writer_formats(tmp_path, scale_as_dict):
-    """metrics.json as lpbert_core.scoring.run_score and cross_encoder_loop.score_run write them."""
-    lp = make_run(tmp_path, "lpbert", 0.45, epochs=2, finetune_s=1000.0, score_s=100.0)
-    block = {"mrr": 0.45, "mr": 12.0, "hits@1": 0.3, "hits@3": 0.5, "hits@10": 0.7, "count": 40,
-             "mrr_optimistic": 0.46, "mrr_pessimistic": 0.44}
-    Path(lp["metrics"]).write_text(json.dumps({
-        "metrics": {"both": block, "head": block, "tail": block},
-        "scale": {"test_triples_used": 20, "test_triples_total": 3134, "test_subsample": 20, "num_entities": 40943,
-                  "train_rows_used": 500, "train_subsample": 500, "epochs_run": 2, "encoder": "minilm",
-                  "pretrain": "mem-mrm-mlm", "full_protocol": False},
-        "run": {"encoder": "minilm"}, "timings_s": {"total_s": 50.0}}))
-    kg = make_run(tmp_path, "kgbert", 0.1, epochs=1, finetune_s=500.0, score_s=120.0)
-    note = ("sampled: metrics on 4 of 6268 test queries (2 seeded test triples x head and tail), filtered, "
-            "realistic ranks; inference time extrapolated linearly from those 4 queries; trained on 500 train "
-            "triples for 1 epoch(s), encoder minilm")
-    Path(kg["metrics"]).write_text(json.dumps({
-        "metrics": {"both": block, "head": block, "tail": block},
-        "run": {"dataset": "WN18RR", "model": "kgbert"},
-        "scale": ({"note": note, "sampled_queries": True, "queries_measured": 4, "test_triples_used": 2,
-                   "test_triples_total": 3134, "encoder": "minilm", "full_protocol": False}
-                  if scale_as_dict else note),
-        "inference_seconds_measured": 100.0, "queries_measured": 4, "queries_total": 6268,
-        "seconds_per_query": 25.0, "inference_seconds_extrapolated": 156700.0,
-        "extrapolated_from": "4 of 6268 queries, linear extrapolation (25.000 s per query x 6268)"}))
-    specs = [{"table": "table3", "row": "KG-BERT|RoBERTa-base", "dataset": "WN18RR", **kg},
-             {"table": "table3", "row": "LP-BERT|LPBERT-base", "dataset": "WN18RR", **lp}]
-    out = {"md": tmp_path / "t3.md"}
-    frame = build_tables(specs, PAPER_CSV, {"table3": out})["table3"]
-    kg_row = frame[frame.run == "kgbert"].iloc[0]
-    # benchmark 120 s - measured 100 s + extrapolated 156700 s
-    assert kg_row["infer_ours"] == pytest.approx((120 - 100 + 156700) / 3600)
-    assert kg_row["infer_vs_lpbert_ours"] == pytest.approx((120 - 100 + 156700) / 100)
-    assert "4 of 6268 queries" in kg_row["infer_note"]
-    md = out["md"].read_text()
-    assert "encoder=minilm, train_subsample=500, test_subsample=20, test_triples_used=20, test_triples_total=3134" in md
-    assert "1,567×" in md  # Infer ÷ LP-BERT, ours
-    assert "pretrain=mem-mrm-mlm" in md  # per-row scale in the provenance
-    assert "sampled: metrics on 4 of 6268 test queries" in md
+# ------------------------------------------------------------------------------------------------- reproduction
+def test_reproduction_without_authors_code_or_attribution(tmp_path, paper):
+    row = seeded(tmp_path, "lpbert", {42: 0.40, 43: 0.50})
+    specs = [RowSpec.from_mapping({"table": "reproduction", "row": "LP-BERT", "dataset": d, "role": "paper_text",
+                                   **row}) for d in ("umls", "WN18RR", "mykg")]
+    frame, facts = build_reproduction(specs, paper)
+    assert list(frame[frame.dataset == "UMLS"]["metric"]) == ["hits@10", "mr"]  # the paper's Table 1 metrics
+    assert list(frame[frame.dataset == "WN18RR"]["metric"]) == ["hits@1", "hits@3", "hits@10", "mr", "mrr"]
+    wn = frame.set_index(["dataset", "metric"])
+    assert wn.loc[("WN18RR", "mrr"), "paper"] == 0.482 and wn.loc[("WN18RR", "mrr"), "paper_text"] == pytest.approx(0.45)
+    assert wn.loc[("WN18RR", "mrr"), "paper_text_delta"] == pytest.approx(0.45 - 0.482)
+    assert wn.loc[("WN18RR", "mrr"), "paper_text_n"] == 2
+    assert pd.isna(wn.loc[("mykg", "mrr"), "paper"]) and pd.isna(wn.loc[("mykg", "mrr"), "paper_text_delta"])
+    assert (frame["authors_code_status"] == "not run (configs/authors-code.yaml)").all()
+    assert (frame["attribution"] == "–").all()
+    out = {"md": tmp_path / "r.md", "csv": tmp_path / "r.csv", "tex": tmp_path / "r.tex"}
+    build_tables(specs, PAPER_CSV, {"reproduction": out})
+    lines = md_lines(out["md"])
+    assert lines[0] == ("| Dataset | Metric | Paper | Ours: paper text (`lpbert`) | Δ | Ours: authors' code | Δ | Scale "
+                        "| Attribution |")
+    mrr = next(line for line in lines if "| MRR | 0.482 |" in line)
+    assert "0.450 ± 0.071 (n=2)" in mrr and "-0.032 ‡" in mrr and "not run (configs/authors-code.yaml) | – |" in mrr
+    assert mrr.endswith("| – |")
+    assert "results" not in lines[0] and (tmp_path / "r.tex").read_text().count("\\\\") > 10
+
+
+def test_reproduction_with_authors_code_leaky_and_attribution(tmp_path, paper):
+    paper_text = seeded(tmp_path, "lpbert", {42: 0.40})
+    authors = make_run(tmp_path, "lpbert-authors", 0.48, extra={"leaky": True, "leak": "leaky: test labels"})
+    attribution = tmp_path / "attribution.csv"
+    pd.DataFrame({"dataset": ["umls", "umls"], "metric": ["", "mr"],
+                  "attribution": ["probability mapping", "distance term"]}).to_csv(attribution, index=False)
+    specs = [{"table": "reproduction", "row": "LP-BERT", "dataset": "umls", "role": "paper_text", **paper_text},
+             {"table": "reproduction", "row": "LP-BERT", "dataset": "umls", "role": "authors_code",
+              "encoder": "bert-base", **authors}]
+    out = {"md": tmp_path / "r.md", "csv": tmp_path / "r.csv"}
+    frame = build_tables(specs, PAPER_CSV, {"reproduction": out}, attribution=attribution)["reproduction"]
+    by = frame.set_index("metric")
+    assert by.loc["hits@10", "authors_code"] == pytest.approx(0.96) and by.loc["hits@10", "authors_code_leaky"]
+    assert by.loc["hits@10", "authors_code_delta_rule"] == "shown"  # BERT-base: the paper's encoder size
+    assert by.loc["hits@10", "paper_text_delta_rule"] == "shown, encoder differs"
+    assert by.loc["hits@10", "attribution"] == "probability mapping" and by.loc["mr", "attribution"] == "distance term"
+    line = next(line for line in md_lines(out["md"]) if "| Hits@10 |" in line)
+    assert "0.960 ⚠ leaky | -0.040 |" in line and "-0.200 ‡" in line
+    assert "(`lpbert-authors`)" in md_lines(out["md"])[0]
+
+
+def test_reproduction_attribution_from_a_study_summary(tmp_path, paper):
+    study = tmp_path / "results" / "study" / "umls" / "summary.csv"
+    study.parent.mkdir(parents=True)
+    pd.DataFrame({"stage": ["study", "study", "study"], "reading": ["P", "raw", "selfneg"], "epochs": [8, 8, 8],
+                  "n_seeds": [2, 2, 2], "test_hits@10_mean": [0.85, 0.80, 0.95],
+                  "test_mr_mean": [5.0, 6.0, 2.0]}).to_csv(study, index=False)
+    row = make_run(tmp_path, "lpbert", 0.4)
+    specs = [RowSpec.from_mapping({"table": "reproduction", "row": "LP-BERT", "dataset": "umls", "role": "paper_text",
+                                   **row})]
+    by = build_reproduction(specs, paper, study)[0].set_index("metric")
+    assert by.loc["hits@10", "attribution"] == "study study, 2 seeds: vs P (0.850): selfneg +0.100, raw -0.050"
+    assert by.loc["mr", "attribution"].startswith("study study, 2 seeds: vs P (5): selfneg -3.0")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x,y\n1,2\n")
+    with pytest.raises(InputError, match="attribution CSV needs"):
+        build_reproduction(specs, paper, bad)
+
+
+def test_reproduction_of_a_config_whose_runs_are_the_authors_reading(tmp_path, paper):
+    """tables.reproduction: {paper_text: null, authors_code: lpbert} (an overlay that changes every run's reading)."""
+    run = make_run(tmp_path, "lpbert", 0.4, extra={"leaky": True})
+    specs = [RowSpec.from_mapping({"table": "reproduction", "row": "LP-BERT", "dataset": "umls", "role": "authors_code",
+                                   **run})]
+    frame, facts = build_reproduction(specs, paper)
+    assert (frame["paper_text_status"] == "not run (tables.reproduction.paper_text)").all()
+    assert frame["authors_code"].tolist() == [0.8, 40.0] and frame["authors_code_leaky"].all()
+    assert facts["runs"] == {"paper_text": None, "authors_code": "lpbert"}

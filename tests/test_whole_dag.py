@@ -40,6 +40,7 @@ def dag(tmp_path_factory, tiny_encoder_dir, fixture_builder):
     (wd / "resources").symlink_to(REPO / "resources")
     (wd / ".test").mkdir()
     shutil.copy(TEST_CONFIG, wd / ".test" / "config.yaml")
+    shutil.copy(REPO / ".test" / "attribution.csv", wd / ".test" / "attribution.csv")
     fixture_builder.write_graph(wd / ".test" / "data" / "tinykg")
     shutil.copytree(tiny_encoder_dir, wd / ".test" / "tiny-bert")
     first = snakemake("all", cwd=wd)
@@ -94,6 +95,12 @@ def our_rows(config: dict) -> list[tuple[str, str]]:
     return rows
 
 
+def instances(config: dict, run: str) -> list[str]:
+    """The run and its seed instances (`{run}.s{seed}` for every seed after the first)."""
+    seeds = config["runs"][run].get("seeds") or [None]
+    return [run] + [f"{run}.s{seed}" for seed in seeds[1:]]
+
+
 def test_tables_name_every_row(dag):
     wd, config = dag["wd"], dag["config"]
     for table, run in our_rows(config):
@@ -105,8 +112,42 @@ def test_tables_name_every_row(dag):
         if run.startswith(("kgbert-roberta", "lpbert-roberta")):
             assert re.search(rf"`{re.escape(run)}`[^\n]*skipped", md), f"{run} should be listed as skipped"
         else:
-            assert f"results/tinykg/runs/{run}/metrics.json" in md, f"{table}.md gives no provenance for {run}"
+            for name in instances(config, run):
+                assert f"results/tinykg/runs/{name}/metrics.json" in md, f"{table}.md gives no provenance for {name}"
     assert list((wd / "results/figures/table4").glob("*.png"))
+
+
+def test_a_run_with_two_seeds_is_two_instances_and_one_row(dag):
+    """t4-none lists seeds [42, 7]: t4-none (seed 42) and t4-none.s7 (seed 7) are trained and scored apart, and
+    Table 4 shows their mean ± sd in one row, with n and both metrics.json."""
+    wd, config = dag["wd"], dag["config"]
+    assert config["runs"]["t4-none"]["seeds"] == [42, 7]
+    seeds = {name: json.loads((wd / f"results/tinykg/runs/{name}/metrics.json").read_text())["run"]["seed"]
+             for name in ("t4-none", "t4-none.s7")}
+    assert seeds == {"t4-none": 42, "t4-none.s7": 7}
+    md = (wd / "results/tables/table4.md").read_text()
+    line = next(row for row in md.splitlines() if "run `t4-none`;" in row)
+    assert "seeds 42, 7" in line and "n=2" in line and "±" in line
+    csv = pd.read_csv(wd / "results/tables/table4.csv")
+    ours = csv[(csv["run"] == "t4-none") & (csv["source"] == "ours")].iloc[0]
+    assert ours["mrr_n"] == 2 and ours["n"] == 2 and ours["seeds"] == "42 7"
+    both = [json.loads((wd / f"results/tinykg/runs/{n}/metrics.json").read_text())["metrics"]["both"]["mrr"]
+            for n in ("t4-none", "t4-none.s7")]
+    assert ours["mrr"] == pytest.approx(np.mean(both)) and ours["mrr_sd"] == pytest.approx(np.std(both, ddof=1))
+
+
+def test_reproduction_table(dag):
+    wd = dag["wd"]
+    md = (wd / "results/tables/reproduction.md").read_text()
+    csv = pd.read_csv(wd / "results/tables/reproduction.csv")
+    assert list(csv["dataset"].unique()) == ["tinykg"]
+    assert sorted(csv["metric"]) == sorted(["hits@1", "hits@3", "hits@10", "mr", "mrr"])  # no paper numbers: all five
+    assert (csv["paper_text_run"] == "lpbert").all() and (csv["authors_code_run"] == "t4-none").all()
+    assert (csv["authors_code_n"] == 2).all()
+    assert csv.set_index("metric").loc["mrr", "attribution"] == "whole-DAG test: a made-up attribution for MRR"
+    assert "`lpbert`" in md and "`t4-none`" in md and "±" in md
+    assert "results/tinykg/runs/t4-none.s7/metrics.json" in md
+    assert (wd / "results/tables/reproduction.tex").stat().st_size > 0
 
 
 def recompute(frame: pd.DataFrame) -> dict:
@@ -123,8 +164,8 @@ def recompute(frame: pd.DataFrame) -> dict:
 def test_metrics_agree_with_ranks_for_every_run(dag):
     wd, config = dag["wd"], dag["config"]
     test_triples = len((wd / ".test/data/tinykg/test.txt").read_text().splitlines())
-    runs = sorted({run for _, run in our_rows(config) if "roberta" not in run})
-    assert len(runs) == 7
+    runs = sorted({name for _, run in our_rows(config) if "roberta" not in run for name in instances(config, run)})
+    assert len(runs) == 8  # 7 runs, one of them with a second seed
     for run in runs:
         folder = wd / f"results/tinykg/runs/{run}"
         frame = pd.read_parquet(folder / "ranks.parquet")
@@ -149,6 +190,6 @@ def test_second_run_has_nothing_to_do_and_the_report_builds(dag):
     report = snakemake("all", "--report", "report.html", cwd=wd)
     assert report.returncode == 0, report.stderr[-4000:]
     html = (wd / "report.html").read_text(errors="replace")
-    for table in ("table1.md", "table3.md", "table4.md"):
+    for table in ("table1.md", "table3.md", "table4.md", "reproduction.md"):
         assert table in html
     assert not re.search(r"<script[^>]+src=[\"']https?://", html), "the report must work offline"

@@ -68,6 +68,24 @@ def test_every_table_row_is_a_job_and_gpu_jobs_ask_for_a_gpu(tmp_path):
     assert all("gpu=1" in b for b in gpu_blocks)
 
 
+def test_a_run_with_seeds_is_one_instance_per_seed(tmp_path):
+    """`seeds: [42, 43]`: the first seed keeps the run's paths, the second is the instance lpbert.s43 with its own
+    folder and jobs; every table that shows lpbert reads both metrics.json."""
+    wd = workdir(tmp_path, {"runs": {"lpbert": {"seeds": [42, 43]}}})
+    result = snakemake("all", "-n", "--configfile", "overlay.yaml", cwd=wd)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for dataset in ("umls", "WN18RR", "FB15k-237"):
+        for run in ("lpbert", "lpbert.s43"):
+            assert f"output: results/{dataset}/runs/{run}/ranks.parquet, results/{dataset}/runs/{run}/metrics.json" in out
+            assert f"results/{dataset}/runs/{run}/model" in out
+    tables = {re.search(r"results/tables/(\w+)\.md", b).group(1): b for b in out.split("\n\n") if "rule tables:" in b}
+    assert set(tables) == {"table1", "table3", "table4", "reproduction"}
+    for table in ("table1", "table3", "table4", "reproduction"):
+        assert "results/WN18RR/runs/lpbert.s43/metrics.json" in tables[table], table
+    assert "logs/WN18RR/finetune/lpbert.s43.log" in out and "benchmarks/WN18RR/score/lpbert.s43.tsv" in out
+
+
 def test_lint_has_no_remarks():
     result = snakemake("--lint")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -89,6 +107,12 @@ def test_lint_has_no_remarks():
         ({"pretrain": {"per_dataset": {"fb15k": {"epochs": 1}}}}, "pretrain.per_dataset.fb15k: no source named"),
         ({"pretrain": {"max_length": {"mykg": 64}}}, "pretrain.max_length.mykg: no source named 'mykg'"),
         ({"tables": {"table4": {"dataset": "wn18rr"}}}, "tables.table4.dataset: no source named 'wn18rr'"),
+        ({"tables": {"reproduction": {"authors_code": "lpbert-authors"}}},
+         "tables.reproduction.authors_code: no run named 'lpbert-authors'"),
+        ({"runs": {"t4-none": {"seeds": [42, 42]}}}, "has non-unique elements"),
+        ({"runs": {"t4-none": {"seeds": [42, 7]}, "t4-none.s7": {"model": "lpbert", "pretrain": "none",
+                                                                 "in_batch_negatives": True}}},
+         "runs: 't4-none.s7' is both a configured run and the instance of run 't4-none' for seed 7"),
     ],
 )
 def test_bad_config_is_refused_before_any_job(tmp_path, overlay, message):
