@@ -10,6 +10,11 @@ with the same weights as an uninterrupted one. Dev accuracy: dev positives vs on
 Ranking: a cross-encoder has no reusable entity vectors, so ranking one query costs one encoder pass per candidate
 (40,943 for WN18RR). We rank a fixed seeded sample of test triples in both directions against every entity, time each
 query, and extrapolate linearly to all 2 x |test| queries. Metrics are on the sampled queries only (labelled).
+
+Several GPUs for training (`gpus_per_job: K`, lpbert_core.distributed): every rank draws the same examples and
+batches (`batch_size` is the global batch) and runs its slice of each batch; its BCE mean is weighted by K times its
+share of the batch, so the gradients averaged over ranks are the global batch's (exact). The dev evaluation runs on
+every rank (small); only rank 0 writes checkpoints and outputs.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import distributed
 from .atomic import atomic_dir, write_json, write_log_csv, write_parquet
 from .cross_encoder import (CrossEncoder, TripleSequenceBuilder, collate_triples, corrupt_triples,
                             load_cross_encoder, save_cross_encoder, train_triple_set, training_examples)
@@ -143,8 +149,8 @@ def train_cross_encoder(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_di
     dev_triples, dev_labels = dev_examples(kg, cfg["dev_subsample"], seed)
 
     fingerprint = _fingerprint(cfg, positives, kg, model)
-    progress = resume_checkpoint(checkpoint_dir / "last", fingerprint, model, optimizer, scheduler, device, scaler,
-                                 warn=log)
+    progress = distributed.main_first(lambda: resume_checkpoint(  # rank 0 discards a stale one first
+        checkpoint_dir / "last", fingerprint, model, optimizer, scheduler, device, scaler, warn=log))
     if progress is None:
         progress = {"epoch": 0, "global_step": 0, "log": [], "fingerprint": fingerprint, "attempt": 1}
         log(f"cross-encoder training from scratch: {len(positives)} positives x (1 + {k} negatives), "
@@ -160,14 +166,23 @@ def train_cross_encoder(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_di
         epoch = progress["epoch"]
         es = epoch_seed(seed, epoch)
         rng = np.random.default_rng(es)
-        torch.manual_seed(es)
+        torch.manual_seed(distributed.rank_seed(es))  # dropout: one stream per rank (rank 0: the usual one)
         triples, labels = training_examples(positives, known, kg.num_entities, k, rng, cfg["negative_side"])
         lengths = [builder.length(int(h), int(r), int(t)) for h, r, t in triples]
         batches = length_sorted_batches(lengths, bs, shuffle=True, seed=es)
         model.train()
         t0 = time.perf_counter()
         total_loss, steps = 0.0, 0
-        for idx in tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", leave=False, mininterval=10.0):
+        ranks = distributed.world()
+        for idx in tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", leave=False, mininterval=10.0,
+                        disable=not distributed.is_main()):
+            if ranks.size > 1:
+                loss = _rank_slice_loss(model, builder, kg, triples, labels, idx, device, precision)
+                optimizer_step(loss, model, optimizer, scheduler, scaler, cfg["max_grad_norm"])
+                total_loss += float(loss.detach()) / ranks.size  # this rank's part of the global batch's mean
+                steps += 1
+                progress["global_step"] += 1
+                continue
             batch = _batch_to(collate_triples([builder.build(*map(int, triples[i])) for i in idx],
                                               kg.special.pad), device)
             y = torch.as_tensor(labels[idx], device=device)
@@ -178,6 +193,8 @@ def train_cross_encoder(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_di
             total_loss += float(loss.detach())
             steps += 1
             progress["global_step"] += 1
+        if ranks.size > 1:
+            total_loss = sum(distributed.all_gather_object(total_loss))
         train_seconds = time.perf_counter() - t0
         t1 = time.perf_counter()
         dev = _evaluate_dev(model, builder, dev_triples, dev_labels, device, cfg)
@@ -188,12 +205,15 @@ def train_cross_encoder(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_di
         progress["log"].append(row)
         progress["epoch"] = epoch + 1
         log(" ".join(f"{k_}={v:.4g}" if isinstance(v, float) else f"{k_}={v}" for k_, v in row.items()))
-        save_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler, progress, scaler)
+        if distributed.is_main():
+            save_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler, progress, scaler)
         epochs_this_call += 1
         if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs and progress["epoch"] < epochs:
             log(f"stopping after {epochs_this_call} epoch(s) (simulated kill)")
             return {"killed": True, "progress": progress, "model": model}
 
+    if not distributed.is_main():  # rank 0 writes the model folder and the log (every rank holds the same weights)
+        return {"killed": False, "progress": progress, "model": model}
     info = dict(run_info or {})
     info.update({"model": "kgbert", "max_length": builder.max_length, "negatives": k,
                  "negative_side": cfg["negative_side"], "epochs_run": progress["epoch"],
@@ -207,6 +227,23 @@ def train_cross_encoder(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_di
 
         shutil.rmtree(checkpoint_dir / "last", ignore_errors=True)
     return {"killed": False, "progress": progress, "info": info, "model": model}
+
+
+def _rank_slice_loss(model, builder, kg, triples, labels, idx, device, precision) -> torch.Tensor:
+    """A multi-GPU step's loss on this rank: the BCE mean over its slice of the global batch `idx`, times K * (slice
+    size / batch size); averaged over ranks, the global batch's BCE mean. An empty slice (a last batch shorter than K)
+    gives a zero loss that still takes part in the gradient average."""
+    size = distributed.world().size
+    lo, hi = distributed.shard_range(len(idx))
+    if hi == lo:
+        return torch.zeros((), device=device, requires_grad=True)
+    mine = idx[lo:hi]
+    batch = _batch_to(collate_triples([builder.build(*map(int, triples[i])) for i in mine], kg.special.pad), device)
+    y = torch.as_tensor(labels[mine], device=device)
+    with autocast_context(device, precision):
+        logits = model(**batch)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y)
+    return loss * (size * len(mine) / len(idx))
 
 
 def _fingerprint(cfg: dict, positives: np.ndarray, kg: TokenizedKG, model: CrossEncoder) -> str:
@@ -374,6 +411,7 @@ def kgbert_settings(section: dict | None, dataset: str) -> dict:
     return section
 
 
+@distributed.multi_gpu_stage("kgbert_train")  # gpus_per_job > 1: this call in K ranks
 def run_kgbert_train(dataset: str, run: str, run_spec: dict, settings: dict, encoder_key: str, encoder_source: str,
                      text_dir, tokens_dir, pretrained_dir, model_dir, log_csv, checkpoint_dir) -> dict:
     """The kgbert_train rule: load the graph and the initial encoder (bare, or the run's pre-trained one), train."""

@@ -15,6 +15,14 @@ length-sorted batches (an efficiency choice only: it does not change any score).
 Determinism (CPU): every epoch's batch order, dropout and negative draws derive from `epoch_seed(seed, epoch)`;
 a checkpoint written mid-epoch stores the torch and numpy RNG states and the position in the epoch, so a killed run
 resumes to the same result as an uninterrupted one.
+
+Several GPUs for one run (`gpus_per_job: K`, lpbert_core.distributed): `batch_size` stays the GLOBAL batch. Every rank
+draws the same global batch (same seed, same sampled negatives) and encodes only its slice of the rows; all ranks'
+query and candidate vectors are gathered with gradient, and every rank computes the loss on the full in-batch matrix
+of the global batch (labels: known answers among the global batch's rows). The gathered backward sums each rank's
+copy of the loss into the rows it owns and the gradients are averaged over ranks (training.optimizer_step), so the
+update is the update of one device with the global batch (tests/test_distributed.py; dropout masks differ: each rank
+draws its own, rank 0 the one-process stream). Only rank 0 writes checkpoints and outputs.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from . import distributed
 from .atomic import atomic_dir, write_log_csv
 from .finetune_data import (SequenceBuilder, collate_pairs, known_answers, label_leak, label_matrix,
                             sample_negative_tails, self_negative_mask, split_rows, train_known_answers,
@@ -87,7 +96,33 @@ def _device_batch(batch: dict, device) -> dict:
 def encode_batch(model: SiameseModel, builder: SequenceBuilder, batch_rows: np.ndarray, cand_entities: np.ndarray,
                  device, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Query vectors [n, d] and candidate vectors [len(cand_entities), d]; each distinct candidate entity is
-    encoded once (UMLS: ~60 distinct tails in a batch of 128) and gathered back."""
+    encoded once (UMLS: ~60 distinct tails in a batch of 128) and gathered back. In a multi-GPU job each rank
+    encodes only its slice and all ranks' vectors come back with gradient (`_encode_batch_ranks`)."""
+    if distributed.world().size > 1:
+        return _encode_batch_ranks(model, builder, batch_rows, cand_entities, device, precision)
+    return _encode_local(model, builder, batch_rows, cand_entities, device, precision)
+
+
+def _encode_batch_ranks(model: SiameseModel, builder: SequenceBuilder, batch_rows: np.ndarray,
+                        cand_entities: np.ndarray, device, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The global batch's vectors, each rank encoding its contiguous slice [lo, hi) of the n rows. The candidate list
+    is made of blocks of n aligned with the rows (tails; sampled negatives; the rows' own heads, see training_step),
+    so a rank encodes the same slice of every block; each block comes back whole, in global order."""
+    n = len(batch_rows)
+    blocks = np.asarray(cand_entities).reshape(-1, n)
+    counts = distributed.shard_sizes(n)
+    lo, hi = distributed.shard_range(n)
+    if hi > lo:
+        qv, cv = _encode_local(model, builder, batch_rows[lo:hi], blocks[:, lo:hi].reshape(-1), device, precision)
+    else:  # a short last batch can leave a rank without rows: it still takes part in the gathers
+        qv = cv = torch.zeros(0, model.encoder.config.hidden_size, device=device)
+    cv = cv.reshape(len(blocks), hi - lo, qv.shape[-1])
+    return (distributed.gather_rows(qv, counts),
+            torch.cat([distributed.gather_rows(cv[b], counts) for b in range(len(blocks))]))
+
+
+def _encode_local(model: SiameseModel, builder: SequenceBuilder, batch_rows: np.ndarray, cand_entities: np.ndarray,
+                  device, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
     pad = builder.kg.special.pad
     queries = collate_pairs([builder.query(int(h), int(r)) for h, r, _ in batch_rows], pad)
     uniq, inverse = np.unique(cand_entities, return_inverse=True)
@@ -199,6 +234,20 @@ def _torch_rng_state() -> dict:
     return state
 
 
+def _store_rng(progress: dict, rng: np.random.Generator) -> None:
+    """The RNG states a mid-epoch checkpoint needs: numpy's (the same on every rank) and torch's (dropout; one
+    per rank in a multi-GPU job, each rank restores its own)."""
+    progress["torch_rng"] = _torch_rng_state()
+    progress["numpy_rng"] = _rng_to_json(rng)
+    if distributed.world().size > 1:
+        progress["torch_rng_ranks"] = distributed.all_gather_object(progress["torch_rng"])
+
+
+def _rank_torch_rng(progress: dict) -> dict:
+    ranks = progress.get("torch_rng_ranks")
+    return ranks[distributed.world().rank] if ranks else progress["torch_rng"]
+
+
 def _set_torch_rng_state(state: dict) -> None:
     torch.set_rng_state(torch.tensor(state["cpu"], dtype=torch.uint8))
     if "cuda" in state and torch.cuda.is_available():
@@ -258,13 +307,17 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
     scheduler = build_scheduler(optimizer, total_steps, float(cfg["warmup_fraction"]))
     scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device, precision) else None
 
-    # a checkpoint is resumed only when it was written by the same settings, data and initial weights
+    # a checkpoint is resumed only when it was written by the same settings, data and initial weights (and the same
+    # number of ranks: a multi-GPU checkpoint holds one dropout stream per rank)
+    world = distributed.world()
     fingerprint = hashlib.sha256(json.dumps(
         {"cfg": cfg, "rows": int(len(rows)), "rows_sum": int(rows.sum()), "entities": kg.num_entities,
-         "init": (run_info or {}).get("initial_weights"), "head_ranking": head_ranking},
+         "init": (run_info or {}).get("initial_weights"), "head_ranking": head_ranking,
+         **({"world_size": world.size} if world.size > 1 else {})},
         sort_keys=True, default=str).encode()).hexdigest()
-    progress = resume_checkpoint(checkpoint_dir / "last", fingerprint, model, optimizer, scheduler, device, scaler,
-                                 discard=checkpoint_dir, warn=log)
+    progress = distributed.main_first(lambda: resume_checkpoint(  # rank 0 discards a stale one before others read
+        checkpoint_dir / "last", fingerprint, model, optimizer, scheduler, device, scaler, discard=checkpoint_dir,
+        warn=log))
     if progress is None:
         progress = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_hits10": -1.0, "best_epoch": -1,
                     "bad_epochs": 0, "log": [], "stopped": False, "epoch_loss": [0.0, 0.0, 0.0, 0],
@@ -284,7 +337,8 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
     log(f"truncation at max_length={max_len}: {json.dumps(builder.truncation_report())}")
 
     def save_last(extra_rng=None):
-        save_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler, progress, scaler)
+        if distributed.is_main():  # every rank holds the same weights and progress
+            save_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler, progress, scaler)
 
     steps_this_call = 0
     while progress["epoch"] < epochs and not progress["stopped"]:
@@ -294,12 +348,12 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
         # same list
         batches = training_batches(q_lengths, bs, batch_order, es)
         if progress["step_in_epoch"] == 0:
-            torch.manual_seed(es)
+            torch.manual_seed(distributed.rank_seed(es))  # dropout: one stream per rank (rank 0: the usual one)
             rng = np.random.default_rng(es)
             progress["epoch_loss"] = [0.0, 0.0, 0.0, 0]
             progress["epoch_start"] = time.time()
         else:
-            _set_torch_rng_state(progress["torch_rng"])
+            _set_torch_rng_state(_rank_torch_rng(progress))
             rng = np.random.default_rng()
             rng.bit_generator.state = progress["numpy_rng"]
         model.train()
@@ -322,8 +376,7 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
             every = int(cfg["checkpoint_every_steps"] or 0)
             killed = stop_after_steps is not None and steps_this_call >= stop_after_steps
             if (every and progress["global_step"] % every == 0) or killed:
-                progress["torch_rng"] = _torch_rng_state()
-                progress["numpy_rng"] = _rng_to_json(rng)
+                _store_rng(progress, rng)
                 save_last()
             if killed:
                 log(f"stopping after {steps_this_call} steps (simulated kill)")
@@ -371,9 +424,10 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
             progress["best_hits10"], progress["best_mrr"] = hits10, mrr
             progress["best_dev_loss"] = dev_loss
             progress["best_epoch"], progress["bad_epochs"] = epoch + 1, 0
-            with atomic_dir(checkpoint_dir / "best") as tmp:
-                save_file({k_: v.detach().cpu().contiguous() for k_, v in model.state_dict().items()},
-                          str(tmp / "model.safetensors"))
+            if distributed.is_main():
+                with atomic_dir(checkpoint_dir / "best") as tmp:
+                    save_file({k_: v.detach().cpu().contiguous() for k_, v in model.state_dict().items()},
+                              str(tmp / "model.safetensors"))
         else:
             progress["bad_epochs"] += 1
             if progress["bad_epochs"] >= int(cfg["early_stop_patience"]):
@@ -384,7 +438,11 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
         progress["step_in_epoch"] = 0
         progress.pop("torch_rng", None)
         progress.pop("numpy_rng", None)
+        progress.pop("torch_rng_ranks", None)
         save_last()
+
+    if not distributed.is_main():  # rank 0 writes the run's model and log (every rank holds the same weights)
+        return {"killed": False, "progress": progress}
 
     # ---- the best model by dev Hits@10 (or dev loss) becomes the run's model
     model.load_state_dict(load_file(str(checkpoint_dir / "best" / "model.safetensors"), device=str(device)))
@@ -422,6 +480,7 @@ def finetune_settings(finetune_cfg: dict, dataset: str, run_spec: dict | None = 
     return _cfg(base)
 
 
+@distributed.multi_gpu_stage("finetune")  # gpus_per_job > 1: this call in K ranks
 def run_finetune(dataset: str, run: str, run_spec: dict, finetune_cfg: dict, encoder_key: str, encoder_source: str,
                  text_dir, tokens_dir, pretrained_dir, model_dir, log_csv, checkpoint_dir,
                  head_ranking: str | None = None) -> dict:

@@ -7,6 +7,9 @@ With `--resources gpu=N` on an N-GPU host, Snakemake runs at most N GPU jobs at 
 Without a `--resources gpu=N` limit, surplus GPU jobs start and wait here for a card.
 Not used where a scheduler already assigns cards (SLURM sets `CUDA_VISIBLE_DEVICES` per job: `SLURM_JOB_ID` present).
 
+A job that claims K > 1 cards runs its stage as K processes, one per card (lpbert_core.distributed: the stage's entry
+point asks `requested_gpus()` and starts K ranks under torchrun, which inherit `CUDA_VISIBLE_DEVICES`).
+
 Device count: `LPBERT_GPU_COUNT` (tests fake a multi-GPU host with it; also for hosts where `nvidia-smi` is absent),
 else the ids in an inherited `CUDA_VISIBLE_DEVICES` (the user's own restriction is kept), else `nvidia-smi -L`.
 torch is not asked: `torch.cuda.device_count()` is cached for the process and would go stale once we narrow it.
@@ -28,6 +31,12 @@ log = logging.getLogger(__name__)
 
 _HELD: list[int] = []  # open lock descriptors: the claim lasts as long as the process
 _CLAIM: dict = {}  # what claim_gpus did, for the job's log once logging is set up (see describe_claim)
+_REQUESTED: dict = {}  # {"count": K}: the job's request (resources gpu), also where no card is claimed (CPU, SLURM)
+
+
+def requested_gpus() -> int:
+    """How many GPUs this job asked claim_gpus for (0 when it never asked): its number of ranks, where > 1."""
+    return int(_REQUESTED.get("count", 0))
 
 
 def lock_dir() -> Path:
@@ -78,12 +87,15 @@ def claim_gpus(count: int, *, timeout_s: float | None = None, poll_s: float = 1.
     if timeout_s is None and os.environ.get("LPBERT_GPU_WAIT_S"):
         timeout_s = float(os.environ["LPBERT_GPU_WAIT_S"])
     if count <= 0 or os.environ.get("SLURM_JOB_ID"):
+        _REQUESTED["count"] = max(int(count), 0)
         return []
     ids = visible_gpu_ids()
     if not ids:
+        _REQUESTED["count"] = int(count)  # no GPU here: the stage runs `count` CPU ranks (gloo)
         return []
     if count > len(ids):
         raise RuntimeError(f"this job needs {count} GPUs but the host has {len(ids)} ({', '.join(ids)})")
+    _REQUESTED["count"] = int(count)
     folder = lock_dir()
     start = time.monotonic()
     next_note = start + 60

@@ -15,6 +15,12 @@
   epoch and `ckpt_dir/best-EEE/` (model state of the best dev epoch). The progress dict names the best folder, so a
   kill between the two writes never pairs a progress record with the wrong best weights.
 * Output: the best-dev-loss encoder as a Hugging Face folder (safetensors) + tokenizer; heads are dropped.
+* Several GPUs (`gpus_per_job: K`, lpbert_core.distributed): data parallelism over the GLOBAL batch (`batch_size`).
+  Every rank builds the same samples and batches and takes its slice of each batch; its loss weights each term of
+  eq. 8 by the rank's share of that term's labelled tokens (K * sum on the rank / count in the global batch), so the
+  gradients averaged over ranks are the global batch's. Exact, except the EM-head BatchNorm: its batch statistics come
+  from the rank's slice (as with the authors' 32 per GPU); its running statistics are averaged over ranks after every
+  step. Dev batches are spread over the ranks and their sums added up. Only rank 0 writes checkpoints and outputs.
 """
 
 from __future__ import annotations
@@ -34,11 +40,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from . import distributed
 from .atomic import atomic_dir, write_log_csv
 from .encoders import load_encoder, load_tokenizer
 from .kg import TokenizedKG, seeded_subset
 from .pretrain_model import ENCODER_PREFIX, PretrainModel
-from .pretrain_samples import build_samples, collate, variant_plan
+from .pretrain_samples import IGNORE, build_samples, collate, variant_plan
 from .training import (
     BATCH_ORDERS,
     autocast_context,
@@ -102,8 +109,9 @@ def train(
     encoder = load_encoder(cfg["encoder"])
     if variant == "none":  # the ablation baseline: the initial weights, untouched
         log.info("variant 'none': saving the initial encoder %s unchanged", cfg["encoder"])
-        save_encoder_folder(encoder, tokenizer, out_dir)
-        write_log_csv(log_csv, [], LOG_COLUMNS)
+        if distributed.is_main():
+            save_encoder_folder(encoder, tokenizer, out_dir)
+            write_log_csv(log_csv, [], LOG_COLUMNS)
         return []
 
     if cfg["batch_order"] not in BATCH_ORDERS:
@@ -122,7 +130,8 @@ def train(
     scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device, cfg["precision"]) else None
 
     ckpt_dir = Path(ckpt_dir)
-    progress = _resume(ckpt_dir, model, optimizer, scheduler, device, _fingerprint(cfg), scaler)
+    progress = distributed.main_first(  # rank 0 discards a stale checkpoint before the others read
+        lambda: _resume(ckpt_dir, model, optimizer, scheduler, device, _fingerprint(cfg), scaler))
     dev_samples = _make_samples(kg, dev_triples, cfg, np.random.default_rng(epoch_seed(cfg["seed"], 0)))
 
     for epoch in range(progress["epoch"] + 1, cfg["epochs"] + 1):
@@ -130,7 +139,7 @@ def train(
             break
         started = time.perf_counter()
         seed = epoch_seed(cfg["seed"], epoch)
-        torch.manual_seed(seed)  # dropout of this epoch
+        torch.manual_seed(distributed.rank_seed(seed))  # dropout of this epoch (one stream per rank)
         samples = _make_samples(kg, train_triples, cfg, np.random.default_rng(seed))
         batches = training_batches([len(s.input_ids) for s in samples], cfg["batch_size"], cfg["batch_order"], seed)
         train_stats = _run_epoch(model, samples, batches, kg.special.pad, device, cfg, epoch,
@@ -140,10 +149,13 @@ def train(
         row = _log_row(epoch, train_stats, dev_stats, optimizer, time.perf_counter() - started)
         progress["rows"].append(row)
         _update_progress(progress, row, model, ckpt_dir, cfg["patience"])
-        save_checkpoint(ckpt_dir / "last", model, optimizer, scheduler, progress, scaler)
-        _remove_stale_best(ckpt_dir, progress["best_dir"])
+        if distributed.is_main():
+            save_checkpoint(ckpt_dir / "last", model, optimizer, scheduler, progress, scaler)
+            _remove_stale_best(ckpt_dir, progress["best_dir"])
         log.info("epoch %d: %s", epoch, json.dumps(row))
 
+    if not distributed.is_main():  # rank 0 writes the encoder folder and the log
+        return progress["rows"]
     if progress["best_dir"]:
         model.load_state_dict(load_file(str(ckpt_dir / progress["best_dir"] / "model.safetensors"),
                                         device=str(device)))
@@ -180,25 +192,70 @@ def _run_epoch(model, samples, batches, pad_id, device, cfg, epoch, optimizer=No
     training = optimizer is not None
     model.train(training)
     totals: dict[str, dict[str, torch.Tensor]] = {}
+    ranks = distributed.world()
+    if ranks.size > 1 and not training:
+        batches = batches[ranks.rank::ranks.size]  # dev: whole batches spread over the ranks, sums added up below
     desc = f"pretrain epoch {epoch} {'train' if training else 'dev'}"
-    bar = tqdm(batches, desc=desc, disable=not cfg["progress_bar"], file=sys.stderr, mininterval=5, leave=False)
+    bar = tqdm(batches, desc=desc, disable=not cfg["progress_bar"] or not distributed.is_main(), file=sys.stderr,
+               mininterval=5, leave=False)
     for step, idx in enumerate(bar, start=1):
-        batch = {k: v.to(device, non_blocking=True) for k, v in collate([samples[i] for i in idx], pad_id).items()}
-        with torch.set_grad_enabled(training), autocast_context(device, cfg["precision"]):
-            out = model(**batch)
+        if ranks.size > 1 and training:  # forward and update on this rank's slice (out None: an empty slice)
+            out = _data_parallel_step(model, samples, idx, pad_id, device, cfg, optimizer, scheduler, scaler)
+        else:
+            batch = {k: v.to(device, non_blocking=True) for k, v in collate([samples[i] for i in idx], pad_id).items()}
+            with torch.set_grad_enabled(training), autocast_context(device, cfg["precision"]):
+                out = model(**batch)
         if training:
-            optimizer_step(out["loss"], model, optimizer, scheduler, scaler)
-            if step % 50 == 0:
+            if ranks.size == 1:
+                optimizer_step(out["loss"], model, optimizer, scheduler, scaler)
+            if step % 50 == 0 and out is not None:
                 bar.set_postfix(loss=f"{out['loss'].item():.3f}")
             if step % max(len(batches) // 4, 1) == 0:  # a heartbeat in the rule's log even without tqdm
                 log.info("epoch %d: step %d/%d", epoch, step, len(batches))
             if step_hook is not None:
                 step_hook(epoch, step)
-        for task, entry in out["stats"].items():
+        for task, entry in (out["stats"] if out is not None else {}).items():
             acc = totals.setdefault(task, {})
             for key, value in entry.items():
                 acc[key] = acc.get(key, 0) + value.detach()
-    return {task: {k: float(v) for k, v in entry.items()} for task, entry in totals.items()}
+    stats = {task: {k: float(v) for k, v in entry.items()} for task, entry in totals.items()}
+    if ranks.size > 1:  # every rank gets the sums over all ranks (a rank may have seen no token of some task)
+        merged: dict[str, dict[str, float]] = {}
+        for part in distributed.all_gather_object(stats):
+            for task, entry in part.items():
+                for key, value in entry.items():
+                    merged.setdefault(task, {})[key] = merged.get(task, {}).get(key, 0.0) + value
+        stats = {task: merged[task] for task in sorted(merged)}
+    return stats
+
+
+def _labelled_counts(samples, idx) -> dict[str, int]:
+    """Labelled tokens of each eq. 8 term (EM-head: MEM/MRM, MLM) in the samples idx."""
+    return {"em": int(sum(int((samples[i].em_labels != IGNORE).sum()) for i in idx)),
+            "mlm": int(sum(int((samples[i].mlm_labels != IGNORE).sum()) for i in idx))}
+
+
+def _data_parallel_step(model, samples, idx, pad_id, device, cfg, optimizer, scheduler, scaler):
+    """One multi-GPU step: `idx` is the GLOBAL batch (the same on every rank); this rank runs its slice. Each eq. 8
+    term is the rank's mean times K * (its labelled tokens / the global batch's), so the gradient averaged over
+    ranks (optimizer_step) is that of the global batch's loss. Returns the forward output (None for an empty
+    slice: a short last batch with fewer samples than ranks; the rank still joins the gradient average)."""
+    size = distributed.world().size
+    total = _labelled_counts(samples, idx)
+    lo, hi = distributed.shard_range(len(idx))
+    idx = idx[lo:hi]
+    out = None
+    loss = torch.zeros((), device=device, requires_grad=True)
+    if len(idx):
+        batch = {k: v.to(device, non_blocking=True) for k, v in collate([samples[i] for i in idx], pad_id).items()}
+        with autocast_context(device, cfg["precision"]):
+            out = model(**batch)
+        mine = _labelled_counts(samples, idx)
+        for term, mean in out["head_losses"].items():
+            loss = loss + mean * (size * mine[term] / total[term])
+    optimizer_step(loss, model, optimizer, scheduler, scaler)
+    distributed.average_batchnorm_statistics(model)
+    return out
 
 
 def _split_losses(stats: dict) -> tuple[float | None, dict]:
@@ -263,7 +320,7 @@ def _resume(ckpt_dir: Path, model, optimizer, scheduler, device, fingerprint: st
         log.info("resuming from %s after epoch %d", last, progress["epoch"])
         _remove_stale_best(ckpt_dir, progress["best_dir"])
         return progress
-    if ckpt_dir.exists():
+    if ckpt_dir.exists() and distributed.is_main():
         shutil.rmtree(ckpt_dir)  # only a best-* from a run killed before its first checkpoint
     return _fresh_progress(fingerprint)
 
@@ -274,9 +331,10 @@ def _update_progress(progress: dict, row: dict, model, ckpt_dir: Path, patience:
     progress["epoch"] = row["epoch"]
     if loss is not None and (progress["best_loss"] is None or loss < progress["best_loss"]):
         name = f"best-{row['epoch']:03d}"
-        with atomic_dir(ckpt_dir / name) as tmp:
-            state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-            save_file(state, str(tmp / "model.safetensors"))
+        if distributed.is_main():
+            with atomic_dir(ckpt_dir / name) as tmp:
+                state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+                save_file(state, str(tmp / "model.safetensors"))
         progress.update(best_loss=loss, best_epoch=row["epoch"], best_dir=name, bad_epochs=0)
     else:
         progress["bad_epochs"] += 1
@@ -301,6 +359,7 @@ def save_encoder_folder(encoder, tokenizer, out_dir: str | Path) -> None:
             raise RuntimeError(f"encoder folder must hold safetensors and no pickle files; found {pickles}")
 
 
+@distributed.multi_gpu_stage("pretrain")  # gpus_per_job > 1: this call in K ranks
 def run_pretrain(text_dir: str | Path, tokens_dir: str | Path, settings: dict, out_dir: str | Path,
                  ckpt_dir: str | Path, log_csv: str | Path) -> list[dict]:
     """The `pretrain` stage: load the tokenized graph and train (the Snakemake script calls only this)."""

@@ -69,16 +69,18 @@ class PretrainModel(nn.Module):
         hidden = self.encoder(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
         ).last_hidden_state
-        out: dict = {"stats": {}}
+        out: dict = {"stats": {}, "head_losses": {}}  # head_losses: each term of eq. 8 (multi-GPU weighting)
         loss = hidden.new_zeros((), dtype=torch.float32)
         if self.em_head is not None:
             em_loss = self._head_loss(self.em_head, hidden, em_labels, task, out["stats"], with_accuracy=True)
             if em_loss is not None:
                 loss = loss + em_loss
+                out["head_losses"]["em"] = em_loss
         if self.mlm_head is not None:
             mlm_loss = self._head_loss(self.mlm_head, hidden, mlm_labels, None, out["stats"], with_accuracy=False)
             if mlm_loss is not None:
                 loss = loss + mlm_loss
+                out["head_losses"]["mlm"] = mlm_loss
         out["loss"] = loss
         return out
 

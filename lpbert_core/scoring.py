@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from . import distributed
 from .finetune_data import SequenceBuilder, collate_pairs
 from .kg import TokenizedKG, seeded_subset
 from .ranking import build_filter_index, filtered_ranks, metrics_from_ranks
@@ -39,12 +40,17 @@ HEAD_RANKINGS = ("inverse_query", "relation_candidates")
 def encode_sequences(model, pairs: list[tuple[list[int], list[int]]], pad_id: int, device: torch.device,
                      batch_size: int, precision: str = "auto") -> torch.Tensor:
     """Encode token sequences ((ids, token types) pairs) in length-sorted batches with dynamic padding; returns
-    float32 vectors [N, d] on `device`, in input order."""
+    float32 vectors [N, d] on `device`, in input order. In a multi-GPU job (every rank calls this with the same
+    pairs) each rank encodes every K-th batch of the same batch list and all ranks get all vectors, each computed
+    exactly as one process computes it."""
     was_training = model.training
     model.eval()
     lengths = [len(p[0]) for p in pairs]
     out = None
-    for idx in length_sorted_batches(lengths, batch_size, shuffle=False):
+    batches = length_sorted_batches(lengths, batch_size, shuffle=False)
+    if distributed.world().size > 1:
+        return _encode_sequences_ranks(model, pairs, batches, pad_id, device, precision, was_training)
+    for idx in batches:
         batch = collate_pairs([pairs[i] for i in idx], pad_id)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast_context(device, precision):
@@ -56,6 +62,26 @@ def encode_sequences(model, pairs: list[tuple[list[int], list[int]]], pad_id: in
     if out is None:
         return torch.empty(0, 0, device=device)
     return out
+
+
+def _encode_sequences_ranks(model, pairs, batches, pad_id: int, device, precision: str, was_training: bool):
+    """encode_sequences in a multi-GPU job: batch b on rank b % K (the batches are sorted by length, so this shares
+    the work evenly), rows summed over ranks into one zero tensor (exact: each row is filled by one rank)."""
+    ranks = distributed.world()
+    vectors = []
+    for idx in batches[ranks.rank::ranks.size]:
+        batch = collate_pairs([pairs[i] for i in idx], pad_id)
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with autocast_context(device, precision):
+            vectors.append((idx, model.encode(**batch).float()))
+    model.train(was_training)
+    dim = distributed.max_int(vectors[0][1].shape[1] if vectors else 0)
+    if dim == 0:
+        return torch.empty(0, 0, device=device)
+    out = torch.zeros(len(pairs), dim, device=device)
+    for idx, vec in vectors:
+        out[torch.as_tensor(idx, device=device)] = vec
+    return distributed.sum_disjoint_rows(out)
 
 
 def entity_pairs(builder: SequenceBuilder) -> list[tuple[list[int], list[int]]]:
@@ -119,7 +145,11 @@ def rank_queries(query_vecs: torch.Tensor, entity_vecs: torch.Tensor, queries: Q
     gold = torch.as_tensor(queries.gold, device=device)
     is_tail = torch.as_tensor(queries.direction == "tail", device=device)
     outs = {k: [] for k in ("optimistic", "pessimistic", "realistic", "num_candidates")}
-    for start in range(0, len(queries), chunk_size):
+    starts = list(range(0, len(queries), chunk_size))
+    if distributed.world().size > 1:  # a multi-GPU job: each rank ranks a contiguous run of whole chunks, gathered below
+        lo, hi = distributed.shard_range(len(starts))
+        starts = starts[lo:hi]
+    for start in starts:
         sl = slice(start, start + chunk_size)
         scores = qn[sl] @ ent.T if pair_head is None else pair_head.matrix(qn[sl], ent)
         tail_rows = is_tail[sl]
@@ -132,6 +162,11 @@ def rank_queries(query_vecs: torch.Tensor, entity_vecs: torch.Tensor, queries: Q
         ranks = filtered_ranks(scores, gold[sl], mask)
         for k in outs:
             outs[k].append(ranks[k])
+    if distributed.world().size > 1:
+        local = (torch.stack([torch.cat(outs[k]) for k in outs], 1) if starts
+                 else torch.zeros(0, len(outs), dtype=torch.float64, device=device))
+        every = distributed.gather_variable(local).cpu().numpy()  # rank order = query order
+        return {k: every[:, i] for i, k in enumerate(outs)}
     return {k: torch.cat(v).cpu().numpy() if v else np.zeros(0) for k, v in outs.items()}
 
 
@@ -271,6 +306,7 @@ def score_settings(settings: dict | None) -> dict:
     return out
 
 
+@distributed.multi_gpu_stage("score")  # gpus_per_job > 1: this call in K ranks
 def run_score(model_dir, text_dir, tokens_dir, ranks_path, metrics_path, settings: dict | None = None,
               extra: dict | None = None, log=print) -> dict:
     """The score rule: load the fine-tuned run, rank the test split (both directions, filtered by train+dev+test)
@@ -328,6 +364,8 @@ def run_score(model_dir, text_dir, tokens_dir, ranks_path, metrics_path, setting
         out["leak"] = info["leak"]
     if extra:
         out.update(extra)
+    if not distributed.is_main():  # a multi-GPU job: every rank holds the same ranks; rank 0 writes
+        return out
     write_parquet(ranks_path, frame)
     write_json(metrics_path, out)
     b = metrics.get("both", {})

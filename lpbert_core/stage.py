@@ -11,7 +11,16 @@ from typing import Callable
 from .errors import InputError
 
 
+_LOG: dict = {}  # the job's log file (a multi-GPU job's rank 0 appends to it too: lpbert_core.distributed)
+
+
+def current_log() -> str | None:
+    """The log file setup_logging last opened (None: stderr only)."""
+    return _LOG.get("path")
+
+
 def setup_logging(log_path: str | Path | None) -> None:
+    _LOG["path"] = str(log_path) if log_path else None
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)

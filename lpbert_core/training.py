@@ -40,9 +40,12 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 def pick_device(requested: str = "auto") -> torch.device:
     """`auto`: the GPU when CUDA works, else the CPU. `cuda`: the GPU or a clear error (never a silent CPU run).
-    `cuda:N` is accepted for a card chosen by hand; with the per-job card claim (gpu_slots) the job's card is cuda:0."""
+    `cuda:N` is accepted for a card chosen by hand; with the per-job card claim (gpu_slots) the job's card is cuda:0.
+    In a multi-GPU job (lpbert_core.distributed) `auto` / `cuda` is the rank's own card, cuda:LOCAL_RANK."""
+    from .distributed import rank_device
+
     if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return rank_device(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     if requested.startswith("cuda"):
         if not torch.cuda.is_available():
             raise RuntimeError(
@@ -50,7 +53,7 @@ def pick_device(requested: str = "auto") -> torch.device:
                 f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); install a CUDA build of "
                 "torch, or set device: auto / cpu to run on the CPU on purpose"
             )
-        return torch.device(requested)
+        return rank_device(torch.device(requested))
     if requested == "cpu":
         return torch.device("cpu")
     raise ValueError(f"device must be one of {DEVICES} (or cuda:N), got {requested!r}")
@@ -96,9 +99,13 @@ def needs_grad_scaler(device: torch.device, precision: str = "auto") -> bool:
     return resolve_precision(device, precision) == "fp16"
 
 
-def compute_record(device: torch.device, precision: str = "auto", world_size: int = 1) -> dict:
+def compute_record(device: torch.device, precision: str = "auto", world_size: int | None = None) -> dict:
     """What a job ran on, for its log and its outputs (metrics.json, the run folder): device, GPU name, the
-    precision actually used, world size (processes in the job)."""
+    precision actually used, world size (processes in the job; default: the process group's, 1 without one)."""
+    if world_size is None:
+        from .distributed import world
+
+        world_size = world().size
     return {
         "device": str(device),
         "gpu_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
@@ -145,13 +152,19 @@ def build_optimizer(
 
 
 def optimizer_step(loss, model, optimizer, scheduler, scaler=None, max_grad_norm: float | None = None) -> None:
-    """One update: backward (through the fp16 grad scaler when there is one), optional clipping, step, schedule."""
+    """One update: backward (through the fp16 grad scaler when there is one), optional clipping, step, schedule.
+    In a multi-GPU job the gradients are averaged over the ranks right after backward (distributed.average_gradients),
+    so clipping, the scaler's overflow check and the step see the same gradient on every rank."""
+    from .distributed import average_gradients
+
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(loss).backward()
+        average_gradients(model)
         scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
     else:
         loss.backward()
+        average_gradients(model)
     if max_grad_norm:
         torch.nn.utils.clip_grad_norm_(model.parameters(), float(max_grad_norm))
     if scaler is not None:

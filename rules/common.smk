@@ -232,6 +232,12 @@ def all_targets():
     return expand("results/tables/{table}.{ext}", table=TABLES, ext=["md", "csv", "tex"])
 
 
+# ---- GPUs per job (config `gpus_per_job`): rules pretrain, finetune, kgbert_train and score request gpu=K, and the
+# job's stage runs in K torchrun ranks (lpbert_core.distributed). A resource, not a param: batches stay global, so K
+# changes no result beyond float rounding and dropout masks, and changing it reruns nothing.
+GPUS_PER_JOB = int(config.get("gpus_per_job", 1))
+
+
 # ---- used by pretrain.smk
 
 def pretrain_settings(wildcards):

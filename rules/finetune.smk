@@ -19,7 +19,7 @@ rule finetune:
         "benchmarks/{dataset}/finetune/{run}.tsv"
     threads: 8  # capped at --cores by Snakemake
     resources:
-        gpu=1,
+        gpu=GPUS_PER_JOB,
     conda:
         "../envs/torch.yaml"
     script:

@@ -21,7 +21,7 @@ rule kgbert_train:
         "benchmarks/{dataset}/finetune/{run}.tsv"  # same pattern as rule finetune: Table 3 reads both alike
     threads: 8  # capped at --cores by Snakemake
     resources:
-        gpu=1,
+        gpu=GPUS_PER_JOB,
     conda:
         "../envs/torch.yaml"
     script:
@@ -44,7 +44,7 @@ rule kgbert_score:
         "benchmarks/{dataset}/score/{run}.tsv"
     threads: 8  # capped at --cores by Snakemake
     resources:
-        gpu=1,
+        gpu=1,  # one card whatever gpus_per_job: its per-query time is Table 3's
     conda:
         "../envs/torch.yaml"
     script:

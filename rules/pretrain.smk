@@ -20,7 +20,7 @@ rule pretrain:
         "benchmarks/{dataset}/pretrain/{tasks}.tsv"
     threads: config["pretrain"]["threads"]
     resources:
-        gpu=1,
+        gpu=GPUS_PER_JOB,
     conda:
         "../envs/torch.yaml"
     script:

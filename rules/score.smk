@@ -17,7 +17,7 @@ rule score:
         "benchmarks/{dataset}/score/{run}.tsv"
     threads: 8  # capped at --cores by Snakemake
     resources:
-        gpu=1,
+        gpu=GPUS_PER_JOB,
     conda:
         "../envs/torch.yaml"
     script:

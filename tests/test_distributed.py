@@ -1,0 +1,360 @@
+"""Several ranks for one job (lpbert_core.distributed), on CPU with gloo: 2 processes (torch.multiprocessing, one
+spawn for the whole module) against 1 process.
+
+(a) one fine-tuning step of 2 ranks with the global batch 2n (each rank n rows) = 1 process with batch 2n: the same
+    loss, gradients and updated parameters, for the in-batch matrix, sampled negatives, self-negatives, InfoNCE and
+    the pair_linear scorer, with even, uneven and one-row batches (a rank without rows);
+    pre-training (LayerNorm EM head) and the cross-encoder: the same gradients and step as one process;
+(b) sharded scoring (entity / query encoding and rank chunks spread over the ranks) = the one-process ranks, exactly;
+(c) a 2-rank fine-tuning run killed mid-epoch and resumed = an uninterrupted 2-rank run (bit for bit, dropout on), and
+    without dropout = 1 process with the same global batch (to float tolerance);
+(d) a job that asked for 2 GPUs runs its stage in 2 torchrun ranks (lpbert_core.launch), a tiny fine-tuning end
+    to end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+STEP_MODES = {  # name -> (finetune settings, in_batch)
+    "in_batch": ({}, True),
+    "in_batch_self_negatives": ({"self_negatives": True}, True),
+    "sampled": ({}, False),
+    "sampled_self_negatives": ({"self_negatives": True}, False),
+    "infonce": ({"loss": "infonce"}, True),
+    "pair_linear": ({"scorer": "pair_linear", "distance": "per_pair"}, True),
+}
+BATCHES = {"even": slice(0, 8), "uneven": slice(8, 15), "one_row": slice(15, 16)}  # 4+4, 4+3, 1+0 rows per rank
+FINETUNE_CFG = {"batch_size": 8, "epochs": 2, "max_length": 16, "early_stop_patience": 5, "seed": 3,
+                "checkpoint_every_steps": 0, "eval_batch_size": 4, "score_chunk_size": 7}
+NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+
+
+# ---------------------------------------------------------------- shared pieces (run in every process)
+
+def toy_kg(enc_dir: str):
+    from transformers import AutoTokenizer
+
+    from lpbert_core.kg import make_toy_kg
+
+    tok = AutoTokenizer.from_pretrained(enc_dir)
+    words = "apple banana cherry dog eagle fox grape horse iris jaguar".split()
+    ents = {f"e{i}": (w, "") for i, w in enumerate(words)}
+    E = list(ents)
+    train = [(E[i], "r0", E[(i + 1) % 10]) for i in range(10)] + [(E[i], "r1", E[(i + 3) % 10]) for i in range(10)]
+    splits = {"train": train, "dev": [(E[0], "r0", E[5]), (E[2], "r1", E[9])], "test": [(E[1], "r1", E[7])]}
+    return make_toy_kg(tok, ents, {"r0": "likes", "r1": "eats"}, splits), tok
+
+
+def siamese(enc_dir: str, scorer: str = "cosine", **encoder_kwargs):
+    from transformers import AutoModel
+
+    from lpbert_core.siamese import SiameseModel
+
+    model = SiameseModel(AutoModel.from_pretrained(enc_dir, **encoder_kwargs))
+    torch.manual_seed(0)  # the pair_linear layer: the same initial weights in every process
+    model.set_scorer(scorer)
+    return model
+
+
+def one_step(enc_dir: str, out: Path, rank: int) -> None:
+    """One training_step + optimizer_step per (mode, batch) from the same initial weights; dropout off (eval mode),
+    so the two runs compute the same function. Saves the loss, the gradients and the updated parameters."""
+    from lpbert_core.finetune_data import SequenceBuilder, known_answers, training_triples
+    from lpbert_core.finetune_loop import _cfg, training_step
+    from lpbert_core.finetune_loss import LossConfig
+    from lpbert_core.training import build_optimizer, build_scheduler, optimizer_step
+    from safetensors.torch import save_file
+
+    kg, _ = toy_kg(enc_dir)
+    rows = training_triples(kg, True, None, 3)[np.random.default_rng(1).permutation(40)]
+    known = known_answers(kg, ("train",), True)
+    builder = SequenceBuilder(kg, 16, 16)
+    models = {scorer: siamese(enc_dir, scorer).eval() for scorer in ("cosine", "pair_linear")}
+    initial = {scorer: {k: v.clone() for k, v in m.state_dict().items()} for scorer, m in models.items()}
+    for mode, (settings, in_batch) in STEP_MODES.items():
+        for batch_name, sl in BATCHES.items():
+            cfg = _cfg(settings)
+            model = models[cfg["scorer"]]
+            model.load_state_dict(initial[cfg["scorer"]])
+            optimizer = build_optimizer(model, "encoder.", 5e-5, 1e-3, 0.01)
+            scheduler = build_scheduler(optimizer, 10, 0.0)
+            step = training_step(model, builder, rows[sl], known, LossConfig.from_dict(cfg), torch.device("cpu"),
+                                 "auto", in_batch, np.random.default_rng(7))
+            optimizer_step(step["loss"], model, optimizer, scheduler)
+            tensors = {f"param.{k}": v.detach().clone() for k, v in model.named_parameters()}
+            tensors.update({f"grad.{k}": v.grad.clone() for k, v in model.named_parameters() if v.grad is not None})
+            tensors["loss"] = step["loss"].detach().reshape(1)
+            save_file(tensors, str(out / f"step-{mode}-{batch_name}-rank{rank}.safetensors"))
+
+
+def data_parallel_steps(enc_dir: str, out: Path, rank: int) -> None:
+    """One pre-training step (LayerNorm EM head: the exact case) and one cross-encoder step on a global batch of 7
+    (4 + 3 per rank), dropout off; in one process the plain step of each loop."""
+    from lpbert_core import distributed
+    from lpbert_core.cross_encoder import CrossEncoder, TripleSequenceBuilder, train_triple_set, training_examples
+    from lpbert_core.cross_encoder_loop import _rank_slice_loss
+    from lpbert_core.pretrain_loop import DEFAULTS, _data_parallel_step, _make_samples
+    from lpbert_core.pretrain_model import PretrainModel
+    from lpbert_core.pretrain_samples import collate
+    from lpbert_core.training import build_optimizer, build_scheduler, optimizer_step
+    from safetensors.torch import save_file
+    from transformers import AutoModel
+
+    kg, _ = toy_kg(enc_dir)
+    cfg = {**DEFAULTS, "tasks": "mem-mrm-mlm", "max_length": 24}
+    samples = _make_samples(kg, kg.triples["train"], cfg, np.random.default_rng(4))
+    idx = np.arange(3, 10)
+    torch.manual_seed(0)
+    model = PretrainModel(AutoModel.from_pretrained(enc_dir), kg.special.vocab_size, "layernorm").eval()
+    optimizer = build_optimizer(model, "encoder.", 5e-5, 1e-4, 0.01)
+    scheduler = build_scheduler(optimizer, 10, 0.0)
+    if distributed.world().size > 1:
+        _data_parallel_step(model, samples, idx, kg.special.pad, torch.device("cpu"), cfg, optimizer, scheduler, None)
+    else:
+        optimizer_step(model(**collate([samples[i] for i in idx], kg.special.pad))["loss"], model, optimizer,
+                       scheduler)
+    tensors = {f"grad.{k}": v.grad for k, v in model.named_parameters() if v.grad is not None}
+    tensors.update({f"param.{k}": v.detach() for k, v in model.named_parameters()})
+    save_file(tensors, str(out / f"dp-pretrain-rank{rank}.safetensors"))
+
+    torch.manual_seed(0)
+    model = CrossEncoder(AutoModel.from_pretrained(enc_dir)).eval()
+    builder = TripleSequenceBuilder(kg, 24, model.two_token_types)
+    triples, labels = training_examples(kg.triples["train"], train_triple_set(kg), kg.num_entities, 1,
+                                        np.random.default_rng(5))
+    optimizer = build_optimizer(model, "encoder.", 5e-5, 5e-5, 0.01)
+    scheduler = build_scheduler(optimizer, 10, 0.0)
+    if distributed.world().size > 1:
+        loss = _rank_slice_loss(model, builder, kg, triples, labels, idx, torch.device("cpu"), "auto")
+    else:
+        from lpbert_core.cross_encoder import collate_triples
+
+        batch = collate_triples([builder.build(*map(int, triples[i])) for i in idx], kg.special.pad)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(**batch).float(),
+                                                                    torch.as_tensor(labels[idx]))
+    optimizer_step(loss, model, optimizer, scheduler, None, 1.0)  # the cross-encoder clips at 1.0
+    tensors = {f"grad.{k}": v.grad for k, v in model.named_parameters() if v.grad is not None}
+    tensors.update({f"param.{k}": v.detach() for k, v in model.named_parameters()})
+    save_file(tensors, str(out / f"dp-kgbert-rank{rank}.safetensors"))
+
+
+def sharded_scoring(enc_dir: str, out: Path, rank: int) -> None:
+    from lpbert_core.finetune_data import SequenceBuilder
+    from lpbert_core.scoring import evaluate_split
+
+    kg, _ = toy_kg(enc_dir)
+    builder = SequenceBuilder(kg, 16, 16)
+    for scorer in ("cosine", "pair_linear"):
+        model = siamese(enc_dir, scorer).eval()
+        for head_ranking in ("inverse_query", "relation_candidates"):
+            # 40 queries in chunks of 7 (6 chunks: 3 per rank), 10 entities in batches of 3 (4 batches: 2 per rank)
+            frame, metrics, _ = evaluate_split(model, kg, builder, "train", torch.device("cpu"), batch_size=3,
+                                               chunk_size=7, head_ranking=head_ranking)
+            frame.to_parquet(out / f"ranks-{scorer}-{head_ranking}-rank{rank}.parquet")
+
+
+def finetune_runs(enc_dir: str, out: Path, rank: int) -> None:
+    """(c): uninterrupted; killed mid-epoch and resumed (dropout on); and an uninterrupted run without dropout."""
+    from lpbert_core.finetune_loop import finetune
+
+    kg, tok = toy_kg(enc_dir)
+
+    def run(name, stop_after=None, **encoder_kwargs):
+        from transformers import AutoModel
+
+        folder = out / name
+        return finetune(kg, AutoModel.from_pretrained(enc_dir, **encoder_kwargs), tok, FINETUNE_CFG,
+                        folder / "model", folder / "log.csv", folder / "ckpt", torch.device("cpu"),
+                        {"dataset": "toy"}, log=lambda m: None, stop_after_steps=stop_after)
+
+    run("uninterrupted")
+    assert run("resumed", stop_after=3)["killed"]  # mid-epoch 1 (5 steps per epoch): per-rank dropout states saved
+    run("resumed")
+    run("no_dropout", **NO_DROPOUT)
+
+
+def _worker(rank: int, size: int, port: int, enc_dir: str, out: str) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(size),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=size)
+    try:
+        from lpbert_core.training import compute_record
+
+        (Path(out) / f"compute-rank{rank}.json").write_text(json.dumps(compute_record(torch.device("cpu"))))
+        for job in (one_step, data_parallel_steps, sharded_scoring, finetune_runs):
+            job(enc_dir, Path(out), rank)
+    finally:
+        dist.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tiny_encoder_dir, tmp_path_factory):
+    """Everything the 2-rank side computes, in one spawn (process start-up dominates on 2 cores)."""
+    import torch.multiprocessing as mp
+
+    out = tmp_path_factory.mktemp("two_ranks")
+    mp.spawn(_worker, args=(2, free_port(), tiny_encoder_dir, str(out)), nprocs=2, join=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def one_rank(tiny_encoder_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("one_rank")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one_step(tiny_encoder_dir, out, 0)
+        data_parallel_steps(tiny_encoder_dir, out, 0)
+        sharded_scoring(tiny_encoder_dir, out, 0)
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def _load(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def _close(actual: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float, what: str) -> None:
+    """|actual - expected| <= atol + rtol |expected| everywhere (torch.testing.assert_close's rule, much faster)."""
+    assert actual.shape == expected.shape, what
+    excess = (actual - expected).abs() - (atol + rtol * expected.abs())
+    assert float(excess.max()) <= 0, f"{what}: max |difference| {float((actual - expected).abs().max()):.3g}"
+
+
+# ---------------------------------------------------------------- (a)
+
+@pytest.mark.parametrize("batch", list(BATCHES))
+@pytest.mark.parametrize("mode", list(STEP_MODES))
+def test_one_step_on_two_ranks_equals_one_process_with_the_global_batch(two_ranks, one_rank, mode, batch):
+    single = _load(one_rank / f"step-{mode}-{batch}-rank0.safetensors")
+    multi = _load(two_ranks / f"step-{mode}-{batch}-rank0.safetensors")
+    assert set(multi) == set(single)  # the same parameters got a gradient
+    _close(multi["loss"], single["loss"], 0, 1e-6, "loss")
+    for key in single:
+        if key.startswith("grad."):  # what the gradient average must get right (Adam's first step hides a scale)
+            _close(multi[key], single[key], 1e-4, 1e-7, key)
+        elif key.startswith("param."):
+            _close(multi[key], single[key], 0, 1e-6, key)
+    other = _load(two_ranks / f"step-{mode}-{batch}-rank1.safetensors")  # every rank: the same loss, the same step
+    assert set(other) == set(multi) and all(torch.equal(other[k], multi[k]) for k in multi)
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "kgbert"])
+def test_data_parallel_step_equals_one_process_with_the_global_batch(two_ranks, one_rank, stage):
+    """Pre-training and the cross-encoder: each rank's loss weighted by its share of the global batch."""
+    single = _load(one_rank / f"dp-{stage}-rank0.safetensors")
+    for rank in (0, 1):
+        multi = _load(two_ranks / f"dp-{stage}-rank{rank}.safetensors")
+        assert set(multi) == set(single)
+        for key in single:
+            _close(multi[key], single[key], *((1e-4, 1e-7) if key.startswith("grad.") else (0, 1e-6)), key)
+
+
+def test_compute_record_says_world_size(two_ranks):
+    for rank in (0, 1):
+        assert json.loads((two_ranks / f"compute-rank{rank}.json").read_text())["world_size"] == 2
+
+
+# ---------------------------------------------------------------- (b)
+
+@pytest.mark.parametrize("head_ranking", ["inverse_query", "relation_candidates"])
+@pytest.mark.parametrize("scorer", ["cosine", "pair_linear"])
+def test_sharded_scoring_gives_the_same_ranks(two_ranks, one_rank, scorer, head_ranking):
+    name = f"ranks-{scorer}-{head_ranking}"
+    single = pd.read_parquet(one_rank / f"{name}-rank0.parquet")
+    assert len(single) == 40
+    for rank in (0, 1):
+        pd.testing.assert_frame_equal(pd.read_parquet(two_ranks / f"{name}-rank{rank}.parquet"), single)
+
+
+# ---------------------------------------------------------------- (c)
+
+def test_two_rank_run_killed_and_resumed_equals_uninterrupted(two_ranks):
+    timing = ["train_seconds", "dev_seconds", "attempt", "steps_timed"]
+    a, b = two_ranks / "uninterrupted", two_ranks / "resumed"
+    pd.testing.assert_frame_equal(pd.read_csv(a / "log.csv").drop(columns=timing),
+                                  pd.read_csv(b / "log.csv").drop(columns=timing))
+    wa, wb = _load(a / "model/model.safetensors"), _load(b / "model/model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not (a / "ckpt").exists() and not (b / "ckpt").exists()  # rank 0 cleaned up
+
+
+def test_two_rank_run_without_dropout_equals_one_process(two_ranks, tiny_encoder_dir, tmp_path):
+    from transformers import AutoModel
+
+    from lpbert_core.finetune_loop import finetune
+
+    kg, tok = toy_kg(tiny_encoder_dir)
+    finetune(kg, AutoModel.from_pretrained(tiny_encoder_dir, **NO_DROPOUT), tok, FINETUNE_CFG, tmp_path / "model",
+             tmp_path / "log.csv", tmp_path / "ckpt", torch.device("cpu"), {"dataset": "toy"}, log=lambda m: None)
+    single, multi = pd.read_csv(tmp_path / "log.csv"), pd.read_csv(two_ranks / "no_dropout/log.csv")
+    for column in ("loss", "dev_mrr", "dev_hits@10", "dev_loss", "prob_scale", "prob_bias"):
+        np.testing.assert_allclose(multi[column], single[column], rtol=1e-5, atol=1e-6, err_msg=column)
+    ws, wm = _load(tmp_path / "model/model.safetensors"), _load(two_ranks / "no_dropout/model/model.safetensors")
+    for key in ws:
+        _close(wm[key], ws[key], 1e-5, 1e-5, key)
+
+
+# ---------------------------------------------------------------- (d)
+
+def test_a_job_that_asked_for_two_gpus_runs_its_stage_in_two_torchrun_ranks(tiny_encoder_dir, fixture_builder,
+                                                                          tmp_path, monkeypatch):
+    """The workflow script's path: claim_gpus(K) records K (resources gpu=K), run_stage(log, run_finetune(...)) then
+    writes the call to JSON and starts K ranks under torchrun (lpbert_core.launch); rank 0 writes and logs."""
+    import logging
+
+    from lpbert_core import gpu_slots
+    from lpbert_core.data_stages import run_join_text, run_tokenize
+    from lpbert_core.finetune_loop import run_finetune
+    from lpbert_core.stage import run_stage
+
+    fixture_builder.write_graph(tmp_path / "raw")
+    text = tmp_path / "text"
+    run_join_text(tmp_path / "raw", {"text_format": "comma"},
+                  {name: str(text / f"{name}.parquet") for name in ("entities", "relations", "triples")})
+    run_tokenize(text, tmp_path / "tokens", "tiny", tiny_encoder_dir)
+    settings = {"batch_size": 16, "epochs": 1, "max_length": 24, "eval_batch_size": 32, "train_subsample": 16,
+                "dev_subsample": 6, "device": "cpu"}
+    monkeypatch.setitem(gpu_slots._REQUESTED, "count", 2)  # what claim_gpus(2) records on a host without GPUs
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    log = tmp_path / "finetune.log"
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level  # run_stage reconfigures logging; the other tests keep theirs
+    try:
+        run_stage(log, lambda: run_finetune(
+            "tinykg", "t", {"pretrain": "none", "in_batch_negatives": True}, settings, "tiny", tiny_encoder_dir,
+            text, tmp_path / "tokens", None, tmp_path / "model", tmp_path / "train_log.csv", tmp_path / "ckpt"))
+    finally:
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
+                handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    info = json.loads((tmp_path / "model/lpbert_run.json").read_text())
+    assert info["dataset"] == "tinykg" and info["train_rows"] == 32
+    assert len(pd.read_csv(tmp_path / "train_log.csv")) == 1 and not (tmp_path / "ckpt").exists()
+    text_log = log.read_text()
+    assert "2 ranks under torchrun" in text_log and "rank 0 of 2" in text_log
+    assert "rank 1 of 2" not in text_log  # rank 0 alone writes the job's log
