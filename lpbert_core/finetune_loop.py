@@ -491,11 +491,13 @@ def run_finetune(dataset: str, run: str, run_spec: dict, finetune_cfg: dict, enc
 
     from .encoders import load_encoder, load_tokenizer
     from .kg import load_tokenized_kg
-    from .training import pick_device
+    from .training import compute_record, pick_device
 
     logger = logging.getLogger("lpbert.finetune")
     cfg = finetune_settings(finetune_cfg, dataset, run_spec)
     device = pick_device(cfg.get("device", "auto"))
+    compute = compute_record(device, cfg["precision"])
+    logger.info("compute: %s", json.dumps(compute))
     kg = load_tokenized_kg(text_dir, tokens_dir)
     if pretrained_dir:
         from transformers import AutoModel, AutoTokenizer
@@ -509,6 +511,6 @@ def run_finetune(dataset: str, run: str, run_spec: dict, finetune_cfg: dict, enc
         init = f"{encoder_key} ({encoder_source}), no pre-training"
     logger.info("run %s on %s: init %s, device %s, settings %s", run, dataset, init, device, json.dumps(cfg))
     run_info = {"dataset": dataset, "run": run, "encoder": encoder_key, "tokens_encoder": encoder_key,
-                "pretrain": run_spec.get("pretrain"), "initial_weights": init, "settings": cfg}
+                "pretrain": run_spec.get("pretrain"), "initial_weights": init, "settings": cfg, "compute": compute}
     return finetune(kg, encoder, tokenizer, cfg, model_dir, log_csv, checkpoint_dir, device, run_info,
                     log=logger.info, head_ranking=head_ranking)

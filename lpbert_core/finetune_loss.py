@@ -28,7 +28,6 @@ Eq. 12 `distance`:
 cosine of the in-batch pairs of the first training batches (finetune_loop.measure_initial_shift); the loss then
 sees that number.
 
-
 `loss: infonce` is a named alternative (not the paper's): cross-entropy of each query row over its candidates
 at temperature tau, other known positives of the row removed from the denominator.
 

@@ -18,6 +18,7 @@ the `pair_linear` layer, an n x N matrix from one matrix product plus per-query 
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -315,10 +316,12 @@ def run_score(model_dir, text_dir, tokens_dir, ranks_path, metrics_path, setting
     from .kg import load_tokenized_kg
     from .ranking import assert_finite_metrics
     from .siamese import load_run_model
-    from .training import pick_device
+    from .training import compute_record, pick_device
 
     s = score_settings(settings)
     device = pick_device(s["device"])
+    compute = compute_record(device, s["precision"])
+    log(f"compute: {json.dumps(compute)}")
     model, info = load_run_model(model_dir, device)
     kg = load_tokenized_kg(text_dir, tokens_dir)
     max_len = int(info["max_length"])
@@ -359,6 +362,7 @@ def run_score(model_dir, text_dir, tokens_dir, ranks_path, metrics_path, setting
         "run": info,
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
         "device": str(device),
+        "compute": compute,  # scoring's; the training job's is run.compute
     }
     if info.get("leak"):
         out["leak"] = info["leak"]

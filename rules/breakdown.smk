@@ -27,16 +27,3 @@ rule breakdown:
     script:
         "../workflow_scripts/breakdown.py"
 
-
-def breakdown_targets():
-    """breakdown.csv and .png of every run a table shows (rows that are skipped offline have no ranks)."""
-    tables = config["tables"]
-    pairs = {(dataset, tables["table1"]["run"]) for dataset in config["datasets"]}
-    for table in ("table3", "table4"):
-        pairs |= {(tables[table]["dataset"], run) for run in tables[table]["rows"]}
-    return [
-        f"results/{dataset}/runs/{run}/breakdown.{ext}"
-        for dataset, run in sorted(pairs)
-        if run_skip_reason(run) is None
-        for ext in ("csv", "png")
-    ]

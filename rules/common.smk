@@ -457,3 +457,21 @@ def study_rows(wildcards):
 
 def study_inputs(wildcards):
     return [row[key] for row in study_rows(wildcards) for key in ("metrics", "train_log")]
+
+
+# ---- used by breakdown.smk and rule all
+def breakdown_targets():
+    """breakdown.csv and .png of every run a table shows (rows that are skipped offline have no ranks)."""
+    tables = config["tables"]
+    pairs = {(dataset, tables["table1"]["run"]) for dataset in config["datasets"]}
+    for table in ("table3", "table4"):
+        pairs |= {(tables[table]["dataset"], run) for run in tables[table]["rows"]}
+    spec = reproduction_spec()
+    pairs |= {(dataset, spec[key]) for key in ("paper_text", "authors_code") if spec[key]
+              for dataset in config["datasets"]}
+    return [
+        f"results/{dataset}/runs/{run}/breakdown.{ext}"
+        for dataset, run in sorted(pairs)
+        if run_skip_reason(run) is None
+        for ext in ("csv", "png")
+    ]

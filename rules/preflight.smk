@@ -9,7 +9,7 @@ def warn_if_no_gpu_for_this_protocol():
     from lpbert_core.gpu_slots import visible_gpu_ids
 
     argv = " ".join(sys.argv)
-    if "slurm" in argv or "--executor" in argv or " -e " in argv or visible_gpu_ids():
+    if "slurm" in argv or "--executor" in argv or " -e " in argv or "--lint" in argv or visible_gpu_ids():
         return
     message = no_gpu_message(config)
     if message:

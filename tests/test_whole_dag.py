@@ -45,7 +45,9 @@ def dag(tmp_path_factory, tiny_encoder_dir, fixture_builder):
     shutil.copytree(tiny_encoder_dir, wd / ".test" / "tiny-bert")
     first = snakemake("all", cwd=wd)
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-8000:]
-    return {"wd": wd, "first": first, "config": merged_config(wd)}
+    study = snakemake("study", cwd=wd)  # the named target outside `all`: the reading study's summary
+    assert study.returncode == 0, study.stdout[-4000:] + study.stderr[-8000:]
+    return {"wd": wd, "first": first, "study": study, "config": merged_config(wd)}
 
 
 def merged_config(wd: Path) -> dict:
@@ -64,12 +66,14 @@ def test_every_rule_of_the_workflow_runs(dag):
     listed = snakemake("--list-rules", cwd=dag["wd"])
     assert listed.returncode == 0, listed.stderr
     rules = set(listed.stdout.split())
-    ran = set(re.findall(r"\(Rule: ([\w]+)\)", dag["first"].stderr))
+    ran = set(re.findall(r"\(Rule: ([\w]+)\)", dag["first"].stderr + dag["study"].stderr))
     assert {"download", "join_text", "tokenize", "pretrain", "finetune", "score", "kgbert_train", "kgbert_score",
             "tables", "all"} <= rules
     # rules that exist only to stop a wrong target with a clear message never run on a good config
     error_rules = {"unknown_dataset"}
     assert rules - error_rules <= ran, f"rules never run by the whole-DAG test: {sorted(rules - error_rules - ran)}"
+    summary = pd.read_csv(dag["wd"] / "results/study/tinykg/summary.csv")
+    assert len(summary) == 2  # the two readings of .test/config.yaml
 
 
 def test_every_pretraining_variant_and_both_negative_modes_ran(dag):
@@ -177,6 +181,9 @@ def test_metrics_agree_with_ranks_for_every_run(dag):
         if run != "kgbert":  # the cross-encoder ranks a timed sample (score_queries), LP-BERT all test triples
             assert len(frame) == 2 * test_triples
         assert set(frame["direction"]) == {"head", "tail"}
+        # .test/config.yaml asks for bf16 everywhere: training and scoring really ran under CPU autocast
+        record = json.loads((folder / "metrics.json").read_text())
+        assert record["compute"]["precision"] == "bf16" and record["run"]["compute"]["precision"] == "bf16", run
         for side, expected in recompute(frame).items():
             for key, value in expected.items():
                 assert metrics[side][key] == pytest.approx(value, rel=1e-12), (run, side, key)
