@@ -14,6 +14,10 @@
 * Checkpoints (outside the rule's outputs): `ckpt_dir/last/` (model, optimizer, scheduler, progress) after every
   epoch and `ckpt_dir/best-EEE/` (model state of the best dev epoch). The progress dict names the best folder, so a
   kill between the two writes never pairs a progress record with the wrong best weights.
+* Authors'-code switches (configs/authors-code.yaml; defaults = the paper): `optimizer: adam` (torch Adam),
+  `lr_schedule: plateau` (ReduceLROnPlateau on the dev loss, factor 0.5, patience 0, stepped after each epoch's dev
+  loss, before the checkpoint, so a resumed run carries its halvings), `mlm_mask_token: pad`, `segment_separators:
+  false` (no inner [SEP]s, no attention mask: samples padded to max_length, padding attended).
 * Output: the best-dev-loss encoder as a Hugging Face folder (safetensors) + tokenizer; heads are dropped.
 * Several GPUs (`gpus_per_job: K`, lpbert_core.distributed): data parallelism over the GLOBAL batch (`batch_size`).
   Every rank builds the same samples and batches and takes its slice of each batch; its loss weights each term of
@@ -49,10 +53,11 @@ from .pretrain_samples import IGNORE, build_samples, collate, variant_plan
 from .training import (
     BATCH_ORDERS,
     autocast_context,
+    build_epoch_scheduler,
     build_optimizer,
-    build_scheduler,
     optimizer_step,
     resume_checkpoint,
+    scheduler_epoch_end,
     epoch_seed,
     length_sorted_batches,
     needs_grad_scaler,
@@ -84,6 +89,11 @@ DEFAULTS = {
     "train_max_triples": None, "batch_order": "random",
     "keep_checkpoint": False, "progress_bar": True,
 }
+# The authors'-code switches of pre-training (configs/authors-code.yaml) at today's (the paper's) values. At these
+# values they are left out of the checkpoint fingerprint (and the rule's params), so adding them orphans nothing.
+SWITCH_DEFAULTS = {"optimizer": "adamw", "lr_schedule": "linear", "mlm_mask_token": "mask",
+                   "segment_separators": True}
+DEFAULTS.update(SWITCH_DEFAULTS)
 
 
 def train(
@@ -125,8 +135,9 @@ def train(
     dev_triples = seeded_subset(kg.triples["dev"], cfg.get("dev_max_triples"), cfg["seed"])
 
     steps_per_epoch = math.ceil(len(train_triples) / cfg["batch_size"])
-    optimizer = build_optimizer(model, ENCODER_PREFIX, cfg["lr_encoder"], cfg["lr_head"], cfg["weight_decay"])
-    scheduler = build_scheduler(optimizer, cfg["epochs"] * steps_per_epoch, cfg["warmup"])
+    optimizer = build_optimizer(model, ENCODER_PREFIX, cfg["lr_encoder"], cfg["lr_head"], cfg["weight_decay"],
+                                kind=cfg["optimizer"])
+    scheduler = build_epoch_scheduler(cfg["lr_schedule"], optimizer, cfg["epochs"] * steps_per_epoch, cfg["warmup"])
     scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device, cfg["precision"]) else None
 
     ckpt_dir = Path(ckpt_dir)
@@ -147,6 +158,7 @@ def train(
         dev_batches = length_sorted_batches([len(s.input_ids) for s in dev_samples], cfg["batch_size"], False)
         dev_stats = _run_epoch(model, dev_samples, dev_batches, kg.special.pad, device, cfg, epoch)
         row = _log_row(epoch, train_stats, dev_stats, optimizer, time.perf_counter() - started)
+        scheduler_epoch_end(scheduler, row["dev_loss"])  # plateau: halve the LR after a non-improving epoch
         progress["rows"].append(row)
         _update_progress(progress, row, model, ckpt_dir, cfg["patience"])
         if distributed.is_main():
@@ -173,7 +185,15 @@ def _make_samples(kg, triples, cfg, rng):
     return build_samples(
         kg, triples, cfg["tasks"], int(cfg["max_length"]), rng, cfg["task_probabilities"],
         cfg["mlm_probability"], cfg["mlm_mask_fraction"], cfg["mlm_random_fraction"],
+        cfg["mlm_mask_token"], bool(cfg["segment_separators"]),
     )
+
+
+def _collate(samples, idx, pad_id, cfg) -> dict:
+    """segment_separators false = the authors' input: no attention mask, padded to max_length (see collate)."""
+    if cfg["segment_separators"]:
+        return collate([samples[i] for i in idx], pad_id)
+    return collate([samples[i] for i in idx], pad_id, attention_mask=False, pad_to=int(cfg["max_length"]))
 
 
 def _check_vocabulary(kg: TokenizedKG, tokenizer) -> None:
@@ -202,7 +222,7 @@ def _run_epoch(model, samples, batches, pad_id, device, cfg, epoch, optimizer=No
         if ranks.size > 1 and training:  # forward and update on this rank's slice (out None: an empty slice)
             out = _data_parallel_step(model, samples, idx, pad_id, device, cfg, optimizer, scheduler, scaler)
         else:
-            batch = {k: v.to(device, non_blocking=True) for k, v in collate([samples[i] for i in idx], pad_id).items()}
+            batch = {k: v.to(device, non_blocking=True) for k, v in _collate(samples, idx, pad_id, cfg).items()}
             with torch.set_grad_enabled(training), autocast_context(device, cfg["precision"]):
                 out = model(**batch)
         if training:
@@ -247,7 +267,7 @@ def _data_parallel_step(model, samples, idx, pad_id, device, cfg, optimizer, sch
     out = None
     loss = torch.zeros((), device=device, requires_grad=True)
     if len(idx):
-        batch = {k: v.to(device, non_blocking=True) for k, v in collate([samples[i] for i in idx], pad_id).items()}
+        batch = {k: v.to(device, non_blocking=True) for k, v in _collate(samples, idx, pad_id, cfg).items()}
         with autocast_context(device, cfg["precision"]):
             out = model(**batch)
         mine = _labelled_counts(samples, idx)
@@ -302,7 +322,9 @@ def _group_lrs(optimizer) -> tuple[float, float]:
 
 def _fingerprint(cfg: dict) -> str:
     # Unset (None) options are left out, so adding a new optional setting does not orphan existing checkpoints.
-    relevant = {k: v for k, v in cfg.items() if k not in RESULT_NEUTRAL and v is not None}
+    # So are the authors'-code switches at their default values (SWITCH_DEFAULTS).
+    relevant = {k: v for k, v in cfg.items() if k not in RESULT_NEUTRAL and v is not None
+                and not (k in SWITCH_DEFAULTS and v == SWITCH_DEFAULTS[k])}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -124,11 +124,15 @@ def build_optimizer(
     weight_decay: float = 0.01,
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
-) -> torch.optim.AdamW:
+    kind: str = "adamw",
+) -> torch.optim.Optimizer:
     """AdamW with the paper's two learning rates: parameters whose name starts with `encoder_prefix`
     (the pre-trained encoder) get `lr_encoder`, all others (new layers) get `lr_new`. Bias and LayerNorm /
     BatchNorm weights get no weight decay, as is standard for BERT. `betas` / `eps`: torch's defaults unless given
-    (the authors' fine-tuning: (0.9, 0.98), 1e-6)."""
+    (the authors' fine-tuning: (0.9, 0.98), 1e-6). `kind="adam"`: torch Adam over the same groups (the authors'
+    pre-training: Adam, one LR 1e-4 for all, no weight decay; a non-zero weight_decay would be Adam's coupled L2)."""
+    if kind not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {kind!r}")
     groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
@@ -147,8 +151,12 @@ def build_optimizer(
     # The fused kernel (same update rule, one kernel over all tensors): on CPU the per-tensor loop is memory-bound
     # and dominated a MiniLM step (~1 s vs ~0.1 s measured in pre-training).
     fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for g in param_groups for p in g["params"])
-    return torch.optim.AdamW(param_groups, betas=(float(betas[0]), float(betas[1])), eps=float(eps),
-                             fused=fused or None)
+    optimizer_class = torch.optim.AdamW if kind == "adamw" else torch.optim.Adam
+    return optimizer_class(param_groups, betas=(float(betas[0]), float(betas[1])), eps=float(eps),
+                           fused=fused or None)
+
+
+OPTIMIZERS = ("adamw", "adam")
 
 
 def optimizer_step(loss, model, optimizer, scheduler, scaler=None, max_grad_norm: float | None = None) -> None:
@@ -182,6 +190,53 @@ def build_scheduler(optimizer, total_steps: int, warmup_fraction: float):
 
     warmup_steps = int(round(warmup_fraction * total_steps))
     return get_linear_schedule_with_warmup(optimizer, warmup_steps, max(total_steps, 1))
+
+
+LR_SCHEDULES = ("linear", "plateau")
+
+
+class PlateauSchedule:
+    """The authors' pre-training schedule: ReduceLROnPlateau on the dev loss (mode min, factor 0.5, patience 0, torch's
+    default threshold 1e-4 relative): the LR of every group halves after each epoch whose dev loss does not improve;
+    no warmup. `step()` (called by optimizer_step after every update) does nothing; `epoch_end(dev_loss)` steps the
+    plateau scheduler. Its state_dict is plain JSON (best, bad-epoch count, current LRs), saved in checkpoints."""
+
+    def __init__(self, optimizer, factor: float = 0.5, patience: int = 0):
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])  # as LambdaLR sets it (the pre-training log reads it)
+        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=factor,
+                                                                  patience=patience)
+
+    def step(self) -> None:
+        pass
+
+    def epoch_end(self, dev_loss: float | None) -> None:
+        if dev_loss is not None:
+            self.plateau.step(float(dev_loss))
+
+    def state_dict(self) -> dict:
+        return self.plateau.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.plateau.load_state_dict(state)
+
+
+def build_epoch_scheduler(kind: str, optimizer, total_steps: int, warmup_fraction: float):
+    """`linear`: build_scheduler (per-step warmup + linear decay; `epoch_end` is a no-op); `plateau`: PlateauSchedule
+    (warmup must be 0: the authors had none)."""
+    if kind == "linear":
+        return build_scheduler(optimizer, total_steps, warmup_fraction)
+    if kind == "plateau":
+        if warmup_fraction:
+            raise ValueError("lr_schedule plateau has no warmup: set warmup: 0")
+        return PlateauSchedule(optimizer)
+    raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {kind!r}")
+
+
+def scheduler_epoch_end(scheduler, dev_loss: float | None) -> None:
+    """Tell an epoch-level scheduler the epoch's dev loss (per-step schedulers ignore it)."""
+    if isinstance(scheduler, PlateauSchedule):
+        scheduler.epoch_end(dev_loss)
 
 
 def length_sorted_batches(

@@ -249,7 +249,16 @@ def pretrain_settings(wildcards):
     section["tasks"] = wildcards.tasks
     section["encoder"] = config["encoders"][config["encoder"]]
     section.pop("threads", None)  # the job's granted threads are passed by the script
+    for key, value in PRETRAIN_SWITCH_DEFAULTS.items():  # at the paper's value: not a param, so adding it reruns nothing
+        if section.get(key) == value:
+            section.pop(key)
     return section
+
+
+# The authors'-code switches of pre-training at their defaults (= lpbert_core.pretrain_loop.SWITCH_DEFAULTS; a test
+# checks they agree): left out of the rule's params when set to these values.
+PRETRAIN_SWITCH_DEFAULTS = {"optimizer": "adamw", "lr_schedule": "linear", "mlm_mask_token": "mask",
+                            "segment_separators": True}
 
 
 # ---- used by finetune.smk

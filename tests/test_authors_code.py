@@ -283,6 +283,10 @@ def test_overlay_sets_every_authors_switch():
     assert ft["per_dataset"]["umls"] == {"lr_encoder": 3e-5, "early_stop_patience": 5}
     assert cfg["score"]["per_dataset"]["WN18RR"]["head_ranking"] == "relation_candidates"
     assert cfg["pretrain"]["em_head_norm"] == "layernorm"
+    pt = cfg["pretrain"]
+    assert (pt["optimizer"], pt["lr_schedule"], pt["mlm_mask_token"], pt["segment_separators"]) == (
+        "adam", "plateau", "pad", False)
+    assert pt["lr_encoder"] == pt["lr_head"] == 1e-4 and pt["weight_decay"] == 0 and pt["warmup"] == 0
     assert "leaky" in cfg["tables"]["scale_note"]
     assert "# pre-training departures: see below" in (REPO / "configs" / "authors-code.yaml").read_text()
 

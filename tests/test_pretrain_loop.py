@@ -138,3 +138,88 @@ def test_batch_order(tiny_encoder_dir, kg, tmp_path, monkeypatch, order):
 def test_bad_batch_order_is_rejected(tiny_encoder_dir, kg, tmp_path):
     with pytest.raises(ValueError, match="batch_order"):
         train(kg, settings(tiny_encoder_dir, batch_order="sorted"), tmp_path / "m", tmp_path / "c", tmp_path / "l.csv")
+
+
+# ------------------------------------------------------------------ authors'-code switches
+
+def test_optimizer_switch_builds_adam_groups():
+    from lpbert_core.training import build_optimizer
+
+    model = torch.nn.ModuleDict({"encoder": torch.nn.Linear(3, 3), "head": torch.nn.Linear(3, 2)})
+    adamw = build_optimizer(model, "encoder.", 5e-5, 1e-4, 0.01)
+    adam = build_optimizer(model, "encoder.", 1e-4, 1e-4, 0.0, kind="adam")
+    assert type(adamw) is torch.optim.AdamW and type(adam) is torch.optim.Adam
+    assert {g["lr"] for g in adam.param_groups} == {1e-4} and {g["weight_decay"] for g in adam.param_groups} == {0.0}
+    assert sorted(g["lr"] for g in adamw.param_groups) == [5e-5, 5e-5, 1e-4, 1e-4]
+    with pytest.raises(ValueError, match="optimizer"):
+        build_optimizer(model, "encoder.", 1e-4, 1e-4, kind="sgd")
+
+
+def test_plateau_schedule_halves_and_round_trips():
+    import json
+
+    from lpbert_core.training import PlateauSchedule, build_epoch_scheduler, build_optimizer, scheduler_epoch_end
+
+    model = torch.nn.ModuleDict({"encoder": torch.nn.Linear(3, 3)})
+    opt = build_optimizer(model, "encoder.", 1e-4, 1e-4, 0.0, kind="adam")
+    sched = build_epoch_scheduler("plateau", opt, 100, 0.0)
+    for _ in range(5):
+        sched.step()  # per optimizer step: nothing
+    assert {g["lr"] for g in opt.param_groups} == {1e-4}
+    for loss in (1.0, 0.9, 0.95):  # improve, improve, worse -> halve once (patience 0)
+        scheduler_epoch_end(sched, loss)
+    assert {g["lr"] for g in opt.param_groups} == {5e-5}
+    state = json.loads(json.dumps(sched.state_dict(), default=float))  # as save_checkpoint writes it
+    opt2 = build_optimizer(model, "encoder.", 1e-4, 1e-4, 0.0, kind="adam")
+    sched2 = PlateauSchedule(opt2)
+    opt2.load_state_dict(opt.state_dict())
+    sched2.load_state_dict(state)
+    scheduler_epoch_end(sched, 0.96)
+    scheduler_epoch_end(sched2, 0.96)
+    assert [g["lr"] for g in opt2.param_groups] == [g["lr"] for g in opt.param_groups] == [2.5e-5] * 2
+    with pytest.raises(ValueError, match="warmup"):
+        build_epoch_scheduler("plateau", opt, 100, 0.05)
+
+
+AUTHORS = {"optimizer": "adam", "lr_schedule": "plateau", "warmup": 0, "weight_decay": 0, "mlm_mask_token": "pad",
+           "segment_separators": False, "em_head_norm": "layernorm"}
+
+
+def test_authors_switches_resume_after_kill(tiny_encoder_dir, kg, tmp_path):
+    """All pre-training switches at the code's values: trains, and a kill mid-epoch-3 resumes exactly (the plateau
+    scheduler's state is in the checkpoint)."""
+    cfg = settings(tiny_encoder_dir, epochs=3, lr_encoder=0.5, lr_head=0.5, **AUTHORS)  # big LR: dev loss worsens
+    full = train(kg, cfg, tmp_path / "a" / "model", tmp_path / "a" / "ckpt", tmp_path / "a" / "log.csv")
+    assert [r["epoch"] for r in full] == [1, 2, 3]
+
+    def kill(epoch, step):
+        if epoch == 3 and step == 2:
+            raise Killed
+
+    out, ckpt, log_csv = tmp_path / "b" / "model", tmp_path / "b" / "ckpt", tmp_path / "b" / "log.csv"
+    with pytest.raises(Killed):
+        train(kg, cfg, out, ckpt, log_csv, step_hook=kill)
+    resumed = train(kg, cfg, out, ckpt, log_csv)
+    assert [(r["train_loss"], r["dev_loss"], r["lr"]) for r in resumed] == [
+        (r["train_loss"], r["dev_loss"], r["lr"]) for r in full]
+    # the LR of each epoch: halved after every epoch whose dev loss did not improve on the best so far
+    best, lr = float("inf"), 0.5
+    for row in full:
+        assert row["lr"] == row["lr_head"] == pytest.approx(lr)
+        if row["dev_loss"] < best * (1 - 1e-4):
+            best = row["dev_loss"]
+        else:
+            lr /= 2
+
+
+def test_switch_defaults_leave_fingerprint_and_params_alone():
+    import re
+
+    from lpbert_core.pretrain_loop import DEFAULTS, SWITCH_DEFAULTS, _fingerprint
+
+    base = {k: v for k, v in DEFAULTS.items() if k not in SWITCH_DEFAULTS}
+    assert _fingerprint({**base, **SWITCH_DEFAULTS}) == _fingerprint(base)
+    assert _fingerprint({**base, "optimizer": "adam"}) != _fingerprint(base)
+    common = (Path(__file__).parents[1] / "rules" / "common.smk").read_text()
+    block = re.search(r"PRETRAIN_SWITCH_DEFAULTS = (\{.*?\})", common, re.S).group(1)
+    assert eval(block) == SWITCH_DEFAULTS

@@ -220,3 +220,66 @@ def test_collate_pads_and_masks(kg, tok):
         assert (batch["input_ids"][i, n:] == tok.pad_token_id).all()
         assert (batch["em_labels"][i, n:] == IGNORE).all() and (batch["mlm_labels"][i, n:] == IGNORE).all()
     assert batch["task"].tolist() == [s.task for s in samples]
+
+
+# ------------------------------------------------------------------ authors'-code switches
+
+def test_no_separators_layout_exact(tok, kg):
+    """segment_separators false: [CLS] h r t [SEP] (authors' code), same EM labels and MLM spans, 2 specials."""
+    c, s, m = tok.cls_token_id, tok.sep_token_id, tok.mask_token_id
+    head_text, rel, tail_name = ids(tok, "dog, a domesticated carnivorous mammal"), ids(tok, "is a kind of"), ids(tok, "animal")
+    lay = mem_tail_layout(kg, 0, 0, 1, max_length=64, separators=False)
+    assert lay.input_ids.tolist() == [c] + head_text + rel + [m] * len(tail_name) + [s]
+    assert tok.decode(lay.input_ids) == "[CLS] dog, a domesticated carnivorous mammal is a kind of [MASK] [SEP]"
+    assert [i for i, x in enumerate(lay.em_labels) if x != IGNORE] == special_positions(lay.input_ids.tolist(), m)
+    assert np.flatnonzero(lay.mlm_allowed).tolist() == list(range(1, 1 + len(head_text)))
+    head_name = ids(tok, "dog")
+    tail_text = ids(tok, "animal, a living organism that feeds on organic matter")
+    lay = mem_head_layout(kg, 0, 0, 1, max_length=64, separators=False)
+    assert lay.input_ids.tolist() == [c] + [m] * len(head_name) + rel + tail_text + [s]
+    assert lay.em_labels[1:1 + len(head_name)].tolist() == head_name
+    lay = mrm_layout(kg, 0, 0, 1, max_length=64, separators=False)
+    assert lay.input_ids.tolist() == [c] + head_text + [m] * len(rel) + tail_text + [s]
+    assert np.flatnonzero(lay.em_labels != IGNORE).tolist() == list(range(1 + len(head_text), 1 + len(head_text) + len(rel)))
+    # the budget counts 2 specials: MEM-tail's context is cut to L - |R| - |t*| - 2 (authors' H')
+    lay = mem_tail_layout(kg, 0, 0, 1, max_length=10, separators=False)
+    assert len(lay.input_ids) == 10 and lay.input_ids.tolist()[-1] == s
+    assert lay.input_ids.tolist()[1:10 - 1 - len(rel) - len(tail_name)] == head_text[:10 - 2 - len(rel) - len(tail_name)]
+    # default (paper) layout unchanged
+    assert mem_tail_layout(kg, 0, 0, 1, 64).input_ids.tolist() == mem_tail_layout(kg, 0, 0, 1, 64, True).input_ids.tolist()
+
+
+def test_pad_mask_token(tok, kg):
+    """mlm_mask_token pad: the 80% replacements are [PAD] ids, the MEM/MRM [MASK]s stay; same draws as `mask`."""
+    lay = mrm_layout(kg, 0, 0, 1, max_length=64)
+    real = apply_local_mlm(lay, np.random.default_rng(3), kg.special, probability=1.0)
+    pad = apply_local_mlm(lay, np.random.default_rng(3), kg.special, probability=1.0, mask_token="pad")
+    assert real.mlm_labels.tolist() == pad.mlm_labels.tolist()
+    changed = real.input_ids != pad.input_ids
+    assert changed.any()
+    assert set(real.input_ids[changed].tolist()) == {tok.mask_token_id}
+    assert set(pad.input_ids[changed].tolist()) == {tok.pad_token_id}
+    em = lay.em_labels != IGNORE
+    assert set(pad.input_ids[em].tolist()) == {tok.mask_token_id}  # the relation's [MASK]s are real
+    with pytest.raises(ValueError, match="mlm_mask_token"):
+        apply_local_mlm(lay, np.random.default_rng(3), kg.special, mask_token="unk")
+
+
+def test_build_samples_switches_and_collate_without_attention_mask(kg):
+    triples = kg.triples["train"]
+    default = build_samples(kg, triples, "mem-mrm-mlm", 64, np.random.default_rng(1), PAPER_PROBS)
+    explicit = build_samples(kg, triples, "mem-mrm-mlm", 64, np.random.default_rng(1), PAPER_PROBS, 0.15, 0.8, 0.1,
+                             "mask", True)
+    assert all(a.input_ids.tolist() == b.input_ids.tolist() for a, b in zip(default, explicit))
+    authors = build_samples(kg, triples, "mem-mrm-mlm", 64, np.random.default_rng(1), PAPER_PROBS,
+                            mlm_mask_token="pad", segment_separators=False)
+    sep = kg.special.sep
+    assert all(s.input_ids.tolist().count(sep) == 1 and s.input_ids[-1] == sep for s in authors)
+    batch = collate(authors, kg.special.pad, attention_mask=False, pad_to=40)
+    assert batch["input_ids"].shape == (len(authors), 40) and bool((batch["attention_mask"] == 1).all())
+    assert batch["em_labels"].shape == batch["mlm_labels"].shape == (len(authors), 40)
+    assert bool((batch["token_type_ids"] == 0).all())
+    assert bool((batch["input_ids"][:, -1] == kg.special.pad).all())
+    # with the real mask (default) nothing changes: dynamic padding, mask 0 on padding
+    plain = collate(default, kg.special.pad)
+    assert plain["input_ids"].shape[1] == max(len(s.input_ids) for s in default)
