@@ -8,7 +8,7 @@
 # start, uncommitted code files, times) are copied to benchmarks/results/study_umls/<run>/ and committed, with the
 # interim summary of the finished runs (benchmarks/results/study_umls/summary.*).
 #   nohup benchmarks/run_study_umls.sh > logs/study-umls.nohup.log 2>&1 &
-set -u
+set -u -o pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
 CONFIGS=(--configfile configs/cpu.yaml configs/study-umls.yaml)
@@ -41,7 +41,13 @@ for run in $RUNS; do
     dirty=$(git status --porcelain -- lpbert_core workflow_scripts rules config.yaml schemas | tr '\n' ';')
     diffsha=$(git diff HEAD -- lpbert_core workflow_scripts rules config.yaml schemas | sha256sum | cut -c1-16)
     echo "driver: $run start $start at $head (uncommitted: ${dirty:-none})"
-    if ! "${SM[@]}" "$metrics"; then
+    ok=0
+    for attempt in 1 2 3; do  # another Snakemake instance holding a lock on a shared file: wait and retry
+      if "${SM[@]}" "$metrics" 2>&1 | tee /tmp/study-umls-last.log; then ok=1; break; fi
+      grep -q "cannot be locked" /tmp/study-umls-last.log || break
+      echo "driver: $run locked by another Snakemake instance; retry in 120 s"; sleep 120
+    done
+    if [ "$ok" != 1 ] || [ ! -f "$metrics" ]; then
       echo "driver: $run FAILED $(date -u +%FT%TZ)"; continue
     fi
     mkdir -p "$OUT/$run"
