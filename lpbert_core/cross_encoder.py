@@ -166,7 +166,9 @@ class CrossEncoder(nn.Module):
 
     @property
     def two_token_types(self) -> bool:
-        return int(getattr(self.encoder.config, "type_vocab_size", 2) or 1) >= 2
+        from .encoders import uses_token_types
+
+        return uses_token_types(self.encoder)
 
     def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}

@@ -58,7 +58,10 @@ class PretrainModel(nn.Module):
     def __init__(self, encoder: nn.Module, vocab_size: int, em_head_norm: str = "batchnorm",
                  use_em: bool = True, use_mlm: bool = True):
         super().__init__()
+        from .encoders import uses_token_types
+
         self.encoder = encoder
+        self.token_types = uses_token_types(encoder)
         hidden = encoder.config.hidden_size
         std = getattr(encoder.config, "initializer_range", 0.02)
         # Only the heads a variant trains exist, so no parameter sits in the optimizer without a gradient.
@@ -66,9 +69,8 @@ class PretrainModel(nn.Module):
         self.mlm_head = TokenHead(hidden, vocab_size, "layernorm", std) if use_mlm else None
 
     def forward(self, input_ids, attention_mask, token_type_ids, em_labels, mlm_labels, task) -> dict:
-        hidden = self.encoder(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-        ).last_hidden_state
+        types = {"token_type_ids": token_type_ids} if self.token_types else {}  # MPNet takes none
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **types).last_hidden_state
         out: dict = {"stats": {}, "head_losses": {}}  # head_losses: each term of eq. 8 (multi-GPU weighting)
         loss = hidden.new_zeros((), dtype=torch.float32)
         if self.em_head is not None:

@@ -94,12 +94,18 @@ class SiameseModel(nn.Module):
             device = next(self.encoder.parameters()).device
             self.pair_head = PairLinear(self.encoder.config.hidden_size).to(device)
 
+    @property
+    def _token_types(self) -> bool:
+        from .encoders import uses_token_types
+
+        return uses_token_types(self.encoder)
+
     def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
         return self.encode(input_ids, attention_mask, token_type_ids)
 
     def encode(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
-        if getattr(self.encoder.config, "type_vocab_size", 2) < 2:
-            token_type_ids = None  # RoBERTa-style encoders have a single token type
+        if not self._token_types:
+            token_type_ids = None  # RoBERTa-style encoders have a single token type; MPNet has none
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
         if self.pooling == "pooler":
             return out.pooler_output
