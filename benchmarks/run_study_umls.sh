@@ -11,8 +11,8 @@
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
-CONFIGS=(--configfile configs/cpu.yaml configs/study-umls.yaml)
-SM=(snakemake --cores 2 --rerun-incomplete --rerun-triggers mtime "${CONFIGS[@]}")
+# the target goes first: --configfile (like --resources) takes several values and would swallow it
+sm() { snakemake "$1" --cores 2 --rerun-incomplete --rerun-triggers mtime --configfile configs/cpu.yaml configs/study-umls.yaml; }
 OUT=benchmarks/results/study_umls
 DATASET=umls
 
@@ -27,7 +27,7 @@ commit_paths() {  # commit only the given paths (others' staged work stays stage
 }
 
 echo "driver: start $(date -u +%FT%TZ) at $(git rev-parse HEAD)"
-"${SM[@]}" results/$DATASET/pretrain/mem-mrm-mlm/model || { echo "driver: pre-training failed"; exit 1; }
+sm results/$DATASET/pretrain/mem-mrm-mlm/model || { echo "driver: pre-training failed"; exit 1; }
 
 RUNS=$(python -c "import yaml; print(' '.join(r for r in yaml.safe_load(open('configs/study-umls.yaml'))['runs'] if r.startswith(('study-', 'study30-'))))")
 for run in $RUNS; do
@@ -43,7 +43,7 @@ for run in $RUNS; do
     echo "driver: $run start $start at $head (uncommitted: ${dirty:-none})"
     ok=0
     for attempt in 1 2 3; do  # another Snakemake instance holding a lock on a shared file: wait and retry
-      if "${SM[@]}" "$metrics" 2>&1 | tee /tmp/study-umls-last.log; then ok=1; break; fi
+      if sm "$metrics" 2>&1 | tee /tmp/study-umls-last.log; then ok=1; break; fi
       grep -q "cannot be locked" /tmp/study-umls-last.log || break
       echo "driver: $run locked by another Snakemake instance; retry in 120 s"; sleep 120
     done
@@ -58,8 +58,8 @@ path, run, start, end, wall, head, dirty, diffsha = sys.argv[1:]
 json.dump({"run": run, "started": start, "finished": end, "driver_wall_s": int(wall), "git_commit": head,
            "uncommitted_code_files": [d for d in dirty.split(";") if d.strip()],
            "uncommitted_diff_sha256_16": diffsha,
-           "command": "snakemake --cores 2 --rerun-incomplete --rerun-triggers mtime --configfile configs/cpu.yaml "
-                      f"configs/study-umls.yaml results/umls/runs/{run}/metrics.json"},
+           "command": f"snakemake results/umls/runs/{run}/metrics.json --cores 2 --rerun-incomplete --rerun-triggers mtime "
+                      "--configfile configs/cpu.yaml configs/study-umls.yaml"},
           open(path, "w"), indent=2)
 PY
   fi
@@ -73,4 +73,4 @@ PY
 done
 
 echo "driver: runs done $(date -u +%FT%TZ); summary"
-"${SM[@]}" results/study/$DATASET/summary.md && echo "driver: summary written"
+sm results/study/$DATASET/summary.md && echo "driver: summary written"
