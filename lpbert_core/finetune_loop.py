@@ -16,6 +16,11 @@ Determinism (CPU): every epoch's batch order, dropout and negative draws derive 
 a checkpoint written mid-epoch stores the torch and numpy RNG states and the position in the epoch, so a killed run
 resumes to the same result as an uninterrupted one.
 
+The GPU is fed (issue #11): each step's host work (`prepare_batch`: sampled negatives, token tensors, labels) runs
+one batch ahead in a background thread (`BatchFeed`, in batch order, so the numpy draws are the same draws in the
+same order), pinned on CUDA and copied with non_blocking; the loss is summed on the device and read to the host only
+for the progress line (every LOG_EVERY steps), a checkpoint and the epoch's end (benchmarks/bench_step_profile.py).
+
 Several GPUs for one run (`gpus_per_job: K`, lpbert_core.distributed): `batch_size` stays the GLOBAL batch. Every rank
 draws the same global batch (same seed, same sampled negatives) and encodes only its slice of the rows; all ranks'
 query and candidate vectors are gathered with gradient, and every rank computes the loss on the full in-batch matrix
@@ -29,8 +34,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
 import shutil
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -93,85 +101,142 @@ def _device_batch(batch: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+def _pinned(t: torch.Tensor, pin: bool) -> torch.Tensor:
+    return t.pin_memory() if pin else t
+
+
+@dataclass
+class EncodingInputs:
+    """The host-side tensors of one batch's encoding on this rank: query inputs for rows [lo, hi) of the global
+    batch, the distinct candidate entities' inputs, and `inverse` (where each of this rank's candidates sits among
+    the distinct ones). Built off the step (prefetch thread), pinned when the device is a GPU."""
+
+    queries: dict
+    cands: dict
+    inverse: torch.Tensor
+    lo: int
+    hi: int
+    blocks: int
+    n: int
+
+
+def encoding_inputs(builder: SequenceBuilder, batch_rows: np.ndarray, cand_entities: np.ndarray,
+                    pin: bool = False) -> EncodingInputs:
+    """The CPU half of `encode_batch` (no model, no RNG): this rank's slice of the rows and of every candidate block
+    (one process: all of them), padded to token tensors."""
+    n = len(batch_rows)
+    blocks = np.asarray(cand_entities).reshape(-1, n) if n else np.zeros((1, 0), dtype=np.int64)
+    lo, hi = distributed.shard_range(n) if distributed.world().size > 1 else (0, n)
+    if hi <= lo:  # a short last batch can leave a rank without rows: it still takes part in the gathers
+        return EncodingInputs({}, {}, torch.zeros(0, dtype=torch.long), lo, hi, len(blocks), n)
+    pad = builder.kg.special.pad
+    local_rows = batch_rows[lo:hi]
+    local_cands = blocks[:, lo:hi].reshape(-1)
+    queries = collate_pairs([builder.query(int(h), int(r)) for h, r, _ in local_rows], pad)
+    uniq, inverse = np.unique(local_cands, return_inverse=True)
+    cands = collate_pairs([(s, [0] * len(s)) for s in (builder.candidate(int(e)) for e in uniq)], pad)
+    inverse = torch.as_tensor(inverse.reshape(-1))
+    if pin:
+        queries = {k: v.pin_memory() for k, v in queries.items()}
+        cands = {k: v.pin_memory() for k, v in cands.items()}
+        inverse = inverse.pin_memory()
+    return EncodingInputs(queries, cands, inverse, lo, hi, len(blocks), n)
+
+
+def encode_inputs(model: SiameseModel, inputs: EncodingInputs, device, precision: str
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The device half of `encode_batch`: copy (non-blocking), encode, gather back the candidate list; in a
+    multi-GPU job all ranks' vectors come back with gradient, each block whole, in global order."""
+    if inputs.hi > inputs.lo:
+        with autocast_context(device, precision):
+            qv = model.encode(**_device_batch(inputs.queries, device))
+            cv = model.encode(**_device_batch(inputs.cands, device))
+        qv, cv = qv.float(), cv.float()[inputs.inverse.to(device, non_blocking=True)]
+    else:
+        qv = cv = torch.zeros(0, model.encoder.config.hidden_size, device=device)
+    if distributed.world().size == 1:
+        return qv, cv
+    counts = distributed.shard_sizes(inputs.n)
+    cv = cv.reshape(inputs.blocks, inputs.hi - inputs.lo, qv.shape[-1])
+    return (distributed.gather_rows(qv, counts),
+            torch.cat([distributed.gather_rows(cv[b], counts) for b in range(inputs.blocks)]))
+
+
 def encode_batch(model: SiameseModel, builder: SequenceBuilder, batch_rows: np.ndarray, cand_entities: np.ndarray,
                  device, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Query vectors [n, d] and candidate vectors [len(cand_entities), d]; each distinct candidate entity is
     encoded once (UMLS: ~60 distinct tails in a batch of 128) and gathered back. In a multi-GPU job each rank
-    encodes only its slice and all ranks' vectors come back with gradient (`_encode_batch_ranks`)."""
-    if distributed.world().size > 1:
-        return _encode_batch_ranks(model, builder, batch_rows, cand_entities, device, precision)
-    return _encode_local(model, builder, batch_rows, cand_entities, device, precision)
+    encodes only its contiguous slice [lo, hi) of the n rows and the same slice of every block of n candidates (the
+    candidate list is made of blocks of n aligned with the rows: tails; sampled negatives; the rows' own heads, see
+    training_step); all ranks' vectors come back with gradient."""
+    return encode_inputs(model, encoding_inputs(builder, batch_rows, cand_entities), device, precision)
 
 
-def _encode_batch_ranks(model: SiameseModel, builder: SequenceBuilder, batch_rows: np.ndarray,
-                        cand_entities: np.ndarray, device, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The global batch's vectors, each rank encoding its contiguous slice [lo, hi) of the n rows. The candidate list
-    is made of blocks of n aligned with the rows (tails; sampled negatives; the rows' own heads, see training_step),
-    so a rank encodes the same slice of every block; each block comes back whole, in global order."""
-    n = len(batch_rows)
-    blocks = np.asarray(cand_entities).reshape(-1, n)
-    counts = distributed.shard_sizes(n)
-    lo, hi = distributed.shard_range(n)
-    if hi > lo:
-        qv, cv = _encode_local(model, builder, batch_rows[lo:hi], blocks[:, lo:hi].reshape(-1), device, precision)
-    else:  # a short last batch can leave a rank without rows: it still takes part in the gathers
-        qv = cv = torch.zeros(0, model.encoder.config.hidden_size, device=device)
-    cv = cv.reshape(len(blocks), hi - lo, qv.shape[-1])
-    return (distributed.gather_rows(qv, counts),
-            torch.cat([distributed.gather_rows(cv[b], counts) for b in range(len(blocks))]))
+@dataclass
+class PreparedBatch:
+    """Everything one training step needs from the host, built ahead of the step (`prepare_batch`): the encoding
+    inputs, the labels / known-answer masks, and the numpy RNG state right after this batch's draws (what a
+    mid-epoch checkpoint stores: the prefetch thread may already have drawn for later batches)."""
+
+    rows: np.ndarray
+    inputs: EncodingInputs
+    labels: torch.Tensor | None = None
+    self_mask: torch.Tensor | None = None
+    rng_state: dict | None = None
 
 
-def _encode_local(model: SiameseModel, builder: SequenceBuilder, batch_rows: np.ndarray, cand_entities: np.ndarray,
-                  device, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
-    pad = builder.kg.special.pad
-    queries = collate_pairs([builder.query(int(h), int(r)) for h, r, _ in batch_rows], pad)
-    uniq, inverse = np.unique(cand_entities, return_inverse=True)
-    cands = collate_pairs([(s, [0] * len(s)) for s in (builder.candidate(int(e)) for e in uniq)], pad)
-    with autocast_context(device, precision):
-        qv = model.encode(**_device_batch(queries, device))
-        cv = model.encode(**_device_batch(cands, device))
-    return qv.float(), cv.float()[torch.as_tensor(inverse.reshape(-1), device=device)]
-
-
-def training_step(model: SiameseModel, builder: SequenceBuilder, batch_rows: np.ndarray, known, loss_cfg: LossConfig,
-                  device, precision: str, in_batch: bool, rng: np.random.Generator | None = None) -> dict:
-    """Forward pass + loss of one batch (no backward). In-batch: 2n encodings, n x n scores. Sampled mode:
-    queries, positive tails and one sampled negative tail each, 2n scored pairs. `loss_cfg.self_negatives`: the
-    rows' head entities are encoded as extra candidates in the same pass (an entity already among the tails is
-    encoded once) and each row gets one more negative, its own anchor (`self_negative_mask` says where it counts)."""
+def prepare_batch(builder: SequenceBuilder, batch_rows: np.ndarray, known, loss_cfg: LossConfig, in_batch: bool,
+                  rng: np.random.Generator | None = None, pin: bool = False) -> PreparedBatch:
+    """The host half of a training step: sampled negatives (the only RNG draw, numpy; called in batch order from
+    one thread), candidate list, token tensors, label matrix / pair labels, self-negative mask."""
     kg = builder.kg
     n = len(batch_rows)
     tails = batch_rows[:, 2]
-    if not in_batch:
+    self_neg = bool(loss_cfg.self_negatives)
+    labels = mask = None
+    if in_batch:
+        cand_entities = tails
+        labels = label_matrix(batch_rows, known)
+        if self_neg:
+            mask = self_negative_mask(batch_rows, known, np.broadcast_to(tails, (n, n)))
+    else:
         negs = sample_negative_tails(batch_rows, known, kg.num_entities, rng)
         cand_entities = np.concatenate([tails, negs])
-    else:
-        cand_entities = tails
-    self_neg = bool(loss_cfg.self_negatives)
+        neg_known = known.contains(batch_rows[:, 0], batch_rows[:, 1], negs)
+        if self_neg:  # rows x [positive tail, sampled negative, own anchor]
+            labels = torch.from_numpy(np.stack([np.ones(n), neg_known.astype(np.float64)], 1)).float()
+            mask = self_negative_mask(batch_rows, known, np.stack([tails, negs], 1))
+        else:
+            labels = torch.from_numpy(np.concatenate([np.ones(n), neg_known.astype(np.float64)])).float()
     if self_neg:
         cand_entities = np.concatenate([cand_entities, batch_rows[:, 0]])
-    qv, cv = encode_batch(model, builder, batch_rows, cand_entities, device, precision)
+    state = rng.bit_generator.state if rng is not None else None
+    return PreparedBatch(batch_rows, encoding_inputs(builder, batch_rows, cand_entities, pin),
+                         _pinned(labels, pin),
+                         None if mask is None else _pinned(torch.as_tensor(mask, dtype=torch.bool), pin), state)
+
+
+def prepared_step(model: SiameseModel, prepared: PreparedBatch, loss_cfg: LossConfig, device, precision: str,
+                  in_batch: bool) -> dict:
+    """The device half of a training step: encode, score, loss (no backward); no host synchronisation."""
+    n = len(prepared.rows)
+    qv, cv = encode_inputs(model, prepared.inputs, device, precision)
+    labels = prepared.labels.to(device, non_blocking=True)
+    mask = None if prepared.self_mask is None else prepared.self_mask.to(device, non_blocking=True)
     anchors = None
-    if self_neg:
+    if mask is not None:
         cv, anchors = cv[:-n], cv[-n:]
     if in_batch:
-        labels = label_matrix(batch_rows, known).to(device)
-        if not self_neg:
+        if mask is None:
             return batch_loss(qv, cv, labels, loss_cfg, model.prob_scale, model.prob_bias, scorer=model)
-        mask = self_negative_mask(batch_rows, known, np.broadcast_to(tails, (n, n)))
         return batch_loss(qv, cv, labels, loss_cfg, model.prob_scale, model.prob_bias, anchors, mask, scorer=model)
-    neg_known = known.contains(batch_rows[:, 0], batch_rows[:, 1], negs)
-    if self_neg:
-        # rows x [positive tail, sampled negative, own anchor]
+    if mask is not None:
         cos = torch.stack([model.score_pairs(qv, cv[:n]), model.score_pairs(qv, cv[n:])], 1)
         dist = torch.stack([pair_distance(qv, cv[:n]), pair_distance(qv, cv[n:])], 1)
-        labels = torch.from_numpy(np.stack([np.ones(n), neg_known.astype(np.float64)], 1)).float().to(device)
-        mask = self_negative_mask(batch_rows, known, np.stack([tails, negs], 1))
         cos, dist, labels, valid = add_self_column(cos, dist, labels, qv, anchors, mask, model)
         target = torch.zeros(n, dtype=torch.long, device=device)
         return masked_loss(cos, dist, labels, valid, target, loss_cfg, model.prob_scale, model.prob_bias)
     q2 = torch.cat([qv, qv])
-    labels = torch.from_numpy(np.concatenate([np.ones(n), neg_known.astype(np.float64)])).float().to(device)
     cos, dist = model.score_pairs(q2, cv), pair_distance(q2, cv)
     if loss_cfg.loss == "infonce":
         logits = torch.stack([cos[:n], cos[n:]], 1) / loss_cfg.infonce_temperature
@@ -181,6 +246,75 @@ def training_step(model: SiameseModel, builder: SequenceBuilder, batch_rows: np.
     return pair_loss(cos, dist, labels, loss_cfg, model.prob_scale, model.prob_bias)
 
 
+def training_step(model: SiameseModel, builder: SequenceBuilder, batch_rows: np.ndarray, known, loss_cfg: LossConfig,
+                  device, precision: str, in_batch: bool, rng: np.random.Generator | None = None) -> dict:
+    """Forward pass + loss of one batch (no backward): `prepare_batch` then `prepared_step`. In-batch: 2n
+    encodings, n x n scores. Sampled mode: queries, positive tails and one sampled negative tail each, 2n scored
+    pairs. `loss_cfg.self_negatives`: the rows' head entities are encoded as extra candidates in the same pass (an
+    entity already among the tails is encoded once) and each row gets one more negative, its own anchor
+    (`self_negative_mask` says where it counts)."""
+    return prepared_step(model, prepare_batch(builder, batch_rows, known, loss_cfg, in_batch, rng), loss_cfg,
+                         device, precision, in_batch)
+
+
+class _Failure:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+class BatchFeed:
+    """`make(item)` for each item, in order. depth 0: inline, on demand. depth >= 1: one background thread makes
+    them in order, at most `depth` finished ones waiting, while the caller runs the current step (the host work
+    overlaps the device's; every RNG draw stays in one thread, in batch order). `wait_seconds`: how long the
+    caller waited for batches (the share of host preparation the prefetch did not hide)."""
+
+    def __init__(self, make: Callable, items, depth: int = 1):
+        self._make, self._items, self.depth = make, list(items), int(depth)
+        self.wait_seconds = 0.0
+        self._stop = threading.Event()
+        self._thread = None
+        if self.depth > 0 and self._items:
+            self._queue = queue.Queue(maxsize=self.depth)
+            self._thread = threading.Thread(target=self._run, name="batch-prefetch", daemon=True)
+            self._thread.start()
+
+    def _put(self, obj) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(obj, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for item in self._items:
+                if self._stop.is_set() or not self._put(self._make(item)):
+                    return
+        except BaseException as exc:  # re-raised in the consumer
+            self._put(_Failure(exc))
+
+    def __iter__(self):
+        for item in self._items:
+            t0 = time.perf_counter()
+            if self._thread is None:
+                out = self._make(item)
+            else:
+                out = self._queue.get()
+                if isinstance(out, _Failure):
+                    raise out.exc
+            self.wait_seconds += time.perf_counter() - t0
+            yield out
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+
+
+LOG_EVERY = 20  # training steps between progress lines (the only mid-epoch reads of the loss besides checkpoints)
 SHIFT_BATCHES = 8  # training batches whose in-batch pairs give `shift: initial_mean`
 
 
@@ -223,10 +357,6 @@ def dev_in_batch_loss(model: SiameseModel, builder: SequenceBuilder, rows: np.nd
     return float(np.mean(losses)) if losses else float("nan")
 
 
-def _rng_to_json(rng: np.random.Generator) -> dict:
-    return rng.bit_generator.state
-
-
 def _torch_rng_state() -> dict:
     state = {"cpu": torch.get_rng_state().tolist()}
     if torch.cuda.is_available():
@@ -234,11 +364,12 @@ def _torch_rng_state() -> dict:
     return state
 
 
-def _store_rng(progress: dict, rng: np.random.Generator) -> None:
-    """The RNG states a mid-epoch checkpoint needs: numpy's (the same on every rank) and torch's (dropout; one
-    per rank in a multi-GPU job, each rank restores its own)."""
+def _store_rng(progress: dict, numpy_state: dict) -> None:
+    """The RNG states a mid-epoch checkpoint needs: numpy's (the same on every rank; the state right after the last
+    finished step's draws, recorded by prepare_batch: the prefetch thread may have drawn further) and torch's
+    (dropout; one per rank in a multi-GPU job, each rank restores its own)."""
     progress["torch_rng"] = _torch_rng_state()
-    progress["numpy_rng"] = _rng_to_json(rng)
+    progress["numpy_rng"] = numpy_state
     if distributed.world().size > 1:
         progress["torch_rng_ranks"] = distributed.all_gather_object(progress["torch_rng"])
 
@@ -257,10 +388,12 @@ def _set_torch_rng_state(state: dict) -> None:
 def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Path, log_csv: str | Path,
              checkpoint_dir: str | Path, device: torch.device, run_info: dict | None = None,
              log: Callable[[str], None] = print, stop_after_steps: int | None = None,
-             head_ranking: str | None = None) -> dict:
+             head_ranking: str | None = None, prefetch: int = 1) -> dict:
     """Fine-tune `encoder` (a transformers model, already loaded) and write the best model (by dev Hits@10, or the
     dev loss) to `model_dir` and the per-epoch log to `log_csv`. `stop_after_steps` simulates a kill (tests).
-    `head_ranking`: how the per-epoch dev evaluation ranks head queries (`score.head_ranking`; None = its default)."""
+    `head_ranking`: how the per-epoch dev evaluation ranks head queries (`score.head_ranking`; None = its default).
+    `prefetch`: batches prepared ahead of the step by a background thread (0: inline); pinned on CUDA. Not a
+    setting of the run (no effect on results: the same batches and RNG draws in the same order)."""
     cfg = _cfg(cfg)
     loss_cfg = LossConfig.from_dict(cfg)
     head_ranking = head_ranking or SCORE_DEFAULTS["head_ranking"]
@@ -359,28 +492,50 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
         model.train()
         t_epoch = time.perf_counter()
         first_step = progress["step_in_epoch"]
-        for b in range(first_step, len(batches)):
-            out = training_step(model, builder, rows[batches[b]], known, loss_cfg, device, precision, in_batch, rng)
-            optimizer_step(out["loss"], model, optimizer, scheduler, scaler, cfg["max_grad_norm"])
-            el = progress["epoch_loss"]
-            el[0] += float(out["loss"].detach())
-            el[1] += float(out["focal"].detach())
-            el[2] += float(out["distance"].detach())
-            el[3] += 1
-            progress["step_in_epoch"] = b + 1
-            progress["global_step"] += 1
-            steps_this_call += 1
-            if progress["step_in_epoch"] % 20 == 0:
-                log(f"epoch {epoch + 1} step {progress['step_in_epoch']}/{len(batches)} "
-                    f"loss {el[0] / el[3]:.4f} ({time.perf_counter() - t_epoch:.0f} s)")
-            every = int(cfg["checkpoint_every_steps"] or 0)
-            killed = stop_after_steps is not None and steps_this_call >= stop_after_steps
-            if (every and progress["global_step"] % every == 0) or killed:
-                _store_rng(progress, rng)
-                save_last()
-            if killed:
-                log(f"stopping after {steps_this_call} steps (simulated kill)")
-                return {"killed": True, "progress": progress}
+        el = progress["epoch_loss"]
+        # the epoch's loss sums stay on the device (float64: the same sums as adding float(loss) each step) and are
+        # read back only when logged, checkpointed and at the epoch's end: no per-step host synchronisation
+        loss_sum = None if device.type == "mps" else torch.tensor(el[:3], dtype=torch.float64, device=device)
+        last_state = progress.get("numpy_rng") if first_step else rng.bit_generator.state
+        pin = device.type == "cuda"
+        feed = BatchFeed(lambda b: prepare_batch(builder, rows[batches[b]], known, loss_cfg, in_batch, rng, pin),
+                         range(first_step, len(batches)), prefetch)
+
+        def read_loss():
+            if loss_sum is not None:
+                el[:3] = loss_sum.tolist()
+
+        try:
+            for b, prepared in zip(range(first_step, len(batches)), feed):
+                out = prepared_step(model, prepared, loss_cfg, device, precision, in_batch)
+                optimizer_step(out["loss"], model, optimizer, scheduler, scaler, cfg["max_grad_norm"])
+                last_state = prepared.rng_state
+                parts = [out[k].detach() for k in ("loss", "focal", "distance")]
+                if loss_sum is not None:
+                    loss_sum += torch.stack([t.double() for t in parts])
+                else:
+                    for i, t in enumerate(parts):
+                        el[i] += float(t)
+                el[3] += 1
+                progress["step_in_epoch"] = b + 1
+                progress["global_step"] += 1
+                steps_this_call += 1
+                if progress["step_in_epoch"] % LOG_EVERY == 0:
+                    read_loss()
+                    log(f"epoch {epoch + 1} step {progress['step_in_epoch']}/{len(batches)} "
+                        f"loss {el[0] / el[3]:.4f} ({time.perf_counter() - t_epoch:.0f} s)")
+                every = int(cfg["checkpoint_every_steps"] or 0)
+                killed = stop_after_steps is not None and steps_this_call >= stop_after_steps
+                if (every and progress["global_step"] % every == 0) or killed:
+                    read_loss()
+                    _store_rng(progress, last_state)
+                    save_last()
+                if killed:
+                    log(f"stopping after {steps_this_call} steps (simulated kill)")
+                    return {"killed": True, "progress": progress}
+        finally:
+            feed.close()
+        read_loss()
         train_seconds = time.perf_counter() - t_epoch
 
         # ---- fast dev scorer: filtered Hits@10 on dev (filter: train + dev; test never influences selection)

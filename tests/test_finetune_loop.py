@@ -34,14 +34,14 @@ def setup(tiny_encoder_dir):
     return toy_kg(tok), tok, tiny_encoder_dir
 
 
-def _run(setup, tmp, cfg=CFG, stop_after=None, ckpt=None):
+def _run(setup, tmp, cfg=CFG, stop_after=None, ckpt=None, prefetch=1):
     from transformers import AutoModel
 
     kg, tok, enc_dir = setup
     torch.manual_seed(123)  # encoder loading is deterministic anyway
     return finetune(kg, AutoModel.from_pretrained(enc_dir), tok, cfg, tmp / "model", tmp / "log.csv",
                     ckpt or (tmp / "ckpt"), torch.device("cpu"), {"dataset": "toy"}, log=lambda m: None,
-                    stop_after_steps=stop_after)
+                    stop_after_steps=stop_after, prefetch=prefetch)
 
 
 def _weights(path):
@@ -83,6 +83,25 @@ def test_sampled_negative_mode_trains(setup, tmp_path):
     assert not res["killed"] and res["progress"]["log"][0]["loss"] > 0
 
 
+def test_prefetch_changes_nothing_sampled_negatives_and_resume(setup, tmp_path):
+    """Batches prepared ahead by the prefetch thread (the negatives drawn there, ahead of the step) give the same
+    weights and logs as inline preparation, also when killed mid-epoch (the checkpoint stores the RNG state of the
+    last finished step, not the prefetch thread's) and resumed."""
+    cfg = {**CFG, "in_batch_negatives": False, "dev_eval": False}
+    _run(setup, tmp_path / "inline", cfg=cfg, prefetch=0)
+    _run(setup, tmp_path / "ahead", cfg=cfg, prefetch=2)
+    assert _run(setup, tmp_path / "killed", cfg=cfg, stop_after=1, prefetch=2)["killed"]
+    assert _run(setup, tmp_path / "killed", cfg=cfg, stop_after=3, prefetch=1)["killed"]
+    _run(setup, tmp_path / "killed", cfg=cfg, prefetch=1)
+    timing = ["train_seconds", "dev_seconds", "attempt", "steps_timed"]
+    ref_log = pd.read_csv(tmp_path / "inline/log.csv").drop(columns=timing)
+    ref = _weights(tmp_path / "inline/model")
+    for run in ("ahead", "killed"):
+        pd.testing.assert_frame_equal(ref_log, pd.read_csv(tmp_path / run / "log.csv").drop(columns=timing))
+        got = _weights(tmp_path / run / "model")
+        assert all(torch.equal(ref[k], got[k]) for k in ref)
+
+
 def test_settings_merge():
     cfg = {"alpha": 0.5, "batch_size": 10, "per_dataset": {"umls": {"batch_size": 128, "alpha": 0.8}}}
     s = finetune_settings(cfg, "umls", {"in_batch_negatives": False})
@@ -113,13 +132,13 @@ def _record_batches(monkeypatch):
     import lpbert_core.finetune_loop as loop
 
     seen = []
-    real = loop.training_step
+    real = loop.prepared_step
 
-    def recording(model, builder, batch_rows, *args, **kwargs):
-        seen.append(np.array(batch_rows))
-        return real(model, builder, batch_rows, *args, **kwargs)
+    def recording(model, prepared, *args, **kwargs):  # the batches steps ran (the prefetch may have made more)
+        seen.append(np.array(prepared.rows))
+        return real(model, prepared, *args, **kwargs)
 
-    monkeypatch.setattr(loop, "training_step", recording)
+    monkeypatch.setattr(loop, "prepared_step", recording)
     return seen
 
 
