@@ -99,6 +99,8 @@ def test_lint_has_no_remarks():
         ({"datasets": "umls"}, "'umls' is not of type 'array'"),
         ({"no_such_key": 1}, "Additional properties are not allowed"),
         ({"sources": {"umls": {"sha256": "not-a-hash"}}}, "does not match"),
+        ({"pretrain": {"device": "gpu"}}, "'gpu' does not match"),  # one device setting for every stage
+        ({"finetune": {"device": "tpu"}}, "'tpu' does not match"),
         ({"datasets": ["umls", "mykg"]}, "datasets: 'mykg' has no entry under sources (configured sources: "
                                          "FB15k-237, umls, WN18RR)"),
         ({"finetune": {"per_dataset": {"umsl": {"epochs": 1}}}},
