@@ -49,12 +49,11 @@ from safetensors.torch import load_file, save_file
 from . import distributed
 from .atomic import atomic_dir, write_log_csv
 from .finetune_data import (SequenceBuilder, collate_pairs, known_answers, label_leak, label_matrix,
-                            sample_negative_tails, self_negative_mask, split_rows, train_known_answers,
-                            training_triples)
+                            sample_negative_tails, self_negative_mask, split_rows, training_triples)
 from .finetune_loss import LossConfig, add_self_column, batch_loss, masked_loss, pair_loss
 from .kg import TokenizedKG
 from .scoring import SCORE_DEFAULTS, evaluate_split
-from .siamese import SiameseModel, cosine_matrix, pair_cosine, pair_distance, save_run_model
+from .siamese import SiameseModel, cosine_matrix, pair_distance, save_run_model
 from .training import (BATCH_ORDERS, autocast_context, build_optimizer, build_scheduler, epoch_seed, needs_grad_scaler,
                        optimizer_step, resume_checkpoint, save_checkpoint, set_seed, training_batches)
 
