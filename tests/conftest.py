@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
+
+import pandas as pd
 
 import pytest
 
@@ -29,3 +32,33 @@ def tiny_encoder_dir(tmp_path_factory, fixture_builder):
     out = tmp_path_factory.mktemp("tiny_bert")
     fixture_builder.write_tiny_encoder(out)
     return str(out)
+
+
+def write_kg_layout(kg, tok, root):
+    """A TokenizedKG written in the pipeline layout (text/ and tokens/minilm/ under `root`), as the data stages would."""
+    from lpbert_core.atomic import write_parquet
+
+    text, tokens = root / "text", root / "tokens" / "minilm"
+    write_parquet(text / "entities.parquet", pd.DataFrame({
+        "id": kg.entity_ids, "name": [tok.decode(t) for t in kg.entity_name_ids], "description": "",
+        "text": [tok.decode(t) for t in kg.entity_text_ids]}))
+    write_parquet(text / "relations.parquet", pd.DataFrame({
+        "id": kg.relation_ids, "text": [tok.decode(t) for t in kg.relation_text_ids],
+        "inverse_text": [tok.decode(t) for t in kg.relation_inverse_ids]}))
+    rows = [{"split": split, "head": kg.entity_ids[h], "relation": kg.relation_ids[r], "tail": kg.entity_ids[t],
+             "inverse": False} for split, arr in kg.triples.items() for h, r, t in arr]
+    write_parquet(text / "triples.parquet", pd.DataFrame(rows))
+    write_parquet(tokens / "entities.parquet", pd.DataFrame({
+        "id": kg.entity_ids, "name_ids": kg.entity_name_ids, "description_ids": kg.entity_desc_ids,
+        "text_ids": kg.entity_text_ids}))
+    write_parquet(tokens / "relations.parquet", pd.DataFrame({
+        "id": kg.relation_ids, "text_ids": kg.relation_text_ids, "inverse_ids": kg.relation_inverse_ids}))
+    sp = kg.special
+    (tokens / "manifest.json").write_text(json.dumps({"special_ids": {
+        "cls": sp.cls, "sep": sp.sep, "mask": sp.mask, "pad": sp.pad, "vocab_size": sp.vocab_size}}))
+    return text, tokens
+
+
+@pytest.fixture(scope="session")
+def kg_layout_writer():
+    return write_kg_layout

@@ -183,7 +183,7 @@ def test_saved_pair_linear_run_reloads_and_scores_identically(setup, tmp_path):
         pd.testing.assert_frame_equal(a, c)
 
 
-def test_score_rule_and_predictor_on_the_authors_run(authors_run, setup, tmp_path):
+def test_score_rule_and_predictor_on_the_authors_run(authors_run, setup, tmp_path, kg_layout_writer):
     """metrics.json says leaky, the head ranking and the scorer; the predictor replays the ranks."""
     from lpbert_core.predict import LinkPredictor
     from lpbert_core.scoring import run_score
@@ -191,7 +191,7 @@ def test_score_rule_and_predictor_on_the_authors_run(authors_run, setup, tmp_pat
     res, tmp = authors_run
     kg, tok, _ = setup
     # the pipeline layout the predictor and the score rule read (text + tokens tables)
-    text, tokens = _write_layout(kg, tok, tmp_path / "toy")
+    text, tokens = kg_layout_writer(kg, tok, tmp_path / "toy")
     out = run_score(tmp / "model", text, tokens, tmp_path / "ranks.parquet", tmp_path / "metrics.json",
                     {"batch_size": 4, "chunk_size": 3, "head_ranking": "relation_candidates"}, log=lambda m: None)
     saved = json.loads((tmp_path / "metrics.json").read_text())
@@ -208,30 +208,6 @@ def test_score_rule_and_predictor_on_the_authors_run(authors_run, setup, tmp_pat
     r = kg.relation_ids[kg.triples["test"][0][1]]
     top = lp.top_k(relation=r, tail=t, k=3)
     assert len(top) == 3 and top[0]["score"] >= top[1]["score"] >= top[2]["score"]
-
-
-def _write_layout(kg, tok, root):
-    from lpbert_core.atomic import write_parquet
-
-    text, tokens = root / "text", root / "tokens" / "minilm"
-    write_parquet(text / "entities.parquet", pd.DataFrame({
-        "id": kg.entity_ids, "name": [tok.decode(t) for t in kg.entity_name_ids], "description": "",
-        "text": [tok.decode(t) for t in kg.entity_text_ids]}))
-    write_parquet(text / "relations.parquet", pd.DataFrame({
-        "id": kg.relation_ids, "text": [tok.decode(t) for t in kg.relation_text_ids],
-        "inverse_text": [tok.decode(t) for t in kg.relation_inverse_ids]}))
-    rows = [{"split": split, "head": kg.entity_ids[h], "relation": kg.relation_ids[r], "tail": kg.entity_ids[t],
-             "inverse": False} for split, arr in kg.triples.items() for h, r, t in arr]
-    write_parquet(text / "triples.parquet", pd.DataFrame(rows))
-    write_parquet(tokens / "entities.parquet", pd.DataFrame({
-        "id": kg.entity_ids, "name_ids": kg.entity_name_ids, "description_ids": kg.entity_desc_ids,
-        "text_ids": kg.entity_text_ids}))
-    write_parquet(tokens / "relations.parquet", pd.DataFrame({
-        "id": kg.relation_ids, "text_ids": kg.relation_text_ids, "inverse_ids": kg.relation_inverse_ids}))
-    sp = kg.special
-    (tokens / "manifest.json").write_text(json.dumps({"special_ids": {
-        "cls": sp.cls, "sep": sp.sep, "mask": sp.mask, "pad": sp.pad, "vocab_size": sp.vocab_size}}))
-    return text, tokens
 
 
 # ------------------------------------------------------------------ StAR-style head ranking

@@ -14,36 +14,15 @@ from test_finetune_loop import toy_kg
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_encoder_dir, tmp_path_factory):
+def run_dir(tiny_encoder_dir, tmp_path_factory, kg_layout_writer):
     from transformers import AutoTokenizer
 
-    from lpbert_core.atomic import write_parquet
 
     root = tmp_path_factory.mktemp("results") / "toy"
     tok = AutoTokenizer.from_pretrained(tiny_encoder_dir)
     kg = toy_kg(tok)
     # text + token tables in the pipeline layout, so from_run finds them next to the run
-    text, tokens = root / "text", root / "tokens" / "minilm"
-    write_parquet(text / "entities.parquet", pd.DataFrame({
-        "id": kg.entity_ids, "name": [tok.decode(t) for t in kg.entity_name_ids], "description": "",
-        "text": [tok.decode(t) for t in kg.entity_text_ids]}))
-    write_parquet(text / "relations.parquet", pd.DataFrame({
-        "id": kg.relation_ids, "text": [tok.decode(t) for t in kg.relation_text_ids],
-        "inverse_text": [tok.decode(t) for t in kg.relation_inverse_ids]}))
-    rows = []
-    for split, arr in kg.triples.items():
-        for h, r, t in arr:
-            rows.append({"split": split, "head": kg.entity_ids[h], "relation": kg.relation_ids[r],
-                         "tail": kg.entity_ids[t], "inverse": False})
-    write_parquet(text / "triples.parquet", pd.DataFrame(rows))
-    write_parquet(tokens / "entities.parquet", pd.DataFrame({
-        "id": kg.entity_ids, "name_ids": kg.entity_name_ids, "description_ids": kg.entity_desc_ids,
-        "text_ids": kg.entity_text_ids}))
-    write_parquet(tokens / "relations.parquet", pd.DataFrame({
-        "id": kg.relation_ids, "text_ids": kg.relation_text_ids, "inverse_ids": kg.relation_inverse_ids}))
-    sp = kg.special
-    (tokens / "manifest.json").write_text(json.dumps({"special_ids": {
-        "cls": sp.cls, "sep": sp.sep, "mask": sp.mask, "pad": sp.pad, "vocab_size": sp.vocab_size}}))
+    text, tokens = kg_layout_writer(kg, tok, root)
     run = root / "runs" / "tiny"
     # the finetune rule's entry point, starting from a "pre-training output" folder (encoder + tokenizer)
     run_finetune("toy", "tiny", {"pretrain": "mem-mrm-mlm", "in_batch_negatives": True},

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import shutil
 import subprocess
@@ -10,6 +9,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from snakemake.utils import update_config
 
 from lpbert_core.cpu_estimate import cpu_hours, no_gpu_message
 
@@ -17,15 +17,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def merged(*overlays: str) -> dict:
-    def merge(base, over):
-        for key, value in over.items():
-            base[key] = merge(base.get(key, {}), value) if isinstance(value, dict) and isinstance(base.get(key), dict) \
-                else value
-        return base
-
+    """config.yaml with overlays merged the way --configfile does (snakemake.utils.update_config)."""
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     for overlay in overlays:
-        config = merge(copy.deepcopy(config), yaml.safe_load((REPO / overlay).read_text()))
+        update_config(config, yaml.safe_load((REPO / overlay).read_text()))
     return config
 
 

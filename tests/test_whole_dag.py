@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from snakemake.utils import update_config
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_CONFIG = REPO / ".test" / "config.yaml"
@@ -51,14 +52,10 @@ def dag(tmp_path_factory, tiny_encoder_dir, fixture_builder):
 
 
 def merged_config(wd: Path) -> dict:
-    """config.yaml with the test overlay deep-merged, as Snakemake sees it."""
-    def merge(base, over):
-        for key, value in over.items():
-            base[key] = merge(base.get(key, {}), value) if isinstance(value, dict) and isinstance(base.get(key), dict) \
-                else value
-        return base
-
-    return merge(yaml.safe_load((wd / "config.yaml").read_text()), yaml.safe_load((wd / ".test/config.yaml").read_text()))
+    """config.yaml with the test overlay merged the way --configfile does (snakemake.utils.update_config)."""
+    config = yaml.safe_load((wd / "config.yaml").read_text())
+    update_config(config, yaml.safe_load((wd / ".test/config.yaml").read_text()))
+    return config
 
 
 def test_every_rule_of_the_workflow_runs(dag):
