@@ -11,6 +11,8 @@
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
+# the code of this tree, not the editable install's (the study may run from its own git worktree while main changes)
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 # the target goes first: --configfile (like --resources) takes several values and would swallow it
 sm() { snakemake "$1" --cores 2 --rerun-incomplete --rerun-triggers mtime --configfile configs/cpu.yaml configs/study-umls.yaml; }
 OUT=benchmarks/results/study_umls
@@ -29,12 +31,19 @@ commit_paths() {  # commit only the given paths (others' staged work stays stage
 echo "driver: start $(date -u +%FT%TZ) at $(git rev-parse HEAD)"
 sm results/$DATASET/pretrain/mem-mrm-mlm/model || { echo "driver: pre-training failed"; exit 1; }
 
-RUNS=$(python -c "import yaml; print(' '.join(r for r in yaml.safe_load(open('configs/study-umls.yaml'))['runs'] if r.startswith(('study-', 'study30-'))))")
-for run in $RUNS; do
+# the run list is read again before every run, so runs appended to the overlay while the driver works are picked up
+runs_list() { python -c "import yaml; print(' '.join(r for r in yaml.safe_load(open('configs/study-umls.yaml'))['runs'] if r.startswith(('study-', 'study30-'))))"; }
+FAILED=" "
+next_run() {
+  for r in $(runs_list); do
+    case "$FAILED" in *" $r "*) continue ;; esac
+    if [ -f "results/$DATASET/runs/$r/metrics.json" ] && [ -f "$OUT/$r/metrics.json" ]; then continue; fi
+    echo "$r"; return 0
+  done
+  return 1
+}
+while run=$(next_run); do
   metrics=results/$DATASET/runs/$run/metrics.json
-  if [ -f "$metrics" ] && [ -f "$OUT/$run/metrics.json" ]; then
-    echo "driver: $run done already"; continue
-  fi
   if [ ! -f "$metrics" ]; then
     start=$(date -u +%FT%TZ); t0=$(date +%s)
     head=$(git rev-parse HEAD)
@@ -48,7 +57,7 @@ for run in $RUNS; do
       echo "driver: $run locked by another Snakemake instance; retry in 120 s"; sleep 120
     done
     if [ "$ok" != 1 ] || [ ! -f "$metrics" ]; then
-      echo "driver: $run FAILED $(date -u +%FT%TZ)"; continue
+      echo "driver: $run FAILED $(date -u +%FT%TZ)"; FAILED="$FAILED$run "; continue
     fi
     mkdir -p "$OUT/$run"
     python - "$OUT/$run/provenance.json" "$run" "$start" "$(date -u +%FT%TZ)" "$(( $(date +%s) - t0 ))" \
