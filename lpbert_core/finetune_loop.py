@@ -50,10 +50,13 @@ from . import distributed
 from .atomic import atomic_dir, write_log_csv
 from .finetune_data import (SequenceBuilder, collate_pairs, known_answers, label_leak, label_matrix,
                             sample_negative_tails, self_negative_mask, split_rows, training_triples)
-from .finetune_loss import LossConfig, add_self_column, batch_loss, masked_loss, pair_loss
+from .extra_negatives import (Neighbourhood, PreBatchBank, bank_entities, hard_negative_columns, pre_batch_valid,
+                              sample_hard_negatives)
+from .finetune_loss import (LossConfig, ScoreColumns, add_self_column, batch_loss, column_loss, infonce_logits,
+                            masked_loss, pair_loss)
 from .kg import TokenizedKG
 from .scoring import SCORE_DEFAULTS, evaluate_split
-from .siamese import SiameseModel, cosine_matrix, pair_distance, save_run_model
+from .siamese import SiameseModel, cosine_matrix, distance_matrix, pair_distance, save_run_model
 from .training import (BATCH_ORDERS, autocast_context, build_optimizer, build_scheduler, epoch_seed, needs_grad_scaler,
                        optimizer_step, resume_checkpoint, save_checkpoint, set_seed, training_batches)
 
@@ -86,6 +89,9 @@ DEFAULTS = {
     "selection": "dev_hits10",
     "adam_betas": [0.9, 0.999],
     "adam_eps": 1e-8,
+    "infonce_learnable_temperature": False,
+    "hard_negatives": 0,
+    "pre_batch": 0,
 }
 SELECTIONS = ("dev_hits10", "dev_loss")
 
@@ -182,22 +188,44 @@ class PreparedBatch:
     labels: torch.Tensor | None = None
     self_mask: torch.Tensor | None = None
     rng_state: dict | None = None
+    hard: int = 0  # hard negatives per row (their k n candidates follow the n tails)
+    hard_labels: torch.Tensor | None = None
+    hard_valid: torch.Tensor | None = None
+    bank_valid: torch.Tensor | None = None  # [n, B] for the pre-batch bank's B columns (None: no bank)
+
+    @property
+    def extra_columns(self) -> bool:
+        return self.hard > 0 or self.bank_valid is not None
 
 
 def prepare_batch(builder: SequenceBuilder, batch_rows: np.ndarray, known, loss_cfg: LossConfig, in_batch: bool,
-                  rng: np.random.Generator | None = None, pin: bool = False) -> PreparedBatch:
-    """The host half of a training step: sampled negatives (the only RNG draw, numpy; called in batch order from
-    one thread), candidate list, token tensors, label matrix / pair labels, self-negative mask."""
+                  rng: np.random.Generator | None = None, pin: bool = False, hood: Neighbourhood | None = None,
+                  hard: int = 0, bank_ids: np.ndarray | None = None) -> PreparedBatch:
+    """The host half of a training step: sampled negatives and hard negatives (the only RNG draws, numpy; called in
+    batch order from one thread), candidate list, token tensors, label matrix / pair labels, self-negative mask,
+    the hard-negative and pre-batch columns' labels / masks (`bank_ids`: the entities the bank holds, None: no
+    bank). Candidate layout: tails (n) | hard negatives (k blocks of n) | the rows' own heads (self-negatives)."""
     kg = builder.kg
     n = len(batch_rows)
     tails = batch_rows[:, 2]
     self_neg = bool(loss_cfg.self_negatives)
     labels = mask = None
+    extra = {}
     if in_batch:
         cand_entities = tails
         labels = label_matrix(batch_rows, known)
+        scored = np.broadcast_to(tails, (n, n))
+        if hard > 0:
+            drawn, _ = sample_hard_negatives(batch_rows, known, hood, hard, rng)
+            hard_labels, hard_valid = hard_negative_columns(batch_rows, known, drawn)
+            cand_entities = np.concatenate([tails, drawn.T.reshape(-1)])
+            extra.update(hard=hard, hard_labels=_pinned(torch.from_numpy(hard_labels.astype(np.float32)), pin),
+                         hard_valid=_pinned(torch.from_numpy(hard_valid), pin))
+            scored = np.concatenate([scored, np.where(hard_valid, drawn.T.reshape(1, -1), -1)], 1)
+        if bank_ids is not None:
+            extra["bank_valid"] = _pinned(torch.from_numpy(pre_batch_valid(batch_rows, known, bank_ids)), pin)
         if self_neg:
-            mask = self_negative_mask(batch_rows, known, np.broadcast_to(tails, (n, n)))
+            mask = self_negative_mask(batch_rows, known, scored)
     else:
         negs = sample_negative_tails(batch_rows, known, kg.num_entities, rng)
         cand_entities = np.concatenate([tails, negs])
@@ -212,33 +240,72 @@ def prepare_batch(builder: SequenceBuilder, batch_rows: np.ndarray, known, loss_
     state = rng.bit_generator.state if rng is not None else None
     return PreparedBatch(batch_rows, encoding_inputs(builder, batch_rows, cand_entities, pin),
                          _pinned(labels, pin),
-                         None if mask is None else _pinned(torch.as_tensor(mask, dtype=torch.bool), pin), state)
+                         None if mask is None else _pinned(torch.as_tensor(mask, dtype=torch.bool), pin), state,
+                         **extra)
+
+
+def extra_column_loss(model: SiameseModel, prepared: PreparedBatch, qv: torch.Tensor, cv: torch.Tensor,
+                      labels: torch.Tensor, mask, loss_cfg: LossConfig, device, bank: torch.Tensor | None) -> dict:
+    """In-batch loss with hard-negative and / or pre-batch columns: blocks tails | hard | self | bank, one loss
+    (finetune_loss.column_loss). The self column and the pre-batch columns are negatives (label 0) where valid."""
+    n = len(prepared.rows)
+    k = prepared.hard
+    dist_of = (lambda v: None) if loss_cfg.loss == "infonce" else (lambda v: distance_matrix(qv, v))  # noqa: E731
+    tails = cv[:n]
+    blocks = [ScoreColumns(model.score_matrix(qv, tails), dist_of(tails), labels,
+                           torch.ones(n, n, dtype=torch.bool, device=device))]
+    if k:
+        hv = cv[n:n + k * n]
+        blocks.append(ScoreColumns(model.score_matrix(qv, hv), dist_of(hv),
+                                   prepared.hard_labels.to(device, non_blocking=True),
+                                   prepared.hard_valid.to(device, non_blocking=True)))
+    if mask is not None:
+        anchors = cv[n + k * n:]
+        own = model.score_pairs(qv, anchors).unsqueeze(1)
+        own_dist = None if loss_cfg.loss == "infonce" else pair_distance(qv, anchors).unsqueeze(1)
+        blocks.append(ScoreColumns(own, own_dist, labels.new_zeros(n, 1), mask.reshape(n, 1)))
+    if bank is not None and prepared.bank_valid is not None:
+        blocks.append(ScoreColumns(model.score_matrix(qv, bank), dist_of(bank), labels.new_zeros(n, bank.shape[0]),
+                                   prepared.bank_valid.to(device, non_blocking=True), loss_cfg.pre_batch_weight))
+    return column_loss(blocks, loss_cfg, model.prob_scale, model.prob_bias, model.inverse_temperature())
 
 
 def prepared_step(model: SiameseModel, prepared: PreparedBatch, loss_cfg: LossConfig, device, precision: str,
-                  in_batch: bool) -> dict:
-    """The device half of a training step: encode, score, loss (no backward); no host synchronisation."""
+                  in_batch: bool, bank: torch.Tensor | None = None) -> dict:
+    """The device half of a training step: encode, score, loss (no backward); no host synchronisation. `bank`: the
+    pre-batch vectors [B, d] (None: none). With extra columns the result also holds `tail_vectors` (the batch's
+    tail vectors, for the pre-batch bank)."""
     n = len(prepared.rows)
     qv, cv = encode_inputs(model, prepared.inputs, device, precision)
     labels = prepared.labels.to(device, non_blocking=True)
     mask = None if prepared.self_mask is None else prepared.self_mask.to(device, non_blocking=True)
+    inv_t = model.inverse_temperature()
+    if in_batch and prepared.extra_columns:
+        out = extra_column_loss(model, prepared, qv, cv, labels, mask, loss_cfg, device, bank)
+        out["tail_vectors"] = cv[:n].detach()
+        return out
     anchors = None
     if mask is not None:
         cv, anchors = cv[:-n], cv[-n:]
     if in_batch:
         if mask is None:
-            return batch_loss(qv, cv, labels, loss_cfg, model.prob_scale, model.prob_bias, scorer=model)
-        return batch_loss(qv, cv, labels, loss_cfg, model.prob_scale, model.prob_bias, anchors, mask, scorer=model)
+            return batch_loss(qv, cv, labels, loss_cfg, model.prob_scale, model.prob_bias, scorer=model,
+                              inv_t=inv_t)
+        return batch_loss(qv, cv, labels, loss_cfg, model.prob_scale, model.prob_bias, anchors, mask, scorer=model,
+                          inv_t=inv_t)
     if mask is not None:
         cos = torch.stack([model.score_pairs(qv, cv[:n]), model.score_pairs(qv, cv[n:])], 1)
         dist = torch.stack([pair_distance(qv, cv[:n]), pair_distance(qv, cv[n:])], 1)
         cos, dist, labels, valid = add_self_column(cos, dist, labels, qv, anchors, mask, model)
         target = torch.zeros(n, dtype=torch.long, device=device)
-        return masked_loss(cos, dist, labels, valid, target, loss_cfg, model.prob_scale, model.prob_bias)
+        return masked_loss(cos, dist, labels, valid, target, loss_cfg, model.prob_scale, model.prob_bias, inv_t)
     q2 = torch.cat([qv, qv])
     cos, dist = model.score_pairs(q2, cv), pair_distance(q2, cv)
     if loss_cfg.loss == "infonce":
-        logits = torch.stack([cos[:n], cos[n:]], 1) / loss_cfg.infonce_temperature
+        pair = torch.stack([cos[:n], cos[n:]], 1)
+        is_target = torch.zeros_like(pair, dtype=torch.bool)
+        is_target[:, 0] = True
+        logits = infonce_logits(pair, is_target, loss_cfg, inv_t)
         loss = torch.nn.functional.cross_entropy(logits, torch.zeros(n, dtype=torch.long, device=device))
         zero = loss.new_zeros(())
         return {"loss": loss, "focal": zero, "distance": zero}
@@ -417,8 +484,20 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
     model = SiameseModel(encoder, cfg["pooling"], init_scale,
                          0.0 if measured_shift else -loss_cfg.shift * init_scale).to(device)
     model.set_scorer(cfg["scorer"])  # pair_linear: a new layer (default init); cosine: nothing
+    if cfg["infonce_learnable_temperature"]:
+        if loss_cfg.loss != "infonce":
+            raise ValueError("finetune.infonce_learnable_temperature needs loss: infonce")
+        model.set_learnable_temperature(loss_cfg.infonce_temperature)
+    hard_k, pre_batch = int(cfg["hard_negatives"] or 0), int(cfg["pre_batch"] or 0)
+    if (hard_k or pre_batch) and not in_batch:
+        raise ValueError("finetune.hard_negatives / pre_batch add columns to the in-batch matrix: they need "
+                         "in_batch_negatives: true")
+    if hard_k < 0 or pre_batch < 0:
+        raise ValueError("finetune.hard_negatives and finetune.pre_batch are counts >= 0")
     rows = training_triples(kg, cfg["inverse_augmentation"], cfg["train_subsample"], seed)
     known = known_answers(kg, label_splits, cfg["inverse_augmentation"])
+    hood = Neighbourhood(kg.triples["train"], kg.num_entities) if hard_k else None
+    bank = PreBatchBank(pre_batch)
     if leak:
         log(f"LEAKY labels: {leak}")
     # dev loss: the dev rows as training sees them, labelled with label_splits + dev (dev may inform selection)
@@ -484,10 +563,12 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
             rng = np.random.default_rng(es)
             progress["epoch_loss"] = [0.0, 0.0, 0.0, 0]
             progress["epoch_start"] = time.time()
+            bank.clear()  # pre-batch negatives come from this epoch's batches only
         else:
             _set_torch_rng_state(_rank_torch_rng(progress))
             rng = np.random.default_rng()
             rng.bit_generator.state = progress["numpy_rng"]
+            bank.load(progress.get("pre_batch_bank"), device)
         model.train()
         t_epoch = time.perf_counter()
         first_step = progress["step_in_epoch"]
@@ -497,8 +578,9 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
         loss_sum = None if device.type == "mps" else torch.tensor(el[:3], dtype=torch.float64, device=device)
         last_state = progress.get("numpy_rng") if first_step else rng.bit_generator.state
         pin = device.type == "cuda"
-        feed = BatchFeed(lambda b: prepare_batch(builder, rows[batches[b]], known, loss_cfg, in_batch, rng, pin),
-                         range(first_step, len(batches)), prefetch)
+        feed = BatchFeed(lambda b: prepare_batch(
+            builder, rows[batches[b]], known, loss_cfg, in_batch, rng, pin, hood, hard_k,
+            bank_entities(rows, batches, b, pre_batch) if pre_batch else None), range(first_step, len(batches)), prefetch)
 
         def read_loss():
             if loss_sum is not None:
@@ -506,8 +588,10 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
 
         try:
             for b, prepared in zip(range(first_step, len(batches)), feed):
-                out = prepared_step(model, prepared, loss_cfg, device, precision, in_batch)
+                out = prepared_step(model, prepared, loss_cfg, device, precision, in_batch, bank.vectors())
                 optimizer_step(out["loss"], model, optimizer, scheduler, scaler, cfg["max_grad_norm"])
+                if pre_batch:
+                    bank.push(out["tail_vectors"])
                 last_state = prepared.rng_state
                 parts = [out[k].detach() for k in ("loss", "focal", "distance")]
                 if loss_sum is not None:
@@ -528,6 +612,8 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
                 if (every and progress["global_step"] % every == 0) or killed:
                     read_loss()
                     _store_rng(progress, last_state)
+                    if pre_batch:
+                        progress["pre_batch_bank"] = bank.state()
                     save_last()
                 if killed:
                     log(f"stopping after {steps_this_call} steps (simulated kill)")
@@ -558,6 +644,8 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
                "dev_mrr": both.get("mrr"), "dev_mr": both.get("mr"), "dev_hits@1": both.get("hits@1"),
                "dev_hits@10": hits10, "dev_loss": dev_loss, "lr_encoder": scheduler.get_last_lr()[-1],
                "prob_scale": float(model.prob_scale.detach()), "prob_bias": float(model.prob_bias.detach()),
+               **({"infonce_temperature": model.new_layer_state()["infonce_temperature"]}
+                  if model.log_inv_t is not None else {}),
                "train_seconds": round(train_seconds, 3), "dev_seconds": round(dev_seconds, 3),
                # which attempt finished the epoch and how many of its steps it ran (T/Ep of resumed jobs)
                "attempt": progress["attempt"], "steps_timed": len(batches) - first_step}
@@ -593,6 +681,7 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
         progress.pop("torch_rng", None)
         progress.pop("numpy_rng", None)
         progress.pop("torch_rng_ranks", None)
+        progress.pop("pre_batch_bank", None)
         save_last()
 
     if not distributed.is_main():  # rank 0 writes the run's model and log (every rank holds the same weights)
@@ -606,6 +695,7 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
                  "best_dev_loss": progress.get("best_dev_loss"), "dev_head_ranking": head_ranking,
                  "inverse_augmentation": bool(cfg["inverse_augmentation"]), "in_batch_negatives": in_batch,
                  "batch_order": batch_order, "self_negatives": bool(cfg["self_negatives"]),
+                 "hard_negatives": hard_k, "pre_batch": pre_batch,
                  "best_epoch": progress["best_epoch"], "best_dev_hits@10": progress["best_hits10"],
                  "epochs_run": progress["epoch"], "train_rows": int(len(rows)),
                  "train_subsample": cfg["train_subsample"], "dev_subsample": cfg["dev_subsample"], "seed": seed})

@@ -29,7 +29,15 @@ cosine of the in-batch pairs of the first training batches (finetune_loop.measur
 sees that number.
 
 `loss: infonce` is a named alternative (not the paper's): cross-entropy of each query row over its candidates
-at temperature tau, other known positives of the row removed from the denominator.
+at temperature tau, other known positives of the row removed from the denominator. lpbert-plus switches (SimKGC's
+recipe): `infonce_margin` m subtracts m from the positive's score before the temperature (additive margin, training
+only: ranks never see it); `infonce_learnable_temperature` makes 1/tau a new-layer parameter (log-parametrised,
+initialised at 1/infonce_temperature, capped at 100 as SimKGC), held by the model (SiameseModel.inverse_temperature).
+
+Extra candidate columns (lpbert-plus; extra_negatives.py builds them): graph-neighbourhood hard negatives and
+pre-batch negatives are more columns of the score matrix, with labels and a validity mask (`column_loss`); the
+pre-batch columns' InfoNCE logits are multiplied by `pre_batch_weight` (SimKGC: 0.5). The paper loss counts them as
+more (query, candidate) pairs of eqs. 11-12.
 
 `self_negatives` (SimKGC's self-negatives; not in the paper, off by default): one extra column per query row, the
 score of query (h_i, r_i) against its own anchor h_i encoded as a candidate, labelled 0. It is left out (not a
@@ -64,7 +72,9 @@ class LossConfig:
     distance: str = "per_pair"
     distance_weight: float = 1.0
     infonce_temperature: float = 0.05
+    infonce_margin: float = 0.0
     self_negatives: bool = False
+    pre_batch_weight: float = 0.5
 
     def __post_init__(self):
         if self.loss not in LOSSES:
@@ -120,11 +130,19 @@ def distance_terms(dist: torch.Tensor, labels: torch.Tensor, cfg: LossConfig) ->
     return torch.where(labels > 0.5, s.expand_as(dist), (1.0 - s).expand_as(dist))
 
 
-def infonce_loss(cos: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+def infonce_logits(scores: torch.Tensor, is_target: torch.Tensor, cfg: LossConfig, inv_t=None) -> torch.Tensor:
+    """Scores -> logits: the additive margin on the targets (if any), then 1 / temperature (fixed, or the learnable
+    inverse temperature `inv_t`). Without margin and with a fixed temperature: scores / temperature, exactly."""
+    if cfg.infonce_margin:
+        scores = scores - cfg.infonce_margin * is_target.to(scores.dtype)
+    return scores * inv_t if inv_t is not None else scores / cfg.infonce_temperature
+
+
+def infonce_loss(cos: torch.Tensor, labels: torch.Tensor, cfg: LossConfig, inv_t=None) -> torch.Tensor:
     """Rows are queries; positive = the diagonal; other known positives are removed from the denominator."""
     n = cos.shape[0]
-    logits = cos / temperature
     eye = torch.eye(n, dtype=torch.bool, device=cos.device)
+    logits = infonce_logits(cos, eye, cfg, inv_t)
     logits = logits.masked_fill((labels > 0.5) & ~eye, -math.inf)
     return F.cross_entropy(logits, torch.arange(n, device=cos.device))
 
@@ -158,15 +176,19 @@ def add_self_column(cos: torch.Tensor, dist: torch.Tensor | None, labels: torch.
 
 
 def masked_loss(cos: torch.Tensor, dist: torch.Tensor | None, labels: torch.Tensor, valid: torch.Tensor,
-                target: torch.Tensor, cfg: LossConfig, scale=None, bias=None) -> dict[str, torch.Tensor]:
+                target: torch.Tensor, cfg: LossConfig, scale=None, bias=None, inv_t=None,
+                logit_weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Loss over a score matrix [n, m] whose invalid entries are not scored. Paper loss: eqs. 11-12 averaged over
     the valid pairs. InfoNCE: row i's positive is column target[i]; other known positives and invalid entries
-    are removed from the denominator."""
+    are removed from the denominator; `logit_weight` [m] multiplies each column's logit (pre-batch columns)."""
     if cfg.loss == "infonce":
         n = cos.shape[0]
         is_target = torch.zeros_like(valid)
         is_target[torch.arange(n, device=cos.device), target] = True
-        logits = (cos / cfg.infonce_temperature).masked_fill(~valid | ((labels > 0.5) & ~is_target), -math.inf)
+        logits = infonce_logits(cos, is_target, cfg, inv_t)
+        if logit_weight is not None:
+            logits = logits * logit_weight
+        logits = logits.masked_fill(~valid | ((labels > 0.5) & ~is_target), -math.inf)
         loss = F.cross_entropy(logits, target)
         zero = loss.new_zeros(())
         return {"loss": loss, "focal": zero, "distance": zero}
@@ -175,7 +197,7 @@ def masked_loss(cos: torch.Tensor, dist: torch.Tensor | None, labels: torch.Tens
 
 def batch_loss(queries: torch.Tensor, candidates: torch.Tensor, labels: torch.Tensor, cfg: LossConfig,
                scale=None, bias=None, anchors: torch.Tensor | None = None, self_mask=None,
-               scorer=None) -> dict[str, torch.Tensor]:
+               scorer=None, inv_t=None) -> dict[str, torch.Tensor]:
     """The in-batch loss: n queries x n candidates, labels [n, n] (known answers of `finetune.label_splits`). With
     `anchors` ([n, d], the candidate vectors of each row's head entity) and `self_mask` ([n] bool): the self-negative
     column. `scorer`: an object with `score_matrix` / `score_pairs` (the SiameseModel); None = the cosine."""
@@ -184,10 +206,38 @@ def batch_loss(queries: torch.Tensor, candidates: torch.Tensor, labels: torch.Te
         dist = None if cfg.loss == "infonce" else distance_matrix(queries, candidates)
         cos, dist, labels, valid = add_self_column(cos, dist, labels, queries, anchors, self_mask, scorer)
         target = torch.arange(cos.shape[0], device=cos.device)
-        return masked_loss(cos, dist, labels, valid, target, cfg, scale, bias)
+        return masked_loss(cos, dist, labels, valid, target, cfg, scale, bias, inv_t)
     if cfg.loss == "infonce":
-        loss = infonce_loss(cos, labels, cfg.infonce_temperature)
+        loss = infonce_loss(cos, labels, cfg, inv_t)
         zero = loss.new_zeros(())
         return {"loss": loss, "focal": zero, "distance": zero}
     dist = distance_matrix(queries, candidates)
     return pair_loss(cos, dist, labels, cfg, scale, bias)
+
+
+@dataclass
+class ScoreColumns:
+    """One block of candidate columns of a row-wise score matrix: scores [n, m], L2 distances [n, m] (None for
+    InfoNCE), labels [n, m] (1 = known answer of the row), valid [n, m] bool (False = not scored), and the InfoNCE
+    logit weight of the block."""
+
+    scores: torch.Tensor
+    dist: torch.Tensor | None
+    labels: torch.Tensor
+    valid: torch.Tensor
+    weight: float = 1.0
+
+
+def column_loss(blocks: list[ScoreColumns], cfg: LossConfig, scale=None, bias=None,
+                inv_t=None) -> dict[str, torch.Tensor]:
+    """The loss of a score matrix made of column blocks side by side (in-batch tails | hard negatives | self column
+    | pre-batch bank): row i's target is column i of the first block. One `masked_loss` over the joined blocks."""
+    n = blocks[0].scores.shape[0]
+    cat = lambda name: torch.cat([getattr(b, name) for b in blocks], 1)  # noqa: E731
+    scores, labels, valid = cat("scores"), cat("labels"), cat("valid")
+    dist = None if cfg.loss == "infonce" else cat("dist")
+    weight = None
+    if any(b.weight != 1.0 for b in blocks):
+        weight = torch.cat([scores.new_full((b.scores.shape[1],), float(b.weight)) for b in blocks])
+    target = torch.arange(n, device=scores.device)
+    return masked_loss(scores, dist, labels, valid, target, cfg, scale, bias, inv_t, weight)

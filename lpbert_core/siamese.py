@@ -12,8 +12,9 @@ Pooling (`finetune.pooling`):
 - `mean`: mean of the last hidden states over real tokens (default: MiniLM was trained with mean pooling);
 - `cls`:  the last hidden state of [CLS];
 - `pooler`: BERT's pooler, tanh(W h_[CLS] + b) (the authors' choice; random in MiniLM's checkpoint use).
-New (non-encoder) parameters: the learnable probability scale/bias of the `learnable` mapping (finetune_loss.py) and
-the `pair_linear` layer. Their names do not start with `encoder.`, so `build_optimizer(model, "encoder.", ...)` gives
+New (non-encoder) parameters: the learnable probability scale/bias of the `learnable` mapping (finetune_loss.py),
+the `pair_linear` layer and InfoNCE's learnable inverse temperature (`finetune.infonce_learnable_temperature`, made
+only when switched on: `log_inv_t`, 1/tau = exp(log_inv_t) capped at MAX_INVERSE_TEMPERATURE). Their names do not start with `encoder.`, so `build_optimizer(model, "encoder.", ...)` gives
 them the new-layer LR. The pair layer is created only for `pair_linear` (a cosine model draws no extra random
 numbers and has the same state dict as before) and saved next to the encoder as `pair_scorer.safetensors`.
 """
@@ -21,6 +22,7 @@ numbers and has the same state dict as before) and saved next to the encoder as 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -33,6 +35,7 @@ SCORERS = ("cosine", "pair_linear")
 RUN_FILE = "lpbert_run.json"
 PAIR_SCORER_FILE = "pair_scorer.safetensors"
 PAIR_DROPOUT = 0.1  # authors' code: Dropout(0.1) on the concatenated pair features
+MAX_INVERSE_TEMPERATURE = 100.0  # SimKGC: 1/tau clamped at 100 (tau >= 0.01)
 
 
 class PairLinear(nn.Module):
@@ -81,7 +84,19 @@ class SiameseModel(nn.Module):
         # learnable mapping cosine -> logit for the focal loss (used only by probability='learnable')
         self.prob_scale = nn.Parameter(torch.tensor(float(init_scale)))
         self.prob_bias = nn.Parameter(torch.tensor(float(init_bias)))
+        self.log_inv_t = None
         self.set_scorer(scorer)
+
+    def set_learnable_temperature(self, temperature: float) -> None:
+        """InfoNCE's 1/tau as a new-layer parameter, initialised at 1/temperature (lpbert-plus)."""
+        device = self.prob_scale.device
+        self.log_inv_t = nn.Parameter(torch.tensor(math.log(1.0 / float(temperature)), device=device))
+
+    def inverse_temperature(self) -> torch.Tensor | None:
+        """The learnable 1/tau (None when the temperature is the fixed `infonce_temperature`)."""
+        if self.log_inv_t is None:
+            return None
+        return self.log_inv_t.exp().clamp(max=MAX_INVERSE_TEMPERATURE)
 
     def set_scorer(self, scorer: str) -> None:
         """The pair scorer: `cosine` (no parameters, no random numbers drawn) or `pair_linear` (a new PairLinear
@@ -116,7 +131,10 @@ class SiameseModel(nn.Module):
         return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
     def new_layer_state(self) -> dict:
-        return {"prob_scale": float(self.prob_scale.detach()), "prob_bias": float(self.prob_bias.detach())}
+        state = {"prob_scale": float(self.prob_scale.detach()), "prob_bias": float(self.prob_bias.detach())}
+        if self.log_inv_t is not None:
+            state["infonce_temperature"] = float(1.0 / self.inverse_temperature().detach())
+        return state
 
     def score_matrix(self, queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """s(u_i, v_j) for every query i and candidate j: [n, m] (cosine, or the pair layer's raw output)."""
@@ -186,5 +204,7 @@ def load_run_model(directory: str | Path, device: torch.device | str = "cpu") ->
     model = SiameseModel(encoder, info["pooling"], nl.get("prob_scale", 20.0), nl.get("prob_bias", 0.0), scorer)
     if model.pair_head is not None:
         model.pair_head.load_state_dict(load_file(str(directory / nl.get("pair_scorer", PAIR_SCORER_FILE))))
+    if "infonce_temperature" in nl:  # the trained temperature (training-only: ranks are by the score itself)
+        model.set_learnable_temperature(nl["infonce_temperature"])
     model.to(device).eval()
     return model, info

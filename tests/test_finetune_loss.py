@@ -92,7 +92,7 @@ def test_learnable_scale_gets_gradient():
 def test_infonce_removes_other_positives():
     cos = torch.tensor([[0.9, 0.8, 0.1], [0.2, 0.7, 0.3], [0.1, 0.1, 0.5]])
     y = torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-    got = infonce_loss(cos, y, 1.0)
+    got = infonce_loss(cos, y, LossConfig(loss="infonce", infonce_temperature=1.0))
     r0 = -math.log(math.exp(0.9) / (math.exp(0.9) + math.exp(0.1)))
     r1 = -math.log(math.exp(0.7) / (math.exp(0.2) + math.exp(0.7) + math.exp(0.3)))
     r2 = -math.log(math.exp(0.5) / (math.exp(0.1) + math.exp(0.1) + math.exp(0.5)))
