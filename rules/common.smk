@@ -58,6 +58,27 @@ def check_dataset_names():
 check_dataset_names()
 
 
+def check_inductive_sources():
+    """`text_from` and `inductive_of` name other sources; an inductive test graph's training graph is not itself a
+    test graph."""
+    sources = config["sources"]
+    for name, src in sources.items():
+        for key in ("text_from", "inductive_of"):
+            other = src.get(key)
+            if other is not None and other not in sources:
+                raise WorkflowError(f"sources.{name}.{key}: no source named {other!r} "
+                                    f"(configured sources: {_configured_sources()})")
+        if src.get("inductive_of") and sources[src["inductive_of"]].get("inductive_of"):
+            raise WorkflowError(f"sources.{name}.inductive_of: {src['inductive_of']!r} is itself a test graph")
+        if src.get("text_from") and "archive" not in sources[src["text_from"]]:
+            raise WorkflowError(f"sources.{name}.text_from: {src['text_from']!r} must be a vendored archive source")
+        if (src.get("member") or src.get("candidates")) and "archive" not in src:
+            raise WorkflowError(f"sources.{name}: member / candidates need an `archive`")
+
+
+check_inductive_sources()
+
+
 wildcard_constraints:
     dataset=_alternatives(config["sources"]),
     encoder=_alternatives(config["encoders"]),
@@ -167,8 +188,32 @@ def source_settings(dataset):
     return config["sources"][dataset]
 
 
+TEXT_KEYS = {"entity_text": "entity2text.txt", "relation_text": "relation2text.txt"}
+
+
+def text_source(dataset):
+    """A source's own text settings, or those of its `text_from` source (its own keys win)."""
+    src = source_settings(dataset)
+    other = source_settings(src["text_from"]) if src.get("text_from") else {}
+    return {key: src.get(key, other.get(key)) for key in ("entity_text", "relation_text", "text_format")
+            if key in src or key in other}
+
+
 def source_params(wildcards):
-    return source_settings(wildcards.dataset)
+    """The download job's source, with `text_from` resolved to the other archive and the text file names."""
+    src = dict(source_settings(wildcards.dataset))
+    src.pop("inductive_of", None)  # not the download's business (changing it reruns no data stage)
+    if src.get("text_from"):
+        other = source_settings(src["text_from"])
+        texts = text_source(wildcards.dataset)
+        src["text_from"] = {"name": src["text_from"], "archive": other["archive"], "sha256": other.get("sha256"),
+                            **{key: texts.get(key) or default for key, default in TEXT_KEYS.items()}}
+    return src
+
+
+def training_graph(dataset):
+    """The graph a dataset's runs are trained on: itself, or for an inductive test graph its `inductive_of`."""
+    return source_settings(dataset).get("inductive_of") or dataset
 
 
 def encoder_source(wildcards):
@@ -182,7 +227,8 @@ def download_inputs(wildcards):
 
     src = source_settings(wildcards.dataset)
     if "archive" in src:
-        return [src["archive"]]
+        text_from = src.get("text_from")
+        return [src["archive"]] + ([source_settings(text_from)["archive"]] if text_from else [])
     if "folder" in src:
         folder = Path(src["folder"])
         return [str(p) for p in folder_files(folder) if p.exists()] if folder.is_dir() else []
@@ -199,7 +245,7 @@ def download_content(wildcards):
 
 
 def text_settings(wildcards):
-    src = source_settings(wildcards.dataset)
+    src = text_source(wildcards.dataset)
     return {
         "entity_text": src.get("entity_text", "entity2text.txt"),
         "text_format": src.get("text_format", "name"),
@@ -228,8 +274,60 @@ def data_targets():
 TABLES = ["table1", "table3", "table4", "reproduction"]
 
 
+BEYOND_TABLES = ["inductive", "plus"]  # issue #13: beyond the paper (rules inductive_table / plus_table)
+
+
 def all_targets():
-    return expand("results/tables/{table}.{ext}", table=TABLES, ext=["md", "csv", "tex"])
+    targets = expand("results/tables/{table}.{ext}", table=TABLES, ext=["md", "csv", "tex"])
+    for table in BEYOND_TABLES:
+        spec = config["tables"].get(table)
+        if spec and spec.get("in_all", True):
+            targets += expand("results/tables/{table}.{ext}", table=table, ext=["md", "csv"])
+    return targets
+
+
+def inductive_pairs():
+    """[{train, test, family, version}] of tables.inductive.pairs; the test graph is the source naming the training
+    graph in `inductive_of`."""
+    pairs = []
+    for train in (config["tables"].get("inductive") or {}).get("pairs", []):
+        tests = [name for name, src in config["sources"].items() if src.get("inductive_of") == train]
+        if len(tests) != 1:
+            raise WorkflowError(f"tables.inductive.pairs: {train!r} needs exactly one source with inductive_of: "
+                                f"{train} (found {tests or 'none'})")
+        family, _, version = train.rpartition("_")
+        pairs.append({"train": train, "test": tests[0], "family": family, "version": version})
+    return pairs
+
+
+def _beyond_rows(table, datasets):
+    rows = []
+    for run, label in config["tables"][table]["rows"].items():
+        if run not in config["runs"] or run_entry(run).get("model") != "lpbert":
+            raise WorkflowError(f"tables.{table}.rows: {run!r} is not an lpbert run of `runs`")
+        for dataset in datasets:
+            candidates = None
+            if table == "inductive" and source_settings(dataset).get("candidates"):
+                candidates = f"results/{dataset}/runs/{run}/candidates/metrics.json"
+            rows.append({"dataset": dataset, "run": run, "label": label,
+                         "metrics": f"results/{dataset}/runs/{run}/metrics.json", "candidates": candidates})
+    return rows
+
+
+def inductive_rows(wildcards=None):
+    return _beyond_rows("inductive", [p["test"] for p in inductive_pairs()])
+
+
+def plus_rows(wildcards=None):
+    datasets = config["tables"]["plus"]["datasets"]
+    for dataset in datasets:
+        if dataset not in config["sources"]:
+            raise WorkflowError(f"tables.plus.datasets: no source named {dataset!r}")
+    return _beyond_rows("plus", datasets)
+
+
+def beyond_inputs(rows):
+    return [path for row in rows for path in (row["metrics"], row["candidates"]) if path]
 
 
 # ---- GPUs per job (config `gpus_per_job`): rules pretrain, finetune, kgbert_train and score request gpu=K, and the
@@ -280,6 +378,11 @@ def training_inputs(wildcards):
     """Inputs of a run's training job (finetune or kgbert_train): the graph, its tokens for the run's encoder and,
     unless the run starts from the encoder's own weights, the pre-training output it starts from."""
     spec = run_settings(wildcards.run)
+    if training_graph(wildcards.dataset) != wildcards.dataset:
+        raise WorkflowError(
+            f"results/{wildcards.dataset}/runs/{wildcards.run}/model: {wildcards.dataset!r} is an inductive test "
+            f"graph; its runs are trained on {training_graph(wildcards.dataset)!r} (score it with "
+            f"results/{wildcards.dataset}/runs/{wildcards.run}/metrics.json)")
     inputs = {
         "triples": f"results/{wildcards.dataset}/text/triples.parquet",
         "manifest": f"results/{wildcards.dataset}/tokens/{spec['encoder']}/manifest.json",
@@ -332,7 +435,8 @@ def score_params(wildcards):
 def score_inputs(wildcards):
     """Inputs of a run's scoring job (score or kgbert_score)."""
     return {
-        "model": f"results/{wildcards.dataset}/runs/{wildcards.run}/model",
+        # an inductive test graph is scored with the model trained on its training graph (`inductive_of`)
+        "model": f"results/{training_graph(wildcards.dataset)}/runs/{wildcards.run}/model",
         "triples": f"results/{wildcards.dataset}/text/triples.parquet",
         "manifest": f"results/{wildcards.dataset}/tokens/{run_settings(wildcards.run)['encoder']}/manifest.json",
     }

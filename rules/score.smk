@@ -22,3 +22,27 @@ rule score:
         "../envs/torch.yaml"
     script:
         "../workflow_scripts/score.py"
+
+
+# The presampled-candidate protocol (BERTRL's 50 candidates per test triple and side, sources with `candidates:`):
+# the same model ranks the true triple among its listed corruptions, used exactly as given (lpbert_core/candidate_lists.py).
+rule score_candidates:
+    input:
+        unpack(score_inputs),
+        raw="results/{dataset}/raw",
+    output:
+        ranks="results/{dataset}/runs/{run}/candidates/ranks.parquet",
+        metrics="results/{dataset}/runs/{run}/candidates/metrics.json",
+    params:
+        settings=score_params,
+    wildcard_constraints:
+        run=LPBERT_RUNS,
+    log:
+        "logs/{dataset}/score_candidates/{run}.log",
+    benchmark:
+        "benchmarks/{dataset}/score_candidates/{run}.tsv"
+    threads: 8  # capped at --cores by Snakemake
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow_scripts/score_candidates.py"

@@ -43,6 +43,7 @@ def dag(tmp_path_factory, tiny_encoder_dir, fixture_builder):
     shutil.copy(TEST_CONFIG, wd / ".test" / "config.yaml")
     shutil.copy(REPO / ".test" / "attribution.csv", wd / ".test" / "attribution.csv")
     fixture_builder.write_graph(wd / ".test" / "data" / "tinykg")
+    fixture_builder.write_inductive(wd / ".test" / "data")
     shutil.copytree(tiny_encoder_dir, wd / ".test" / "tiny-bert")
     first = snakemake("all", cwd=wd)
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-8000:]
@@ -186,6 +187,46 @@ def test_metrics_agree_with_ranks_for_every_run(dag):
                 assert metrics[side][key] == pytest.approx(value, rel=1e-12), (run, side, key)
 
 
+def _ids(path: Path) -> set[str]:
+    return set(pd.read_parquet(path)["id"])
+
+
+def test_inductive_pair_keeps_the_test_graph_out_of_training_and_ranks_both_protocols(dag):
+    """tiny_v1 -> tiny_v1_ind: no test-graph entity reaches the training graph's files (raw text, text tables, tokens:
+    everything pre-training and fine-tuning read); the test graph's runs are scored with the models trained on
+    tiny_v1, against the test graph's entities only; the 50-candidate ranks use exactly the lists."""
+    wd = dag["wd"]
+    train_ids = _ids(wd / "results/tiny_v1/text/entities.parquet")
+    test_ids = _ids(wd / "results/tiny_v1_ind/text/entities.parquet")
+    assert train_ids and test_ids and not train_ids & test_ids
+    assert _ids(wd / "results/tiny_v1/tokens/tiny/entities.parquet") == train_ids
+    raw_text = {line.split("\t")[0] for line in (wd / "results/tiny_v1/raw/entity2text.txt").read_text().splitlines()}
+    assert raw_text == train_ids  # the shared text archive was cut to the training graph's own ids
+    triples = pd.read_parquet(wd / "results/tiny_v1/text/triples.parquet")
+    assert set(triples["head"]) | set(triples["tail"]) <= train_ids
+    for run in ("t4-none", "lpbert-plus"):
+        record = json.loads((wd / f"results/tiny_v1_ind/runs/{run}/metrics.json").read_text())
+        assert record["run"]["dataset"] == "tiny_v1" and record["scale"]["num_entities"] == len(test_ids)
+        frame = pd.read_parquet(wd / f"results/tiny_v1_ind/runs/{run}/ranks.parquet")
+        assert set(frame["gold"]) <= test_ids and (frame["num_candidates"] <= len(test_ids)).all()
+        lists = pd.read_parquet(wd / f"results/tiny_v1_ind/runs/{run}/candidates/ranks.parquet")
+        cand = json.loads((wd / f"results/tiny_v1_ind/runs/{run}/candidates/metrics.json").read_text())
+        test_lines = (wd / "results/tiny_v1_ind/raw/test.txt").read_text().splitlines()
+        assert len(lists) == 2 * len(test_lines) and (lists["num_candidates"] == 50).all()
+        assert set(lists["direction"]) == {"head", "tail"}
+        for side, expected in recompute(lists).items():
+            for key, value in expected.items():
+                assert cand["metrics"][side][key] == pytest.approx(value, rel=1e-12), (run, side, key)
+        assert cand["lists"]["true_triples_not_in_test"] == 0
+    md = (wd / "results/tables/inductive.md").read_text()
+    assert "ours: no pre-training" in md and "ours: lpbert-plus" in md
+    assert "results/tiny_v1_ind/runs/lpbert-plus/candidates/metrics.json" in md
+    plus = pd.read_csv(wd / "results/tables/plus.csv")
+    assert {"lpbert", "lpbert-plus"} <= set(plus["run"].dropna())
+    info = json.loads((wd / "results/tinykg/runs/lpbert-plus/model/lpbert_run.json").read_text())
+    assert info["hard_negatives"] == 1 and info["pre_batch"] == 2 and info["loss"]["loss"] == "infonce"
+
+
 def test_second_run_has_nothing_to_do_and_the_report_builds(dag):
     wd = dag["wd"]
     again = snakemake("all", cwd=wd)
@@ -194,6 +235,6 @@ def test_second_run_has_nothing_to_do_and_the_report_builds(dag):
     report = snakemake("all", "--report", "report.html", cwd=wd)
     assert report.returncode == 0, report.stderr[-4000:]
     html = (wd / "report.html").read_text(errors="replace")
-    for table in ("table1.md", "table3.md", "table4.md", "reproduction.md"):
+    for table in ("table1.md", "table3.md", "table4.md", "reproduction.md", "inductive.md", "plus.md"):
         assert table in html
     assert not re.search(r"<script[^>]+src=[\"']https?://", html), "the report must work offline"

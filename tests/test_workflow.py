@@ -102,7 +102,13 @@ def test_lint_has_no_remarks():
         ({"pretrain": {"device": "gpu"}}, "'gpu' does not match"),  # one device setting for every stage
         ({"finetune": {"device": "tpu"}}, "'tpu' does not match"),
         ({"datasets": ["umls", "mykg"]}, "datasets: 'mykg' has no entry under sources (configured sources: "
-                                         "FB15k-237, umls, WN18RR)"),
+                                         "FB15k-237, fb237_v1, fb237_v1_ind, "),
+        ({"sources": {"WN18RR_v9_ind": {"archive": "x.tar.gz", "inductive_of": "WN18RR_v9"}}},
+         "sources.WN18RR_v9_ind.inductive_of: no source named 'WN18RR_v9'"),
+        ({"sources": {"mytext": {"folder": "y"}, "WN18RR_v9": {"archive": "x.tar.gz", "text_from": "mytext"}}},
+         "sources.WN18RR_v9.text_from: 'mytext' must be a vendored archive source"),
+        ({"tables": {"inductive": {"pairs": ["umls"]}}},
+         "tables.inductive.pairs: 'umls' needs exactly one source with inductive_of: umls (found none)"),
         ({"finetune": {"per_dataset": {"umsl": {"epochs": 1}}}},
          "finetune.per_dataset.umsl: no source named 'umsl', so this setting would be ignored"),
         ({"kgbert": {"per_dataset": {"wn18rr": {"epochs": 1}}}}, "kgbert.per_dataset.wn18rr: no source named"),
@@ -129,8 +135,10 @@ def test_target_of_an_unconfigured_dataset_lists_the_configured_ones(tmp_path):
     wd = workdir(tmp_path)
     result = snakemake("results/umsl/tokens/minilm/manifest.json", "-n", cwd=wd)
     assert result.returncode != 0
-    assert ("results/umsl/tokens/minilm/manifest.json: no dataset 'umsl' in the config (configured: FB15k-237, umls, "
-            "WN18RR); check the name, or pass the overlay that defines it with --configfile") in result.stdout
+    assert "results/umsl/tokens/minilm/manifest.json: no dataset 'umsl' in the config (configured: FB15k-237, " \
+           "fb237_v1, " in result.stdout
+    assert "umls, WN18RR, WN18RR_v1, " in result.stdout
+    assert "); check the name, or pass the overlay that defines it with --configfile" in result.stdout
     assert "No rule to produce" not in result.stdout + result.stderr
     assert not (wd / "results").exists()
 
