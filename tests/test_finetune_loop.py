@@ -78,9 +78,33 @@ def test_same_seed_same_result_and_resume(setup, tmp_path):
     assert info["pooling"] == "mean" and info["max_length"] == 16 and info["scorer"] == "cosine"
 
 
-def test_sampled_negative_mode_trains(setup, tmp_path):
-    res = _run(setup, tmp_path, cfg={**CFG, "epochs": 1, "in_batch_negatives": False})
-    assert not res["killed"] and res["progress"]["log"][0]["loss"] > 0
+def test_sampled_negative_mode_scores_one_unknown_negative_per_positive(setup, tmp_path):
+    """"BatchSample = N": every row scores its positive tail and exactly one sampled entity, never a known train
+    answer of the row (nor its own tail); the loss is the paper loss on those 2n pairs, and a run in this mode trains
+    (the loss of its first epoch is below the loss of the untrained model on the same pairs)."""
+    from lpbert_core.finetune_data import training_triples
+    from lpbert_core.finetune_loop import prepare_batch, prepared_step
+    from lpbert_core.finetune_loss import LossConfig
+
+    kg, model, builder, known = _step_setup(setup)
+    rows = training_triples(kg, True, None, 0)
+    cfg = LossConfig()
+    rng = np.random.default_rng(5)
+    for start in range(0, len(rows), 8):
+        batch = rows[start:start + 8]
+        prepared = prepare_batch(builder, batch, known, cfg, False, rng)
+        n = len(batch)
+        assert prepared.inputs.blocks == 2  # tails, then one negative per row
+        assert prepared.labels.tolist() == [1.0] * n + [0.0] * n  # no draw was a known answer
+        negatives = prepared.inputs.cands["input_ids"].shape[0]  # distinct candidate entities encoded
+        assert negatives <= 2 * n
+    with torch.no_grad():
+        prepared = prepare_batch(builder, rows[:8], known, cfg, False, np.random.default_rng(5))
+        start_loss = prepared_step(model, prepared, cfg, torch.device("cpu"), "fp32", False)["loss"].item()
+    res = _run(setup, tmp_path, cfg={**CFG, "epochs": 2, "in_batch_negatives": False})
+    info = json.loads((tmp_path / "model/lpbert_run.json").read_text())
+    assert not res["killed"] and info["in_batch_negatives"] is False
+    assert res["progress"]["log"][-1]["loss"] < start_loss
 
 
 def test_prefetch_changes_nothing_sampled_negatives_and_resume(setup, tmp_path):
