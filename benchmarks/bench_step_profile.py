@@ -35,6 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lpbert_core import finetune_loop as loop  # noqa: E402
+from lpbert_core import finetune_step as step  # noqa: E402
+from lpbert_core.batch_feed import BatchFeed  # noqa: E402
 from lpbert_core.encoders import load_encoder  # noqa: E402
 from lpbert_core.finetune_data import SequenceBuilder, known_answers, training_triples  # noqa: E402
 from lpbert_core.finetune_loss import LossConfig, batch_loss  # noqa: E402
@@ -95,8 +97,8 @@ def main() -> None:
     def compute(prepared, t, times):
         """prepared_step + optimizer_step of the default in-batch config, phase by phase."""
         inp = prepared.inputs
-        q = loop._device_batch(inp.queries, device)
-        c = loop._device_batch(inp.cands, device)
+        q = step._device_batch(inp.queries, device)
+        c = step._device_batch(inp.cands, device)
         inv = inp.inverse.to(device, non_blocking=True)
         labels = prepared.labels.to(device, non_blocking=True)
         t = lap(times, "h2d_copy", t)
@@ -125,7 +127,7 @@ def main() -> None:
         for b in idx:
             times = dict.fromkeys(PHASES, 0.0)
             t0 = t = time.perf_counter()
-            prepared = loop.prepare_batch(builder, rows[batches[b]], known, loss_cfg, in_batch, rng)
+            prepared = step.prepare_batch(builder, rows[batches[b]], known, loss_cfg, in_batch, rng)
             t = lap(times, "batch_prep", t)
             out, t = compute(prepared, t, times)
             el[0] += float(out["loss"].detach())
@@ -141,7 +143,7 @@ def main() -> None:
     def run_after(idx, records):
         el = [0.0, 0.0, 0.0, 0]
         loss_sum = torch.tensor(el[:3], dtype=torch.float64, device=device)
-        feed = loop.BatchFeed(lambda b: loop.prepare_batch(builder, rows[batches[b]], known, loss_cfg, in_batch,
+        feed = BatchFeed(lambda b: step.prepare_batch(builder, rows[batches[b]], known, loss_cfg, in_batch,
                                                            rng, device.type == "cuda"), idx, 1)
         it = iter(feed)
         try:

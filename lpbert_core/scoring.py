@@ -32,7 +32,7 @@ from . import distributed
 from .finetune_data import SequenceBuilder, collate_pairs
 from .kg import TokenizedKG, seeded_subset
 from .ranking import build_filter_index, filtered_ranks, metrics_from_ranks
-from .training import autocast_context, length_sorted_batches
+from .training import autocast_context, length_sorted_batches, sync_device
 
 HEAD_RANKINGS = ("inverse_query", "relation_candidates")
 
@@ -241,12 +241,12 @@ def evaluate_split(model, kg: TokenizedKG, builder: SequenceBuilder, split: str,
     t0 = time.perf_counter()
     if entity_vecs is None:
         entity_vecs = encode_entities(model, builder, device, batch_size, precision)
-    _sync(device)
+    sync_device(device)
     t1 = time.perf_counter()
     if head_ranking == "inverse_query":
         query_vecs = encode_queries(model, builder, queries.anchor, queries.query_relation, device, batch_size,
                                     precision)
-        _sync(device)
+        sync_device(device)
         t2 = time.perf_counter()
         index = build_filter_index(known_triples(kg, filter_splits), kg.num_entities)
         ranks = rank_queries(query_vecs, entity_vecs, queries, index, chunk_size, pair_head)
@@ -255,7 +255,7 @@ def evaluate_split(model, kg: TokenizedKG, builder: SequenceBuilder, split: str,
         tq, hq = (QuerySet(*(getattr(queries, f)[sel] for f in QuerySet.__dataclass_fields__))
                   for sel in (tail, ~tail))
         query_vecs = encode_queries(model, builder, tq.anchor, tq.query_relation, device, batch_size, precision)
-        _sync(device)
+        sync_device(device)
         t2 = time.perf_counter()
         index = build_filter_index(known_triples(kg, filter_splits), kg.num_entities)
         tail_ranks = rank_queries(query_vecs, entity_vecs, tq, index, chunk_size, pair_head)
@@ -265,7 +265,7 @@ def evaluate_split(model, kg: TokenizedKG, builder: SequenceBuilder, split: str,
         for k in tail_ranks:
             ranks[k] = np.zeros(len(queries))
             ranks[k][tail], ranks[k][~tail] = tail_ranks[k], head_ranks[k]
-    _sync(device)
+    sync_device(device)
     t3 = time.perf_counter()
     # relation_candidates: encoding the head candidates is inside score_and_rank_s
     timings.update(encode_entities_s=t1 - t0, encode_queries_s=t2 - t1, score_and_rank_s=t3 - t2)
@@ -285,11 +285,6 @@ def evaluate_split(model, kg: TokenizedKG, builder: SequenceBuilder, split: str,
     })
     metrics = metrics_from_ranks(frame) if len(frame) else {}
     return frame, metrics, timings
-
-
-def _sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
 
 
 SCORE_DEFAULTS = {"batch_size": 256, "chunk_size": 1024, "test_subsample": None, "seed": 42, "precision": "auto",

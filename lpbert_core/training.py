@@ -397,3 +397,9 @@ def torch_threads(threads: int | None) -> None:
     if threads:
         torch.set_num_threads(int(threads))
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def sync_device(device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously): timings around device work need it."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()

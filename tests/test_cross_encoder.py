@@ -12,8 +12,8 @@ import torch
 from lpbert_core.pretrain_samples import split_context_budget
 from lpbert_core.cross_encoder import (CrossEncoder, TripleSequenceBuilder, collate_triples, corrupt_triples,
                                        train_triple_set, training_examples)
-from lpbert_core.cross_encoder_loop import (candidate_triples, extrapolate, rank_sampled_queries, score_run,
-                                           score_triples, train_cross_encoder)
+from lpbert_core.cross_encoder_loop import score_triples, train_cross_encoder
+from lpbert_core.cross_encoder_ranking import candidate_triples, extrapolate, rank_sampled_queries, score_run
 from lpbert_core.kg import make_toy_kg
 
 

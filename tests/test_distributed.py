@@ -69,7 +69,8 @@ def one_step(enc_dir: str, out: Path, rank: int) -> None:
     """One training_step + optimizer_step per (mode, batch) from the same initial weights; dropout off (eval mode),
     so the two runs compute the same function. Saves the loss, the gradients and the updated parameters."""
     from lpbert_core.finetune_data import SequenceBuilder, known_answers, training_triples
-    from lpbert_core.finetune_loop import _cfg, training_step
+    from lpbert_core.finetune_loop import _cfg
+    from lpbert_core.finetune_step import training_step
     from lpbert_core.finetune_loss import LossConfig
     from lpbert_core.training import build_optimizer, build_scheduler, optimizer_step
     from safetensors.torch import save_file

@@ -83,7 +83,7 @@ def test_sampled_negative_mode_scores_one_unknown_negative_per_positive(setup, t
     answer of the row (nor its own tail); the loss is the paper loss on those 2n pairs, and a run in this mode trains
     (the loss of its first epoch is below the loss of the untrained model on the same pairs)."""
     from lpbert_core.finetune_data import training_triples
-    from lpbert_core.finetune_loop import prepare_batch, prepared_step
+    from lpbert_core.finetune_step import prepare_batch, prepared_step
     from lpbert_core.finetune_loss import LossConfig
 
     kg, model, builder, known = _step_setup(setup)
@@ -247,7 +247,7 @@ def _encode(model, builder, rows=None, entities=None):
 @pytest.mark.parametrize("loss", ["focal_distance", "infonce"])
 def test_self_negatives_in_batch_step(setup, loss):
     from lpbert_core.finetune_data import label_matrix
-    from lpbert_core.finetune_loop import training_step
+    from lpbert_core.finetune_step import training_step
     from lpbert_core.finetune_loss import LossConfig, batch_loss
     from lpbert_core.siamese import cosine_matrix
 
@@ -270,7 +270,7 @@ def test_self_negatives_in_batch_step(setup, loss):
 
 def test_self_negatives_sampled_mode_step_and_run(setup, tmp_path):
     from lpbert_core.finetune_data import sample_negative_tails
-    from lpbert_core.finetune_loop import training_step
+    from lpbert_core.finetune_step import training_step
     from lpbert_core.finetune_loss import LossConfig, pair_loss
     from lpbert_core.siamese import pair_cosine, pair_distance
 
@@ -303,7 +303,7 @@ def test_shift_initial_mean_is_measured_recorded_and_resumed(setup, tmp_path):
     lpbert_run.json and every train_log row, the learnable bias starts from it, and a resumed run keeps it."""
     from transformers import AutoModel
 
-    from lpbert_core.finetune_loop import measure_initial_shift
+    from lpbert_core.finetune_step import measure_initial_shift
     from lpbert_core.finetune_data import SequenceBuilder, training_triples
     from lpbert_core.siamese import SiameseModel
     from lpbert_core.training import epoch_seed, training_batches

@@ -113,7 +113,7 @@ def test_hard_negative_columns_labels_and_validity():
 
 def test_hard_negative_training_step_scores_the_extra_columns(setup):
     from lpbert_core.finetune_data import label_matrix
-    from lpbert_core.finetune_loop import prepare_batch, prepared_step
+    from lpbert_core.finetune_step import prepare_batch, prepared_step
 
     kg, model, builder, known = _step_setup(setup)
     rows = np.array([[0, 0, 1], [2, 1, 5], [5, 0, 6]])
