@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The beyond-the-paper runs of issue #13 at CPU scale (configs/cpu.yaml), one group after another, each timed:
+# benchmarks/results/beyond_cpu/<group>.json (targets, wall seconds, load average before/after, git commit) and the
+# metrics of every run copied beside it. Resumable: a group whose JSON exists is skipped.
+#   nohup benchmarks/run_beyond_cpu.sh [group ...] > logs/beyond-cpu.nohup.log 2>&1 &
+# Groups: umls-plus (UMLS lpbert-plus), wn18rr-v1 / fb237-v1 (an inductive pair: its pre-training and the three runs of
+# tables.inductive.rows, both protocols), plus (the plus table: paper reading and lpbert-plus on the three datasets).
+set -u -o pipefail
+cd "$(dirname "$0")/.."
+. .venv/bin/activate
+OUT=benchmarks/results/beyond_cpu
+mkdir -p "$OUT"
+
+targets() {
+  case "$1" in
+    umls-plus) echo results/umls/runs/lpbert-plus/metrics.json ;;
+    wn18rr-v1|fb237-v1)
+      local ind; ind=$( [ "$1" = wn18rr-v1 ] && echo WN18RR_v1_ind || echo fb237_v1_ind )
+      for run in lpbert t4-none lpbert-plus; do
+        echo "results/$ind/runs/$run/metrics.json results/$ind/runs/$run/candidates/metrics.json"
+      done ;;
+    plus) echo results/tables/plus.md ;;
+    inductive) echo results/tables/inductive.md ;;
+    *) echo "unknown group $1" >&2; return 1 ;;
+  esac
+}
+
+for group in "${@:-umls-plus wn18rr-v1 fb237-v1 plus inductive}"; do
+  for g in $group; do
+    [ -f "$OUT/$g.json" ] && { echo "beyond: $g done already"; continue; }
+    t=$(targets "$g") || exit 1
+    load0=$(cut -d' ' -f1-3 /proc/loadavg); t0=$(date +%s); start=$(date -u +%FT%TZ)
+    echo "beyond: $g start $start: $t"
+    # shellcheck disable=SC2086
+    if snakemake $t --cores 2 --configfile configs/cpu.yaml; then
+      wall=$(( $(date +%s) - t0 ))
+      python - "$OUT/$g.json" "$g" "$start" "$wall" "$load0" "$(cut -d' ' -f1-3 /proc/loadavg)" "$(git rev-parse HEAD)" $t <<'PY'
+import json, sys
+from pathlib import Path
+path, group, start, wall, load0, load1, commit, *targets = sys.argv[1:]
+metrics = {}
+for t in targets:
+    p = Path(t)
+    if p.name == "metrics.json" and p.exists():
+        m = json.loads(p.read_text())
+        metrics[t] = {"both": m["metrics"]["both"], "leaky": m.get("leaky", False)}
+json.dump({"group": group, "targets": targets, "started": start, "wall_s": int(wall),
+           "loadavg_before": load0, "loadavg_after": load1, "git_commit": commit, "cores": 2,
+           "config": "configs/cpu.yaml", "metrics": metrics,
+           "note": "2 CPU cores shared with the UMLS reading study running in the background unless the load "
+                   "average before says otherwise: wall times are upper bounds"},
+          open(path, "w"), indent=2)
+PY
+      echo "beyond: $g done in ${wall}s"
+    else
+      echo "beyond: $g FAILED"
+    fi
+  done
+done
