@@ -6,6 +6,8 @@
 # Groups: umls-plus (UMLS lpbert-plus), wn18rr-v1 / fb237-v1 (an inductive pair: its pre-training and the three runs of
 # tables.inductive.rows, both protocols), plus (the plus table: paper reading and lpbert-plus on the three datasets).
 set -u -o pipefail
+# STUDY_CORES / BEYOND_CORES (default 2): --cores of the Snakemake calls. Two PyTorch jobs with 2 threads each on 2
+# cores ran 14x slower per step than one alone (oversubscription); run two drivers side by side with 1 core each.
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
 OUT=benchmarks/results/beyond_cpu
@@ -32,7 +34,7 @@ for group in "${@:-umls-plus wn18rr-v1 fb237-v1 plus inductive}"; do
     load0=$(cut -d' ' -f1-3 /proc/loadavg); t0=$(date +%s); start=$(date -u +%FT%TZ)
     echo "beyond: $g start $start: $t"
     # shellcheck disable=SC2086
-    if snakemake $t --cores 2 --configfile configs/cpu.yaml; then
+    if snakemake $t --cores "${BEYOND_CORES:-2}" --configfile configs/cpu.yaml; then
       wall=$(( $(date +%s) - t0 ))
       python - "$OUT/$g.json" "$g" "$start" "$wall" "$load0" "$(cut -d' ' -f1-3 /proc/loadavg)" "$(git rev-parse HEAD)" $t <<'PY'
 import json, sys
