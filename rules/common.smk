@@ -327,7 +327,11 @@ def plus_rows(wildcards=None):
 
 
 def beyond_inputs(rows):
-    return [path for row in rows for path in (row["metrics"], row["candidates"]) if path]
+    """The rows' metrics files, and each run's per-relation breakdown (built with the table: every run a table shows
+    has one)."""
+    paths = [path for row in rows for path in (row["metrics"], row["candidates"]) if path]
+    return paths + [f"results/{row['dataset']}/runs/{row['run']}/breakdown.{ext}" for row in rows
+                    for ext in ("csv", "png")]
 
 
 # ---- GPUs per job (config `gpus_per_job`): rules pretrain, finetune, kgbert_train and score request gpu=K, and the

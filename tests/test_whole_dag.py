@@ -218,6 +218,7 @@ def test_inductive_pair_keeps_the_test_graph_out_of_training_and_ranks_both_prot
             for key, value in expected.items():
                 assert cand["metrics"][side][key] == pytest.approx(value, rel=1e-12), (run, side, key)
         assert cand["lists"]["true_triples_not_in_test"] == 0
+        assert (wd / f"results/tiny_v1_ind/runs/{run}/breakdown.png").stat().st_size > 0
     md = (wd / "results/tables/inductive.md").read_text()
     assert "ours: no pre-training" in md and "ours: lpbert-plus" in md
     assert "results/tiny_v1_ind/runs/lpbert-plus/candidates/metrics.json" in md
