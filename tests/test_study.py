@@ -8,13 +8,13 @@ import pytest
 from lpbert_core.study import load_run, parse_run_name, runs_in_folder, summarise, write_study
 
 
-def fake_run(folder, name, best_epoch, dev, test, commit="abc1234def5678"):
+def fake_run(folder, name, best_epoch, dev, test, commit="abc1234def5678", leaky=False):
     """A run folder as the pipeline writes it: metrics.json (test metrics + run info) and train_log.csv."""
     d = folder / name
     d.mkdir(parents=True)
     both = {"hits@10": test[0], "mr": test[1], "mrr": test[2], "hits@1": test[3], "count": 1322}
     (d / "metrics.json").write_text(json.dumps({
-        "metrics": {"both": both},
+        "metrics": {"both": both}, "leaky": leaky,
         "run": {"best_epoch": best_epoch, "best_dev_hits@10": max(dev), "epochs_run": len(dev),
                 "settings": {"epochs": len(dev)}}}))
     pd.DataFrame({"epoch": range(1, len(dev) + 1), "dev_hits@10": dev,
@@ -74,3 +74,31 @@ def test_stages_are_ranked_apart_and_bad_names_refused(tmp_path):
         load_run("lpbert", tmp_path / "study-P-s42/metrics.json", tmp_path / "study-P-s42/train_log.csv")
     with pytest.raises(ValueError, match="no study runs"):
         write_study([], *(tmp_path / f"x.{e}" for e in ("md", "csv", "json", "png")), "t")
+
+
+def test_attribution_against_the_baseline_reading_and_twice_the_seed_sd(tmp_path):
+    """P has two seeds (test Hits@10 0.88, 0.92: sd 0.0283); raw is +0.09 over P's mean (beyond 2 sd); the authors'
+    reading ac is compared with P, and ac-cosine (one switch turned back) with ac (-0.03: within 2 sd)."""
+    from lpbert_core.study import attribution
+
+    runs_dir = tmp_path / "runs"
+    fake_run(runs_dir, "study-P-s42", 2, [0.80, 0.90], [0.88, 4.0, 0.50, 0.30])
+    fake_run(runs_dir, "study-P-s43", 2, [0.80, 0.94], [0.92, 3.0, 0.60, 0.40])
+    fake_run(runs_dir, "study-raw-s42", 1, [0.95, 0.90], [0.99, 1.5, 0.70, 0.50])
+    fake_run(runs_dir, "study-ac-s42", 1, [0.85, 0.91], [0.95, 2.0, 0.60, 0.40], leaky=True)
+    fake_run(runs_dir, "study-ac-cosine-s42", 1, [0.85, 0.90], [0.92, 2.5, 0.60, 0.40], leaky=True)
+    runs = runs_in_folder(runs_dir)
+    _, per_reading = summarise(runs)
+    frame = attribution(per_reading).set_index("reading")
+    sd = math.sqrt(((0.88 - 0.90) ** 2 + (0.92 - 0.90) ** 2) / 1)
+    assert frame.loc["raw", "baseline"] == "P" and frame.loc["raw", "delta_test_hits@10"] == pytest.approx(0.09)
+    assert frame.loc["raw", "seed_sd"] == pytest.approx(sd) and frame.loc["raw", "beyond_2sd"]
+    assert frame.loc["ac", "baseline"] == "P" and frame.loc["ac", "leaky"]
+    assert frame.loc["ac-cosine", "baseline"] == "ac"
+    assert frame.loc["ac-cosine", "delta_test_hits@10"] == pytest.approx(-0.03) and not frame.loc["ac-cosine", "beyond_2sd"]
+    assert "P" not in frame.index  # the reference itself
+    out = tmp_path / "out"
+    write_study(runs, out / "s.md", out / "s.csv", out / "s.json", None, "Study")
+    md = (out / "s.md").read_text()
+    assert "## Attribution" in md and "| study | raw | P | +0.030 | +0.090 | -2.00 | 1 / 2 | yes |" in md
+    assert "| study | ac-cosine ⚠ leaky | ac |" in md and "ac ⚠ leaky" in md
