@@ -37,7 +37,7 @@ for group in "${@:-umls-plus wn18rr-v1 fb237-v1 plus inductive}"; do
     if snakemake $t --cores "${BEYOND_CORES:-2}" --configfile configs/cpu.yaml; then
       wall=$(( $(date +%s) - t0 ))
       python - "$OUT/$g.json" "$g" "$start" "$wall" "$load0" "$(cut -d' ' -f1-3 /proc/loadavg)" "$(git rev-parse HEAD)" $t <<'PY'
-import json, sys
+import json, os, sys
 from pathlib import Path
 path, group, start, wall, load0, load1, commit, *targets = sys.argv[1:]
 metrics = {}
@@ -47,7 +47,7 @@ for t in targets:
         m = json.loads(p.read_text())
         metrics[t] = {"both": m["metrics"]["both"], "leaky": m.get("leaky", False)}
 json.dump({"group": group, "targets": targets, "started": start, "wall_s": int(wall),
-           "loadavg_before": load0, "loadavg_after": load1, "git_commit": commit, "cores": 2,
+           "loadavg_before": load0, "loadavg_after": load1, "git_commit": commit, "cores": int(os.environ.get("BEYOND_CORES", "2")),
            "config": "configs/cpu.yaml", "metrics": metrics,
            "note": "2 CPU cores shared with the UMLS reading study running in the background unless the load "
                    "average before says otherwise: wall times are upper bounds"},
