@@ -42,6 +42,8 @@ rule score_candidates:
     benchmark:
         "benchmarks/{dataset}/score_candidates/{run}.tsv"
     threads: 8  # capped at --cores by Snakemake
+    resources:
+        gpu=1,  # one card, claimed like the other GPU jobs' (a small job: never split over gpus_per_job ranks)
     conda:
         "../envs/torch.yaml"
     script:

@@ -1,4 +1,8 @@
 """Snakemake adapter for rule `score_candidates`."""
+# Claim this job's GPU first: CUDA_VISIBLE_DEVICES must be set before anything starts CUDA.
+from lpbert_core.gpu_slots import claim_gpus  # noqa: E402
+
+claim_gpus(int(snakemake.resources.get("gpu", 0)))  # noqa: F821
 import logging
 from pathlib import Path
 
