@@ -38,7 +38,9 @@ from lpbert_core import finetune_loop as loop  # noqa: E402
 from lpbert_core import finetune_step as step  # noqa: E402
 from lpbert_core.batch_feed import BatchFeed  # noqa: E402
 from lpbert_core.encoders import load_encoder  # noqa: E402
-from lpbert_core.finetune_data import SequenceBuilder, known_answers, training_triples  # noqa: E402
+from lpbert_core.finetune_data import training_triples  # noqa: E402
+from lpbert_core.known_answers import known_answers  # noqa: E402
+from lpbert_core.sequences import SequenceBuilder  # noqa: E402
 from lpbert_core.finetune_loss import LossConfig, batch_loss  # noqa: E402
 from lpbert_core.kg import load_tokenized_kg  # noqa: E402
 from lpbert_core.siamese import SiameseModel  # noqa: E402

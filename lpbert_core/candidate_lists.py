@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputError
-from .finetune_data import SequenceBuilder
+from .sequences import SequenceBuilder
 from .kg import TokenizedKG
 from .kg_files import read_triples
 from .ranking import metrics_from_ranks

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .finetune_data import KnownAnswers
+from .known_answers import KnownAnswers
 from .kg import TokenizedKG
 from .pretrain_samples import split_context_budget  # one rule for sharing a budget between head and tail
 from .training import pad_batch

@@ -28,7 +28,7 @@ import torch
 from . import distributed
 from .atomic import atomic_dir, write_log_csv
 from .cross_encoder import (CrossEncoder, TripleSequenceBuilder, collate_triples, save_cross_encoder, train_triple_set, training_examples)
-from .finetune_data import KnownAnswers
+from .known_answers import KnownAnswers
 from .kg import TokenizedKG, seeded_subset
 from .training import (autocast_context, build_optimizer, compute_record, build_scheduler, epoch_seed, length_sorted_batches,
                        needs_grad_scaler, optimizer_step, resume_checkpoint, save_checkpoint, set_seed)

@@ -47,7 +47,9 @@ from . import distributed
 from .atomic import atomic_dir, write_log_csv
 from .batch_feed import BatchFeed
 from .extra_negatives import Neighbourhood, PreBatchBank, bank_entities
-from .finetune_data import SequenceBuilder, known_answers, label_leak, split_rows, training_triples
+from .finetune_data import split_rows, training_triples
+from .known_answers import known_answers, label_leak
+from .sequences import SequenceBuilder
 from .finetune_loss import LossConfig
 from .finetune_step import dev_in_batch_loss, measure_initial_shift, prepare_batch, prepared_step
 from .kg import TokenizedKG

@@ -17,8 +17,8 @@ import torch
 
 from . import distributed
 from .extra_negatives import Neighbourhood, hard_negative_columns, pre_batch_valid, sample_hard_negatives
-from .finetune_data import (SequenceBuilder, collate_pairs, label_matrix, sample_negative_tails,
-                            self_negative_mask)
+from .finetune_data import label_matrix, sample_negative_tails, self_negative_mask
+from .sequences import collate_pairs, SequenceBuilder
 from .finetune_loss import (LossConfig, ScoreColumns, add_self_column, batch_loss, column_loss, infonce_logits,
                             masked_loss, pair_loss)
 from .siamese import SiameseModel, cosine_matrix, distance_matrix, pair_distance

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .finetune_data import SequenceBuilder
+from .sequences import SequenceBuilder
 from .kg import TokenizedKG, load_tokenized_kg
 from .scoring import encode_entities, encode_queries, encode_sequences, evaluate_split, known_triples, score_settings
 from .siamese import RUN_FILE, load_run_model

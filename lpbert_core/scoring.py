@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from . import distributed
-from .finetune_data import SequenceBuilder, collate_pairs
+from .sequences import collate_pairs, SequenceBuilder
 from .kg import TokenizedKG, seeded_subset
 from .ranking import build_filter_index, filtered_ranks, metrics_from_ranks
 from .training import autocast_context, length_sorted_batches, sync_device

@@ -11,7 +11,9 @@ import pytest
 import torch
 import yaml
 
-from lpbert_core.finetune_data import (SequenceBuilder, known_answers, label_leak, split_rows, train_known_answers)
+from lpbert_core.finetune_data import split_rows
+from lpbert_core.known_answers import known_answers, label_leak, train_known_answers
+from lpbert_core.sequences import SequenceBuilder
 from lpbert_core.finetune_loss import LossConfig, batch_loss, focal_terms
 from lpbert_core.ranking import build_filter_index, filtered_ranks
 from lpbert_core.scoring import build_queries, encode_entities, encode_queries, evaluate_split

@@ -68,7 +68,9 @@ def siamese(enc_dir: str, scorer: str = "cosine", **encoder_kwargs):
 def one_step(enc_dir: str, out: Path, rank: int) -> None:
     """One training_step + optimizer_step per (mode, batch) from the same initial weights; dropout off (eval mode),
     so the two runs compute the same function. Saves the loss, the gradients and the updated parameters."""
-    from lpbert_core.finetune_data import SequenceBuilder, known_answers, training_triples
+    from lpbert_core.finetune_data import training_triples
+    from lpbert_core.known_answers import known_answers
+    from lpbert_core.sequences import SequenceBuilder
     from lpbert_core.finetune_loop import _cfg
     from lpbert_core.finetune_step import training_step
     from lpbert_core.finetune_loss import LossConfig
@@ -149,7 +151,7 @@ def data_parallel_steps(enc_dir: str, out: Path, rank: int) -> None:
 
 
 def sharded_scoring(enc_dir: str, out: Path, rank: int) -> None:
-    from lpbert_core.finetune_data import SequenceBuilder
+    from lpbert_core.sequences import SequenceBuilder
     from lpbert_core.scoring import evaluate_split
 
     kg, _ = toy_kg(enc_dir)

@@ -167,7 +167,8 @@ def _record_batches(monkeypatch):
 
 
 def test_batch_order_random_by_default_and_resume_continues_it(setup, tmp_path, monkeypatch):
-    from lpbert_core.finetune_data import SequenceBuilder, training_triples
+    from lpbert_core.finetune_data import training_triples
+    from lpbert_core.sequences import SequenceBuilder
     from lpbert_core.training import epoch_seed, training_batches
 
     kg = setup[0]
@@ -199,7 +200,8 @@ def test_batch_order_random_by_default_and_resume_continues_it(setup, tmp_path, 
 
 
 def test_batch_order_length_uses_the_length_buckets(setup, tmp_path, monkeypatch):
-    from lpbert_core.finetune_data import SequenceBuilder, training_triples
+    from lpbert_core.finetune_data import training_triples
+    from lpbert_core.sequences import SequenceBuilder
     from lpbert_core.training import epoch_seed, length_sorted_batches
 
     kg = setup[0]
@@ -224,7 +226,8 @@ def test_bad_batch_order_is_rejected(setup, tmp_path):
 def _step_setup(setup):
     from transformers import AutoModel
 
-    from lpbert_core.finetune_data import SequenceBuilder, train_known_answers
+    from lpbert_core.known_answers import train_known_answers
+    from lpbert_core.sequences import SequenceBuilder
     from lpbert_core.siamese import SiameseModel
 
     kg, _, enc_dir = setup
@@ -233,7 +236,7 @@ def _step_setup(setup):
 
 
 def _encode(model, builder, rows=None, entities=None):
-    from lpbert_core.finetune_data import collate_pairs
+    from lpbert_core.sequences import collate_pairs
 
     pad = builder.kg.special.pad
     if rows is not None:
@@ -304,7 +307,8 @@ def test_shift_initial_mean_is_measured_recorded_and_resumed(setup, tmp_path):
     from transformers import AutoModel
 
     from lpbert_core.finetune_step import measure_initial_shift
-    from lpbert_core.finetune_data import SequenceBuilder, training_triples
+    from lpbert_core.finetune_data import training_triples
+    from lpbert_core.sequences import SequenceBuilder
     from lpbert_core.siamese import SiameseModel
     from lpbert_core.training import epoch_seed, training_batches
 

@@ -121,7 +121,7 @@ def test_candidate_ranks_equal_scores_of_the_listed_entities(archives, tmp_path,
     from transformers import AutoModel
 
     from lpbert_core.candidate_lists import rank_candidate_lists
-    from lpbert_core.finetune_data import SequenceBuilder, collate_pairs
+    from lpbert_core.sequences import collate_pairs, SequenceBuilder
     from lpbert_core.siamese import SiameseModel
 
     raw = tmp_path / "raw"

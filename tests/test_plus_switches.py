@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from lpbert_core.extra_negatives import (Neighbourhood, PreBatchBank, bank_entities, column_labels,
                                          hard_negative_columns, pre_batch_valid, sample_hard_negatives)
-from lpbert_core.finetune_data import KnownAnswers
+from lpbert_core.known_answers import KnownAnswers
 from lpbert_core.finetune_loss import LossConfig, ScoreColumns, column_loss, infonce_loss, masked_loss
 
 from test_finetune_loop import CFG, _encode, _run, _step_setup, toy_kg

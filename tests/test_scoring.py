@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lpbert_core.finetune_data import SequenceBuilder
+from lpbert_core.sequences import SequenceBuilder
 from lpbert_core.kg import make_toy_kg, seeded_subset
 from lpbert_core.ranking import build_filter_index, metrics_from_ranks
 from lpbert_core.scoring import build_queries, encode_entities, encode_sequences, evaluate_split, rank_queries
