@@ -74,24 +74,9 @@ class SequenceBuilder:
         }
 
 
-def collate_queries(builder: SequenceBuilder, heads, relations) -> dict[str, torch.Tensor]:
-    pairs = [builder.query(int(h), int(r)) for h, r in zip(heads, relations)]
-    return collate_pairs(pairs, builder.kg.special.pad)
-
-
 def collate_pairs(pairs: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """(ids, token types) sequences -> padded input_ids / token_type_ids / attention_mask (dynamic padding)."""
     ids = pad_batch([p[0] for p in pairs], pad_id)
     types = pad_batch([p[1] for p in pairs], 0)
     mask = pad_batch([[1] * len(p[0]) for p in pairs], 0)
     return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
-
-
-def collate_candidates(builder: SequenceBuilder, entities) -> dict[str, torch.Tensor]:
-    seqs = [builder.candidate(int(e)) for e in entities]
-    return collate_sequences(seqs, builder.kg.special.pad)
-
-
-def collate_sequences(seqs: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    ids = pad_batch(seqs, pad_id)
-    mask = pad_batch([[1] * len(s) for s in seqs], 0)
-    return {"input_ids": ids, "token_type_ids": torch.zeros_like(ids), "attention_mask": mask}
