@@ -8,6 +8,8 @@ a BERT-base-sized encoder is several times slower still.
 
 from __future__ import annotations
 
+from .settings import dataset_section
+
 # Work items per second on 2 CPU cores with MiniLM-L6, from the measured CPU-overlay run (2026-11-25, its
 # benchmarks/{dataset}/{stage}/*.tsv files; README "CPU-sized run"). Batches are padded per batch, so the paper's
 # longer max lengths cost less than proportionally; treat the result as a rough estimate, not a bound.
@@ -26,9 +28,6 @@ SIZES = {
 PRETRAIN_VARIANTS_WITH_WORK = {"mlm", "mem", "mem-mrm", "mem-mrm-mlm"}
 
 
-def _per_dataset(section: dict, dataset: str) -> dict:
-    return {**{k: v for k, v in section.items() if k != "per_dataset"},
-            **((section.get("per_dataset") or {}).get(dataset) or {})}
 
 
 def _runs_by_dataset(config: dict) -> dict[str, set[str]]:
@@ -51,17 +50,17 @@ def cpu_hours(config: dict) -> tuple[float, list[str]]:
             continue
         train, _dev, test, entities = SIZES[dataset]
         specs = {r: (config.get("runs") or {}).get(r, {}) for r in runs}
-        pre = _per_dataset(config.get("pretrain", {}), dataset)
+        pre = dataset_section(config.get("pretrain", {}), dataset)
         variants = {s.get("pretrain") for s in specs.values()} & PRETRAIN_VARIANTS_WITH_WORK
         pre_rows = min(train, pre.get("train_max_triples") or train)
         seconds = {"pretrain": len(variants) * pre_rows * int(pre.get("epochs", 1)) / RATES["pretrain_sequences"]}
-        ft = _per_dataset(config.get("finetune", {}), dataset)
+        ft = dataset_section(config.get("finetune", {}), dataset)
         ft_rows = min(train, ft.get("train_subsample") or train) * (2 if ft.get("inverse_augmentation", True) else 1)
         lpbert_runs = [s for s in specs.values() if s.get("model") == "lpbert"]
         seconds["finetune"] = len(lpbert_runs) * ft_rows * int(ft.get("epochs", 1)) / RATES["finetune_rows"]
         scored = min(test, ft.get("test_subsample") or test)
         seconds["score"] = len(lpbert_runs) * (entities + 2 * scored) / RATES["score_sequences"]
-        kg = _per_dataset(config.get("kgbert", {}), dataset)
+        kg = dataset_section(config.get("kgbert", {}), dataset)
         queries = kg.get("score_queries") or 2 * test
         kg_runs = [s for s in specs.values() if s.get("model") == "kgbert"]
         kg_train = min(train, kg.get("train_subsample") or train) * (1 + int(kg.get("negatives", 1)))

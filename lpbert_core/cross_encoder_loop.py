@@ -260,14 +260,6 @@ def _fingerprint(cfg: dict, positives: np.ndarray, kg: TokenizedKG, model: Cross
 
 
 # ---------------------------------------------------------------------------------------------------- ranking
-def kgbert_settings(section: dict | None, dataset: str) -> dict:
-    """The `kgbert:` config section resolved for one dataset (per_dataset values override the defaults)."""
-    section = dict(section or {})
-    per = dict((section.pop("per_dataset", None) or {}).get(dataset) or {})
-    section.update(per)
-    return section
-
-
 @distributed.multi_gpu_stage("kgbert_train")  # gpus_per_job > 1: this call in K ranks
 def run_kgbert_train(dataset: str, run: str, run_spec: dict, settings: dict, encoder_key: str, encoder_source: str,
                      text_dir, tokens_dir, pretrained_dir, model_dir, log_csv, checkpoint_dir) -> dict:

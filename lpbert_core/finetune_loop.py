@@ -55,6 +55,7 @@ from .finetune_step import dev_in_batch_loss, measure_initial_shift, prepare_bat
 from .kg import TokenizedKG
 from .rng_state import rank_torch_rng, set_torch_rng_state, store_rng
 from .scoring import SCORE_DEFAULTS, evaluate_split
+from .settings import dataset_section
 from .siamese import SiameseModel, save_run_model
 from .training import (BATCH_ORDERS, build_optimizer, build_scheduler, epoch_seed, needs_grad_scaler, optimizer_step,
                        resume_checkpoint, save_checkpoint, set_seed, training_batches)
@@ -368,8 +369,7 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
 def finetune_settings(finetune_cfg: dict, dataset: str, run_spec: dict | None = None) -> dict:
     """The settings of one run: config `finetune` defaults, then `finetune.per_dataset.{dataset}`, then the run's
     own switches (`in_batch_negatives`, then its `finetune:` overrides, e.g. a named alternative loss)."""
-    base = {k: v for k, v in (finetune_cfg or {}).items() if k != "per_dataset"}
-    base.update((finetune_cfg or {}).get("per_dataset", {}).get(dataset, {}))
+    base = dataset_section(finetune_cfg, dataset)
     if run_spec is not None and "in_batch_negatives" in run_spec:
         base["in_batch_negatives"] = bool(run_spec["in_batch_negatives"])
     if run_spec is not None:

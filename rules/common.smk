@@ -5,6 +5,8 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from lpbert_core.settings import dataset_section
+
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -347,7 +349,7 @@ def pretrain_settings(wildcards):
     section = dict(config["pretrain"])
     lengths = section.pop("max_length")
     section["max_length"] = lengths.get(wildcards.dataset, lengths["default"])
-    section.update((section.pop("per_dataset", None) or {}).get(wildcards.dataset) or {})
+    section = dataset_section(section, wildcards.dataset)
     section["tasks"] = wildcards.tasks
     section["encoder"] = config["encoders"][config["encoder"]]
     section.pop("threads", None)  # the job's granted threads are passed by the script
@@ -423,9 +425,7 @@ def finetune_params(wildcards):
 
 def score_dataset_settings(dataset):
     """The `score:` section with `score.per_dataset[dataset]` merged in (e.g. head_ranking on WN18RR)."""
-    settings = dict(config.get("score", {}))
-    settings.update((settings.pop("per_dataset", None) or {}).get(dataset) or {})
-    return settings
+    return dataset_section(config.get("score"), dataset)
 
 
 def score_params(wildcards):
@@ -449,10 +449,8 @@ def score_inputs(wildcards):
 # ---- used by kgbert.smk
 
 def kgbert_dataset_settings(dataset):
-    """The `kgbert:` section with `per_dataset[dataset]` merged in (same as lpbert_core.cross_encoder_loop.kgbert_settings)."""
-    section = dict(config.get("kgbert", {}))
-    section.update((section.pop("per_dataset", None) or {}).get(dataset) or {})
-    return section
+    """The `kgbert:` section with `per_dataset[dataset]` merged in."""
+    return dataset_section(config.get("kgbert"), dataset)
 
 
 def kgbert_params(wildcards):

@@ -211,13 +211,16 @@ def test_train_resume_is_deterministic_and_outputs(tiny_encoder_dir, tok, tmp_pa
     assert out["run"]["model"] == "kgbert"
 
 
-def test_kgbert_settings_per_dataset():
-    from lpbert_core.cross_encoder_loop import kgbert_settings
+def test_per_dataset_overrides_resolve_in_one_place():
+    """lpbert_core.settings.dataset_section: what rules/common.smk gives the kgbert rules as params (and every other
+    stage's per_dataset merge)."""
+    from lpbert_core.settings import dataset_section
 
     section = {"epochs": 5, "score_queries": 5, "per_dataset": {"WN18RR": {"train_subsample": 2000,
                                                                            "score_queries": 1}}}
-    assert kgbert_settings(section, "WN18RR") == {"epochs": 5, "score_queries": 1, "train_subsample": 2000}
-    assert kgbert_settings(section, "umls") == {"epochs": 5, "score_queries": 5}
+    assert dataset_section(section, "WN18RR") == {"epochs": 5, "score_queries": 1, "train_subsample": 2000}
+    assert dataset_section(section, "umls") == {"epochs": 5, "score_queries": 5}
+    assert "per_dataset" in section  # the config itself is left as it was
 
 
 def test_checkpoint_with_other_settings_is_not_resumed(tiny_encoder_dir, tok, tmp_path):
