@@ -50,7 +50,7 @@ DEFAULTS = {
     "train_subsample": None,
     "dev_subsample": 2000,
     "eval_batch_size": 512,
-    "score_queries": 5,
+    "score_queries": 50,
     "precision": "auto",
     "device": "auto",
     "keep_checkpoint": False,

@@ -81,7 +81,7 @@ DEFAULTS = {
     "score_chunk_size": 1024,
     "precision": "auto",
     "max_grad_norm": None,
-    "checkpoint_every_steps": 0,
+    "checkpoint_every_steps": 200,
     "keep_checkpoint": False,
     "seed": 42,
     "scorer": "cosine",

@@ -220,3 +220,20 @@ def test_checksum_mismatch_in_the_workflow_leaves_no_raw_folder(tmp_path):
     assert result.returncode != 0
     assert "umls.tar.gz: SHA-256 mismatch" in result.stderr
     assert not (wd / "results/umls/raw").exists()
+
+
+def test_code_defaults_agree_with_config_yaml():
+    """Until the settings layer removes them (issue #12), the code's DEFAULTS dicts must not contradict config.yaml:
+    a key both define has one value (config.yaml's), so the Python API and the pipeline train the same way."""
+    import yaml
+
+    from lpbert_core import cross_encoder_loop, finetune_loop, pretrain_loop, scoring
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    for name, defaults, section in (("finetune", finetune_loop.DEFAULTS, config["finetune"]),
+                                    ("kgbert", cross_encoder_loop.DEFAULTS, config["kgbert"]),
+                                    ("pretrain", pretrain_loop.DEFAULTS, config["pretrain"]),
+                                    ("score", scoring.SCORE_DEFAULTS, config["score"])):
+        for key, value in defaults.items():
+            if key in section and key not in ("max_length", "threads"):  # per-dataset map / granted by Snakemake
+                assert section[key] == value, f"{name}.{key}: code default {value!r}, config.yaml {section[key]!r}"
