@@ -15,19 +15,18 @@ this is what makes the baseline slow and why Table 3 measures it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from .run_folder import read_encoder, read_layer, read_run_info, write_run_folder
 from .known_answers import KnownAnswers
 from .kg import TokenizedKG
 from .pretrain_samples import split_context_budget  # one rule for sharing a budget between head and tail
 from .training import pad_batch
 
-RUN_FILE = "lpbert_run.json"  # same file name as the LP-BERT runs: the run's settings next to the HF folder
 CLASSIFIER_FILE = "classifier.safetensors"
 
 
@@ -185,30 +184,18 @@ class CrossEncoder(nn.Module):
 
 
 def save_cross_encoder(model: CrossEncoder, tokenizer, directory: str | Path, run_info: dict) -> None:
-    """HF folder of the fine-tuned encoder (safetensors) + classifier.safetensors + lpbert_run.json."""
-    from safetensors.torch import save_file
-
-    directory = Path(directory)
-    model.encoder.save_pretrained(directory, safe_serialization=True)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(directory)
-    save_file(model.classifier_state(), str(directory / CLASSIFIER_FILE))
+    """The run folder (lpbert_core.run_folder): the fine-tuned encoder, classifier.safetensors, lpbert_run.json."""
     info = dict(run_info)
     info.update({"scorer": "cross_encoder", "pooling": model.pooling})
-    (directory / RUN_FILE).write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
+    write_run_folder(directory, model.encoder, tokenizer, info, {CLASSIFIER_FILE: model.classifier_state()})
 
 
 def load_cross_encoder(directory: str | Path, device: torch.device | str = "cpu") -> tuple[CrossEncoder, dict]:
-    from safetensors.torch import load_file
-    from transformers import AutoModel
-
-    directory = Path(directory)
-    info = json.loads((directory / RUN_FILE).read_text())
+    info = read_run_info(directory)
     if info.get("scorer") != "cross_encoder":
         raise ValueError(f"{directory}: not a cross-encoder run (scorer={info.get('scorer')!r})")
-    encoder = AutoModel.from_pretrained(str(directory))
-    model = CrossEncoder(encoder, info.get("pooling", "pooler"))
-    state = load_file(str(directory / CLASSIFIER_FILE))
+    model = CrossEncoder(read_encoder(directory), info.get("pooling", "pooler"))
+    state = read_layer(directory, CLASSIFIER_FILE)
     model.classifier.load_state_dict({k.split(".", 1)[1]: v for k, v in state.items()})
     model.to(device).eval()
     return model, info

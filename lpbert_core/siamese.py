@@ -21,18 +21,17 @@ numbers and has the same state dict as before) and saved next to the encoder as 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
+
+from .run_folder import read_encoder, read_layer, read_run_info, write_run_folder
 
 POOLINGS = ("mean", "cls", "pooler")
 SCORERS = ("cosine", "pair_linear")
-RUN_FILE = "lpbert_run.json"
 PAIR_SCORER_FILE = "pair_scorer.safetensors"
 PAIR_DROPOUT = 0.1  # authors' code: Dropout(0.1) on the concatenated pair features
 MAX_INVERSE_TEMPERATURE = 100.0  # SimKGC: 1/tau clamped at 100 (tau >= 0.01)
@@ -178,32 +177,25 @@ def pair_distance(queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tens
 def save_run_model(model: SiameseModel, tokenizer, directory: Path, run_info: dict) -> None:
     """HF folder (encoder + tokenizer, safetensors) + lpbert_run.json with everything needed to rebuild
     queries and scores (pooling, max lengths, scorer, loss settings, new-layer values)."""
-    directory = Path(directory)
-    model.encoder.save_pretrained(directory, safe_serialization=True)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(directory)
     info = dict(run_info)
     info["pooling"] = model.pooling
     info["scorer"] = model.scorer
     info["new_layers"] = model.new_layer_state()
+    layers = {}
     if model.pair_head is not None:
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.pair_head.state_dict().items()},
-                  str(directory / PAIR_SCORER_FILE))
+        layers[PAIR_SCORER_FILE] = model.pair_head.state_dict()
         info["new_layers"]["pair_scorer"] = PAIR_SCORER_FILE
-    (directory / RUN_FILE).write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
+    write_run_folder(directory, model.encoder, tokenizer, info, layers)
 
 
 def load_run_model(directory: str | Path, device: torch.device | str = "cpu") -> tuple[SiameseModel, dict]:
-    from transformers import AutoModel
-
-    directory = Path(directory)
-    info = json.loads((directory / RUN_FILE).read_text())
-    encoder = AutoModel.from_pretrained(str(directory))
+    info = read_run_info(directory)
     nl = info.get("new_layers", {})
     scorer = info.get("scorer", "cosine")
-    model = SiameseModel(encoder, info["pooling"], nl.get("prob_scale", 20.0), nl.get("prob_bias", 0.0), scorer)
+    model = SiameseModel(read_encoder(directory), info["pooling"], nl.get("prob_scale", 20.0),
+                         nl.get("prob_bias", 0.0), scorer)
     if model.pair_head is not None:
-        model.pair_head.load_state_dict(load_file(str(directory / nl.get("pair_scorer", PAIR_SCORER_FILE))))
+        model.pair_head.load_state_dict(read_layer(directory, nl.get("pair_scorer", PAIR_SCORER_FILE)))
     if "infonce_temperature" in nl:  # the trained temperature (training-only: ranks are by the score itself)
         model.set_learnable_temperature(nl["infonce_temperature"])
     model.to(device).eval()
