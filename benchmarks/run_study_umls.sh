@@ -9,12 +9,14 @@
 # interim summary of the finished runs (benchmarks/results/study_umls/summary.*).
 #   nohup benchmarks/run_study_umls.sh > logs/study-umls.nohup.log 2>&1 &
 set -u -o pipefail
+# STUDY_CORES / BEYOND_CORES (default 2): --cores of the Snakemake calls. Two PyTorch jobs with 2 threads each on 2
+# cores ran 14x slower per step than one alone (oversubscription); run two drivers side by side with 1 core each.
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
 # the code of this tree, not the editable install's (the study may run from its own git worktree while main changes)
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 # the target goes first: --configfile (like --resources) takes several values and would swallow it
-sm() { snakemake "$1" --cores 2 --rerun-incomplete --rerun-triggers mtime --configfile configs/cpu.yaml configs/study-umls.yaml; }
+sm() { snakemake "$1" --cores "${STUDY_CORES:-2}" --rerun-incomplete --rerun-triggers mtime --configfile configs/cpu.yaml configs/study-umls.yaml; }
 OUT=benchmarks/results/study_umls
 DATASET=umls
 
