@@ -61,6 +61,8 @@ def load_run(name: str, metrics_path, train_log_path, provenance_path=None) -> d
         "dev_mrr": dev_mrr,
         **{f"test_{k}": float(both[k]) for k in TEST_METRICS},
         "test_queries": int(both.get("count") or 0),
+        "leaky": bool(metrics.get("leaky", False)),
+        "selection": info.get("selection", "dev_hits10"),
         "git_commit": provenance.get("git_commit"),
         "uncommitted_code_files": provenance.get("uncommitted_code_files"),
         "metrics_path": str(metrics_path),
@@ -81,7 +83,8 @@ def summarise(runs: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
         row = {"stage": stage, "reading": reading, "epochs": int(g["epochs"].max()), "n_seeds": len(g),
                "seeds": " ".join(str(s) for s in g["seed"]),
                "dev_hits@10_mean": float(g["dev_hits@10"].mean()), "dev_hits@10_sd": _sd(g["dev_hits@10"]),
-               "dev_mrr_mean": float(g["dev_mrr"].mean())}
+               "dev_mrr_mean": float(g["dev_mrr"].mean()), "leaky": bool(g["leaky"].any()),
+               "selection": " ".join(sorted(set(g["selection"])))}
         for k in TEST_METRICS:
             row[f"test_{k}_mean"] = float(g[f"test_{k}"].mean())
             row[f"test_{k}_sd"] = _sd(g[f"test_{k}"])
@@ -95,6 +98,66 @@ def summarise(runs: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
                                               ascending=[True, False, False]).reset_index(drop=True)
         per_reading.insert(2, "rank", per_reading.groupby("stage").cumcount() + 1)
     return per_run, per_reading
+
+
+BASELINES = {"P": None, "ac": "P"}  # reading -> the reading it is compared with (None: the reference)
+
+
+def baseline_of(reading: str) -> str | None:
+    """A paper-text reading is compared with P (the paper-text reading); `ac-<switch>` (one authors'-code switch
+    turned back to the paper's text) with `ac`; `ac` itself with P."""
+    if reading in BASELINES:
+        return BASELINES[reading]
+    return "ac" if reading.startswith("ac-") else "P"
+
+
+def attribution(per_reading: pd.DataFrame, metric: str = "test_hits@10") -> pd.DataFrame:
+    """Per reading of each stage: Δ of the mean `metric` (and dev Hits@10, test MR) against its baseline reading
+    (`baseline_of`), and whether |Δ| exceeds twice the seed sd: the pooled sample sd of `metric` over the readings of
+    the stage that have several seeds (NaN while none has). A reading whose baseline has not run is left out."""
+    rows = []
+    for stage, g in per_reading.groupby("stage", sort=True):
+        multi = g[g["n_seeds"] > 1]
+        pooled = (math.sqrt(float((multi[f"{metric}_sd"] ** 2 * (multi["n_seeds"] - 1)).sum())
+                            / float((multi["n_seeds"] - 1).sum())) if len(multi) else math.nan)
+        by = g.set_index("reading")
+        for reading, r in by.iterrows():
+            base = baseline_of(reading)
+            if base is None or base not in by.index:
+                continue
+            b = by.loc[base]
+            delta = float(r[f"{metric}_mean"] - b[f"{metric}_mean"])
+            rows.append({"stage": stage, "reading": reading, "baseline": base,
+                         "delta_dev_hits@10": float(r["dev_hits@10_mean"] - b["dev_hits@10_mean"]),
+                         f"delta_{metric}": delta,
+                         "delta_test_mr": float(r["test_mr_mean"] - b["test_mr_mean"]),
+                         "seed_sd": pooled, "beyond_2sd": (abs(delta) > 2 * pooled) if not math.isnan(pooled) else None,
+                         "n_seeds": int(r["n_seeds"]), "baseline_n_seeds": int(b["n_seeds"]),
+                         "leaky": bool(r["leaky"] or b["leaky"])})
+    return pd.DataFrame(rows)
+
+
+def attribution_markdown(frame: pd.DataFrame) -> list[str]:
+    if not len(frame):
+        return []
+    lines = ["## Attribution", "",
+             "Each reading against its baseline: a paper-text reading against P; the authors'-code reading (ac) "
+             "against P; `ac-<switch>` (one authors'-code switch turned back to the paper's text) against ac, so its Δ "
+             "is what that switch contributes with the sign reversed. Seed sd: pooled sample sd of test Hits@10 over "
+             "the readings with several seeds; `> 2 sd` marks a Δ beyond twice it (– while no reading has 2 seeds).", "",
+             "| stage | reading | vs | Δ dev Hits@10 | Δ test Hits@10 | Δ test MR | seeds (reading / baseline) | "
+             "> 2 sd |", "|---|---|---|---|---|---|---|---|"]
+    for _, r in frame.iterrows():
+        flag = "–" if r["beyond_2sd"] is None or (isinstance(r["beyond_2sd"], float) and math.isnan(r["beyond_2sd"])) \
+            else ("yes" if r["beyond_2sd"] else "no")
+        leak = " ⚠ leaky" if r["leaky"] else ""
+        lines.append(f"| {r['stage']} | {r['reading']}{leak} | {r['baseline']} | {r['delta_dev_hits@10']:+.3f} | "
+                     f"{r['delta_test_hits@10']:+.3f} | {r['delta_test_mr']:+.2f} | {r['n_seeds']} / "
+                     f"{r['baseline_n_seeds']} | {flag} |")
+    sd = frame["seed_sd"].dropna()
+    if len(sd):
+        lines += ["", f"Pooled seed sd of test Hits@10: {float(sd.iloc[0]):.4f}."]
+    return lines + [""]
 
 
 def _pm(mean: float, sd: float, digits: int) -> str:
@@ -115,12 +178,17 @@ def summary_markdown(per_run: pd.DataFrame, per_reading: pd.DataFrame, title: st
                   "best epochs | commits |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for _, r in g.iterrows():
+            leak = " ⚠ leaky" if r["leaky"] else ""
             lines.append(
-                f"| {r['rank']} | {r['reading']} | {r['seeds']} | {_pm(r['dev_hits@10_mean'], r['dev_hits@10_sd'], 3)} "
+                f"| {r['rank']} | {r['reading']}{leak} | {r['seeds']} | {_pm(r['dev_hits@10_mean'], r['dev_hits@10_sd'], 3)} "
                 f"| {_pm(r['test_hits@10_mean'], r['test_hits@10_sd'], 3)} "
                 f"| {_pm(r['test_mr_mean'], r['test_mr_sd'], 2)} | {_pm(r['test_mrr_mean'], r['test_mrr_sd'], 3)} "
                 f"| {_pm(r['test_hits@1_mean'], r['test_hits@1_sd'], 3)} | {r['best_epochs']} | {r['git_commits']} |")
         lines.append("")
+    lines += attribution_markdown(attribution(per_reading))
+    if per_reading["leaky"].any():
+        lines += ["⚠ leaky: the run's in-batch labels took dev and test triples (the authors' code, label_splits "
+                  "train+dev+test); its test numbers are not a clean held-out measurement.", ""]
     lines += ["## Runs", "", "| run | seed | best epoch / run | dev Hits@10 | test Hits@10 | test MR | test MRR | "
               "test Hits@1 | commit | metrics.json |", "|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in per_run.iterrows():
