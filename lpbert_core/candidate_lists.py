@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from .errors import InputError
 from .sequences import SequenceBuilder
@@ -115,14 +114,10 @@ def rank_candidate_lists(model, kg: TokenizedKG, builder: SequenceBuilder, block
     query_relation = np.where(is_tail, blocks.relation, blocks.relation + kg.num_relations)
     query_vecs = encode_queries(model, builder, anchor, query_relation, device, batch_size, precision)
     cand = torch.as_tensor(blocks.candidates, device=device)
-    pair_head = getattr(model, "pair_head", None)
-    if pair_head is None:
-        q = F.normalize(query_vecs.float(), dim=-1)
-        e = F.normalize(entity_vecs.float(), dim=-1)
-        scores = (q.unsqueeze(1) * e[cand]).sum(-1)
-    else:
-        scores = torch.stack([pair_head.matrix(query_vecs[i:i + 1].float(), entity_vecs[cand[i]].float())[0]
-                              for i in range(len(cand))])
+    per_block = cand.shape[1]
+    # the run's own pair scorer (cosine or pair_linear; eval mode) on every (query, listed entity) pair of a block
+    scores = model.score_pairs(query_vecs.repeat_interleave(per_block, 0),
+                               entity_vecs[cand.reshape(-1)]).reshape(len(cand), per_block)
     ranks = list_ranks(scores)
     ent_ids = np.asarray(kg.entity_ids, dtype=object)
     rel_ids = np.asarray(kg.relation_ids, dtype=object)
