@@ -14,3 +14,7 @@ class InputError(ValueError):
         self.message = message
         where = f"{self.path}:{line}" if line is not None else self.path
         super().__init__(f"{where}: {message}")
+
+
+class ConfigError(ValueError):
+    """Raised for a config value that cannot work (an unknown run, a conflicting name); the message names the key."""

@@ -5,7 +5,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from lpbert_core.settings import dataset_section
+from lpbert_core.job_settings import JobSettings
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -87,43 +87,20 @@ wildcard_constraints:
     tasks=_alternatives(PRETRAIN_TASKS),
 
 
-# ---- run instances. A run may list `seeds: [s1, s2, ...]`: it is trained and scored once per seed. The first seed
-# keeps the run's own name and paths; each further seed is the instance `{run}.s{seed}`, with its own folder
-# results/{dataset}/runs/{run}.s{seed}/ and target, trained and scored exactly like the run with finetune.seed
-# (kgbert.seed for model: kgbert) set to that seed. Pre-training is shared by all instances (not re-seeded).
-
-def run_instances(run):
-    """(instance name, seed) of every instance of a configured run, the run itself first. seed is None when the run
-    lists no seeds (it trains with the configured seed)."""
-    seeds = config["runs"][run].get("seeds") or [None]
-    return [(run, seeds[0])] + [(f"{run}.s{seed}", seed) for seed in seeds[1:]]
-
-
-def _instance_table():
-    table = {}
-    for run in config["runs"]:
-        for name, seed in run_instances(run):
-            if name != run and name in config["runs"]:
-                raise WorkflowError(
-                    f"runs: {name!r} is both a configured run and the instance of run {run!r} for seed {seed} "
-                    f"(runs.{run}.seeds); rename the run"
-                )
-            table[name] = (run, seed)
-    return table
-
-
-RUN_INSTANCES = _instance_table()  # instance name -> (configured run, seed or None)
-
-
-def run_entry(name):
-    """The config entry of a run or run instance, without `seeds` (listing seeds changes no existing job's params)."""
-    base, _ = RUN_INSTANCES[name]
-    return {key: value for key, value in config["runs"][base].items() if key != "seeds"}
-
-
-def run_seed(name):
-    """The seed a run instance trains with; None = the configured default (the run lists no seeds)."""
-    return RUN_INSTANCES[name][1]
+# ---- every job's settings: lpbert_core.job_settings (run instances and seeds, per_dataset overrides, encoder keys).
+# The rules' params are its methods applied to the wildcards; scripts that drive the stages without Snakemake
+# (benchmarks/gpu_check.py) build the same arguments from the same class.
+JOBS = JobSettings(config)
+RUN_INSTANCES = JOBS.instances  # instance name -> (configured run, seed or None)
+run_instances = JOBS.run_instances
+run_entry = JOBS.run_entry
+run_seed = JOBS.run_seed
+run_settings = JOBS.run_settings
+reproduction_spec = JOBS.reproduction_spec
+runs_of = JOBS.runs_of
+source_settings = JOBS.source
+text_source = JOBS.text_source
+training_graph = JOBS.training_graph
 
 
 def check_table_runs():
@@ -139,38 +116,13 @@ def check_table_runs():
             )
 
 
-def reproduction_spec():
-    """tables.reproduction with its defaults: the paper-text run is Table 1's; no authors'-code run, no attribution."""
-    spec = {"paper_text": config["tables"]["table1"]["run"], "authors_code": None, "attribution": None}
-    spec.update(config["tables"].get("reproduction") or {})
-    return spec
-
-
 check_table_runs()
-
-
-def runs_of(model):
-    """Run instances of one model kind (a run with several seeds contributes one name per seed)."""
-    return [name for name, (run, _) in RUN_INSTANCES.items() if config["runs"][run]["model"] == model]
 
 
 # Regex alternatives of run names per model kind: the lpbert and kgbert rules write the same output paths, so
 # each rule set is constrained to its own runs.
 LPBERT_RUNS = _alternatives(runs_of("lpbert")) or "$^"
 KGBERT_RUNS = _alternatives(runs_of("kgbert")) or "$^"
-
-
-def run_settings(run):
-    """The entry of a run (or run instance) with its encoder filled in (key of `encoders`)."""
-    settings = run_entry(run)
-    settings.setdefault("encoder", config["encoder"])
-    if settings["pretrain"] != "none" and settings["encoder"] != config["encoder"]:
-        # pre-training outputs (results/{dataset}/pretrain/{tasks}) are built from the top-level encoder only
-        raise ValueError(
-            f"run {run!r}: encoder {settings['encoder']!r} with pretrain {settings['pretrain']!r}; pre-training uses "
-            f"the top-level encoder {config['encoder']!r}: set pretrain: none or change the top-level encoder"
-        )
-    return settings
 
 
 def run_encoder_key(run):
@@ -186,40 +138,12 @@ def run_skip_reason(run):
     return None if ok else reason
 
 
-def source_settings(dataset):
-    return config["sources"][dataset]
-
-
-TEXT_KEYS = {"entity_text": "entity2text.txt", "relation_text": "relation2text.txt"}
-
-
-def text_source(dataset):
-    """A source's own text settings, or those of its `text_from` source (its own keys win)."""
-    src = source_settings(dataset)
-    other = source_settings(src["text_from"]) if src.get("text_from") else {}
-    return {key: src.get(key, other.get(key)) for key in ("entity_text", "relation_text", "text_format")
-            if key in src or key in other}
-
-
 def source_params(wildcards):
-    """The download job's source, with `text_from` resolved to the other archive and the text file names."""
-    src = dict(source_settings(wildcards.dataset))
-    src.pop("inductive_of", None)  # not the download's business (changing it reruns no data stage)
-    if src.get("text_from"):
-        other = source_settings(src["text_from"])
-        texts = text_source(wildcards.dataset)
-        src["text_from"] = {"name": src["text_from"], "archive": other["archive"], "sha256": other.get("sha256"),
-                            **{key: texts.get(key) or default for key, default in TEXT_KEYS.items()}}
-    return src
-
-
-def training_graph(dataset):
-    """The graph a dataset's runs are trained on: itself, or for an inductive test graph its `inductive_of`."""
-    return source_settings(dataset).get("inductive_of") or dataset
+    return JOBS.download_params(wildcards.dataset)
 
 
 def encoder_source(wildcards):
-    return config["encoders"][wildcards.encoder]
+    return JOBS.encoder_source(wildcards.encoder)
 
 
 def download_inputs(wildcards):
@@ -247,16 +171,7 @@ def download_content(wildcards):
 
 
 def text_settings(wildcards):
-    src = text_source(wildcards.dataset)
-    return {
-        "entity_text": src.get("entity_text", "entity2text.txt"),
-        "text_format": src.get("text_format", "name"),
-        "relation_text": src.get("relation_text", "relation2text.txt"),
-        "inverse_prefix": config["text"]["inverse_prefix"],
-        # a file the config names itself must exist; the default name may be absent (ids are made readable)
-        "entity_text_required": src.get("entity_text") is not None,
-        "relation_text_required": src.get("relation_text") is not None,
-    }
+    return JOBS.text_params(wildcards.dataset)
 
 
 def unknown_dataset(wildcards):
@@ -345,128 +260,36 @@ GPUS_PER_JOB = int(config.get("gpus_per_job", 1))
 # ---- used by pretrain.smk
 
 def pretrain_settings(wildcards):
-    """The `pretrain:` config section resolved for one dataset and variant (max_length is per dataset)."""
-    section = dict(config["pretrain"])
-    lengths = section.pop("max_length")
-    section["max_length"] = lengths.get(wildcards.dataset, lengths["default"])
-    section = dataset_section(section, wildcards.dataset)
-    section["tasks"] = wildcards.tasks
-    section["encoder"] = config["encoders"][config["encoder"]]
-    section.pop("threads", None)  # the job's granted threads are passed by the script
-    for key, value in PRETRAIN_SWITCH_DEFAULTS.items():  # at the paper's value: not a param, so adding it reruns nothing
-        if section.get(key) == value:
-            section.pop(key)
-    return section
-
-
-# The authors'-code switches of pre-training at their defaults (= lpbert_core.pretrain_loop.SWITCH_DEFAULTS; a test
-# checks they agree): left out of the rule's params when set to these values.
-PRETRAIN_SWITCH_DEFAULTS = {"optimizer": "adamw", "lr_schedule": "linear", "mlm_mask_token": "mask",
-                            "segment_separators": True}
+    """The `pretrain:` config section resolved for one dataset and variant."""
+    return JOBS.pretrain_params(wildcards.dataset, wildcards.tasks)
 
 
 # ---- used by finetune.smk
 
-def lpbert_run(wildcards):
-    """The run's entry; a run instance (or a first seed other than the configured one) gets its seed as a run-level
-    finetune override, which applies over finetune and finetune.per_dataset."""
-    spec = run_entry(wildcards.run)
-    seed = run_seed(wildcards.run)
-    overrides = dict(spec.get("finetune") or {})
-    per_dataset = config["finetune"].get("per_dataset", {}).get(wildcards.dataset) or {}
-    configured = overrides.get("seed", per_dataset.get("seed", config["finetune"].get("seed", 42)))
-    if seed is not None and int(seed) != int(configured):
-        spec["finetune"] = {**overrides, "seed": int(seed)}
-    return spec
-
-
 def training_inputs(wildcards):
-    """Inputs of a run's training job (finetune or kgbert_train): the graph, its tokens for the run's encoder and,
-    unless the run starts from the encoder's own weights, the pre-training output it starts from."""
-    spec = run_settings(wildcards.run)
-    if training_graph(wildcards.dataset) != wildcards.dataset:
-        raise WorkflowError(
-            f"results/{wildcards.dataset}/runs/{wildcards.run}/model: {wildcards.dataset!r} is an inductive test "
-            f"graph; its runs are trained on {training_graph(wildcards.dataset)!r} (score it with "
-            f"results/{wildcards.dataset}/runs/{wildcards.run}/metrics.json)")
-    inputs = {
-        "triples": f"results/{wildcards.dataset}/text/triples.parquet",
-        "manifest": f"results/{wildcards.dataset}/tokens/{spec['encoder']}/manifest.json",
-    }
-    if spec["pretrain"] != "none":
-        inputs["pretrained"] = f"results/{wildcards.dataset}/pretrain/{spec['pretrain']}/model"
-    return inputs
+    """Inputs of a run's training job (finetune or kgbert_train)."""
+    return JOBS.training_inputs(wildcards.dataset, wildcards.run)
 
 
 def finetune_params(wildcards):
-    spec = lpbert_run(wildcards)
-    key = run_settings(wildcards.run)['encoder']
-    params = {
-        "dataset": wildcards.dataset,
-        "run": wildcards.run,
-        "run_spec": dict(spec),
-        "encoder_key": key,
-        "encoder_source": config["encoders"][key],
-        # only this dataset's settings, so editing another dataset's entry does not re-run this job
-        "finetune": {
-            **{k: v for k, v in config.get("finetune", {}).items() if k != "per_dataset"},
-            "per_dataset": {
-                wildcards.dataset: config.get("finetune", {}).get("per_dataset", {}).get(wildcards.dataset, {})
-            },
-        },
-    }
-    head_ranking = score_dataset_settings(wildcards.dataset).get("head_ranking")
-    if head_ranking is not None:  # the dev evaluation ranks head queries as the score rule does
-        params["head_ranking"] = head_ranking
-    return params
+    return JOBS.finetune_params(wildcards.dataset, wildcards.run)
 
 
 # ---- used by score.smk
 
-def score_dataset_settings(dataset):
-    """The `score:` section with `score.per_dataset[dataset]` merged in (e.g. head_ranking on WN18RR)."""
-    return dataset_section(config.get("score"), dataset)
-
-
 def score_params(wildcards):
-    spec = run_entry(wildcards.run)
-    per_dataset = config.get("finetune", {}).get("per_dataset", {}).get(wildcards.dataset, {})
-    settings = score_dataset_settings(wildcards.dataset)
-    settings["test_subsample"] = per_dataset.get("test_subsample", settings.get("test_subsample"))
-    return {"settings": settings, "run_spec": dict(spec), "encoder_key": spec.get("encoder", config["encoder"])}
+    return JOBS.score_params(wildcards.dataset, wildcards.run)
 
 
 def score_inputs(wildcards):
     """Inputs of a run's scoring job (score or kgbert_score)."""
-    return {
-        # an inductive test graph is scored with the model trained on its training graph (`inductive_of`)
-        "model": f"results/{training_graph(wildcards.dataset)}/runs/{wildcards.run}/model",
-        "triples": f"results/{wildcards.dataset}/text/triples.parquet",
-        "manifest": f"results/{wildcards.dataset}/tokens/{run_settings(wildcards.run)['encoder']}/manifest.json",
-    }
+    return JOBS.score_inputs(wildcards.dataset, wildcards.run)
 
 
 # ---- used by kgbert.smk
 
-def kgbert_dataset_settings(dataset):
-    """The `kgbert:` section with `per_dataset[dataset]` merged in."""
-    return dataset_section(config.get("kgbert"), dataset)
-
-
 def kgbert_params(wildcards):
-    spec = run_settings(wildcards.run)
-    settings = kgbert_dataset_settings(wildcards.dataset)
-    seed = run_seed(wildcards.run)
-    if seed is not None and int(seed) != int(settings.get("seed", 42)):
-        settings["seed"] = int(seed)  # a run instance: kgbert.seed set to its seed
-    return {
-        "dataset": wildcards.dataset,
-        "run": wildcards.run,
-        "run_spec": spec,
-        "encoder_key": spec["encoder"],
-        "encoder_source": config["encoders"][spec["encoder"]],
-        "settings": settings,
-    }
+    return JOBS.kgbert_params(wildcards.dataset, wildcards.run)
 
 
 # ---- used by tables.smk

@@ -10,6 +10,10 @@ spawn for the whole module) against 1 process.
     without dropout = 1 process with the same global batch (to float tolerance);
 (d) a job that asked for 2 GPUs runs its stage in 2 torchrun ranks (lpbert_core.launch), a tiny fine-tuning end
     to end.
+
+LPBERT_TEST_DEVICE=cuda runs (a)-(c) with CUDA tensors (benchmarks/gpu_check.py does, on a GPU machine): both ranks
+share card 0 and their collectives go through gloo (NCCL refuses two ranks on one card), in fp32 (the equalities are
+checked to float tolerance; bf16 would change the rounding with the batch split). CI leaves it at cpu.
 """
 
 from __future__ import annotations
@@ -36,6 +40,24 @@ BATCHES = {"even": slice(0, 8), "uneven": slice(8, 15), "one_row": slice(15, 16)
 FINETUNE_CFG = {"batch_size": 8, "epochs": 2, "max_length": 16, "early_stop_patience": 5, "seed": 3,
                 "checkpoint_every_steps": 0, "eval_batch_size": 4, "score_chunk_size": 7}
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+DEVICE = torch.device(os.environ.get("LPBERT_TEST_DEVICE", "cpu"))
+PRECISION = "fp32" if DEVICE.type == "cuda" else "auto"  # auto is fp32 on the CPU
+FINETUNE_CFG["precision"] = PRECISION
+if DEVICE.type == "cuda" and not torch.cuda.is_available():
+    pytest.skip("LPBERT_TEST_DEVICE=cuda on a machine without CUDA", allow_module_level=True)
+
+
+# Gradients of one step, 2 ranks vs 1 process: |a - b| <= rtol |b| + atol + scale * max|b|. CPU: exact enough for
+# rtol 1e-4, atol 1e-7. CUDA: the GEMM kernels (so the summation order) change with the rows per call and the
+# embedding backward adds with atomics (run to run), and InfoNCE's 1/tau = 20 scales those roundings: two H200 runs
+# (benchmarks/results/gpu_h200) each failed the CPU bound on ONE InfoNCE gradient, a different tensor each time, by
+# at most 4.2e-7 (max |difference| 6.7e-6). A real error (a rank's share lost or counted twice) is O(max|b|), so a
+# bound of 1e-5 max|b| still tells it from rounding.
+GRAD_TOL = {"rtol": 1e-4, "atol": 1e-7, "scale": 1e-5 if DEVICE.type == "cuda" else 0.0}
+
+
+def _cpu(tensors: dict) -> dict:
+    return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
 
 
 # ---------------------------------------------------------------- shared pieces (run in every process)
@@ -62,7 +84,7 @@ def siamese(enc_dir: str, scorer: str = "cosine", **encoder_kwargs):
     model = SiameseModel(AutoModel.from_pretrained(enc_dir, **encoder_kwargs))
     torch.manual_seed(0)  # the pair_linear layer: the same initial weights in every process
     model.set_scorer(scorer)
-    return model
+    return model.to(DEVICE)
 
 
 def one_step(enc_dir: str, out: Path, rank: int) -> None:
@@ -90,13 +112,13 @@ def one_step(enc_dir: str, out: Path, rank: int) -> None:
             model.load_state_dict(initial[cfg["scorer"]])
             optimizer = build_optimizer(model, "encoder.", 5e-5, 1e-3, 0.01)
             scheduler = build_scheduler(optimizer, 10, 0.0)
-            step = training_step(model, builder, rows[sl], known, LossConfig.from_dict(cfg), torch.device("cpu"),
-                                 "auto", in_batch, np.random.default_rng(7))
+            step = training_step(model, builder, rows[sl], known, LossConfig.from_dict(cfg), DEVICE,
+                                 PRECISION, in_batch, np.random.default_rng(7))
             optimizer_step(step["loss"], model, optimizer, scheduler)
             tensors = {f"param.{k}": v.detach().clone() for k, v in model.named_parameters()}
             tensors.update({f"grad.{k}": v.grad.clone() for k, v in model.named_parameters() if v.grad is not None})
             tensors["loss"] = step["loss"].detach().reshape(1)
-            save_file(tensors, str(out / f"step-{mode}-{batch_name}-rank{rank}.safetensors"))
+            save_file(_cpu(tensors), str(out / f"step-{mode}-{batch_name}-rank{rank}.safetensors"))
 
 
 def data_parallel_steps(enc_dir: str, out: Path, rank: int) -> None:
@@ -117,37 +139,39 @@ def data_parallel_steps(enc_dir: str, out: Path, rank: int) -> None:
     samples = _make_samples(kg, kg.triples["train"], cfg, np.random.default_rng(4))
     idx = np.arange(3, 10)
     torch.manual_seed(0)
-    model = PretrainModel(AutoModel.from_pretrained(enc_dir), kg.special.vocab_size, "layernorm").eval()
+    model = PretrainModel(AutoModel.from_pretrained(enc_dir), kg.special.vocab_size, "layernorm").to(DEVICE).eval()
     optimizer = build_optimizer(model, "encoder.", 5e-5, 1e-4, 0.01)
     scheduler = build_scheduler(optimizer, 10, 0.0)
     if distributed.world().size > 1:
-        _data_parallel_step(model, samples, idx, kg.special.pad, torch.device("cpu"), cfg, optimizer, scheduler, None)
+        _data_parallel_step(model, samples, idx, kg.special.pad, DEVICE, {**cfg, "precision": PRECISION},
+                            optimizer, scheduler, None)
     else:
-        optimizer_step(model(**collate([samples[i] for i in idx], kg.special.pad))["loss"], model, optimizer,
-                       scheduler)
+        batch = {k: v.to(DEVICE) for k, v in collate([samples[i] for i in idx], kg.special.pad).items()}
+        optimizer_step(model(**batch)["loss"], model, optimizer, scheduler)
     tensors = {f"grad.{k}": v.grad for k, v in model.named_parameters() if v.grad is not None}
     tensors.update({f"param.{k}": v.detach() for k, v in model.named_parameters()})
-    save_file(tensors, str(out / f"dp-pretrain-rank{rank}.safetensors"))
+    save_file(_cpu(tensors), str(out / f"dp-pretrain-rank{rank}.safetensors"))
 
     torch.manual_seed(0)
-    model = CrossEncoder(AutoModel.from_pretrained(enc_dir)).eval()
+    model = CrossEncoder(AutoModel.from_pretrained(enc_dir)).to(DEVICE).eval()
     builder = TripleSequenceBuilder(kg, 24, model.two_token_types)
     triples, labels = training_examples(kg.triples["train"], train_triple_set(kg), kg.num_entities, 1,
                                         np.random.default_rng(5))
     optimizer = build_optimizer(model, "encoder.", 5e-5, 5e-5, 0.01)
     scheduler = build_scheduler(optimizer, 10, 0.0)
     if distributed.world().size > 1:
-        loss = _rank_slice_loss(model, builder, kg, triples, labels, idx, torch.device("cpu"), "auto")
+        loss = _rank_slice_loss(model, builder, kg, triples, labels, idx, DEVICE, PRECISION)
     else:
         from lpbert_core.cross_encoder import collate_triples
 
-        batch = collate_triples([builder.build(*map(int, triples[i])) for i in idx], kg.special.pad)
+        batch = {k: v.to(DEVICE) for k, v in
+                 collate_triples([builder.build(*map(int, triples[i])) for i in idx], kg.special.pad).items()}
         loss = torch.nn.functional.binary_cross_entropy_with_logits(model(**batch).float(),
-                                                                    torch.as_tensor(labels[idx]))
+                                                                    torch.as_tensor(labels[idx], device=DEVICE))
     optimizer_step(loss, model, optimizer, scheduler, None, 1.0)  # the cross-encoder clips at 1.0
     tensors = {f"grad.{k}": v.grad for k, v in model.named_parameters() if v.grad is not None}
     tensors.update({f"param.{k}": v.detach() for k, v in model.named_parameters()})
-    save_file(tensors, str(out / f"dp-kgbert-rank{rank}.safetensors"))
+    save_file(_cpu(tensors), str(out / f"dp-kgbert-rank{rank}.safetensors"))
 
 
 def sharded_scoring(enc_dir: str, out: Path, rank: int) -> None:
@@ -160,8 +184,8 @@ def sharded_scoring(enc_dir: str, out: Path, rank: int) -> None:
         model = siamese(enc_dir, scorer).eval()
         for head_ranking in ("inverse_query", "relation_candidates"):
             # 40 queries in chunks of 7 (6 chunks: 3 per rank), 10 entities in batches of 3 (4 batches: 2 per rank)
-            frame, metrics, _ = evaluate_split(model, kg, builder, "train", torch.device("cpu"), batch_size=3,
-                                               chunk_size=7, head_ranking=head_ranking)
+            frame, metrics, _ = evaluate_split(model, kg, builder, "train", DEVICE, batch_size=3,
+                                               chunk_size=7, head_ranking=head_ranking, precision=PRECISION)
             frame.to_parquet(out / f"ranks-{scorer}-{head_ranking}-rank{rank}.parquet")
 
 
@@ -176,7 +200,7 @@ def finetune_runs(enc_dir: str, out: Path, rank: int) -> None:
 
         folder = out / name
         return finetune(kg, AutoModel.from_pretrained(enc_dir, **encoder_kwargs), tok, FINETUNE_CFG,
-                        folder / "model", folder / "log.csv", folder / "ckpt", torch.device("cpu"),
+                        folder / "model", folder / "log.csv", folder / "ckpt", DEVICE,
                         {"dataset": "toy"}, log=lambda m: None, stop_after_steps=stop_after)
 
     run("uninterrupted")
@@ -188,14 +212,15 @@ def finetune_runs(enc_dir: str, out: Path, rank: int) -> None:
 def _worker(rank: int, size: int, port: int, enc_dir: str, out: str) -> None:
     import torch.distributed as dist
 
+    # on CUDA both ranks use card 0 (LOCAL_RANK 0): the test machine may have one GPU
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(size),
-                      LOCAL_RANK=str(rank))
+                      LOCAL_RANK="0" if DEVICE.type == "cuda" else str(rank))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=size)
     try:
         from lpbert_core.training import compute_record
 
-        (Path(out) / f"compute-rank{rank}.json").write_text(json.dumps(compute_record(torch.device("cpu"))))
+        (Path(out) / f"compute-rank{rank}.json").write_text(json.dumps(compute_record(DEVICE, PRECISION)))
         for job in (one_step, data_parallel_steps, sharded_scoring, finetune_runs):
             job(enc_dir, Path(out), rank)
     finally:
@@ -238,9 +263,12 @@ def _load(path):
     return load_file(str(path))
 
 
-def _close(actual: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float, what: str) -> None:
-    """|actual - expected| <= atol + rtol |expected| everywhere (torch.testing.assert_close's rule, much faster)."""
+def _close(actual: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float, what: str,
+           scale: float = 0.0) -> None:
+    """|actual - expected| <= atol + rtol |expected| (+ scale max|expected|) everywhere (torch.testing.assert_close's
+    rule, much faster)."""
     assert actual.shape == expected.shape, what
+    atol = atol + scale * float(expected.abs().max()) if expected.numel() else atol
     excess = (actual - expected).abs() - (atol + rtol * expected.abs())
     assert float(excess.max()) <= 0, f"{what}: max |difference| {float((actual - expected).abs().max()):.3g}"
 
@@ -256,7 +284,7 @@ def test_one_step_on_two_ranks_equals_one_process_with_the_global_batch(two_rank
     _close(multi["loss"], single["loss"], 0, 1e-6, "loss")
     for key in single:
         if key.startswith("grad."):  # what the gradient average must get right (Adam's first step hides a scale)
-            _close(multi[key], single[key], 1e-4, 1e-7, key)
+            _close(multi[key], single[key], what=key, **GRAD_TOL)
         elif key.startswith("param."):
             _close(multi[key], single[key], 0, 1e-6, key)
     other = _load(two_ranks / f"step-{mode}-{batch}-rank1.safetensors")  # every rank: the same loss, the same step
@@ -271,7 +299,8 @@ def test_data_parallel_step_equals_one_process_with_the_global_batch(two_ranks, 
         multi = _load(two_ranks / f"dp-{stage}-rank{rank}.safetensors")
         assert set(multi) == set(single)
         for key in single:
-            _close(multi[key], single[key], *((1e-4, 1e-7) if key.startswith("grad.") else (0, 1e-6)), key)
+            tol = GRAD_TOL if key.startswith("grad.") else {"rtol": 0, "atol": 1e-6}
+            _close(multi[key], single[key], what=key, **tol)
 
 
 def test_compute_record_says_world_size(two_ranks):
@@ -310,7 +339,7 @@ def test_two_rank_run_without_dropout_equals_one_process(two_ranks, tiny_encoder
 
     kg, tok = toy_kg(tiny_encoder_dir)
     finetune(kg, AutoModel.from_pretrained(tiny_encoder_dir, **NO_DROPOUT), tok, FINETUNE_CFG, tmp_path / "model",
-             tmp_path / "log.csv", tmp_path / "ckpt", torch.device("cpu"), {"dataset": "toy"}, log=lambda m: None)
+             tmp_path / "log.csv", tmp_path / "ckpt", DEVICE, {"dataset": "toy"}, log=lambda m: None)
     single, multi = pd.read_csv(tmp_path / "log.csv"), pd.read_csv(two_ranks / "no_dropout/log.csv")
     for column in ("loss", "dev_mrr", "dev_hits@10", "dev_loss", "prob_scale", "prob_bias"):
         np.testing.assert_allclose(multi[column], single[column], rtol=1e-5, atol=1e-6, err_msg=column)

@@ -239,3 +239,31 @@ def test_second_run_has_nothing_to_do_and_the_report_builds(dag):
     for table in ("table1.md", "table3.md", "table4.md", "reproduction.md", "inductive.md", "plus.md"):
         assert table in html
     assert not re.search(r"<script[^>]+src=[\"']https?://", html), "the report must work offline"
+
+
+def test_stages_driven_without_snakemake_give_the_same_run(dag, tmp_path, monkeypatch):
+    """lpbert_core.direct_run (what benchmarks/gpu_check.py drives where Snakemake is absent) on the same config:
+    lpbert_core.config_files merges it as --configfile does, lpbert_core.job_settings gives every stage the rules'
+    arguments, so pre-training, fine-tuning and scoring of run `lpbert` repeat Snakemake's numbers to the last digit."""
+    from lpbert_core.config_files import load_config
+    from lpbert_core.direct_run import DirectRun
+    from lpbert_core.job_settings import JobSettings
+
+    wd = dag["wd"]
+    config = load_config([wd / "config.yaml", wd / ".test/config.yaml"])
+    assert config == dag["config"]
+    for name in ("config.yaml", "resources", ".test"):
+        (tmp_path / name).symlink_to(wd / name)
+    monkeypatch.chdir(tmp_path)  # relative paths of the config (sources, encoders) resolve as under Snakemake
+    runner = DirectRun(JobSettings(config), tmp_path, threads=2)
+    records = runner.run("tinykg", "lpbert")
+    assert [r["stage"] for r in records] == ["download", "join_text", "tokenize", "pretrain", "finetune", "score"]
+    assert not any(r["skipped"] for r in records)
+    for path in ("results/tinykg/pretrain/mem-mrm-mlm/log.csv", "results/tinykg/runs/lpbert/train_log.csv"):
+        timing = [c for c in pd.read_csv(wd / path).columns if c.endswith("seconds") or c in ("attempt", "steps_timed")]
+        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / path).drop(columns=timing),
+                                      pd.read_csv(wd / path).drop(columns=timing))
+    ours = json.loads((tmp_path / "results/tinykg/runs/lpbert/metrics.json").read_text())
+    theirs = json.loads((wd / "results/tinykg/runs/lpbert/metrics.json").read_text())
+    assert ours["metrics"] == theirs["metrics"] and ours["settings"] == theirs["settings"]
+    assert runner.run("tinykg", "lpbert") and all(r["skipped"] for r in runner.records[6:])  # outputs exist: skipped

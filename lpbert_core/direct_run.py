@@ -1,0 +1,123 @@
+"""One run's chain of stages without Snakemake: download -> join_text -> tokenize -> pretrain -> finetune -> score,
+with the rules' arguments (lpbert_core.job_settings), paths and log files. For machines where the workflow manager is
+not installed (a lent GPU box, a container) and for timing single stages: benchmarks/gpu_check.py drives it.
+
+It is not a second workflow engine: no DAG, no params/code tracking. A stage is skipped when its output exists
+(rerun a stage by deleting its output); everything written goes through the stages' own atomic writers, so a killed
+stage leaves no half output and its checkpoints resume, as under Snakemake. Lambda-free and JSON-friendly: each call
+returns {stage, target, seconds, skipped}.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from .job_settings import JobSettings
+from .stage import setup_logging
+
+log = logging.getLogger("lpbert.direct")
+
+
+class DirectRun:
+    """The stages of one config, rooted at `root` (where results/, logs/ and checkpoints/ go)."""
+
+    def __init__(self, jobs: JobSettings, root: str | Path = ".", threads: int = 8):
+        self.jobs = jobs
+        self.root = Path(root)
+        self.threads = int(threads)
+        self.records: list[dict] = []
+
+    def path(self, relative: str) -> Path:
+        return self.root / relative
+
+    def _step(self, stage: str, target: Path, log_file: str, fn) -> dict:
+        record = {"stage": stage, "target": str(target.relative_to(self.root)), "skipped": target.exists()}
+        if not record["skipped"]:
+            setup_logging(self.path(log_file))
+            start = time.perf_counter()
+            fn()
+            record["seconds"] = round(time.perf_counter() - start, 2)
+            log.info("%s -> %s in %.1f s", stage, record["target"], record["seconds"])
+        self.records.append(record)
+        return record
+
+    # ---------------------------------------------------------------- data stages
+
+    def data(self, dataset: str, encoder: str | None = None) -> None:
+        """raw -> text tables -> token tables of `encoder` (default: the top-level encoder)."""
+        from .data_stages import run_download, run_join_text, run_tokenize
+
+        encoder = encoder or self.jobs.config["encoder"]
+        raw, text = self.path(f"results/{dataset}/raw"), self.path(f"results/{dataset}/text")
+        tokens = self.path(f"results/{dataset}/tokens/{encoder}")
+        self._step("download", raw, f"logs/{dataset}/download.log",
+                   lambda: run_download(self.jobs.download_params(dataset), raw))
+        outputs = {name: str(text / f"{name}.parquet") for name in ("entities", "relations", "triples")}
+        outputs["summary"] = str(text / "summary.json")
+        self._step("join_text", text / "summary.json", f"logs/{dataset}/join_text.log",
+                   lambda: run_join_text(raw, self.jobs.text_params(dataset), outputs))
+        self._step("tokenize", tokens / "manifest.json", f"logs/{dataset}/tokenize/{encoder}.log",
+                   lambda: run_tokenize(text, tokens, encoder, self.jobs.encoder_source(encoder)))
+
+    # ---------------------------------------------------------------- training and scoring
+
+    def pretrain(self, dataset: str, tasks: str) -> dict:
+        from .pretrain_loop import run_pretrain
+
+        out = f"results/{dataset}/pretrain/{tasks}"
+        settings = {**self.jobs.pretrain_params(dataset, tasks), "threads": self.threads}
+        encoder = self.jobs.config["encoder"]
+        return self._step("pretrain", self.path(f"{out}/log.csv"), f"logs/{dataset}/pretrain/{tasks}.log",
+                          lambda: run_pretrain(self.path(f"results/{dataset}/text"),
+                                               self.path(f"results/{dataset}/tokens/{encoder}"), settings,
+                                               self.path(f"{out}/model"), self.path(f"checkpoints/{dataset}/pretrain/{tasks}"),
+                                               self.path(f"{out}/log.csv")))
+
+    def finetune(self, dataset: str, run: str) -> dict:
+        from .finetune_loop import run_finetune
+        from .training import torch_threads
+
+        inputs = self.jobs.training_inputs(dataset, run)
+        p = self.jobs.finetune_params(dataset, run)
+        out = f"results/{dataset}/runs/{run}"
+        torch_threads(self.threads)
+        pretrained = inputs.get("pretrained")
+        return self._step("finetune", self.path(f"{out}/train_log.csv"), f"logs/{dataset}/finetune/{run}.log",
+                          lambda: run_finetune(
+                              p["dataset"], p["run"], p["run_spec"], p["finetune"], p["encoder_key"],
+                              p["encoder_source"], self.path(inputs["triples"]).parent,
+                              self.path(inputs["manifest"]).parent, self.path(pretrained) if pretrained else None,
+                              self.path(f"{out}/model"), self.path(f"{out}/train_log.csv"),
+                              self.path(f"checkpoints/{dataset}/runs/{run}"), head_ranking=p.get("head_ranking")))
+
+    def score(self, dataset: str, run: str, settings: dict | None = None) -> dict:
+        """Test ranks and metrics of a run (`settings` entries override the score section, e.g. precision)."""
+        from .scoring import run_score
+        from .training import torch_threads
+
+        inputs = self.jobs.score_inputs(dataset, run)
+        params = self.jobs.score_params(dataset, run)
+        out = f"results/{dataset}/runs/{run}"
+        torch_threads(self.threads)
+        return self._step("score", self.path(f"{out}/metrics.json"), f"logs/{dataset}/score/{run}.log",
+                          lambda: run_score(self.path(inputs["model"]), self.path(inputs["triples"]).parent,
+                                            self.path(inputs["manifest"]).parent, self.path(f"{out}/ranks.parquet"),
+                                            self.path(f"{out}/metrics.json"), {**params["settings"], **(settings or {})},
+                                            log=logging.getLogger("lpbert.score").info))
+
+    def run(self, dataset: str, run: str) -> list[dict]:
+        """Everything one run needs, in order: data, its pre-training (unless `pretrain: none`), fine-tuning, scoring."""
+        start = len(self.records)
+        spec = self.jobs.run_settings(run)
+        if spec.get("model", "lpbert") != "lpbert":
+            raise ValueError(f"run {run!r}: DirectRun drives lpbert runs only (model {spec.get('model')!r})")
+        self.data(dataset, spec["encoder"])
+        if spec["pretrain"] != "none":
+            if spec["encoder"] != self.jobs.config["encoder"]:
+                self.data(dataset)
+            self.pretrain(dataset, spec["pretrain"])
+        self.finetune(dataset, run)
+        self.score(dataset, run)
+        return self.records[start:]

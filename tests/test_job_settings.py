@@ -1,0 +1,97 @@
+"""Job settings without Snakemake: lpbert_core.config_files (the --configfile merge) and lpbert_core.job_settings
+(every stage's arguments). That the rules' params are exactly these is checked end to end by
+tests/test_whole_dag.py::test_stages_driven_without_snakemake_give_the_same_run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lpbert_core.config_files import load_config, merge
+from lpbert_core.errors import ConfigError, InputError
+from lpbert_core.job_settings import JobSettings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def cpu_jobs():
+    return JobSettings(load_config([REPO / "config.yaml", REPO / "configs/cpu.yaml"]))
+
+
+def test_merge_is_snakemakes_update_config():
+    from snakemake.utils import update_config
+
+    base = {"a": {"b": 1, "c": [1, 2], "d": {"e": 1}}, "f": 1}
+    overlay = {"a": {"c": [3], "d": {"g": 2}}, "f": {"h": 1}, "i": None}
+    import copy
+
+    expected = copy.deepcopy(base)
+    update_config(expected, overlay)
+    assert merge(base, overlay) == expected == {"a": {"b": 1, "c": [3], "d": {"e": 1, "g": 2}}, "f": {"h": 1},
+                                                "i": None}
+    assert base["a"]["c"] == [1, 2]  # the inputs are not modified
+
+
+def test_bad_config_files_are_named_with_their_line(tmp_path):
+    bad = tmp_path / "overlay.yaml"
+    bad.write_text("finetune:\n  epochs: 3\n   seed: [\n")
+    with pytest.raises(InputError, match=r"overlay.yaml:3"):
+        load_config([REPO / "config.yaml", bad])
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- 1\n- 2\n")
+    with pytest.raises(InputError, match="must hold a mapping"):
+        load_config([listed])
+
+
+def test_finetune_params_hold_only_their_datasets_settings(cpu_jobs):
+    params = cpu_jobs.finetune_params("umls", "lpbert")
+    assert params["dataset"] == "umls" and params["encoder_key"] == "minilm" and params["encoder_source"] == "minilm"
+    assert list(params["finetune"]["per_dataset"]) == ["umls"]
+    assert params["finetune"]["per_dataset"]["umls"] == cpu_jobs.config["finetune"]["per_dataset"]["umls"]
+    assert "head_ranking" in params and params["run_spec"]["pretrain"] == "mem-mrm-mlm"
+    assert cpu_jobs.training_inputs("umls", "lpbert")["pretrained"] == "results/umls/pretrain/mem-mrm-mlm/model"
+    assert "pretrained" not in cpu_jobs.training_inputs("umls", "t4-none")
+
+
+def test_pretrain_params_take_the_datasets_length_and_drop_switches_at_the_paper_value(cpu_jobs):
+    params = cpu_jobs.pretrain_params("umls", "mem")
+    assert params["max_length"] == 36 and params["tasks"] == "mem" and params["encoder"] == "minilm"
+    assert not {"optimizer", "lr_schedule", "mlm_mask_token", "segment_separators", "threads"} & set(params)
+    config = merge(cpu_jobs.config, {"pretrain": {"optimizer": "adam"}})
+    assert JobSettings(config).pretrain_params("umls", "mem")["optimizer"] == "adam"
+
+
+def test_run_instances_carry_their_seed(cpu_jobs):
+    config = merge(cpu_jobs.config, {"runs": {"t4-none": {"seeds": [42, 7]}}})
+    jobs = JobSettings(config)
+    assert jobs.run_instances("t4-none") == [("t4-none", 42), ("t4-none.s7", 7)]
+    assert "finetune" not in jobs.finetune_params("umls", "t4-none")["run_spec"]  # 42 is the configured seed
+    assert jobs.finetune_params("umls", "t4-none.s7")["run_spec"]["finetune"] == {"seed": 7}
+    assert "seeds" not in jobs.run_entry("t4-none.s7")
+    assert jobs.kgbert_params("umls", "kgbert")["settings"]["seed"] == 42
+
+
+def test_config_errors_name_the_key(cpu_jobs):
+    with pytest.raises(ConfigError, match="no run named 'nope'"):
+        cpu_jobs.finetune_params("umls", "nope")
+    config = merge(cpu_jobs.config, {"runs": {"t4-none": {"seeds": [42, 7]},
+                                              "t4-none.s7": {"model": "lpbert", "pretrain": "none"}}})
+    with pytest.raises(ConfigError, match="is both a configured run and the instance"):
+        JobSettings(config)
+    config = merge(cpu_jobs.config, {"runs": {"odd": {"model": "lpbert", "pretrain": "mem", "encoder": "bert-base"}}})
+    with pytest.raises(ConfigError, match="pre-training uses the top-level encoder"):
+        JobSettings(config).run_settings("odd")
+    with pytest.raises(ConfigError, match="inductive test graph"):
+        cpu_jobs.training_inputs("WN18RR_v1_ind", "lpbert")
+
+
+def test_inductive_sources_resolve_their_text_and_training_graph(cpu_jobs):
+    source = cpu_jobs.download_params("WN18RR_v1_ind")
+    assert "inductive_of" not in source and source["text_from"]["name"] == "WN18RR"
+    assert source["text_from"]["archive"] == "resources/datasets/WN18RR.tar.gz"
+    assert source["text_from"]["entity_text"] == "entity2text.txt"
+    assert cpu_jobs.training_graph("WN18RR_v1_ind") == "WN18RR_v1"
+    assert cpu_jobs.score_inputs("WN18RR_v1_ind", "lpbert")["model"] == "results/WN18RR_v1/runs/lpbert/model"
+    assert cpu_jobs.text_params("WN18RR_v1")["text_format"] == "comma"
