@@ -225,8 +225,10 @@ def main_run(args) -> None:
         folder = work / "results/umls/runs/lpbert"
         settings = {**runner.jobs.score_params("umls", "lpbert")["settings"], "precision": "fp32"}
         start = time.perf_counter()
-        run_score(folder / "model", work / "results/umls/text", work / "results/umls/tokens/minilm",
-                  folder / "fp32/ranks.parquet", folder / "fp32/metrics.json", settings, log=lambda m: None)
+        inputs = {"model": folder / "model", "triples": work / "results/umls/text/triples.parquet",
+                  "manifest": work / "results/umls/tokens/minilm/manifest.json"}
+        run_score(settings=settings, inputs=inputs, log=lambda m: None,
+                  outputs={"ranks": folder / "fp32/ranks.parquet", "metrics": folder / "fp32/metrics.json"})
         seconds = time.perf_counter() - start
         auto = pd.read_parquet(folder / "ranks.parquet")
         full = pd.read_parquet(folder / "fp32/ranks.parquet")

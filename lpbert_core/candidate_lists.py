@@ -133,9 +133,12 @@ def rank_candidate_lists(model, kg: TokenizedKG, builder: SequenceBuilder, block
     })
 
 
-def run_score_candidates(model_dir, text_dir, tokens_dir, lists_dir, ranks_path, metrics_path,
-                         settings: dict | None = None, log=print) -> dict:
-    """Rule score_candidates: rank the presampled lists with a fine-tuned run; ranks.parquet + metrics.json."""
+def run_score_candidates(*, settings: dict | None, inputs: dict, outputs: dict, log=print) -> dict:
+    """Rule score_candidates: rank the presampled lists with a fine-tuned run; ranks.parquet + metrics.json.
+
+    settings: as run_score's. inputs: model, triples, manifest, raw (the test graph's raw folder, which holds the
+    lists in CANDIDATES_FOLDER). outputs: ranks, metrics."""
+    from .data_stages import CANDIDATES_FOLDER
     from .atomic import write_json, write_parquet
     from .kg import load_tokenized_kg
     from .scoring import score_settings
@@ -144,8 +147,9 @@ def run_score_candidates(model_dir, text_dir, tokens_dir, lists_dir, ranks_path,
 
     s = score_settings(settings)
     device = pick_device(s["device"])
-    model, info = load_run_model(model_dir, device)
-    kg = load_tokenized_kg(text_dir, tokens_dir)
+    model, info = load_run_model(inputs["model"], device)
+    kg = load_tokenized_kg(Path(inputs["triples"]).parent, Path(inputs["manifest"]).parent)
+    lists_dir = Path(inputs["raw"]) / CANDIDATES_FOLDER
     builder = SequenceBuilder(kg, int(info["max_length"]), int(info["max_length"]))
     blocks = read_candidate_lists(lists_dir, kg)
     test = {tuple(t) for t in np.asarray(kg.triples["test"]).tolist()}
@@ -169,7 +173,7 @@ def run_score_candidates(model_dir, text_dir, tokens_dir, lists_dir, ranks_path,
         "timings_s": {"total_s": round(seconds, 4)},
         "compute": compute_record(device, s["precision"]),
     }
-    write_parquet(ranks_path, frame)
-    write_json(metrics_path, out)
+    write_parquet(outputs["ranks"], frame)
+    write_json(outputs["metrics"], out)
     log(f"candidate lists: {json.dumps(metrics.get('both', {}))}")
     return out

@@ -261,14 +261,20 @@ def _fingerprint(cfg: dict, positives: np.ndarray, kg: TokenizedKG, model: Cross
 
 # ---------------------------------------------------------------------------------------------------- ranking
 @distributed.multi_gpu_stage("kgbert_train")  # gpus_per_job > 1: this call in K ranks
-def run_kgbert_train(dataset: str, run: str, run_spec: dict, settings: dict, encoder_key: str, encoder_source: str,
-                     text_dir, tokens_dir, pretrained_dir, model_dir, log_csv, checkpoint_dir) -> dict:
-    """The kgbert_train rule: load the graph and the initial encoder (bare, or the run's pre-trained one), train."""
+def run_kgbert_train(*, settings: dict, inputs: dict, outputs: dict) -> dict:
+    """The kgbert_train rule: load the graph and the initial encoder (bare, or the run's pre-trained one), train.
+
+    settings: JobSettings.kgbert_params (dataset, run, run_spec, encoder_key, encoder_source, settings). inputs and
+    outputs: as run_finetune's (outputs.train_log is the per-epoch log)."""
     from .encoders import load_encoder, load_tokenizer
     from .kg import load_tokenized_kg
     from .training import pick_device
 
-    kg = load_tokenized_kg(text_dir, tokens_dir)
+    dataset, run, run_spec = settings["dataset"], settings["run"], settings["run_spec"]
+    encoder_key, encoder_source = settings["encoder_key"], settings["encoder_source"]
+    pretrained_dir = inputs.get("pretrained")
+    settings = settings["settings"]
+    kg = load_tokenized_kg(Path(inputs["triples"]).parent, Path(inputs["manifest"]).parent)
     source = str(pretrained_dir) if pretrained_dir else encoder_source
     encoder = load_encoder(source)
     tokenizer = load_tokenizer(source)
@@ -278,4 +284,5 @@ def run_kgbert_train(dataset: str, run: str, run_spec: dict, settings: dict, enc
     info = {"dataset": dataset, "run": run, "encoder": encoder_key, "encoder_source": encoder_source,
             "pretrain": run_spec.get("pretrain", "none"), "in_batch_negatives": False, "compute": compute}
     log_.info(f"{dataset}/{run}: cross-encoder on {device}, encoder {encoder_key} ({source}), settings {settings}")
-    return train_cross_encoder(kg, encoder, tokenizer, settings, model_dir, log_csv, checkpoint_dir, device, info)
+    return train_cross_encoder(kg, encoder, tokenizer, settings, outputs["model"], outputs["train_log"],
+                               outputs["checkpoints"], device, info)

@@ -164,11 +164,14 @@ def score_run(kg: TokenizedKG, model_dir: str | Path, cfg: dict, ranks_path: str
 
 
 # ---------------------------------------------------------------------------------------- rule entry points
-def run_kgbert_score(dataset: str, run: str, settings: dict, model_dir, text_dir, tokens_dir, ranks_path,
-                     metrics_path) -> dict:
+def run_kgbert_score(*, settings: dict, inputs: dict, outputs: dict) -> dict:
+    """The kgbert_score rule. settings: JobSettings.kgbert_params. inputs: model, triples, manifest. outputs: ranks,
+    metrics."""
     from .kg import load_tokenized_kg
     from .training import pick_device
 
-    kg = load_tokenized_kg(text_dir, tokens_dir)
-    device = pick_device(settings.get("device", "auto"))
-    return score_run(kg, model_dir, settings, ranks_path, metrics_path, device, {"run": run}, dataset)
+    kg = load_tokenized_kg(Path(inputs["triples"]).parent, Path(inputs["manifest"]).parent)
+    section = settings["settings"]
+    device = pick_device(section.get("device", "auto"))
+    return score_run(kg, inputs["model"], section, outputs["ranks"], outputs["metrics"], device,
+                     {"run": settings["run"]}, settings["dataset"])

@@ -68,43 +68,39 @@ class DirectRun:
 
         out = f"results/{dataset}/pretrain/{tasks}"
         settings = {**self.jobs.pretrain_params(dataset, tasks), "threads": self.threads}
-        encoder = self.jobs.config["encoder"]
-        return self._step("pretrain", self.path(f"{out}/log.csv"), f"logs/{dataset}/pretrain/{tasks}.log",
-                          lambda: run_pretrain(self.path(f"results/{dataset}/text"),
-                                               self.path(f"results/{dataset}/tokens/{encoder}"), settings,
-                                               self.path(f"{out}/model"), self.path(f"checkpoints/{dataset}/pretrain/{tasks}"),
-                                               self.path(f"{out}/log.csv")))
+        tokens = f"results/{dataset}/tokens/{self.jobs.config['encoder']}"
+        inputs = {"triples": self.path(f"results/{dataset}/text/triples.parquet"),
+                  "manifest": self.path(f"{tokens}/manifest.json")}
+        outputs = {"model": self.path(f"{out}/model"), "log_csv": self.path(f"{out}/log.csv"),
+                   "checkpoints": self.path(f"checkpoints/{dataset}/pretrain/{tasks}")}
+        return self._step("pretrain", outputs["log_csv"], f"logs/{dataset}/pretrain/{tasks}.log",
+                          lambda: run_pretrain(settings=settings, inputs=inputs, outputs=outputs))
 
     def finetune(self, dataset: str, run: str) -> dict:
         from .finetune_loop import run_finetune
         from .training import torch_threads
 
-        inputs = self.jobs.training_inputs(dataset, run)
-        p = self.jobs.finetune_params(dataset, run)
+        inputs = {key: self.path(path) for key, path in self.jobs.training_inputs(dataset, run).items()}
+        settings = self.jobs.finetune_params(dataset, run)
         out = f"results/{dataset}/runs/{run}"
+        outputs = {"model": self.path(f"{out}/model"), "train_log": self.path(f"{out}/train_log.csv"),
+                   "checkpoints": self.path(f"checkpoints/{dataset}/runs/{run}")}
         torch_threads(self.threads)
-        pretrained = inputs.get("pretrained")
-        return self._step("finetune", self.path(f"{out}/train_log.csv"), f"logs/{dataset}/finetune/{run}.log",
-                          lambda: run_finetune(
-                              p["dataset"], p["run"], p["run_spec"], p["finetune"], p["encoder_key"],
-                              p["encoder_source"], self.path(inputs["triples"]).parent,
-                              self.path(inputs["manifest"]).parent, self.path(pretrained) if pretrained else None,
-                              self.path(f"{out}/model"), self.path(f"{out}/train_log.csv"),
-                              self.path(f"checkpoints/{dataset}/runs/{run}"), head_ranking=p.get("head_ranking")))
+        return self._step("finetune", outputs["train_log"], f"logs/{dataset}/finetune/{run}.log",
+                          lambda: run_finetune(settings=settings, inputs=inputs, outputs=outputs))
 
     def score(self, dataset: str, run: str, settings: dict | None = None) -> dict:
         """Test ranks and metrics of a run (`settings` entries override the score section, e.g. precision)."""
         from .scoring import run_score
         from .training import torch_threads
 
-        inputs = self.jobs.score_inputs(dataset, run)
-        params = self.jobs.score_params(dataset, run)
+        inputs = {key: self.path(path) for key, path in self.jobs.score_inputs(dataset, run).items()}
+        section = {**self.jobs.score_params(dataset, run)["settings"], **(settings or {})}
         out = f"results/{dataset}/runs/{run}"
+        outputs = {"ranks": self.path(f"{out}/ranks.parquet"), "metrics": self.path(f"{out}/metrics.json")}
         torch_threads(self.threads)
-        return self._step("score", self.path(f"{out}/metrics.json"), f"logs/{dataset}/score/{run}.log",
-                          lambda: run_score(self.path(inputs["model"]), self.path(inputs["triples"]).parent,
-                                            self.path(inputs["manifest"]).parent, self.path(f"{out}/ranks.parquet"),
-                                            self.path(f"{out}/metrics.json"), {**params["settings"], **(settings or {})},
+        return self._step("score", outputs["metrics"], f"logs/{dataset}/score/{run}.log",
+                          lambda: run_score(settings=section, inputs=inputs, outputs=outputs,
                                             log=logging.getLogger("lpbert.score").info))
 
     def run(self, dataset: str, run: str) -> list[dict]:

@@ -37,7 +37,7 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -378,12 +378,14 @@ def finetune_settings(finetune_cfg: dict, dataset: str, run_spec: dict | None = 
 
 
 @distributed.multi_gpu_stage("finetune")  # gpus_per_job > 1: this call in K ranks
-def run_finetune(dataset: str, run: str, run_spec: dict, finetune_cfg: dict, encoder_key: str, encoder_source: str,
-                 text_dir, tokens_dir, pretrained_dir, model_dir, log_csv, checkpoint_dir,
-                 head_ranking: str | None = None) -> dict:
+def run_finetune(*, settings: dict, inputs: Mapping, outputs: Mapping) -> dict:
     """The finetune rule: load the graph and the initial encoder (the pre-training output, or the bare encoder
-    for `pretrain: none`), fine-tune, write the run's model folder and train_log.csv. `head_ranking`: the
-    dataset's `score.head_ranking`, used by the per-epoch dev evaluation."""
+    for `pretrain: none`), fine-tune, write the run's model folder and train_log.csv.
+
+    settings: JobSettings.finetune_params (dataset, run, run_spec, finetune, encoder_key, encoder_source and
+    head_ranking: the dataset's `score.head_ranking`, used by the per-epoch dev evaluation). inputs: triples
+    (text/triples.parquet), manifest (tokens/<encoder>/manifest.json), pretrained (optional: the pre-trained model
+    folder). outputs: model, train_log, checkpoints (the resume state; not a declared output of the rule)."""
     import logging
 
     from .encoders import load_encoder, load_tokenizer
@@ -391,7 +393,11 @@ def run_finetune(dataset: str, run: str, run_spec: dict, finetune_cfg: dict, enc
     from .training import compute_record, pick_device
 
     logger = logging.getLogger("lpbert.finetune")
-    cfg = finetune_settings(finetune_cfg, dataset, run_spec)
+    dataset, run, run_spec = settings["dataset"], settings["run"], settings["run_spec"]
+    encoder_key, encoder_source = settings["encoder_key"], settings["encoder_source"]
+    text_dir, tokens_dir = Path(inputs["triples"]).parent, Path(inputs["manifest"]).parent
+    pretrained_dir = inputs.get("pretrained")
+    cfg = finetune_settings(settings["finetune"], dataset, run_spec)
     device = pick_device(cfg.get("device", "auto"))
     compute = compute_record(device, cfg["precision"])
     logger.info("compute: %s", json.dumps(compute))
@@ -409,5 +415,5 @@ def run_finetune(dataset: str, run: str, run_spec: dict, finetune_cfg: dict, enc
     logger.info("run %s on %s: init %s, device %s, settings %s", run, dataset, init, device, json.dumps(cfg))
     run_info = {"dataset": dataset, "run": run, "encoder": encoder_key, "tokens_encoder": encoder_key,
                 "pretrain": run_spec.get("pretrain"), "initial_weights": init, "settings": cfg, "compute": compute}
-    return finetune(kg, encoder, tokenizer, cfg, model_dir, log_csv, checkpoint_dir, device, run_info,
-                    log=logger.info, head_ranking=head_ranking)
+    return finetune(kg, encoder, tokenizer, cfg, outputs["model"], outputs["train_log"], outputs["checkpoints"], device,
+                    run_info, log=logger.info, head_ranking=settings.get("head_ranking"))

@@ -382,12 +382,15 @@ def save_encoder_folder(encoder, tokenizer, out_dir: str | Path) -> None:
 
 
 @distributed.multi_gpu_stage("pretrain")  # gpus_per_job > 1: this call in K ranks
-def run_pretrain(text_dir: str | Path, tokens_dir: str | Path, settings: dict, out_dir: str | Path,
-                 ckpt_dir: str | Path, log_csv: str | Path) -> list[dict]:
-    """The `pretrain` stage: load the tokenized graph and train (the Snakemake script calls only this)."""
+def run_pretrain(*, settings: dict, inputs: dict, outputs: dict) -> list[dict]:
+    """The `pretrain` stage: load the tokenized graph and train (the Snakemake script calls only this).
+
+    settings: JobSettings.pretrain_params plus `threads`. inputs: triples (text/triples.parquet), manifest
+    (tokens/<encoder>/manifest.json). outputs: model, log_csv, checkpoints (the resume state; not a declared
+    output of the rule)."""
     from .kg import load_tokenized_kg
 
-    kg = load_tokenized_kg(text_dir, tokens_dir)
+    kg = load_tokenized_kg(Path(inputs["triples"]).parent, Path(inputs["manifest"]).parent)
     log.info("pre-training %s on %d train / %d dev triples with encoder %s", settings["tasks"],
              len(kg.triples["train"]), len(kg.triples["dev"]), settings["encoder"])
-    return train(kg, settings, out_dir, ckpt_dir, log_csv)
+    return train(kg, settings, outputs["model"], outputs["checkpoints"], outputs["log_csv"])

@@ -22,6 +22,7 @@ import json
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -303,10 +304,13 @@ def score_settings(settings: dict | None) -> dict:
 
 
 @distributed.multi_gpu_stage("score")  # gpus_per_job > 1: this call in K ranks
-def run_score(model_dir, text_dir, tokens_dir, ranks_path, metrics_path, settings: dict | None = None,
-              extra: dict | None = None, log=print) -> dict:
+def run_score(*, settings: dict | None, inputs: dict, outputs: dict, log=print) -> dict:
     """The score rule: load the fine-tuned run, rank the test split (both directions, filtered by train+dev+test)
-    and write ranks.parquet + metrics.json (metrics of the realistic ranks, the run's config, the scale, timings)."""
+    and write ranks.parquet + metrics.json (metrics of the realistic ranks, the run's config, the scale, timings).
+
+    settings: the `settings` of JobSettings.score_params (the score section for the dataset). inputs: model (the
+    run's model folder), triples (text/triples.parquet), manifest (tokens/<encoder>/manifest.json). outputs: ranks,
+    metrics."""
     from .atomic import write_json, write_parquet
     from .kg import load_tokenized_kg
     from .ranking import assert_finite_metrics
@@ -317,8 +321,8 @@ def run_score(model_dir, text_dir, tokens_dir, ranks_path, metrics_path, setting
     device = pick_device(s["device"])
     compute = compute_record(device, s["precision"])
     log(f"compute: {json.dumps(compute)}")
-    model, info = load_run_model(model_dir, device)
-    kg = load_tokenized_kg(text_dir, tokens_dir)
+    model, info = load_run_model(inputs["model"], device)
+    kg = load_tokenized_kg(Path(inputs["triples"]).parent, Path(inputs["manifest"]).parent)
     max_len = int(info["max_length"])
     builder = SequenceBuilder(kg, max_len, max_len)
     t0 = time.perf_counter()
@@ -361,12 +365,10 @@ def run_score(model_dir, text_dir, tokens_dir, ranks_path, metrics_path, setting
     }
     if info.get("leak"):
         out["leak"] = info["leak"]
-    if extra:
-        out.update(extra)
     if not distributed.is_main():  # a multi-GPU job: every rank holds the same ranks; rank 0 writes
         return out
-    write_parquet(ranks_path, frame)
-    write_json(metrics_path, out)
+    write_parquet(outputs["ranks"], frame)
+    write_json(outputs["metrics"], out)
     b = metrics.get("both", {})
     if out["leaky"]:
         log(f"LEAKY run: {out.get('leak')}")

@@ -194,8 +194,11 @@ def test_score_rule_and_predictor_on_the_authors_run(authors_run, setup, tmp_pat
     kg, tok, _ = setup
     # the pipeline layout the predictor and the score rule read (text + tokens tables)
     text, tokens = kg_layout_writer(kg, tok, tmp_path / "toy")
-    out = run_score(tmp / "model", text, tokens, tmp_path / "ranks.parquet", tmp_path / "metrics.json",
-                    {"batch_size": 4, "chunk_size": 3, "head_ranking": "relation_candidates"}, log=lambda m: None)
+    out = run_score(settings={"batch_size": 4, "chunk_size": 3, "head_ranking": "relation_candidates"},
+                    inputs={"model": tmp / "model", "triples": text / "triples.parquet",
+                            "manifest": tokens / "manifest.json"},
+                    outputs={"ranks": tmp_path / "ranks.parquet", "metrics": tmp_path / "metrics.json"},
+                    log=lambda m: None)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["leaky"] is True and "test" in saved["leak"]
     assert saved["head_ranking"] == "relation_candidates" and saved["scorer"] == "pair_linear"

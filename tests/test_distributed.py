@@ -375,8 +375,11 @@ def test_a_job_that_asked_for_two_gpus_runs_its_stage_in_two_torchrun_ranks(tiny
     handlers, level = root.handlers[:], root.level  # run_stage reconfigures logging; the other tests keep theirs
     try:
         run_stage(log, lambda: run_finetune(
-            "tinykg", "t", {"pretrain": "none", "in_batch_negatives": True}, settings, "tiny", tiny_encoder_dir,
-            text, tmp_path / "tokens", None, tmp_path / "model", tmp_path / "train_log.csv", tmp_path / "ckpt"))
+            settings={"dataset": "tinykg", "run": "t", "run_spec": {"pretrain": "none", "in_batch_negatives": True},
+                      "finetune": settings, "encoder_key": "tiny", "encoder_source": tiny_encoder_dir},
+            inputs={"triples": text / "triples.parquet", "manifest": tmp_path / "tokens" / "manifest.json"},
+            outputs={"model": tmp_path / "model", "train_log": tmp_path / "train_log.csv",
+                     "checkpoints": tmp_path / "ckpt"}))
     finally:
         for handler in root.handlers[:]:
             if handler not in handlers:

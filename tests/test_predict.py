@@ -25,12 +25,16 @@ def run_dir(tiny_encoder_dir, tmp_path_factory, kg_layout_writer):
     text, tokens = kg_layout_writer(kg, tok, root)
     run = root / "runs" / "tiny"
     # the finetune rule's entry point, starting from a "pre-training output" folder (encoder + tokenizer)
-    run_finetune("toy", "tiny", {"pretrain": "mem-mrm-mlm", "in_batch_negatives": True},
-                 {"batch_size": 8, "epochs": 3, "max_length": 16, "eval_batch_size": 8,
-                  "per_dataset": {"toy": {"epochs": 1}}}, "minilm", "minilm", text, tokens, tiny_encoder_dir,
-                 run / "model", run / "train_log.csv", root / "ckpt")
-    run_score(run / "model", text, tokens, run / "ranks.parquet", run / "metrics.json",
-              {"batch_size": 4, "chunk_size": 3}, log=lambda m: None)
+    graph = {"triples": text / "triples.parquet", "manifest": tokens / "manifest.json"}
+    run_finetune(settings={"dataset": "toy", "run": "tiny",
+                           "run_spec": {"pretrain": "mem-mrm-mlm", "in_batch_negatives": True},
+                           "finetune": {"batch_size": 8, "epochs": 3, "max_length": 16, "eval_batch_size": 8,
+                                        "per_dataset": {"toy": {"epochs": 1}}},
+                           "encoder_key": "minilm", "encoder_source": "minilm"},
+                 inputs={**graph, "pretrained": tiny_encoder_dir},
+                 outputs={"model": run / "model", "train_log": run / "train_log.csv", "checkpoints": root / "ckpt"})
+    run_score(settings={"batch_size": 4, "chunk_size": 3}, inputs={**graph, "model": run / "model"},
+              outputs={"ranks": run / "ranks.parquet", "metrics": run / "metrics.json"}, log=lambda m: None)
     return run
 
 

@@ -3,20 +3,12 @@
 from lpbert_core.gpu_slots import claim_gpus  # noqa: E402
 
 claim_gpus(int(snakemake.resources.get("gpu", 0)))  # noqa: F821
-from pathlib import Path
-
 from lpbert_core.finetune_loop import run_finetune
 from lpbert_core.stage import run_stage
 from lpbert_core.training import torch_threads
 
 sm = snakemake  # noqa: F821
 torch_threads(sm.threads)
-p = sm.params.settings
-run_stage(
-    sm.log[0],
-    lambda: run_finetune(
-        p["dataset"], p["run"], p["run_spec"], p["finetune"], p["encoder_key"], p["encoder_source"],
-        Path(sm.input.triples).parent, Path(sm.input.manifest).parent, sm.input.get("pretrained"),
-        sm.output.model, sm.output.train_log, sm.params.checkpoint_dir, head_ranking=p.get("head_ranking"),
-    ),
-)
+run_stage(sm.log[0], lambda: run_finetune(
+    settings=sm.params.settings, inputs=dict(sm.input.items()),
+    outputs={**dict(sm.output.items()), "checkpoints": sm.params.checkpoint_dir}))

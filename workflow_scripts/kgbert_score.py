@@ -3,19 +3,11 @@
 from lpbert_core.gpu_slots import claim_gpus  # noqa: E402
 
 claim_gpus(int(snakemake.resources.get("gpu", 0)))  # noqa: F821
-from pathlib import Path
-
 from lpbert_core.cross_encoder_ranking import run_kgbert_score
 from lpbert_core.stage import run_stage
 from lpbert_core.training import torch_threads
 
 sm = snakemake  # noqa: F821
 torch_threads(sm.threads)
-p = sm.params.settings
-run_stage(
-    sm.log[0],
-    lambda: run_kgbert_score(
-        p["dataset"], p["run"], p["settings"], sm.input.model, Path(sm.input.triples).parent,
-        Path(sm.input.manifest).parent, sm.output.ranks, sm.output.metrics,
-    ),
-)
+run_stage(sm.log[0], lambda: run_kgbert_score(
+    settings=sm.params.settings, inputs=dict(sm.input.items()), outputs=dict(sm.output.items())))

@@ -4,7 +4,6 @@ from lpbert_core.gpu_slots import claim_gpus  # noqa: E402
 
 claim_gpus(int(snakemake.resources.get("gpu", 0)))  # noqa: F821
 import logging
-from pathlib import Path
 
 from lpbert_core.scoring import run_score
 from lpbert_core.stage import run_stage
@@ -12,10 +11,6 @@ from lpbert_core.training import torch_threads
 
 sm = snakemake  # noqa: F821
 torch_threads(sm.threads)
-run_stage(
-    sm.log[0],
-    lambda: run_score(
-        sm.input.model, Path(sm.input.triples).parent, Path(sm.input.manifest).parent, sm.output.ranks,
-        sm.output.metrics, sm.params.settings["settings"], log=logging.getLogger("lpbert.score").info,
-    ),
-)
+run_stage(sm.log[0], lambda: run_score(
+    settings=sm.params.settings["settings"], inputs=dict(sm.input.items()), outputs=dict(sm.output.items()),
+    log=logging.getLogger("lpbert.score").info))
