@@ -237,3 +237,12 @@ def test_code_defaults_agree_with_config_yaml():
         for key, value in defaults.items():
             if key in section and key not in ("max_length", "threads"):  # per-dataset map / granted by Snakemake
                 assert section[key] == value, f"{name}.{key}: code default {value!r}, config.yaml {section[key]!r}"
+    from dataclasses import fields
+
+    from lpbert_core.finetune_loss import LossConfig
+
+    standalone = {"probability", "temperature", "shift"}  # need a measured shift in config.yaml's reading
+    for field in fields(LossConfig):  # the loss's own defaults (the Python API) are config.yaml's too
+        if field.name not in standalone:
+            value = config["finetune"][field.name]
+            assert field.default == value, f"LossConfig.{field.name}: {field.default!r}, config.yaml {value!r}"
