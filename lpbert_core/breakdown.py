@@ -74,10 +74,12 @@ def breakdown_figure(frame: pd.DataFrame, path: str | Path, title: str, max_rela
     return path
 
 
-def run_breakdown(ranks_path, csv_path, png_path, title: str) -> pd.DataFrame:
-    """The breakdown rule: ranks.parquet -> breakdown.csv and breakdown.png (both written atomically)."""
+def run_breakdown(*, settings: dict, inputs: dict, outputs: dict) -> pd.DataFrame:
+    """The breakdown rule: inputs.ranks (ranks.parquet) -> outputs.csv and outputs.png (both written atomically);
+    settings: title (of the figure)."""
     from .atomic import atomic_path
 
+    ranks_path, csv_path, png_path, title = inputs["ranks"], outputs["csv"], outputs["png"], settings["title"]
     frame = breakdown(pd.read_parquet(ranks_path))
     with atomic_path(csv_path) as tmp:
         frame.to_csv(tmp, index=False, float_format="%.6g")

@@ -15,11 +15,12 @@ from .tokens import tokenize_tables
 log = logging.getLogger(__name__)
 
 
-def run_download(source: dict, raw_dir: str | Path) -> dict:
-    """`source` is one entry of the config's `sources`: archive (+sha256), archive_url (+sha256), files, or folder.
-    Fills `raw_dir` (replaced atomically) and writes `raw_dir/SOURCE.json`: where the files came from, the archive's
+def run_download(*, settings: dict, outputs: dict) -> dict:
+    """The download rule. settings: one entry of the config's `sources` (JobSettings.download_params): archive
+    (+sha256), archive_url (+sha256), files, or folder; it names the stage's inputs itself. outputs: raw (the folder).
+    Fills outputs.raw (replaced atomically) and writes `raw/SOURCE.json`: where the files came from, the archive's
     SHA-256 and whether the config pinned it, and every file with its SHA-256. Returns that record."""
-    raw_dir = Path(raw_dir)
+    source, raw_dir = settings, Path(outputs["raw"])
     with atomic_dir(raw_dir) as tmp:
         if "archive" in source or "archive_url" in source:
             record = _fetch_archive(source, raw_dir, tmp)
@@ -112,9 +113,12 @@ def _copy_graph_text(text_source: dict, raw_dir: Path, tmp: Path) -> dict:
             "files": kept}
 
 
-def run_join_text(raw_dir: str | Path, settings: dict, outputs: dict[str, str]) -> dict:
-    """Write the three text tables and `summary.json` (what the graph contains; `outputs["summary"]`, by default
-    beside triples.parquet), and log the summary, with a WARNING for what a standard benchmark would not have."""
+def run_join_text(*, settings: dict, inputs: dict, outputs: dict) -> dict:
+    """The join_text rule. settings: JobSettings.text_params. inputs: raw (the download's folder). outputs: entities,
+    relations, triples (parquet) and summary (what the graph contains; by default beside triples.parquet).
+    Writes the three text tables and summary.json, and logs the summary, with a WARNING for what a standard
+    benchmark would not have."""
+    raw_dir = inputs["raw"]
     try:
         tables = build_text_tables(raw_dir, TextSettings(**settings))
     except InputError as exc:
@@ -132,6 +136,9 @@ def run_join_text(raw_dir: str | Path, settings: dict, outputs: dict[str, str]) 
     return summary
 
 
-def run_tokenize(text_dir: str | Path, out_dir: str | Path, encoder_key: str, encoder_source: str) -> None:
-    manifest = tokenize_tables(text_dir, out_dir, encoder_key, encoder_source)
+def run_tokenize(*, settings: dict, inputs: dict, outputs: dict) -> None:
+    """The tokenize rule. settings: encoder_key, encoder_source. inputs: entities, relations (text tables).
+    outputs: entities, relations, manifest (token tables, in one folder)."""
+    manifest = tokenize_tables(Path(inputs["entities"]).parent, Path(outputs["manifest"]).parent,
+                               settings["encoder_key"], settings["encoder_source"])
     log.info("tokenized with %s: %s", manifest["tokenizer_class"], manifest["lengths"])

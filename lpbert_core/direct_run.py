@@ -53,13 +53,19 @@ class DirectRun:
         raw, text = self.path(f"results/{dataset}/raw"), self.path(f"results/{dataset}/text")
         tokens = self.path(f"results/{dataset}/tokens/{encoder}")
         self._step("download", raw, f"logs/{dataset}/download.log",
-                   lambda: run_download(self.jobs.download_params(dataset), raw))
-        outputs = {name: str(text / f"{name}.parquet") for name in ("entities", "relations", "triples")}
-        outputs["summary"] = str(text / "summary.json")
-        self._step("join_text", text / "summary.json", f"logs/{dataset}/join_text.log",
-                   lambda: run_join_text(raw, self.jobs.text_params(dataset), outputs))
-        self._step("tokenize", tokens / "manifest.json", f"logs/{dataset}/tokenize/{encoder}.log",
-                   lambda: run_tokenize(text, tokens, encoder, self.jobs.encoder_source(encoder)))
+                   lambda: run_download(settings=self.jobs.download_params(dataset), outputs={"raw": raw}))
+        outputs = {name: text / f"{name}.parquet" for name in ("entities", "relations", "triples")}
+        outputs["summary"] = text / "summary.json"
+        self._step("join_text", outputs["summary"], f"logs/{dataset}/join_text.log",
+                   lambda: run_join_text(settings=self.jobs.text_params(dataset), inputs={"raw": raw},
+                                         outputs=outputs))
+        token_files = {name: tokens / f"{name}.parquet" for name in ("entities", "relations")}
+        token_files["manifest"] = tokens / "manifest.json"
+        self._step("tokenize", token_files["manifest"], f"logs/{dataset}/tokenize/{encoder}.log",
+                   lambda: run_tokenize(settings={"encoder_key": encoder,
+                                                  "encoder_source": self.jobs.encoder_source(encoder)},
+                                        inputs={name: outputs[name] for name in ("entities", "relations")},
+                                        outputs=token_files))
 
     # ---------------------------------------------------------------- training and scoring
 

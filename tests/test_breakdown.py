@@ -32,6 +32,7 @@ def test_missing_columns_are_named():
 
 def test_rule_entry_writes_csv_and_png(tmp_path):
     ranks().to_parquet(tmp_path / "ranks.parquet")
-    run_breakdown(tmp_path / "ranks.parquet", tmp_path / "b.csv", tmp_path / "b.png", "toy")
+    run_breakdown(settings={"title": "toy"}, inputs={"ranks": tmp_path / "ranks.parquet"},
+                  outputs={"csv": tmp_path / "b.csv", "png": tmp_path / "b.png"})
     assert pd.read_csv(tmp_path / "b.csv").shape[0] == 9
     assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"

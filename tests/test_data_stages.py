@@ -92,9 +92,11 @@ def test_triples_only_graph_falls_back_to_readable_ids(tmp_path, caplog):
 
 def test_tokenize_round_trip_and_determinism(tmp_path):
     raw = write_graph(tmp_path / "raw", KGBERT)
-    run_join_text(raw, {"text_format": "comma"}, outputs(tmp_path))
-    run_tokenize(tmp_path / "text", tmp_path / "tok1", "minilm", "minilm")
-    run_tokenize(tmp_path / "text", tmp_path / "tok2", "minilm", "minilm")
+    run_join_text(settings={"text_format": "comma"}, inputs={"raw": raw}, outputs=outputs(tmp_path))
+    for out in ("tok1", "tok2"):
+        run_tokenize(settings={"encoder_key": "minilm", "encoder_source": "minilm"},
+                     inputs={"entities": tmp_path / "text" / "entities.parquet"},
+                     outputs={"manifest": tmp_path / out / "manifest.json"})
     for name in ("entities.parquet", "relations.parquet", "manifest.json"):
         assert (tmp_path / "tok1" / name).read_bytes() == (tmp_path / "tok2" / name).read_bytes()
     manifest = json.loads((tmp_path / "tok1" / "manifest.json").read_text())
@@ -128,7 +130,7 @@ def test_bad_input_names_file_and_line_and_writes_nothing(tmp_path, files, where
     raw = write_graph(tmp_path / "raw", {**KGBERT, **files})
     outs = outputs(tmp_path)
     with pytest.raises(InputError) as err:
-        run_join_text(raw, {"text_format": "comma"}, outs)
+        run_join_text(settings={"text_format": "comma"}, inputs={"raw": raw}, outputs=outs)
     assert where in str(err.value) and message in str(err.value)
     assert not (tmp_path / "text").exists() or not any((tmp_path / "text").iterdir())
 
@@ -207,13 +209,13 @@ def graph_archive(path: Path, lines: int = 2000) -> Path:
 def test_download_records_provenance_and_join_text_ignores_it(tmp_path):
     archive = graph_archive(tmp_path / "g.tar.gz")
     raw = tmp_path / "raw"
-    run_download({"archive": str(archive), "sha256": sha256_of(archive)}, raw)
+    run_download(settings={"archive": str(archive), "sha256": sha256_of(archive)}, outputs={"raw": raw})
     record = json.loads((raw / "SOURCE.json").read_text())
     assert record["kind"] == "archive" and record["origin"] == str(archive)
     assert record["archive_sha256"] == sha256_of(archive) and record["sha256_checked"] is True
     assert sorted(record["files"]) == ["dev.tsv", "test.tsv", "train.tsv"]
     assert record["files"]["dev.tsv"] == {"sha256": sha256_of(raw / "dev.tsv"), "bytes": 9}
-    summary = run_join_text(raw, {}, outputs(tmp_path))  # SOURCE.json is no graph file
+    summary = run_join_text(settings={}, inputs={"raw": raw}, outputs=outputs(tmp_path))  # SOURCE.json is no graph file
     assert summary["triples"] == {"train": 2000, "dev": 1, "test": 1}
 
 
@@ -240,7 +242,7 @@ def test_damaged_archive_without_sha256_is_one_line_and_leaves_no_raw_folder(tmp
     archive.write_bytes(damage(archive.read_bytes()))
     raw = tmp_path / "out" / "raw"
     with pytest.raises(InputError) as err:
-        run_download({"archive": str(archive)}, raw)
+        run_download(settings={"archive": str(archive)}, outputs={"raw": raw})
     text = str(err.value)
     assert text.startswith(f"{archive}: ") and message in text and "\n" not in text
     assert "not pinned" in caplog.text  # no sha256 in the config: said, and the sha256 shown
@@ -250,7 +252,7 @@ def test_damaged_archive_without_sha256_is_one_line_and_leaves_no_raw_folder(tmp
 def test_archive_member_named_like_the_provenance_file_is_refused(tmp_path):
     archive = make_tar(tmp_path / "g.tar.gz", [("g/train.tsv", b"a\tr\tb\n", "file"), ("g/SOURCE.json", b"{}", "file")])
     with pytest.raises(InputError, match="clashes with the provenance file"):
-        run_download({"archive": str(archive)}, tmp_path / "raw")
+        run_download(settings={"archive": str(archive)}, outputs={"raw": tmp_path / "raw"})
     assert not (tmp_path / "raw").exists()
 
 
@@ -268,7 +270,7 @@ def test_folder_follows_links_to_files_and_records_them(tmp_path):
     (folder / "sub").mkdir()
     (folder / ".hidden").write_text("x")
     raw = tmp_path / "raw"
-    record = run_download({"folder": str(folder)}, raw)
+    record = run_download(settings={"folder": str(folder)}, outputs={"raw": raw})
     assert sorted(record["files"]) == ["entity2text.txt", "test.txt", "train.txt", "valid.txt"]
     assert record["symlinks_followed"]["train.txt"] == str((elsewhere / "train.txt").resolve())
     assert not (raw / "train.txt").is_symlink()
@@ -280,7 +282,7 @@ def test_dangling_link_in_folder_names_the_link(tmp_path):
     folder = write_graph(tmp_path / "mykg", {k: v for k, v in CONVE.items() if k != "train.txt"})
     (folder / "train.txt").symlink_to(tmp_path / "gone.txt")
     with pytest.raises(InputError) as err:
-        run_download({"folder": str(folder)}, tmp_path / "out" / "raw")
+        run_download(settings={"folder": str(folder)}, outputs={"raw": tmp_path / "out" / "raw"})
     assert str(err.value).startswith(f"{folder / 'train.txt'}: broken symbolic link")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
@@ -317,24 +319,24 @@ def test_leading_bom_is_dropped(tmp_path):
 def test_nul_bytes_are_refused_with_file_and_line(tmp_path, files, where, message):
     raw = write_graph(tmp_path / "raw", {**CONVE, **files})
     with pytest.raises(InputError) as err:
-        run_join_text(raw, {}, outputs(tmp_path))
+        run_join_text(settings={}, inputs={"raw": raw}, outputs=outputs(tmp_path))
     assert where in str(err.value) and message in str(err.value)
 
 
 def test_text_file_named_in_the_config_must_exist(tmp_path, caplog):
     folder = write_graph(tmp_path / "mykg", CONVE)
     raw = tmp_path / "raw"
-    run_download({"folder": str(folder)}, raw)
+    run_download(settings={"folder": str(folder)}, outputs={"raw": raw})
     settings = {"entity_text": "names.txt", "entity_text_required": True}
     with pytest.raises(InputError) as err:
-        run_join_text(raw, settings, outputs(tmp_path))
+        run_join_text(settings=settings, inputs={"raw": raw}, outputs=outputs(tmp_path))
     text = str(err.value)
     assert text == (f"{folder / 'names.txt'}: entity_text file 'names.txt' is named in the config but does not exist "
                     f"(files in {folder}: test.txt, train.txt, valid.txt)")
     assert not (tmp_path / "text").exists()
     # the default name, not named in the config: ids are made readable, with a warning
     with caplog.at_level("WARNING"):
-        run_join_text(raw, {"entity_text_required": False}, outputs(tmp_path))
+        run_join_text(settings={"entity_text_required": False}, inputs={"raw": raw}, outputs=outputs(tmp_path))
     assert "no entity text file entity2text.txt" in caplog.text
 
 
@@ -353,7 +355,7 @@ def test_summary_counts_unseen_duplicates_and_overlap(tmp_path, caplog):
         "test.txt": "bob\tknows\talice\ndave\tlikes\terin\ndave\tlikes\terin\n",
     })
     with caplog.at_level("INFO"):
-        summary = run_join_text(raw, {}, outputs(tmp_path))
+        summary = run_join_text(settings={}, inputs={"raw": raw}, outputs=outputs(tmp_path))
     assert json.loads((tmp_path / "text" / "summary.json").read_text()) == summary
     assert summary["entities"] == 6 and summary["relations"] == 3
     assert summary["triples"] == {"train": 3, "dev": 2, "test": 3}
@@ -375,7 +377,7 @@ def test_summary_counts_unseen_duplicates_and_overlap(tmp_path, caplog):
 def test_clean_graph_summary_has_no_warnings(tmp_path, caplog):
     raw = write_graph(tmp_path / "raw", KGBERT)
     with caplog.at_level("INFO"):
-        run_join_text(raw, {"text_format": "comma"}, outputs(tmp_path))
+        run_join_text(settings={"text_format": "comma"}, inputs={"raw": raw}, outputs=outputs(tmp_path))
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
     assert "no duplicate triples within a split" in caplog.text
     assert "test: every entity and relation also appears in train" in caplog.text
@@ -386,25 +388,25 @@ def test_url_sources_record_provenance_and_leave_no_scratch_file(tmp_path):
     archive = graph_archive(tmp_path / "g.tar.gz", lines=20)
     url = archive.resolve().as_uri()
     out = tmp_path / "out"
-    record = run_download({"archive_url": url, "sha256": sha256_of(archive)}, out / "a" / "raw")
+    record = run_download(settings={"archive_url": url, "sha256": sha256_of(archive)}, outputs={"raw": out / "a" / "raw"})
     assert record["kind"] == "archive_url" and record["origin"] == url and record["sha256_checked"] is True
     assert sorted(record["files"]) == ["dev.tsv", "test.tsv", "train.tsv"]
     assert [p.name for p in (out / "a").iterdir()] == ["raw"]  # the downloaded archive is gone
     files = {"train.tsv": {"url": url, "member": "train.tsv"}, "dev.tsv": {"url": url, "member": "dev.tsv"},
              "test.tsv": {"url": url, "member": "test.tsv"}}
-    record = run_download({"files": files}, out / "f" / "raw")
+    record = run_download(settings={"files": files}, outputs={"raw": out / "f" / "raw"})
     assert record["kind"] == "files" and record["downloads"]["dev.tsv"] == {"url": url, "member": "dev.tsv",
                                                                              "sha256_checked": False}
     assert (out / "f" / "raw" / "dev.tsv").read_text() == "e1\tr1\te2\n"
     archive.write_bytes(archive.read_bytes()[:-20])
     with pytest.raises(InputError) as err:
-        run_download({"archive_url": url}, out / "b" / "raw")
+        run_download(settings={"archive_url": url}, outputs={"raw": out / "b" / "raw"})
     assert str(err.value).startswith(f"{url}: truncated archive")
     with pytest.raises(InputError) as err:
-        run_download({"files": {"train.tsv": {"url": url, "member": "train.tsv"}}}, out / "c" / "raw")
+        run_download(settings={"files": {"train.tsv": {"url": url, "member": "train.tsv"}}}, outputs={"raw": out / "c" / "raw"})
     assert str(err.value).startswith(f"{url}: truncated archive")
     with pytest.raises(InputError) as err:
-        run_download({"files": {"g.tar.gz": {"url": url, "sha256": "0" * 64}}}, out / "d" / "raw")
+        run_download(settings={"files": {"g.tar.gz": {"url": url, "sha256": "0" * 64}}}, outputs={"raw": out / "d" / "raw"})
     assert str(err.value).startswith(f"{url}: SHA-256 mismatch")
     assert not any((out / "c").iterdir()) and not any((out / "d").iterdir())
     assert not any((out / "b").iterdir())

@@ -363,9 +363,10 @@ def test_a_job_that_asked_for_two_gpus_runs_its_stage_in_two_torchrun_ranks(tiny
 
     fixture_builder.write_graph(tmp_path / "raw")
     text = tmp_path / "text"
-    run_join_text(tmp_path / "raw", {"text_format": "comma"},
-                  {name: str(text / f"{name}.parquet") for name in ("entities", "relations", "triples")})
-    run_tokenize(text, tmp_path / "tokens", "tiny", tiny_encoder_dir)
+    run_join_text(settings={"text_format": "comma"}, inputs={"raw": tmp_path / "raw"},
+                  outputs={name: str(text / f"{name}.parquet") for name in ("entities", "relations", "triples")})
+    run_tokenize(settings={"encoder_key": "tiny", "encoder_source": tiny_encoder_dir},
+                 inputs={"entities": text / "entities.parquet"}, outputs={"manifest": tmp_path / "tokens/manifest.json"})
     settings = {"batch_size": 16, "epochs": 1, "max_length": 24, "eval_batch_size": 32, "train_subsample": 16,
                 "dev_subsample": 6, "device": "cpu"}
     monkeypatch.setitem(gpu_slots._REQUESTED, "count", 2)  # what claim_gpus(2) records on a host without GPUs

@@ -37,8 +37,8 @@ def _graph_ids(raw):
 def test_download_cuts_the_member_folder_and_the_shared_text_to_the_graph(archives, tmp_path):
     raw_train = tmp_path / "train/raw"
     raw_test = tmp_path / "test/raw"
-    record = run_download(_source(archives, "tiny_v1"), raw_train)
-    run_download(_source(archives, "tiny_v1_ind", candidates="ind/cands"), raw_test)
+    record = run_download(settings=_source(archives, "tiny_v1"), outputs={"raw": raw_train})
+    run_download(settings=_source(archives, "tiny_v1_ind", candidates="ind/cands"), outputs={"raw": raw_test})
     assert sorted(p.name for p in raw_train.iterdir()) == ["SOURCE.json", "entity2text.txt", "relation2text.txt",
                                                            "test.txt", "train.txt", "valid.txt"]
     train_ids, test_ids = _graph_ids(raw_train), _graph_ids(raw_test)
@@ -51,16 +51,16 @@ def test_download_cuts_the_member_folder_and_the_shared_text_to_the_graph(archiv
     assert sorted(p.name for p in (raw_test / CANDIDATES_FOLDER).iterdir()) == ["ranking_head.txt",
                                                                                "ranking_tail.txt"]
     tables = tmp_path / "text"
-    run_join_text(raw_test, {"entity_text": "entity2text.txt", "text_format": "comma",
-                             "relation_text": "relation2text.txt", "inverse_prefix": "reversed "},
-                  {n: str(tables / f"{n}.parquet") for n in ("entities", "relations", "triples")})
+    run_join_text(settings={"entity_text": "entity2text.txt", "text_format": "comma",
+                            "relation_text": "relation2text.txt", "inverse_prefix": "reversed "},
+                  inputs={"raw": raw_test}, outputs={n: str(tables / f"{n}.parquet") for n in ("entities", "relations", "triples")})
     entities = pd.read_parquet(tables / "entities.parquet")
     assert set(entities["id"]) == test_ids and (entities["name"] != "").all()
 
 
 def test_a_missing_member_folder_names_the_archive(archives, tmp_path):
     with pytest.raises(InputError, match="no folder 'ind/tiny_v9'") as err:
-        run_download(_source(archives, "tiny_v9"), tmp_path / "raw")
+        run_download(settings=_source(archives, "tiny_v9"), outputs={"raw": tmp_path / "raw"})
     assert "tinyind.tar.gz" in str(err.value)
     assert not (tmp_path / "raw").exists()  # nothing half-written
 
@@ -82,7 +82,7 @@ def _tiny_kg(tokenizer_dir, raw):
 
 def test_candidate_lists_are_read_as_listed(archives, tmp_path, tiny_encoder_dir):
     raw = tmp_path / "raw"
-    run_download(_source(archives, "tiny_v1_ind", candidates="ind/cands"), raw)
+    run_download(settings=_source(archives, "tiny_v1_ind", candidates="ind/cands"), outputs={"raw": raw})
     kg = _tiny_kg(tiny_encoder_dir, raw)
     blocks = read_candidate_lists(raw / CANDIDATES_FOLDER, kg)
     n_test = len(kg.triples["test"])
@@ -125,7 +125,7 @@ def test_candidate_ranks_equal_scores_of_the_listed_entities(archives, tmp_path,
     from lpbert_core.siamese import SiameseModel
 
     raw = tmp_path / "raw"
-    run_download(_source(archives, "tiny_v1_ind", candidates="ind/cands"), raw)
+    run_download(settings=_source(archives, "tiny_v1_ind", candidates="ind/cands"), outputs={"raw": raw})
     kg = _tiny_kg(tiny_encoder_dir, raw)
     model = SiameseModel(AutoModel.from_pretrained(tiny_encoder_dir)).eval()
     builder = SequenceBuilder(kg, 32, 32)

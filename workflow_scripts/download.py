@@ -2,4 +2,5 @@
 from lpbert_core.data_stages import run_download
 from lpbert_core.stage import run_stage
 
-run_stage(snakemake.log[0], lambda: run_download(snakemake.params.source, snakemake.output[0]))  # noqa: F821
+sm = snakemake  # noqa: F821
+run_stage(sm.log[0], lambda: run_download(settings=sm.params.source, outputs={"raw": sm.output[0]}))

@@ -3,4 +3,5 @@ from lpbert_core.data_stages import run_join_text
 from lpbert_core.stage import run_stage
 
 sm = snakemake  # noqa: F821
-run_stage(sm.log[0], lambda: run_join_text(sm.input[0], dict(sm.params.settings), dict(sm.output.items())))
+run_stage(sm.log[0], lambda: run_join_text(settings=dict(sm.params.settings), inputs={"raw": sm.input[0]},
+                                           outputs=dict(sm.output.items())))
