@@ -50,7 +50,7 @@ READINGS = {
                 "finetune": {"probability": "raw"}},
 }
 SMOKE = {  # the CPU rehearsal: every stage, a few rows
-    "pretrain": {"epochs": 1, "train_max_triples": 64, "dev_max_triples": 32, "progress_bar": False},
+    "pretrain": {"epochs": 1, "train_subsample": 64, "dev_subsample": 32, "progress_bar": False},
     "finetune": {"per_dataset": {d: {"epochs": 1, "train_subsample": 64, "dev_subsample": 16, "test_subsample": 16,
                                      "batch_size": 16} for d in ("umls", "WN18RR")}},
 }

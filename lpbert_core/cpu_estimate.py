@@ -52,7 +52,7 @@ def cpu_hours(config: dict) -> tuple[float, list[str]]:
         specs = {r: (config.get("runs") or {}).get(r, {}) for r in runs}
         pre = dataset_section(config.get("pretrain", {}), dataset)
         variants = {s.get("pretrain") for s in specs.values()} & PRETRAIN_VARIANTS_WITH_WORK
-        pre_rows = min(train, pre.get("train_max_triples") or train)
+        pre_rows = min(train, pre.get("train_subsample") or train)
         seconds = {"pretrain": len(variants) * pre_rows * int(pre.get("epochs", 1)) / RATES["pretrain_sequences"]}
         ft = dataset_section(config.get("finetune", {}), dataset)
         ft_rows = min(train, ft.get("train_subsample") or train) * (2 if ft.get("inverse_augmentation", True) else 1)

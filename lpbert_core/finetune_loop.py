@@ -78,7 +78,7 @@ DEFAULTS = {
     "dev_subsample": None,
     "dev_eval": True,
     "eval_batch_size": 256,
-    "score_chunk_size": 1024,
+    "chunk_size": 1024,
     "precision": "auto",
     "max_grad_norm": None,
     "checkpoint_every_steps": 200,
@@ -284,7 +284,7 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
         if cfg["dev_eval"]:  # off only where selection is moot (e.g. one epoch on CPU): the last epoch is kept
             _, dev_metrics, _ = evaluate_split(
                 model, kg, builder, "dev", device, filter_splits=("train", "dev"), subsample=cfg["dev_subsample"],
-                seed=seed, batch_size=int(cfg["eval_batch_size"]), chunk_size=int(cfg["score_chunk_size"]),
+                seed=seed, batch_size=int(cfg["eval_batch_size"]), chunk_size=int(cfg["chunk_size"]),
                 precision=precision, head_ranking=head_ranking)
             # logged either way (cheap: 2 encodings per dev row); the selection key under `selection: dev_loss`
             dev_loss = dev_in_batch_loss(model, builder, dev_rows, dev_known, loss_cfg, device, precision, in_batch,

@@ -22,14 +22,38 @@ from .settings import dataset_section
 # checks they agree): left out of the rule's params when set to these values, so adding a switch reruns nothing.
 PRETRAIN_SWITCH_DEFAULTS = {"optimizer": "adamw", "lr_schedule": "linear", "mlm_mask_token": "mask",
                             "segment_separators": True}
+# Settings renamed on 2026-11-26 (issue #12: one name per idea across stages), old -> new per section. A config
+# that still uses an old name stops with the new one (check_renamed_keys), not with a schema error.
+RENAMED_KEYS = {
+    "pretrain": {"lr_head": "lr_new", "warmup": "warmup_fraction", "patience": "early_stop_patience",
+                 "train_max_triples": "train_subsample", "dev_max_triples": "dev_subsample"},
+    "finetune": {"score_chunk_size": "chunk_size"},
+}
 # Text file names a source may leave out.
 TEXT_KEYS = {"entity_text": "entity2text.txt", "relation_text": "relation2text.txt"}
+
+
+def check_renamed_keys(config: Mapping) -> None:
+    """ConfigError naming every old key (in a section, its per_dataset entries, or a run's finetune overrides) and
+    the name that replaced it."""
+    found = []
+    for section, renames in RENAMED_KEYS.items():
+        body = config.get(section) or {}
+        places = [(section, body)]
+        places += [(f"{section}.per_dataset.{d}", v or {}) for d, v in (body.get("per_dataset") or {}).items()]
+        places += [(f"runs.{run}.{section}", (spec or {}).get(section) or {})
+                   for run, spec in (config.get("runs") or {}).items()]
+        found += [f"{where}.{old} is now {where}.{new}" for where, mapping in places
+                  for old, new in renames.items() if old in mapping]
+    if found:
+        raise ConfigError("renamed settings (one name per idea across stages): " + "; ".join(found))
 
 
 class JobSettings:
     """Settings lookups over one (validated) config mapping."""
 
     def __init__(self, config: Mapping):
+        check_renamed_keys(config)
         self.config = config
         self.instances = self._instance_table()  # instance name -> (configured run, seed or None)
 

@@ -75,18 +75,18 @@ TASKS = ("mem_head", "mem_tail", "mrm", "mlm")
 LOG_COLUMNS = (
     ["epoch", "train_loss"] + [f"train_{t}" for t in TASKS]
     + ["dev_loss"] + [f"dev_{t}" for t in TASKS]
-    + ["dev_mem_acc", "dev_mrm_acc", "lr", "lr_head", "seconds"]
+    + ["dev_mem_acc", "dev_mrm_acc", "lr", "lr_new", "seconds"]
 )
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 # Settings that do not change the result; a checkpoint made under other values of these is still resumed.
 RESULT_NEUTRAL = ("threads", "device", "keep_checkpoint", "progress_bar")
 
 DEFAULTS = {
-    "seed": 42, "max_length": 152, "batch_size": 32, "epochs": 50, "patience": 3, "lr_encoder": 5e-5,
-    "lr_head": 1e-4, "warmup": 0.05, "weight_decay": 0.01, "mlm_probability": 0.15, "mlm_mask_fraction": 0.8,
+    "seed": 42, "max_length": 152, "batch_size": 32, "epochs": 50, "early_stop_patience": 3, "lr_encoder": 5e-5,
+    "lr_new": 1e-4, "warmup_fraction": 0.05, "weight_decay": 0.01, "mlm_probability": 0.15, "mlm_mask_fraction": 0.8,
     "mlm_random_fraction": 0.1, "task_probabilities": {"mem_head": 0.4, "mem_tail": 0.4, "mrm": 0.2},
-    "em_head_norm": "batchnorm", "precision": "auto", "threads": None, "device": "auto", "dev_max_triples": None,
-    "train_max_triples": None, "batch_order": "random",
+    "em_head_norm": "batchnorm", "precision": "auto", "threads": None, "device": "auto", "dev_subsample": None,
+    "train_subsample": None, "batch_order": "random",
     "keep_checkpoint": False, "progress_bar": True,
 }
 # The authors'-code switches of pre-training (configs/authors-code.yaml) at today's (the paper's) values. At these
@@ -129,15 +129,15 @@ def train(
     probs, use_mlm = variant_plan(variant, cfg["task_probabilities"])
     model = PretrainModel(encoder, kg.special.vocab_size, cfg["em_head_norm"], use_em=probs is not None,
                           use_mlm=use_mlm).to(device)
-    train_triples = seeded_subset(kg.triples["train"], cfg.get("train_max_triples"), cfg["seed"])
+    train_triples = seeded_subset(kg.triples["train"], cfg.get("train_subsample"), cfg["seed"])
     if len(train_triples) == 0:
         raise ValueError("pre-training needs a non-empty train split")
-    dev_triples = seeded_subset(kg.triples["dev"], cfg.get("dev_max_triples"), cfg["seed"])
+    dev_triples = seeded_subset(kg.triples["dev"], cfg.get("dev_subsample"), cfg["seed"])
 
     steps_per_epoch = math.ceil(len(train_triples) / cfg["batch_size"])
-    optimizer = build_optimizer(model, ENCODER_PREFIX, cfg["lr_encoder"], cfg["lr_head"], cfg["weight_decay"],
+    optimizer = build_optimizer(model, ENCODER_PREFIX, cfg["lr_encoder"], cfg["lr_new"], cfg["weight_decay"],
                                 kind=cfg["optimizer"])
-    scheduler = build_epoch_scheduler(cfg["lr_schedule"], optimizer, cfg["epochs"] * steps_per_epoch, cfg["warmup"])
+    scheduler = build_epoch_scheduler(cfg["lr_schedule"], optimizer, cfg["epochs"] * steps_per_epoch, cfg["warmup_fraction"])
     scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device, cfg["precision"]) else None
 
     ckpt_dir = Path(ckpt_dir)
@@ -160,7 +160,7 @@ def train(
         row = _log_row(epoch, train_stats, dev_stats, optimizer, time.perf_counter() - started)
         scheduler_epoch_end(scheduler, row["dev_loss"])  # plateau: halve the LR after a non-improving epoch
         progress["rows"].append(row)
-        _update_progress(progress, row, model, ckpt_dir, cfg["patience"])
+        _update_progress(progress, row, model, ckpt_dir, cfg["early_stop_patience"])
         if distributed.is_main():
             save_checkpoint(ckpt_dir / "last", model, optimizer, scheduler, progress, scaler)
             _remove_stale_best(ckpt_dir, progress["best_dir"])
@@ -305,13 +305,13 @@ def _log_row(epoch, train_stats, dev_stats, optimizer, seconds) -> dict:
     row.update({f"dev_{t}": v for t, v in dev_tasks.items()})
     row["dev_mem_acc"] = _accuracy(dev_stats, ("mem_head", "mem_tail"))
     row["dev_mrm_acc"] = _accuracy(dev_stats, ("mrm",))
-    row["lr"], row["lr_head"] = _group_lrs(optimizer)
+    row["lr"], row["lr_new"] = _group_lrs(optimizer)
     row["seconds"] = round(seconds, 3)
     return row
 
 
 def _group_lrs(optimizer) -> tuple[float, float]:
-    """Current (encoder, head) learning rates: the groups were created with lr_encoder / lr_head as initial_lr."""
+    """Current (encoder, head) learning rates: the groups were created with lr_encoder / lr_new as initial_lr."""
     groups = optimizer.param_groups
     low = min(groups, key=lambda g: g["initial_lr"])
     high = max(groups, key=lambda g: g["initial_lr"])

@@ -21,7 +21,7 @@ from torch import nn
 
 from .pretrain_samples import IGNORE, TASK_NAMES
 
-ENCODER_PREFIX = "encoder."  # parameter names of the pre-trained encoder (lr_encoder); everything else is new (lr_head)
+ENCODER_PREFIX = "encoder."  # parameter names of the pre-trained encoder (lr_encoder); everything else is new (lr_new)
 
 
 class TokenHead(nn.Module):

@@ -228,7 +228,7 @@ def build_epoch_scheduler(kind: str, optimizer, total_steps: int, warmup_fractio
         return build_scheduler(optimizer, total_steps, warmup_fraction)
     if kind == "plateau":
         if warmup_fraction:
-            raise ValueError("lr_schedule plateau has no warmup: set warmup: 0")
+            raise ValueError("lr_schedule plateau has no warmup: set warmup_fraction: 0")
         return PlateauSchedule(optimizer)
     raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {kind!r}")
 

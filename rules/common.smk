@@ -5,9 +5,10 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from lpbert_core.job_settings import JobSettings
+from lpbert_core.job_settings import JobSettings, check_renamed_keys
 
 
+check_renamed_keys(config)  # an old key name gets its new name, before the schema calls it unknown
 validate(config, schema="../schemas/config.schema.yaml")
 
 PRETRAIN_TASKS = ["none", "mlm", "mem", "mem-mrm", "mem-mrm-mlm"]

@@ -267,7 +267,7 @@ def test_overlay_sets_every_authors_switch():
     pt = cfg["pretrain"]
     assert (pt["optimizer"], pt["lr_schedule"], pt["mlm_mask_token"], pt["segment_separators"]) == (
         "adam", "plateau", "pad", False)
-    assert pt["lr_encoder"] == pt["lr_head"] == 1e-4 and pt["weight_decay"] == 0 and pt["warmup"] == 0
+    assert pt["lr_encoder"] == pt["lr_new"] == 1e-4 and pt["weight_decay"] == 0 and pt["warmup_fraction"] == 0
     assert "leaky" in cfg["tables"]["scale_note"]
     assert "# pre-training departures: see below" in (REPO / "configs" / "authors-code.yaml").read_text()
 

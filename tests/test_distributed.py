@@ -38,7 +38,7 @@ STEP_MODES = {  # name -> (finetune settings, in_batch)
 }
 BATCHES = {"even": slice(0, 8), "uneven": slice(8, 15), "one_row": slice(15, 16)}  # 4+4, 4+3, 1+0 rows per rank
 FINETUNE_CFG = {"batch_size": 8, "epochs": 2, "max_length": 16, "early_stop_patience": 5, "seed": 3,
-                "checkpoint_every_steps": 0, "eval_batch_size": 4, "score_chunk_size": 7}
+                "checkpoint_every_steps": 0, "eval_batch_size": 4, "chunk_size": 7}
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 DEVICE = torch.device(os.environ.get("LPBERT_TEST_DEVICE", "cpu"))
 PRECISION = "fp32" if DEVICE.type == "cuda" else "auto"  # auto is fp32 on the CPU

@@ -95,3 +95,14 @@ def test_inductive_sources_resolve_their_text_and_training_graph(cpu_jobs):
     assert cpu_jobs.training_graph("WN18RR_v1_ind") == "WN18RR_v1"
     assert cpu_jobs.score_inputs("WN18RR_v1_ind", "lpbert")["model"] == "results/WN18RR_v1/runs/lpbert/model"
     assert cpu_jobs.text_params("WN18RR_v1")["text_format"] == "comma"
+
+
+def test_old_key_names_fail_with_their_new_names(cpu_jobs):
+    config = merge(cpu_jobs.config, {"pretrain": {"lr_head": 1e-4, "per_dataset": {"umls": {"train_max_triples": 9}}},
+                                     "runs": {"lpbert": {"finetune": {"score_chunk_size": 64}}}})
+    with pytest.raises(ConfigError) as err:
+        JobSettings(config)
+    message = str(err.value)
+    assert "pretrain.lr_head is now pretrain.lr_new" in message
+    assert "pretrain.per_dataset.umls.train_max_triples is now pretrain.per_dataset.umls.train_subsample" in message
+    assert "runs.lpbert.finetune.score_chunk_size is now runs.lpbert.finetune.chunk_size" in message

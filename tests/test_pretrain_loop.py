@@ -30,7 +30,7 @@ def kg():
 
 def settings(encoder, **extra):
     base = {"tasks": "mem-mrm-mlm", "encoder": encoder, "max_length": 24, "batch_size": 4, "epochs": 2,
-            "patience": 3, "seed": 7, "threads": 1, "progress_bar": False, "lr_encoder": 1e-3, "lr_head": 3e-3}
+            "early_stop_patience": 3, "seed": 7, "threads": 1, "progress_bar": False, "lr_encoder": 1e-3, "lr_new": 3e-3}
     return {**base, **extra}
 
 
@@ -78,7 +78,7 @@ def test_resume_after_kill_matches_uninterrupted(tiny_encoder_dir, kg, tmp_path)
 
 
 def test_output_folder_log_and_learning(tiny_encoder_dir, kg, tmp_path):
-    cfg = settings(tiny_encoder_dir, epochs=6, keep_checkpoint=True, lr_head=1e-2)
+    cfg = settings(tiny_encoder_dir, epochs=6, keep_checkpoint=True, lr_new=1e-2)
     rows = train(kg, cfg, tmp_path / "model", tmp_path / "ckpt", tmp_path / "log.csv")
     files = [p.name for p in (tmp_path / "model").iterdir()]
     assert "model.safetensors" in files and "config.json" in files and "tokenizer.json" in files
@@ -99,7 +99,7 @@ def test_output_folder_log_and_learning(tiny_encoder_dir, kg, tmp_path):
 def test_early_stop(tiny_encoder_dir, kg, tmp_path):
     # zero learning rates and the LayerNorm head (BatchNorm's running statistics would still move): dev loss never
     # improves after epoch 1, so patience 1 stops after epoch 2
-    cfg = settings(tiny_encoder_dir, tasks="mem", epochs=5, patience=1, lr_encoder=0.0, lr_head=0.0,
+    cfg = settings(tiny_encoder_dir, tasks="mem", epochs=5, early_stop_patience=1, lr_encoder=0.0, lr_new=0.0,
                    em_head_norm="layernorm")
     rows = train(kg, cfg, tmp_path / "model", tmp_path / "ckpt", tmp_path / "log.csv")
     assert [r["epoch"] for r in rows] == [1, 2]
@@ -181,14 +181,14 @@ def test_plateau_schedule_halves_and_round_trips():
         build_epoch_scheduler("plateau", opt, 100, 0.05)
 
 
-AUTHORS = {"optimizer": "adam", "lr_schedule": "plateau", "warmup": 0, "weight_decay": 0, "mlm_mask_token": "pad",
+AUTHORS = {"optimizer": "adam", "lr_schedule": "plateau", "warmup_fraction": 0, "weight_decay": 0, "mlm_mask_token": "pad",
            "segment_separators": False, "em_head_norm": "layernorm"}
 
 
 def test_authors_switches_resume_after_kill(tiny_encoder_dir, kg, tmp_path):
     """All pre-training switches at the code's values: trains, and a kill mid-epoch-3 resumes exactly (the plateau
     scheduler's state is in the checkpoint)."""
-    cfg = settings(tiny_encoder_dir, epochs=3, lr_encoder=0.5, lr_head=0.5, **AUTHORS)  # big LR: dev loss worsens
+    cfg = settings(tiny_encoder_dir, epochs=3, lr_encoder=0.5, lr_new=0.5, **AUTHORS)  # big LR: dev loss worsens
     full = train(kg, cfg, tmp_path / "a" / "model", tmp_path / "a" / "ckpt", tmp_path / "a" / "log.csv")
     assert [r["epoch"] for r in full] == [1, 2, 3]
 
@@ -205,7 +205,7 @@ def test_authors_switches_resume_after_kill(tiny_encoder_dir, kg, tmp_path):
     # the LR of each epoch: halved after every epoch whose dev loss did not improve on the best so far
     best, lr = float("inf"), 0.5
     for row in full:
-        assert row["lr"] == row["lr_head"] == pytest.approx(lr)
+        assert row["lr"] == row["lr_new"] == pytest.approx(lr)
         if row["dev_loss"] < best * (1 - 1e-4):
             best = row["dev_loss"]
         else:

@@ -121,6 +121,9 @@ def test_lint_has_no_remarks():
         ({"runs": {"t4-none": {"seeds": [42, 7]}, "t4-none.s7": {"model": "lpbert", "pretrain": "none",
                                                                  "in_batch_negatives": True}}},
          "runs: 't4-none.s7' is both a configured run and the instance of run 't4-none' for seed 7"),
+        # a config written for the old names (issue #12 renamed them) is told the new name
+        ({"pretrain": {"lr_head": 1e-4}}, "pretrain.lr_head is now pretrain.lr_new"),
+        ({"finetune": {"score_chunk_size": 64}}, "finetune.score_chunk_size is now finetune.chunk_size"),
     ],
 )
 def test_bad_config_is_refused_before_any_job(tmp_path, overlay, message):
