@@ -20,9 +20,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from lpbert_core.config_files import load_config  # noqa: E402
 from lpbert_core.encoders import load_encoder, load_tokenizer  # noqa: E402
 from lpbert_core.finetune_loop import finetune  # noqa: E402
 from lpbert_core.kg import load_tokenized_kg  # noqa: E402
+from lpbert_core.settings import dataset_section  # noqa: E402
 from lpbert_core.training import torch_threads  # noqa: E402
 
 CANDIDATES = {
@@ -59,7 +61,11 @@ def main() -> None:
     tok = load_tokenizer("minilm")
     out_path = Path(args.out)
     results = json.loads(out_path.read_text())["candidates"] if out_path.exists() else {}
-    base = {"batch_size": 128, "epochs": args.epochs, "alpha": 0.8, "gamma": 2.0, "max_length": args.max_length,
+    # config.yaml's finetune settings for the graph; the candidates were defined against the mapping that was the
+    # default then (affine, temperature 0.05, shift 0) and the batch order of that time (length buckets)
+    base = {**dataset_section(load_config([ROOT / "config.yaml"])["finetune"], args.dataset),
+            "probability": "affine", "temperature": 0.05, "shift": 0.0, "batch_order": "length",
+            "batch_size": 128, "epochs": args.epochs, "alpha": 0.8, "gamma": 2.0, "max_length": args.max_length,
             "early_stop_patience": args.epochs + 1, "pooling": "mean", "seed": 42}
     for name, extra in CANDIDATES.items():
         if args.only and name not in args.only:

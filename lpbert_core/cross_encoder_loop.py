@@ -30,43 +30,17 @@ from .atomic import atomic_dir, write_log_csv
 from .cross_encoder import (CrossEncoder, TripleSequenceBuilder, collate_triples, save_cross_encoder, train_triple_set, training_examples)
 from .known_answers import KnownAnswers
 from .kg import TokenizedKG, seeded_subset
+from .settings import require
 from .training import (autocast_context, build_optimizer, compute_record, build_scheduler, epoch_seed, length_sorted_batches,
                        needs_grad_scaler, optimizer_step, resume_checkpoint, save_checkpoint, set_seed)
 
 log_ = logging.getLogger("lpbert.kgbert")
 
-DEFAULTS = {
-    "max_length": 50,
-    "pooling": "pooler",
-    "negatives": 5,
-    "negative_side": "per_positive",
-    "batch_size": 32,
-    "epochs": 5,
-    "lr_encoder": 5e-5,
-    "lr_new": 5e-5,
-    "weight_decay": 0.01,
-    "warmup_fraction": 0.1,
-    "max_grad_norm": 1.0,
-    "train_subsample": None,
-    "dev_subsample": 2000,
-    "eval_batch_size": 512,
-    "score_queries": 50,
-    "precision": "auto",
-    "device": "auto",
-    "keep_checkpoint": False,
-    "seed": 42,
-}
 
 
-def merged_config(cfg: dict | None) -> dict:
-    out = dict(DEFAULTS)
-    for key, value in (cfg or {}).items():
-        if key == "per_dataset":
-            continue
-        if value is not None or key in ("train_subsample", "dev_subsample", "score_queries"):
-            out[key] = value
-    return out
-
+def merged_config(cfg: dict) -> dict:
+    """The cross-encoder's complete settings (config.yaml's kgbert section for one dataset), without per_dataset."""
+    return require("kgbert", {key: value for key, value in cfg.items() if key != "per_dataset"})
 
 def _batch_to(batch: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}

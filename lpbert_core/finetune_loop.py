@@ -54,52 +54,18 @@ from .finetune_loss import LossConfig
 from .finetune_step import dev_in_batch_loss, measure_initial_shift, prepare_batch, prepared_step
 from .kg import TokenizedKG
 from .rng_state import rank_torch_rng, set_torch_rng_state, store_rng
-from .scoring import SCORE_DEFAULTS, evaluate_split
-from .settings import dataset_section
+from .scoring import evaluate_split
+from .settings import dataset_section, require
 from .siamese import SiameseModel, save_run_model
 from .training import (BATCH_ORDERS, build_optimizer, build_scheduler, epoch_seed, needs_grad_scaler, optimizer_step,
                        resume_checkpoint, save_checkpoint, set_seed, training_batches)
 
-DEFAULTS = {
-    "pooling": "mean",
-    "max_length": 128,
-    "batch_size": 64,
-    "epochs": 7,
-    "lr_encoder": 5e-5,
-    "lr_new": 1e-3,
-    "weight_decay": 0.01,
-    "warmup_fraction": 0.05,
-    "early_stop_patience": 1,
-    "inverse_augmentation": True,
-    "in_batch_negatives": True,
-    "batch_order": "random",
-    "self_negatives": False,
-    "train_subsample": None,
-    "dev_subsample": None,
-    "dev_eval": True,
-    "eval_batch_size": 256,
-    "chunk_size": 1024,
-    "precision": "auto",
-    "max_grad_norm": None,
-    "checkpoint_every_steps": 200,
-    "keep_checkpoint": False,
-    "seed": 42,
-    "scorer": "cosine",
-    "label_splits": ["train"],
-    "selection": "dev_hits10",
-    "adam_betas": [0.9, 0.999],
-    "adam_eps": 1e-8,
-    "infonce_learnable_temperature": False,
-    "hard_negatives": 0,
-    "pre_batch": 0,
-}
 SELECTIONS = ("dev_hits10", "dev_loss")
 
 
 def _cfg(cfg: dict) -> dict:
-    out = dict(DEFAULTS)
-    out.update({k: v for k, v in cfg.items() if v is not None or k in ("train_subsample", "dev_subsample")})
-    return out
+    """A run's complete settings (config.yaml's finetune section resolved for it): every key present, or an error."""
+    return require("finetune", cfg)
 
 
 LOG_EVERY = 20  # training steps between progress lines (the only mid-epoch reads of the loss besides checkpoints)
@@ -116,7 +82,7 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
     setting of the run (no effect on results: the same batches and RNG draws in the same order)."""
     cfg = _cfg(cfg)
     loss_cfg = LossConfig.from_dict(cfg)
-    head_ranking = head_ranking or SCORE_DEFAULTS["head_ranking"]
+    head_ranking = head_ranking or "inverse_query"  # the paper's augmentation; the rules pass score.head_ranking
     selection = cfg["selection"]
     if selection not in SELECTIONS:
         raise ValueError(f"finetune.selection must be one of {SELECTIONS}, got {selection!r}")

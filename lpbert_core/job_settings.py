@@ -18,10 +18,6 @@ from collections.abc import Mapping
 from .errors import ConfigError
 from .settings import dataset_section
 
-# The authors'-code switches of pre-training at their defaults (= lpbert_core.pretrain_loop.SWITCH_DEFAULTS; a test
-# checks they agree): left out of the rule's params when set to these values, so adding a switch reruns nothing.
-PRETRAIN_SWITCH_DEFAULTS = {"optimizer": "adamw", "lr_schedule": "linear", "mlm_mask_token": "mask",
-                            "segment_separators": True}
 # Settings renamed on 2026-11-26 (issue #12: one name per idea across stages), old -> new per section. A config
 # that still uses an old name stops with the new one (check_renamed_keys), not with a schema error.
 RENAMED_KEYS = {
@@ -160,18 +156,15 @@ class JobSettings:
     # ---------------------------------------------------------------- pre-training
 
     def pretrain_params(self, dataset: str, tasks: str) -> dict:
-        """The `pretrain:` section resolved for one dataset and variant (max_length is per dataset); without
-        `threads` (the job's granted threads are added by the caller)."""
+        """The `pretrain:` section resolved for one dataset and variant (max_length is per dataset), every key of it;
+        without `threads` (the job's granted threads are added by the caller)."""
         section = dict(self.config["pretrain"])
         lengths = section.pop("max_length")
         section["max_length"] = lengths.get(dataset, lengths["default"])
         section = dataset_section(section, dataset)
         section["tasks"] = tasks
         section["encoder"] = self.encoder_source(self.config["encoder"])
-        section.pop("threads", None)
-        for key, value in PRETRAIN_SWITCH_DEFAULTS.items():  # at the paper's value: not a param
-            if section.get(key) == value:
-                section.pop(key)
+        section.pop("threads", None)  # the job's granted threads are added by the caller
         return section
 
     # ---------------------------------------------------------------- fine-tuning and scoring

@@ -50,6 +50,7 @@ from .encoders import load_encoder, load_tokenizer
 from .kg import TokenizedKG, seeded_subset
 from .pretrain_model import ENCODER_PREFIX, PretrainModel
 from .pretrain_samples import IGNORE, build_samples, collate, variant_plan
+from .settings import require
 from .training import (
     BATCH_ORDERS,
     autocast_context,
@@ -81,19 +82,6 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 # Settings that do not change the result; a checkpoint made under other values of these is still resumed.
 RESULT_NEUTRAL = ("threads", "device", "keep_checkpoint", "progress_bar")
 
-DEFAULTS = {
-    "seed": 42, "max_length": 152, "batch_size": 32, "epochs": 50, "early_stop_patience": 3, "lr_encoder": 5e-5,
-    "lr_new": 1e-4, "warmup_fraction": 0.05, "weight_decay": 0.01, "mlm_probability": 0.15, "mlm_mask_fraction": 0.8,
-    "mlm_random_fraction": 0.1, "task_probabilities": {"mem_head": 0.4, "mem_tail": 0.4, "mrm": 0.2},
-    "em_head_norm": "batchnorm", "precision": "auto", "threads": None, "device": "auto", "dev_subsample": None,
-    "train_subsample": None, "batch_order": "random",
-    "keep_checkpoint": False, "progress_bar": True,
-}
-# The authors'-code switches of pre-training (configs/authors-code.yaml) at today's (the paper's) values. At these
-# values they are left out of the checkpoint fingerprint (and the rule's params), so adding them orphans nothing.
-SWITCH_DEFAULTS = {"optimizer": "adamw", "lr_schedule": "linear", "mlm_mask_token": "mask",
-                   "segment_separators": True}
-DEFAULTS.update(SWITCH_DEFAULTS)
 
 
 def train(
@@ -107,7 +95,7 @@ def train(
     """Pre-train variant `settings["tasks"]` from encoder `settings["encoder"]`; write the HF folder `out_dir` and
     `log_csv`; return the log rows. `step_hook(epoch, step)` is called after every optimizer step (tests use it to
     simulate a kill)."""
-    cfg = {**DEFAULTS, **settings}
+    cfg = require("pretrain", settings)
     torch_threads(cfg["threads"])
     device = pick_device(cfg["device"])
     log.info("compute: %s", compute_record(device, cfg["precision"]))
@@ -322,9 +310,7 @@ def _group_lrs(optimizer) -> tuple[float, float]:
 
 def _fingerprint(cfg: dict) -> str:
     # Unset (None) options are left out, so adding a new optional setting does not orphan existing checkpoints.
-    # So are the authors'-code switches at their default values (SWITCH_DEFAULTS).
-    relevant = {k: v for k, v in cfg.items() if k not in RESULT_NEUTRAL and v is not None
-                and not (k in SWITCH_DEFAULTS and v == SWITCH_DEFAULTS[k])}
+    relevant = {k: v for k, v in cfg.items() if k not in RESULT_NEUTRAL and v is not None}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

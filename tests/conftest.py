@@ -21,6 +21,18 @@ def _fixture_builder():
     return module
 
 
+def paper_section(name: str, **overrides) -> dict:
+    """config.yaml's `name:` section (the one place defaults live) as a stage receives it for a graph without a
+    per_dataset entry (pretrain: max_length's `default`), with `overrides` on top."""
+    import yaml
+
+    section = dict(yaml.safe_load((REPO / "config.yaml").read_text())[name])
+    section.pop("per_dataset", None)
+    if isinstance(section.get("max_length"), dict):
+        section["max_length"] = section["max_length"]["default"]
+    return {**section, **overrides}
+
+
 @pytest.fixture(scope="session")
 def fixture_builder():
     return _fixture_builder()

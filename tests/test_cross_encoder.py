@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import paper_section
 import torch
 
 from lpbert_core.pretrain_samples import split_context_budget
@@ -171,10 +172,10 @@ def test_extrapolation_arithmetic():
 
 
 def _cfg(**kw):
-    cfg = {"max_length": 32, "negatives": 2, "batch_size": 8, "epochs": 2, "lr_encoder": 1e-3, "lr_new": 1e-3,
-           "warmup_fraction": 0.1, "eval_batch_size": 16, "score_queries": 2, "seed": 5, "dev_subsample": None}
-    cfg.update(kw)
-    return cfg
+    return paper_section("kgbert", **{"max_length": 32, "negatives": 2, "batch_size": 8, "epochs": 2,
+                                      "lr_encoder": 1e-3, "lr_new": 1e-3, "warmup_fraction": 0.1,
+                                      "eval_batch_size": 16, "score_queries": 2, "seed": 5, "dev_subsample": None,
+                                      **kw})
 
 
 def test_train_resume_is_deterministic_and_outputs(tiny_encoder_dir, tok, tmp_path):

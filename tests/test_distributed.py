@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import paper_section
 
 STEP_MODES = {  # name -> (finetune settings, in_batch)
     "in_batch": ({}, True),
@@ -37,8 +38,10 @@ STEP_MODES = {  # name -> (finetune settings, in_batch)
     "pair_linear": ({"scorer": "pair_linear", "distance": "per_pair"}, True),
 }
 BATCHES = {"even": slice(0, 8), "uneven": slice(8, 15), "one_row": slice(15, 16)}  # 4+4, 4+3, 1+0 rows per rank
-FINETUNE_CFG = {"batch_size": 8, "epochs": 2, "max_length": 16, "early_stop_patience": 5, "seed": 3,
-                "checkpoint_every_steps": 0, "eval_batch_size": 4, "chunk_size": 7}
+FINETUNE_CFG = paper_section("finetune", batch_size=8, epochs=2, max_length=16, early_stop_patience=5, seed=3,
+                             checkpoint_every_steps=0, eval_batch_size=4, chunk_size=7)
+# one bare step has no measured shift: the default mapping with the value a run would have measured
+STEP_CFG = {**FINETUNE_CFG, "shift": 0.4}
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 DEVICE = torch.device(os.environ.get("LPBERT_TEST_DEVICE", "cpu"))
 PRECISION = "fp32" if DEVICE.type == "cuda" else "auto"  # auto is fp32 on the CPU
@@ -107,7 +110,7 @@ def one_step(enc_dir: str, out: Path, rank: int) -> None:
     initial = {scorer: {k: v.clone() for k, v in m.state_dict().items()} for scorer, m in models.items()}
     for mode, (settings, in_batch) in STEP_MODES.items():
         for batch_name, sl in BATCHES.items():
-            cfg = _cfg(settings)
+            cfg = _cfg({**STEP_CFG, **settings})
             model = models[cfg["scorer"]]
             model.load_state_dict(initial[cfg["scorer"]])
             optimizer = build_optimizer(model, "encoder.", 5e-5, 1e-3, 0.01)
@@ -127,7 +130,7 @@ def data_parallel_steps(enc_dir: str, out: Path, rank: int) -> None:
     from lpbert_core import distributed
     from lpbert_core.cross_encoder import CrossEncoder, TripleSequenceBuilder, train_triple_set, training_examples
     from lpbert_core.cross_encoder_loop import _rank_slice_loss
-    from lpbert_core.pretrain_loop import DEFAULTS, _data_parallel_step, _make_samples
+    from lpbert_core.pretrain_loop import _data_parallel_step, _make_samples
     from lpbert_core.pretrain_model import PretrainModel
     from lpbert_core.pretrain_samples import collate
     from lpbert_core.training import build_optimizer, build_scheduler, optimizer_step
@@ -135,7 +138,7 @@ def data_parallel_steps(enc_dir: str, out: Path, rank: int) -> None:
     from transformers import AutoModel
 
     kg, _ = toy_kg(enc_dir)
-    cfg = {**DEFAULTS, "tasks": "mem-mrm-mlm", "max_length": 24}
+    cfg = paper_section("pretrain", tasks="mem-mrm-mlm", max_length=24)
     samples = _make_samples(kg, kg.triples["train"], cfg, np.random.default_rng(4))
     idx = np.arange(3, 10)
     torch.manual_seed(0)
@@ -367,8 +370,8 @@ def test_a_job_that_asked_for_two_gpus_runs_its_stage_in_two_torchrun_ranks(tiny
                   outputs={name: str(text / f"{name}.parquet") for name in ("entities", "relations", "triples")})
     run_tokenize(settings={"encoder_key": "tiny", "encoder_source": tiny_encoder_dir},
                  inputs={"entities": text / "entities.parquet"}, outputs={"manifest": tmp_path / "tokens/manifest.json"})
-    settings = {"batch_size": 16, "epochs": 1, "max_length": 24, "eval_batch_size": 32, "train_subsample": 16,
-                "dev_subsample": 6, "device": "cpu"}
+    settings = paper_section("finetune", batch_size=16, epochs=1, max_length=24, eval_batch_size=32,
+                             train_subsample=16, dev_subsample=6, device="cpu")
     monkeypatch.setitem(gpu_slots._REQUESTED, "count", 2)  # what claim_gpus(2) records on a host without GPUs
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     log = tmp_path / "finetune.log"

@@ -7,14 +7,15 @@ import numpy as np
 
 import pandas as pd
 import pytest
+from conftest import paper_section
 import torch
 
 from lpbert_core.tables import epochs_timed
 from lpbert_core.finetune_loop import finetune, finetune_settings
 from lpbert_core.kg import make_toy_kg
 
-CFG = {"batch_size": 8, "epochs": 2, "max_length": 16, "early_stop_patience": 5, "seed": 3,
-       "checkpoint_every_steps": 0, "eval_batch_size": 8}
+CFG = paper_section("finetune", batch_size=8, epochs=2, max_length=16, early_stop_patience=5, seed=3,
+                    checkpoint_every_steps=0, eval_batch_size=8)
 
 
 def toy_kg(tok):
@@ -101,7 +102,9 @@ def test_sampled_negative_mode_scores_one_unknown_negative_per_positive(setup, t
     with torch.no_grad():
         prepared = prepare_batch(builder, rows[:8], known, cfg, False, np.random.default_rng(5))
         start_loss = prepared_step(model, prepared, cfg, torch.device("cpu"), "fp32", False)["loss"].item()
-    res = _run(setup, tmp_path, cfg={**CFG, "epochs": 2, "in_batch_negatives": False})
+    # the mapping of LossConfig() above, so that the run's loss and the untrained loss are the same function
+    res = _run(setup, tmp_path, cfg={**CFG, "epochs": 2, "in_batch_negatives": False, "probability": "affine",
+                                     "temperature": 0.05, "shift": 0.0})
     info = json.loads((tmp_path / "model/lpbert_run.json").read_text())
     assert not res["killed"] and info["in_batch_negatives"] is False
     assert res["progress"]["log"][-1]["loss"] < start_loss
@@ -127,7 +130,7 @@ def test_prefetch_changes_nothing_sampled_negatives_and_resume(setup, tmp_path):
 
 
 def test_settings_merge():
-    cfg = {"alpha": 0.5, "batch_size": 10, "per_dataset": {"umls": {"batch_size": 128, "alpha": 0.8}}}
+    cfg = {**CFG, "alpha": 0.5, "batch_size": 10, "per_dataset": {"umls": {"batch_size": 128, "alpha": 0.8}}}
     s = finetune_settings(cfg, "umls", {"in_batch_negatives": False})
     assert s["batch_size"] == 128 and s["alpha"] == 0.8 and s["in_batch_negatives"] is False
     assert finetune_settings(cfg, "WN18RR", {})["batch_size"] == 10

@@ -55,10 +55,13 @@ def test_finetune_params_hold_only_their_datasets_settings(cpu_jobs):
     assert "pretrained" not in cpu_jobs.training_inputs("umls", "t4-none")
 
 
-def test_pretrain_params_take_the_datasets_length_and_drop_switches_at_the_paper_value(cpu_jobs):
+def test_pretrain_params_take_the_datasets_length_and_hold_every_setting(cpu_jobs):
+    from lpbert_core.settings import SECTION_KEYS
+
     params = cpu_jobs.pretrain_params("umls", "mem")
     assert params["max_length"] == 36 and params["tasks"] == "mem" and params["encoder"] == "minilm"
-    assert not {"optimizer", "lr_schedule", "mlm_mask_token", "segment_separators", "threads"} & set(params)
+    assert set(params) == set(SECTION_KEYS["pretrain"]) - {"threads"} | {"tasks", "encoder"}  # threads: the job's
+    assert params["optimizer"] == "adamw" and params["epochs"] == 8  # the CPU overlay's per_dataset entry
     config = merge(cpu_jobs.config, {"pretrain": {"optimizer": "adam"}})
     assert JobSettings(config).pretrain_params("umls", "mem")["optimizer"] == "adam"
 

@@ -4,6 +4,7 @@ import json
 
 import pandas as pd
 import pytest
+from conftest import paper_section
 
 from lpbert_core.finetune_loop import run_finetune
 from lpbert_core.predict import LinkPredictor, main
@@ -28,8 +29,8 @@ def run_dir(tiny_encoder_dir, tmp_path_factory, kg_layout_writer):
     graph = {"triples": text / "triples.parquet", "manifest": tokens / "manifest.json"}
     run_finetune(settings={"dataset": "toy", "run": "tiny",
                            "run_spec": {"pretrain": "mem-mrm-mlm", "in_batch_negatives": True},
-                           "finetune": {"batch_size": 8, "epochs": 3, "max_length": 16, "eval_batch_size": 8,
-                                        "per_dataset": {"toy": {"epochs": 1}}},
+                           "finetune": paper_section("finetune", batch_size=8, epochs=3, max_length=16,
+                                                     eval_batch_size=8, per_dataset={"toy": {"epochs": 1}}),
                            "encoder_key": "minilm", "encoder_source": "minilm"},
                  inputs={**graph, "pretrained": tiny_encoder_dir},
                  outputs={"model": run / "model", "train_log": run / "train_log.csv", "checkpoints": root / "ckpt"})

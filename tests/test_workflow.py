@@ -225,27 +225,27 @@ def test_checksum_mismatch_in_the_workflow_leaves_no_raw_folder(tmp_path):
     assert not (wd / "results/umls/raw").exists()
 
 
-def test_code_defaults_agree_with_config_yaml():
-    """Until the settings layer removes them (issue #12), the code's DEFAULTS dicts must not contradict config.yaml:
-    a key both define has one value (config.yaml's), so the Python API and the pipeline train the same way."""
+def test_every_setting_has_its_default_in_config_yaml():
+    """Defaults live in one place: config.yaml holds every key a training stage reads (lpbert_core.settings.SECTION_KEYS
+    names them, without values) and the schema requires each, so no code default can disagree with the config."""
     import yaml
 
-    from lpbert_core import cross_encoder_loop, finetune_loop, pretrain_loop, scoring
+    from lpbert_core.settings import SECTION_KEYS
 
     config = yaml.safe_load((REPO / "config.yaml").read_text())
-    for name, defaults, section in (("finetune", finetune_loop.DEFAULTS, config["finetune"]),
-                                    ("kgbert", cross_encoder_loop.DEFAULTS, config["kgbert"]),
-                                    ("pretrain", pretrain_loop.DEFAULTS, config["pretrain"]),
-                                    ("score", scoring.SCORE_DEFAULTS, config["score"])):
-        for key, value in defaults.items():
-            if key in section and key not in ("max_length", "threads"):  # per-dataset map / granted by Snakemake
-                assert section[key] == value, f"{name}.{key}: code default {value!r}, config.yaml {section[key]!r}"
+    schema = yaml.safe_load((REPO / "schemas/config.schema.yaml").read_text())["properties"]
+    for section, keys in SECTION_KEYS.items():
+        assert set(config[section]) - {"per_dataset"} == set(keys), section
+        assert set(schema[section]["required"]) == set(keys), section
+    from lpbert_core.scoring import SCORE_DEFAULTS  # the predictor's fallback for a run without metrics.json
+
+    assert SCORE_DEFAULTS == {key: config["score"][key] for key in SCORE_DEFAULTS}
     from dataclasses import fields
 
     from lpbert_core.finetune_loss import LossConfig
 
     standalone = {"probability", "temperature", "shift"}  # need a measured shift in config.yaml's reading
-    for field in fields(LossConfig):  # the loss's own defaults (the Python API) are config.yaml's too
+    for field in fields(LossConfig):  # the loss's own defaults (a bare LossConfig()) are config.yaml's too
         if field.name not in standalone:
             value = config["finetune"][field.name]
             assert field.default == value, f"LossConfig.{field.name}: {field.default!r}, config.yaml {value!r}"
