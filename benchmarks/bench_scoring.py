@@ -33,7 +33,7 @@ from lpbert_core.encoders import load_encoder  # noqa: E402
 from lpbert_core.sequences import SequenceBuilder  # noqa: E402
 from lpbert_core.kg import load_tokenized_kg  # noqa: E402
 from lpbert_core.ranking import build_filter_index  # noqa: E402
-from lpbert_core.scoring import build_queries, encode_sequences, entity_pairs, known_triples, rank_queries  # noqa: E402
+from lpbert_core.evaluation import build_queries, encode_sequences, entity_pairs, known_triples, rank_queries  # noqa: E402
 from lpbert_core.siamese import SiameseModel  # noqa: E402
 from lpbert_core.training import torch_threads  # noqa: E402
 

@@ -28,7 +28,7 @@ from .sequences import SequenceBuilder
 from .kg import TokenizedKG
 from .kg_files import read_triples
 from .ranking import metrics_from_ranks
-from .scoring import encode_entities, encode_queries
+from .evaluation import encode_entities, encode_queries
 
 LIST_FILES = ("ranking_head.txt", "ranking_tail.txt")
 PER_QUERY = 50  # BERTRL: the true triple + 49 corruptions
@@ -107,7 +107,7 @@ def list_ranks(scores: torch.Tensor) -> dict[str, np.ndarray]:
 @torch.inference_mode()
 def rank_candidate_lists(model, kg: TokenizedKG, builder: SequenceBuilder, blocks: CandidateBlocks, device,
                          batch_size: int = 256, precision: str = "auto") -> pd.DataFrame:
-    """The ranks frame (the columns of scoring.evaluate_split's) of every block."""
+    """The ranks frame (the columns of evaluation.evaluate_split's) of every block."""
     entity_vecs = encode_entities(model, builder, device, batch_size, precision)
     is_tail = blocks.direction == "tail"
     anchor = np.where(is_tail, blocks.head, blocks.tail)

@@ -54,7 +54,7 @@ from .finetune_loss import LossConfig
 from .finetune_step import dev_in_batch_loss, measure_initial_shift, prepare_batch, prepared_step
 from .kg import TokenizedKG
 from .rng_state import rank_torch_rng, set_torch_rng_state, store_rng
-from .scoring import evaluate_split
+from .evaluation import evaluate_split
 from .settings import dataset_section, require
 from .siamese import SiameseModel, save_run_model
 from .training import (BATCH_ORDERS, build_optimizer, build_scheduler, epoch_seed, needs_grad_scaler, optimizer_step,

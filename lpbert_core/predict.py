@@ -28,7 +28,8 @@ import torch
 
 from .sequences import SequenceBuilder
 from .kg import TokenizedKG, load_tokenized_kg
-from .scoring import encode_entities, encode_queries, encode_sequences, evaluate_split, known_triples, score_settings
+from .evaluation import encode_entities, encode_queries, encode_sequences, evaluate_split, known_triples
+from .scoring import score_settings
 from .run_folder import RUN_FILE
 from .siamese import load_run_model
 from .training import pick_device

@@ -16,7 +16,7 @@ from lpbert_core.known_answers import known_answers, label_leak, train_known_ans
 from lpbert_core.sequences import SequenceBuilder
 from lpbert_core.finetune_loss import LossConfig, batch_loss, focal_terms
 from lpbert_core.ranking import build_filter_index, filtered_ranks
-from lpbert_core.scoring import build_queries, encode_entities, encode_queries, evaluate_split
+from lpbert_core.evaluation import build_queries, encode_entities, encode_queries, evaluate_split
 from lpbert_core.siamese import PAIR_SCORER_FILE, PairLinear, SiameseModel, load_run_model, save_run_model
 
 from test_finetune_loop import CFG, toy_kg

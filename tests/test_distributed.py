@@ -179,7 +179,7 @@ def data_parallel_steps(enc_dir: str, out: Path, rank: int) -> None:
 
 def sharded_scoring(enc_dir: str, out: Path, rank: int) -> None:
     from lpbert_core.sequences import SequenceBuilder
-    from lpbert_core.scoring import evaluate_split
+    from lpbert_core.evaluation import evaluate_split
 
     kg, _ = toy_kg(enc_dir)
     builder = SequenceBuilder(kg, 16, 16)
