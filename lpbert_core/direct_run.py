@@ -69,17 +69,17 @@ class DirectRun:
 
     # ---------------------------------------------------------------- training and scoring
 
-    def pretrain(self, dataset: str, tasks: str) -> dict:
+    def pretrain(self, dataset: str, variant: str) -> dict:
         from .pretrain_loop import run_pretrain
 
-        out = f"results/{dataset}/pretrain/{tasks}"
-        settings = {**self.jobs.pretrain_params(dataset, tasks), "threads": self.threads}
+        out = f"results/{dataset}/pretrain/{variant}"
+        settings = {**self.jobs.pretrain_params(dataset, variant), "threads": self.threads}
         tokens = f"results/{dataset}/tokens/{self.jobs.config['encoder']}"
         inputs = {"triples": self.path(f"results/{dataset}/text/triples.parquet"),
                   "manifest": self.path(f"{tokens}/manifest.json")}
         outputs = {"model": self.path(f"{out}/model"), "log_csv": self.path(f"{out}/log.csv"),
-                   "checkpoints": self.path(f"checkpoints/{dataset}/pretrain/{tasks}")}
-        return self._step("pretrain", outputs["log_csv"], f"logs/{dataset}/pretrain/{tasks}.log",
+                   "checkpoints": self.path(f"checkpoints/{dataset}/pretrain/{variant}")}
+        return self._step("pretrain", outputs["log_csv"], f"logs/{dataset}/pretrain/{variant}.log",
                           lambda: run_pretrain(settings=settings, inputs=inputs, outputs=outputs))
 
     def finetune(self, dataset: str, run: str) -> dict:

@@ -172,7 +172,7 @@ def training_curves(log_csv: str | Path, path: str | Path, title: str, max_panel
 def figures_for_tables(frames: dict[str, pd.DataFrame], specs: Iterable, out_dir: str | Path) -> list[Path]:
     """Every figure for the given tables into `out_dir`:
     `{table}_paper_vs_ours.png`; per distinct run instance (seed) with files: `ranks_{dataset}_{run}.png`,
-    `train_{dataset}_{run}.png`; per distinct pre-training log: `pretrain_{dataset}_{tasks}.png` (tasks = the log's
+    `train_{dataset}_{run}.png`; per distinct pre-training log: `pretrain_{dataset}_{variant}.png` (variant = the log's
     folder name)."""
     from .reproduction import paired_reproduction
     from .table_frames import paired, table_metrics
@@ -199,9 +199,9 @@ def figures_for_tables(frames: dict[str, pd.DataFrame], specs: Iterable, out_dir
             if inst.train_log and Path(inst.train_log).exists():
                 jobs.append((f"train_{tag}.png", training_curves, inst.train_log, f"Fine-tuning, {spec.dataset} / {run}"))
             if inst.pretrain_log and Path(inst.pretrain_log).exists():
-                tasks = Path(inst.pretrain_log).parent.name
-                jobs.append((f"pretrain_{safe_name(spec.dataset + '_' + tasks)}.png", training_curves,
-                             inst.pretrain_log, f"Pre-training ({tasks}), {spec.dataset}"))
+                variant = Path(inst.pretrain_log).parent.name
+                jobs.append((f"pretrain_{safe_name(spec.dataset + '_' + variant)}.png", training_curves,
+                             inst.pretrain_log, f"Pre-training ({variant}), {spec.dataset}"))
         for name, fn, source, title in jobs:
             if name in done:
                 continue

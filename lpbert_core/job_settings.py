@@ -94,7 +94,7 @@ class JobSettings:
         settings = self.run_entry(run)
         settings.setdefault("encoder", self.config["encoder"])
         if settings["pretrain"] != "none" and settings["encoder"] != self.config["encoder"]:
-            # pre-training outputs (results/{dataset}/pretrain/{tasks}) are built from the top-level encoder only
+            # pre-training outputs (results/{dataset}/pretrain/{variant}) are built from the top-level encoder only
             raise ConfigError(
                 f"run {run!r}: encoder {settings['encoder']!r} with pretrain {settings['pretrain']!r}; pre-training "
                 f"uses the top-level encoder {self.config['encoder']!r}: set pretrain: none or change the top-level "
@@ -155,15 +155,16 @@ class JobSettings:
 
     # ---------------------------------------------------------------- pre-training
 
-    def pretrain_params(self, dataset: str, tasks: str) -> dict:
+    def pretrain_params(self, dataset: str, variant: str) -> dict:
         """The `pretrain:` section resolved for one dataset and variant (max_length is per dataset), every key of it;
         without `threads` (the job's granted threads are added by the caller)."""
         section = dict(self.config["pretrain"])
         lengths = section.pop("max_length")
         section["max_length"] = lengths.get(dataset, lengths["default"])
         section = dataset_section(section, dataset)
-        section["tasks"] = tasks
-        section["encoder"] = self.encoder_source(self.config["encoder"])
+        section["variant"] = variant
+        section["encoder_key"] = self.config["encoder"]
+        section["encoder_source"] = self.encoder_source(self.config["encoder"])
         section.pop("threads", None)  # the job's granted threads are added by the caller
         return section
 

@@ -92,21 +92,21 @@ def train(
     log_csv: str | Path,
     step_hook: Callable[[int, int], None] | None = None,
 ) -> list[dict]:
-    """Pre-train variant `settings["tasks"]` from encoder `settings["encoder"]`; write the HF folder `out_dir` and
+    """Pre-train variant `settings["variant"]` from encoder `settings["encoder_source"]`; write the HF folder `out_dir` and
     `log_csv`; return the log rows. `step_hook(epoch, step)` is called after every optimizer step (tests use it to
     simulate a kill)."""
     cfg = require("pretrain", settings)
     torch_threads(cfg["threads"])
     device = pick_device(cfg["device"])
     log.info("compute: %s", compute_record(device, cfg["precision"]))
-    variant = cfg["tasks"]
-    tokenizer = load_tokenizer(cfg["encoder"])
+    variant = cfg["variant"]
+    tokenizer = load_tokenizer(cfg["encoder_source"])
     _check_vocabulary(kg, tokenizer)
 
     set_seed(cfg["seed"])  # head initialisation
-    encoder = load_encoder(cfg["encoder"])
+    encoder = load_encoder(cfg["encoder_source"])
     if variant == "none":  # the ablation baseline: the initial weights, untouched
-        log.info("variant 'none': saving the initial encoder %s unchanged", cfg["encoder"])
+        log.info("variant 'none': saving the initial encoder %s unchanged", cfg["encoder_source"])
         if distributed.is_main():
             save_encoder_folder(encoder, tokenizer, out_dir)
             write_log_csv(log_csv, [], LOG_COLUMNS)
@@ -171,7 +171,7 @@ def train(
 
 def _make_samples(kg, triples, cfg, rng):
     return build_samples(
-        kg, triples, cfg["tasks"], int(cfg["max_length"]), rng, cfg["task_probabilities"],
+        kg, triples, cfg["variant"], int(cfg["max_length"]), rng, cfg["task_probabilities"],
         cfg["mlm_probability"], cfg["mlm_mask_fraction"], cfg["mlm_random_fraction"],
         cfg["mlm_mask_token"], bool(cfg["segment_separators"]),
     )
@@ -377,6 +377,6 @@ def run_pretrain(*, settings: dict, inputs: dict, outputs: dict) -> list[dict]:
     from .kg import load_tokenized_kg
 
     kg = load_tokenized_kg(Path(inputs["triples"]).parent, Path(inputs["manifest"]).parent)
-    log.info("pre-training %s on %d train / %d dev triples with encoder %s", settings["tasks"],
-             len(kg.triples["train"]), len(kg.triples["dev"]), settings["encoder"])
+    log.info("pre-training %s on %d train / %d dev triples with encoder %s", settings["variant"],
+             len(kg.triples["train"]), len(kg.triples["dev"]), settings["encoder_source"])
     return train(kg, settings, outputs["model"], outputs["checkpoints"], outputs["log_csv"])

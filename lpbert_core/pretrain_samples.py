@@ -43,7 +43,7 @@ IGNORE = -100  # label value cross-entropy ignores
 MEM_HEAD, MEM_TAIL, MRM, MLM_ONLY = 0, 1, 2, 3
 TASK_NAMES = {MEM_HEAD: "mem_head", MEM_TAIL: "mem_tail", MRM: "mrm", MLM_ONLY: "mlm"}
 
-# Ablation variants (the {tasks} wildcard): which MIM tasks are drawn and whether MLM is added.
+# Ablation variants (the {variant} wildcard): which MIM tasks are drawn and whether MLM is added.
 VARIANTS = ("none", "mlm", "mem", "mem-mrm", "mem-mrm-mlm")
 # What local MLM writes over 80% of its picked tokens: the real [MASK] (paper, BERT) or [PAD] (the authors' code).
 MLM_MASK_TOKENS = ("mask", "pad")

@@ -11,7 +11,7 @@ from lpbert_core.job_settings import JobSettings, check_renamed_keys
 check_renamed_keys(config)  # an old key name gets its new name, before the schema calls it unknown
 validate(config, schema="../schemas/config.schema.yaml")
 
-PRETRAIN_TASKS = ["none", "mlm", "mem", "mem-mrm", "mem-mrm-mlm"]
+PRETRAIN_VARIANTS = ["none", "mlm", "mem", "mem-mrm", "mem-mrm-mlm"]  # the {variant} wildcard
 # top-level folders under results/ that are not datasets (rules tables, study)
 RESULT_FOLDERS = ["tables", "figures", "study"]
 
@@ -85,7 +85,7 @@ check_inductive_sources()
 wildcard_constraints:
     dataset=_alternatives(config["sources"]),
     encoder=_alternatives(config["encoders"]),
-    tasks=_alternatives(PRETRAIN_TASKS),
+    variant=_alternatives(PRETRAIN_VARIANTS),
 
 
 # ---- every job's settings: lpbert_core.job_settings (run instances and seeds, per_dataset overrides, encoder keys).
@@ -262,7 +262,7 @@ GPUS_PER_JOB = int(config.get("gpus_per_job", 1))
 
 def pretrain_settings(wildcards):
     """The `pretrain:` config section resolved for one dataset and variant."""
-    return JOBS.pretrain_params(wildcards.dataset, wildcards.tasks)
+    return JOBS.pretrain_params(wildcards.dataset, wildcards.variant)
 
 
 # ---- used by finetune.smk

@@ -1,5 +1,5 @@
-# Multi-task pre-training (paper section 3.2): one target per ablation variant {tasks} (none|mlm|mem|mem-mrm|mem-mrm-mlm).
-# Checkpoints live in checkpoints/{dataset}/pretrain/{tasks}/, outside the declared outputs, so a killed job keeps
+# Multi-task pre-training (paper section 3.2): one target per ablation variant {variant} (none|mlm|mem|mem-mrm|mem-mrm-mlm).
+# Checkpoints live in checkpoints/{dataset}/pretrain/{variant}/, outside the declared outputs, so a killed job keeps
 # them and the rerun (`--rerun-incomplete`) resumes after the last finished epoch.
 
 rule pretrain:
@@ -9,15 +9,15 @@ rule pretrain:
         relations=f"results/{{dataset}}/tokens/{config['encoder']}/relations.parquet",
         manifest=f"results/{{dataset}}/tokens/{config['encoder']}/manifest.json",
     output:
-        model=directory("results/{dataset}/pretrain/{tasks}/model"),
-        log_csv="results/{dataset}/pretrain/{tasks}/log.csv",
+        model=directory("results/{dataset}/pretrain/{variant}/model"),
+        log_csv="results/{dataset}/pretrain/{variant}/log.csv",
     params:
         settings=pretrain_settings,
-        checkpoints="checkpoints/{dataset}/pretrain/{tasks}",
+        checkpoints="checkpoints/{dataset}/pretrain/{variant}",
     log:
-        "logs/{dataset}/pretrain/{tasks}.log",
+        "logs/{dataset}/pretrain/{variant}.log",
     benchmark:
-        "benchmarks/{dataset}/pretrain/{tasks}.tsv"
+        "benchmarks/{dataset}/pretrain/{variant}.tsv"
     threads: config["pretrain"]["threads"]
     resources:
         gpu=GPUS_PER_JOB,

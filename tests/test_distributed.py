@@ -138,7 +138,7 @@ def data_parallel_steps(enc_dir: str, out: Path, rank: int) -> None:
     from transformers import AutoModel
 
     kg, _ = toy_kg(enc_dir)
-    cfg = paper_section("pretrain", tasks="mem-mrm-mlm", max_length=24)
+    cfg = paper_section("pretrain", variant="mem-mrm-mlm", max_length=24)
     samples = _make_samples(kg, kg.triples["train"], cfg, np.random.default_rng(4))
     idx = np.arange(3, 10)
     torch.manual_seed(0)

@@ -59,8 +59,10 @@ def test_pretrain_params_take_the_datasets_length_and_hold_every_setting(cpu_job
     from lpbert_core.settings import SECTION_KEYS
 
     params = cpu_jobs.pretrain_params("umls", "mem")
-    assert params["max_length"] == 36 and params["tasks"] == "mem" and params["encoder"] == "minilm"
-    assert set(params) == set(SECTION_KEYS["pretrain"]) - {"threads"} | {"tasks", "encoder"}  # threads: the job's
+    assert params["max_length"] == 36 and params["variant"] == "mem"
+    assert params["encoder_key"] == params["encoder_source"] == "minilm"  # the key `minilm` names the package alias
+    # threads: the job's own
+    assert set(params) == set(SECTION_KEYS["pretrain"]) - {"threads"} | {"variant", "encoder_key", "encoder_source"}
     assert params["optimizer"] == "adamw" and params["epochs"] == 8  # the CPU overlay's per_dataset entry
     config = merge(cpu_jobs.config, {"pretrain": {"optimizer": "adam"}})
     assert JobSettings(config).pretrain_params("umls", "mem")["optimizer"] == "adam"

@@ -30,7 +30,7 @@ def kg():
 
 
 def settings(encoder, **extra):
-    return paper_section("pretrain", **{"tasks": "mem-mrm-mlm", "encoder": encoder, "max_length": 24, "batch_size": 4,
+    return paper_section("pretrain", **{"variant": "mem-mrm-mlm", "encoder_key": "tiny", "encoder_source": encoder, "max_length": 24, "batch_size": 4,
                                         "epochs": 2, "early_stop_patience": 3, "seed": 7, "threads": 1,
                                         "progress_bar": False, "lr_encoder": 1e-3, "lr_new": 3e-3, **extra})
 
@@ -45,7 +45,7 @@ def weights(folder):
 
 
 def test_none_saves_initial_weights(tiny_encoder_dir, kg, tmp_path):
-    rows = train(kg, settings(tiny_encoder_dir, tasks="none"), tmp_path / "model", tmp_path / "ckpt", tmp_path / "log.csv")
+    rows = train(kg, settings(tiny_encoder_dir, variant="none"), tmp_path / "model", tmp_path / "ckpt", tmp_path / "log.csv")
     assert rows == []
     with open(tmp_path / "log.csv") as handle:
         assert handle.read().strip() == ",".join(LOG_COLUMNS)
@@ -100,7 +100,7 @@ def test_output_folder_log_and_learning(tiny_encoder_dir, kg, tmp_path):
 def test_early_stop(tiny_encoder_dir, kg, tmp_path):
     # zero learning rates and the LayerNorm head (BatchNorm's running statistics would still move): dev loss never
     # improves after epoch 1, so patience 1 stops after epoch 2
-    cfg = settings(tiny_encoder_dir, tasks="mem", epochs=5, early_stop_patience=1, lr_encoder=0.0, lr_new=0.0,
+    cfg = settings(tiny_encoder_dir, variant="mem", epochs=5, early_stop_patience=1, lr_encoder=0.0, lr_new=0.0,
                    em_head_norm="layernorm")
     rows = train(kg, cfg, tmp_path / "model", tmp_path / "ckpt", tmp_path / "log.csv")
     assert [r["epoch"] for r in rows] == [1, 2]
@@ -216,6 +216,6 @@ def test_authors_switches_resume_after_kill(tiny_encoder_dir, kg, tmp_path):
 def test_fingerprint_follows_the_settings():
     from lpbert_core.pretrain_loop import _fingerprint
 
-    base = paper_section("pretrain", tasks="mem", encoder="minilm")
+    base = paper_section("pretrain", variant="mem", encoder_key="minilm", encoder_source="minilm")
     assert _fingerprint({**base, "threads": 7, "progress_bar": False}) == _fingerprint(base)  # result-neutral
     assert _fingerprint({**base, "optimizer": "adam"}) != _fingerprint(base)

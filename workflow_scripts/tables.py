@@ -31,7 +31,7 @@ output:
   <table>_md, <table>_csv, <table>_tex   for each table built, e.g. table1_md="results/tables/table1.md"
   (or md/csv/tex for a one-table rule, the table taken from params.table or wildcards.table)
   figures=      optional directory(): all PNGs of the built tables ({table}_paper_vs_ours.png,
-                ranks_{dataset}_{run}.png, train_{dataset}_{run}.png, pretrain_{dataset}_{tasks}.png)
+                ranks_{dataset}_{run}.png, train_{dataset}_{run}.png, pretrain_{dataset}_{variant}.png)
 log:            one file
 """
 
