@@ -25,10 +25,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lpbert_core.finetune_data import training_triples  # noqa: E402
+from lpbert_core.finetune.finetune_data import training_triples  # noqa: E402
 from lpbert_core.sequences import SequenceBuilder  # noqa: E402
 from lpbert_core.kg import load_tokenized_kg  # noqa: E402
-from lpbert_core.pretrain_samples import TASK_NAMES, build_samples  # noqa: E402
+from lpbert_core.pretrain.pretrain_samples import TASK_NAMES, build_samples  # noqa: E402
 from lpbert_core.training import BATCH_ORDERS, epoch_seed, training_batches  # noqa: E402
 
 

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from lpbert_core.config_files import load_config  # noqa: E402
 from lpbert_core.encoders import load_encoder, load_tokenizer  # noqa: E402
-from lpbert_core.finetune_loop import finetune  # noqa: E402
+from lpbert_core.finetune.finetune_loop import finetune  # noqa: E402
 from lpbert_core.kg import load_tokenized_kg  # noqa: E402
 from lpbert_core.settings import dataset_section  # noqa: E402
 from lpbert_core.training import torch_threads  # noqa: E402

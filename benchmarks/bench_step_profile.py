@@ -5,7 +5,7 @@ step + schedule) and everything else (per-step loss reads, bookkeeping). Two loo
 
 - before: the old loop: the batch prepared inline at the start of the step, the loss read to the host every step
   (3 x float(), i.e. 3 synchronisations on a GPU);
-- after: the loop of lpbert_core.finetune_loop.finetune: batches prepared one ahead by a background thread
+- after: the loop of lpbert_core.finetune.finetune_loop.finetune: batches prepared one ahead by a background thread
   (BatchFeed + prepare_batch; pinned on CUDA, non-blocking copies), the loss summed on the device and read every
   LOG_EVERY steps. "batch preparation" is then the time the step waited for the next batch.
 
@@ -34,14 +34,14 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lpbert_core import finetune_loop as loop  # noqa: E402
-from lpbert_core import finetune_step as step  # noqa: E402
-from lpbert_core.batch_feed import BatchFeed  # noqa: E402
+from lpbert_core.finetune import finetune_loop as loop  # noqa: E402
+from lpbert_core.finetune import finetune_step as step  # noqa: E402
+from lpbert_core.finetune.batch_feed import BatchFeed  # noqa: E402
 from lpbert_core.encoders import load_encoder  # noqa: E402
-from lpbert_core.finetune_data import training_triples  # noqa: E402
+from lpbert_core.finetune.finetune_data import training_triples  # noqa: E402
 from lpbert_core.known_answers import known_answers  # noqa: E402
 from lpbert_core.sequences import SequenceBuilder  # noqa: E402
-from lpbert_core.finetune_loss import LossConfig, batch_loss  # noqa: E402
+from lpbert_core.finetune.finetune_loss import LossConfig, batch_loss  # noqa: E402
 from lpbert_core.kg import load_tokenized_kg  # noqa: E402
 from lpbert_core.siamese import SiameseModel  # noqa: E402
 from lpbert_core.training import (autocast_context, build_optimizer, build_scheduler, epoch_seed,  # noqa: E402

@@ -220,7 +220,7 @@ def main_run(args) -> None:
         """The paper run's model scored in fp32 beside the bf16-autocast scoring above: ranks and metrics."""
         import pandas as pd
 
-        from lpbert_core.scoring import run_score
+        from lpbert_core.evaluate.scoring import run_score
 
         folder = work / "results/umls/runs/lpbert"
         settings = {**runner.jobs.score_params("umls", "lpbert")["settings"], "precision": "fp32"}

@@ -78,7 +78,7 @@ PY
   cp "$metrics" "results/$DATASET/runs/$run/train_log.csv" "$OUT/$run/"
   cp "benchmarks/$DATASET/finetune/$run.tsv" "$OUT/$run/finetune_benchmark.tsv" 2>/dev/null || true
   [ -f "$OUT/$run/provenance.json" ] || echo '{"git_commit": null, "note": "run finished before the driver saw it"}' > "$OUT/$run/provenance.json"
-  python -m lpbert_core.study "$OUT" --out "$OUT/summary" || echo "driver: interim summary failed"
+  python -m lpbert_core.report.study "$OUT" --out "$OUT/summary" || echo "driver: interim summary failed"
   commit_paths "UMLS study: $run finished (metrics, train log, provenance, interim summary)" "$OUT/$run" "$OUT/summary.md" "$OUT/summary.csv" "$OUT/summary.json" \
     && echo "driver: $run committed $(date -u +%FT%TZ)"
 done

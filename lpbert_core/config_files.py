@@ -11,7 +11,7 @@ from typing import Iterable
 
 import yaml
 
-from .errors import InputError
+from lpbert_core.errors import InputError
 
 
 def merge(base: Mapping, overlay: Mapping) -> dict:

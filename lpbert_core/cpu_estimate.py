@@ -8,7 +8,7 @@ a BERT-base-sized encoder is several times slower still.
 
 from __future__ import annotations
 
-from .settings import dataset_section
+from lpbert_core.settings import dataset_section
 
 # Work items per second on 2 CPU cores with MiniLM-L6, from the measured CPU-overlay run (2026-11-25, its
 # benchmarks/{dataset}/{stage}/*.tsv files; README "CPU-sized run"). Batches are padded per batch, so the paper's

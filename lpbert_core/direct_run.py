@@ -14,8 +14,8 @@ import logging
 import time
 from pathlib import Path
 
-from .job_settings import JobSettings
-from .stage import setup_logging
+from lpbert_core.job_settings import JobSettings
+from lpbert_core.stage import setup_logging
 
 log = logging.getLogger("lpbert.direct")
 
@@ -47,7 +47,7 @@ class DirectRun:
 
     def data(self, dataset: str, encoder: str | None = None) -> None:
         """raw -> text tables -> token tables of `encoder` (default: the top-level encoder)."""
-        from .data_stages import run_download, run_join_text, run_tokenize
+        from lpbert_core.data.data_stages import run_download, run_join_text, run_tokenize
 
         encoder = encoder or self.jobs.config["encoder"]
         raw, text = self.path(f"results/{dataset}/raw"), self.path(f"results/{dataset}/text")
@@ -70,7 +70,7 @@ class DirectRun:
     # ---------------------------------------------------------------- training and scoring
 
     def pretrain(self, dataset: str, variant: str) -> dict:
-        from .pretrain_loop import run_pretrain
+        from lpbert_core.pretrain.pretrain_loop import run_pretrain
 
         out = f"results/{dataset}/pretrain/{variant}"
         settings = {**self.jobs.pretrain_params(dataset, variant), "threads": self.threads}
@@ -83,8 +83,8 @@ class DirectRun:
                           lambda: run_pretrain(settings=settings, inputs=inputs, outputs=outputs))
 
     def finetune(self, dataset: str, run: str) -> dict:
-        from .finetune_loop import run_finetune
-        from .training import torch_threads
+        from lpbert_core.finetune.finetune_loop import run_finetune
+        from lpbert_core.training import torch_threads
 
         inputs = {key: self.path(path) for key, path in self.jobs.training_inputs(dataset, run).items()}
         settings = self.jobs.finetune_params(dataset, run)
@@ -97,8 +97,8 @@ class DirectRun:
 
     def score(self, dataset: str, run: str, settings: dict | None = None) -> dict:
         """Test ranks and metrics of a run (`settings` entries override the score section, e.g. precision)."""
-        from .scoring import run_score
-        from .training import torch_threads
+        from lpbert_core.evaluate.scoring import run_score
+        from lpbert_core.training import torch_threads
 
         inputs = {key: self.path(path) for key, path in self.jobs.score_inputs(dataset, run).items()}
         section = {**self.jobs.score_params(dataset, run)["settings"], **(settings or {})}

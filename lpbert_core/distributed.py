@@ -319,7 +319,7 @@ def multi_gpu_stage(stage: str):
 
         @functools.wraps(fn)
         def entry(*args, **kwargs):
-            from .gpu_slots import requested_gpus
+            from lpbert_core.gpu_slots import requested_gpus
 
             nproc = requested_gpus()
             if nproc <= 1 or world().size > 1:
@@ -331,7 +331,7 @@ def multi_gpu_stage(stage: str):
             if isinstance(settings, dict) and settings.get("threads"):  # pre-training sets its threads itself
                 threads = int(settings["threads"])
                 call["settings"] = {**settings, "threads": rank_threads(threads, nproc)}
-            from .stage import current_log
+            from lpbert_core.stage import current_log
 
             launch_ranks(stage, call, nproc, current_log(), threads)
             return None

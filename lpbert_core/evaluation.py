@@ -1,4 +1,4 @@
-"""Filtered ranking of a split, shared by fine-tuning's dev selection, the score rule (lpbert_core.scoring), the
+"""Filtered ranking of a split, shared by fine-tuning's dev selection, the score rule (lpbert_core.evaluate.scoring), the
 predictor and the candidate lists: encode every entity once and every query once (length-sorted batches, dynamic padding),
 score all queries against all entities with chunked matrix products on the device, and compute filtered ranks on
 the device (lpbert_core.ranking). Never one encoder pass per (query, candidate) pair.
@@ -28,11 +28,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from . import distributed
-from .sequences import collate_pairs, SequenceBuilder
-from .kg import TokenizedKG, seeded_subset
-from .ranking import build_filter_index, filtered_ranks, metrics_from_ranks
-from .training import autocast_context, length_sorted_batches, sync_device
+from lpbert_core import distributed
+from lpbert_core.sequences import collate_pairs, SequenceBuilder
+from lpbert_core.kg import TokenizedKG, seeded_subset
+from lpbert_core.ranking import build_filter_index, filtered_ranks, metrics_from_ranks
+from lpbert_core.training import autocast_context, length_sorted_batches, sync_device
 
 HEAD_RANKINGS = ("inverse_query", "relation_candidates")
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .errors import ConfigError
-from .settings import dataset_section
+from lpbert_core.errors import ConfigError
+from lpbert_core.settings import dataset_section
 
 # Settings renamed on 2026-11-26 (issue #12: one name per idea across stages), old -> new per section. A config
 # that still uses an old name stops with the new one (check_renamed_keys), not with a schema error.
@@ -204,7 +204,7 @@ class JobSettings:
         return dataset_section(self.config.get("score"), dataset)
 
     def finetune_params(self, dataset: str, run: str) -> dict:
-        """Arguments of lpbert_core.finetune_loop.run_finetune besides the paths."""
+        """Arguments of lpbert_core.finetune.finetune_loop.run_finetune besides the paths."""
         spec = self.lpbert_run(dataset, run)
         key = self.run_settings(run)["encoder"]
         finetune = self.config.get("finetune", {})

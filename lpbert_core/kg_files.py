@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from .errors import InputError
+from lpbert_core.errors import InputError
 
 SPLIT_FILES = {
     "kg-bert": {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"},
@@ -110,3 +110,6 @@ def readable_id(ident: str) -> str:
     """Fallback text for an id with none: `_` and `/` become spaces (e.g. `/people/person` -> `people person`)."""
     text = " ".join(ident.replace("_", " ").replace("/", " ").split())
     return text or ident
+
+
+CANDIDATES_FOLDER = "candidates"  # raw/candidates/: presampled candidate lists (e.g. BERTRL's) of the test split

@@ -13,10 +13,10 @@ from pathlib import Path
 
 # stage name -> (module, function, extra keyword arguments that cannot travel as JSON)
 STAGES = {
-    "pretrain": ("lpbert_core.pretrain_loop", "run_pretrain", None),
-    "finetune": ("lpbert_core.finetune_loop", "run_finetune", None),
-    "kgbert_train": ("lpbert_core.cross_encoder_loop", "run_kgbert_train", None),
-    "score": ("lpbert_core.scoring", "run_score", lambda: {"log": logging.getLogger("lpbert.score").info}),
+    "pretrain": ("lpbert_core.pretrain.pretrain_loop", "run_pretrain", None),
+    "finetune": ("lpbert_core.finetune.finetune_loop", "run_finetune", None),
+    "kgbert_train": ("lpbert_core.baselines.cross_encoder_loop", "run_kgbert_train", None),
+    "score": ("lpbert_core.evaluate.scoring", "run_score", lambda: {"log": logging.getLogger("lpbert.score").info}),
 }
 
 
@@ -35,10 +35,10 @@ def stage_function(stage: str):
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     call = json.loads(Path(argv[0]).read_text())
-    from .distributed import init_from_env, shutdown
-    from .errors import InputError
-    from .stage import setup_logging
-    from .training import torch_threads
+    from lpbert_core.distributed import init_from_env, shutdown
+    from lpbert_core.errors import InputError
+    from lpbert_core.stage import setup_logging
+    from lpbert_core.training import torch_threads
 
     w = init_from_env()
     torch_threads(call.get("threads"))

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from .results import RANK_TYPES, SIDES, side_block
+from lpbert_core.results import RANK_TYPES, SIDES, side_block
 
 DIRECTIONS = ("head", "tail")
 

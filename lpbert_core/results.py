@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .errors import InputError
+from lpbert_core.errors import InputError
 
 SIDES = ("both", "head", "tail")
 RANK_TYPES = ("realistic", "optimistic", "pessimistic")

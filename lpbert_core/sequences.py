@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .kg import TokenizedKG
-from .known_answers import augment_inverse
-from .training import pad_batch
+from lpbert_core.kg import TokenizedKG
+from lpbert_core.known_answers import augment_inverse
+from lpbert_core.training import pad_batch
 
 
 @dataclass
@@ -80,3 +80,16 @@ def collate_pairs(pairs: list[tuple[list[int], list[int]]], pad_id: int) -> dict
     types = pad_batch([p[1] for p in pairs], 0)
     mask = pad_batch([[1] * len(p[0]) for p in pairs], 0)
     return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
+
+
+def split_context_budget(head_len: int, tail_len: int, budget: int) -> tuple[int, int]:
+    """MRM: share `budget` tokens between head and tail text (PAPER_VS_CODE section 2): nothing is cut when both fit;
+    a side shorter than half the budget is kept whole and the other gets the rest; otherwise half each."""
+    budget = max(budget, 0)
+    if head_len + tail_len <= budget:
+        return head_len, tail_len
+    if head_len < budget / 2:
+        return head_len, budget - head_len
+    if tail_len < budget / 2:
+        return budget - tail_len, tail_len
+    return budget // 2, budget - budget // 2

@@ -2,7 +2,7 @@
 
 Every stage's section (pretrain, finetune, score, kgbert) is a map of defaults plus `per_dataset: {dataset: {...}}`;
 `dataset_section` returns the defaults with the dataset's entry applied over them (and without `per_dataset`).
-rules/common.smk (the rules' params), lpbert_core.finetune_loop (a run's own overrides on top), the cross-encoder
+rules/common.smk (the rules' params), lpbert_core.finetune.finetune_loop (a run's own overrides on top), the cross-encoder
 and the CPU preflight all resolve through it. Pure Python: Snakefiles import it while building the DAG.
 """
 
@@ -44,7 +44,7 @@ SECTION_KEYS = {
 
 def require(section: str, settings: Mapping) -> dict:
     """`settings` as a plain dict, or a ConfigError naming every key of the section it lacks."""
-    from .errors import ConfigError
+    from lpbert_core.errors import ConfigError
 
     missing = [key for key in SECTION_KEYS[section] if key not in settings]
     if missing:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from .errors import InputError
+from lpbert_core.errors import InputError
 
 
 _LOG: dict = {}  # the job's log file (a multi-GPU job's rank 0 appends to it too: lpbert_core.distributed)
@@ -32,7 +32,7 @@ def setup_logging(log_path: str | Path | None) -> None:
 
 def run_stage(log_path: str | Path | None, fn: Callable[[], object]) -> None:
     setup_logging(log_path)
-    from .gpu_slots import describe_claim
+    from lpbert_core.gpu_slots import describe_claim
 
     claim = describe_claim()  # made before logging existed (it must precede CUDA start-up)
     if claim:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from .atomic import atomic_dir
+from lpbert_core.atomic import atomic_dir
 
 
 def set_seed(seed: int) -> None:
@@ -42,7 +42,7 @@ def pick_device(requested: str = "auto") -> torch.device:
     """`auto`: the GPU when CUDA works, else the CPU. `cuda`: the GPU or a clear error (never a silent CPU run).
     `cuda:N` is accepted for a card chosen by hand; with the per-job card claim (gpu_slots) the job's card is cuda:0.
     In a multi-GPU job (lpbert_core.distributed) `auto` / `cuda` is the rank's own card, cuda:LOCAL_RANK."""
-    from .distributed import rank_device
+    from lpbert_core.distributed import rank_device
 
     if requested == "auto":
         return rank_device(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
@@ -103,7 +103,7 @@ def compute_record(device: torch.device, precision: str = "auto", world_size: in
     """What a job ran on, for its log and its outputs (metrics.json, the run folder): device, GPU name, the
     precision actually used, world size (processes in the job; default: the process group's, 1 without one)."""
     if world_size is None:
-        from .distributed import world
+        from lpbert_core.distributed import world
 
         world_size = world().size
     return {
@@ -163,7 +163,7 @@ def optimizer_step(loss, model, optimizer, scheduler, scaler=None, max_grad_norm
     """One update: backward (through the fp16 grad scaler when there is one), optional clipping, step, schedule.
     In a multi-GPU job the gradients are averaged over the ranks right after backward (distributed.average_gradients),
     so clipping, the scaler's overflow check and the step see the same gradient on every rank."""
-    from .distributed import average_gradients
+    from lpbert_core.distributed import average_gradients
 
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:

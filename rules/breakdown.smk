@@ -1,4 +1,4 @@
-# Per-relation and per-direction metrics of every table run (lpbert_core.breakdown), from its ranks.parquet: where a
+# Per-relation and per-direction metrics of every table run (lpbert_core.evaluate.breakdown), from its ranks.parquet: where a
 # run goes wrong. Part of `all` and of the report.
 
 

@@ -150,7 +150,7 @@ def encoder_source(wildcards):
 def download_inputs(wildcards):
     """The vendored archive, or every file of a bring-your-own folder (links followed), is the input; URLs have no
     local input. A missing folder or a broken link is left to the download job, which names it in one line."""
-    from lpbert_core.archive import folder_files
+    from lpbert_core.data.archive import folder_files
 
     src = source_settings(wildcards.dataset)
     if "archive" in src:
@@ -165,7 +165,7 @@ def download_inputs(wildcards):
 def download_content(wildcards):
     """A folder source's content hash (file names and SHA-256s): an edit that keeps the timestamps still reruns
     download and everything below it. None for archives (Snakemake tracks the archive file) and URLs."""
-    from lpbert_core.archive import folder_fingerprint
+    from lpbert_core.data.archive import folder_fingerprint
 
     src = source_settings(wildcards.dataset)
     return folder_fingerprint(src["folder"]) if "folder" in src else None
@@ -323,7 +323,7 @@ def run_files(dataset, run):
 
 
 def table_rows(wildcards):
-    """Row specs of lpbert_core.tables (workflow_scripts/tables.py documents the keys): one per row, listing the files
+    """Row specs of lpbert_core.report.tables (workflow_scripts/tables.py documents the keys): one per row, listing the files
     of every instance (seed) of its run."""
     rows = []
     for dataset, run, paper_row, role in table_row_specs(wildcards.table):
@@ -369,7 +369,7 @@ def table_attribution(wildcards):
 # ---- used by study.smk
 
 def study_runs():
-    from lpbert_core.study import parse_run_name
+    from lpbert_core.report.study import parse_run_name
 
     return [name for name, spec in config["runs"].items() if spec["model"] == "lpbert" and parse_run_name(name)]
 

@@ -25,7 +25,7 @@ rule score:
 
 
 # The presampled-candidate protocol (BERTRL's 50 candidates per test triple and side, sources with `candidates:`):
-# the same model ranks the true triple among its listed corruptions, used exactly as given (lpbert_core/candidate_lists.py).
+# the same model ranks the true triple among its listed corruptions, used exactly as given (lpbert_core/evaluate/candidate_lists.py).
 rule score_candidates:
     input:
         unpack(score_inputs),

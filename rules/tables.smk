@@ -31,7 +31,7 @@ rule tables:
 
 
 # Beyond the paper (issue #13): the inductive table (GraIL pairs, both protocols, beside BERTRL's published table)
-# and the lpbert-plus table (beside the paper's LP-BERT and SimKGC's published numbers). lpbert_core/beyond_tables.py
+# and the lpbert-plus table (beside the paper's LP-BERT and SimKGC's published numbers). lpbert_core/report/beyond_tables.py
 rule inductive_table:
     input:
         published="resources/inductive_published.csv",

@@ -11,10 +11,10 @@ import pytest
 import torch
 import yaml
 
-from lpbert_core.finetune_data import split_rows
+from lpbert_core.finetune.finetune_data import split_rows
 from lpbert_core.known_answers import known_answers, label_leak, train_known_answers
 from lpbert_core.sequences import SequenceBuilder
-from lpbert_core.finetune_loss import LossConfig, batch_loss, focal_terms
+from lpbert_core.finetune.finetune_loss import LossConfig, batch_loss, focal_terms
 from lpbert_core.ranking import build_filter_index, filtered_ranks
 from lpbert_core.evaluation import build_queries, encode_entities, encode_queries, evaluate_split
 from lpbert_core.siamese import PAIR_SCORER_FILE, PairLinear, SiameseModel, load_run_model, save_run_model
@@ -123,7 +123,7 @@ AUTHORS = {"scorer": "pair_linear", "probability": "raw", "distance": "batch_sum
 def authors_run(setup, tmp_path_factory):
     from transformers import AutoModel
 
-    from lpbert_core.finetune_loop import finetune
+    from lpbert_core.finetune.finetune_loop import finetune
 
     kg, tok, enc_dir = setup
     tmp = tmp_path_factory.mktemp("authors_run")
@@ -150,7 +150,7 @@ def test_authors_switches_train_and_are_recorded(authors_run):
 
 def test_dev_loss_selection_early_stops(setup, tmp_path, monkeypatch):
     """Patience applies to the dev loss: rising dev losses stop the run after `early_stop_patience` epochs."""
-    import lpbert_core.finetune_loop as loop
+    import lpbert_core.finetune.finetune_loop as loop
     from transformers import AutoModel
 
     kg, tok, enc_dir = setup
@@ -187,8 +187,8 @@ def test_saved_pair_linear_run_reloads_and_scores_identically(setup, tmp_path):
 
 def test_score_rule_and_predictor_on_the_authors_run(authors_run, setup, tmp_path, kg_layout_writer):
     """metrics.json says leaky, the head ranking and the scorer; the predictor replays the ranks."""
-    from lpbert_core.predict import LinkPredictor
-    from lpbert_core.scoring import run_score
+    from lpbert_core.evaluate.predict import LinkPredictor
+    from lpbert_core.evaluate.scoring import run_score
 
     res, tmp = authors_run
     kg, tok, _ = setup

@@ -1,11 +1,11 @@
-"""Per-relation and per-direction breakdown of a run's ranks (lpbert_core.breakdown), values checked by hand."""
+"""Per-relation and per-direction breakdown of a run's ranks (lpbert_core.evaluate.breakdown), values checked by hand."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from lpbert_core.breakdown import breakdown, run_breakdown
+from lpbert_core.evaluate.breakdown import breakdown, run_breakdown
 
 
 def ranks() -> pd.DataFrame:

@@ -10,11 +10,11 @@ import pytest
 from conftest import paper_section
 import torch
 
-from lpbert_core.pretrain_samples import split_context_budget
-from lpbert_core.cross_encoder import (CrossEncoder, TripleSequenceBuilder, collate_triples, corrupt_triples,
+from lpbert_core.sequences import split_context_budget
+from lpbert_core.baselines.cross_encoder import (CrossEncoder, TripleSequenceBuilder, collate_triples, corrupt_triples,
                                        train_triple_set, training_examples)
-from lpbert_core.cross_encoder_loop import score_triples, train_cross_encoder
-from lpbert_core.cross_encoder_ranking import candidate_triples, extrapolate, rank_sampled_queries, score_run
+from lpbert_core.baselines.cross_encoder_loop import score_triples, train_cross_encoder
+from lpbert_core.baselines.cross_encoder_ranking import candidate_triples, extrapolate, rank_sampled_queries, score_run
 from lpbert_core.kg import make_toy_kg
 
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from lpbert_core.archive import folder_fingerprint, safe_extract, sha256_of, verify_sha256
-from lpbert_core.data_stages import run_download, run_join_text, run_tokenize
+from lpbert_core.data.archive import folder_fingerprint, safe_extract, sha256_of, verify_sha256
+from lpbert_core.data.data_stages import run_download, run_join_text, run_tokenize
 from lpbert_core.errors import InputError
 from lpbert_core.kg import load_tokenized_kg
-from lpbert_core.text_tables import TextSettings, build_text_tables, split_name_description
+from lpbert_core.data.text_tables import TextSettings, build_text_tables, split_name_description
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -415,7 +415,7 @@ def test_url_sources_record_provenance_and_leave_no_scratch_file(tmp_path):
 def test_errors_in_raw_files_name_the_file_the_user_knows(tmp_path):
     """A folder source's file is named at its own path (raw/ copy in brackets); an archive's names the archive."""
     from lpbert_core.errors import InputError
-    from lpbert_core.text_tables import name_user_file
+    from lpbert_core.data.text_tables import name_user_file
 
     raw = tmp_path / "raw"
     raw.mkdir()

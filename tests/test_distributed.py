@@ -93,12 +93,12 @@ def siamese(enc_dir: str, scorer: str = "cosine", **encoder_kwargs):
 def one_step(enc_dir: str, out: Path, rank: int) -> None:
     """One training_step + optimizer_step per (mode, batch) from the same initial weights; dropout off (eval mode),
     so the two runs compute the same function. Saves the loss, the gradients and the updated parameters."""
-    from lpbert_core.finetune_data import training_triples
+    from lpbert_core.finetune.finetune_data import training_triples
     from lpbert_core.known_answers import known_answers
     from lpbert_core.sequences import SequenceBuilder
-    from lpbert_core.finetune_loop import _cfg
-    from lpbert_core.finetune_step import training_step
-    from lpbert_core.finetune_loss import LossConfig
+    from lpbert_core.finetune.finetune_loop import _cfg
+    from lpbert_core.finetune.finetune_step import training_step
+    from lpbert_core.finetune.finetune_loss import LossConfig
     from lpbert_core.training import build_optimizer, build_scheduler, optimizer_step
     from safetensors.torch import save_file
 
@@ -128,11 +128,11 @@ def data_parallel_steps(enc_dir: str, out: Path, rank: int) -> None:
     """One pre-training step (LayerNorm EM head: the exact case) and one cross-encoder step on a global batch of 7
     (4 + 3 per rank), dropout off; in one process the plain step of each loop."""
     from lpbert_core import distributed
-    from lpbert_core.cross_encoder import CrossEncoder, TripleSequenceBuilder, train_triple_set, training_examples
-    from lpbert_core.cross_encoder_loop import _rank_slice_loss
-    from lpbert_core.pretrain_loop import _data_parallel_step, _make_samples
-    from lpbert_core.pretrain_model import PretrainModel
-    from lpbert_core.pretrain_samples import collate
+    from lpbert_core.baselines.cross_encoder import CrossEncoder, TripleSequenceBuilder, train_triple_set, training_examples
+    from lpbert_core.baselines.cross_encoder_loop import _rank_slice_loss
+    from lpbert_core.pretrain.pretrain_loop import _data_parallel_step, _make_samples
+    from lpbert_core.pretrain.pretrain_model import PretrainModel
+    from lpbert_core.pretrain.pretrain_samples import collate
     from lpbert_core.training import build_optimizer, build_scheduler, optimizer_step
     from safetensors.torch import save_file
     from transformers import AutoModel
@@ -165,7 +165,7 @@ def data_parallel_steps(enc_dir: str, out: Path, rank: int) -> None:
     if distributed.world().size > 1:
         loss = _rank_slice_loss(model, builder, kg, triples, labels, idx, DEVICE, PRECISION)
     else:
-        from lpbert_core.cross_encoder import collate_triples
+        from lpbert_core.baselines.cross_encoder import collate_triples
 
         batch = {k: v.to(DEVICE) for k, v in
                  collate_triples([builder.build(*map(int, triples[i])) for i in idx], kg.special.pad).items()}
@@ -194,7 +194,7 @@ def sharded_scoring(enc_dir: str, out: Path, rank: int) -> None:
 
 def finetune_runs(enc_dir: str, out: Path, rank: int) -> None:
     """(c): uninterrupted; killed mid-epoch and resumed (dropout on); and an uninterrupted run without dropout."""
-    from lpbert_core.finetune_loop import finetune
+    from lpbert_core.finetune.finetune_loop import finetune
 
     kg, tok = toy_kg(enc_dir)
 
@@ -338,7 +338,7 @@ def test_two_rank_run_killed_and_resumed_equals_uninterrupted(two_ranks):
 def test_two_rank_run_without_dropout_equals_one_process(two_ranks, tiny_encoder_dir, tmp_path):
     from transformers import AutoModel
 
-    from lpbert_core.finetune_loop import finetune
+    from lpbert_core.finetune.finetune_loop import finetune
 
     kg, tok = toy_kg(tiny_encoder_dir)
     finetune(kg, AutoModel.from_pretrained(tiny_encoder_dir, **NO_DROPOUT), tok, FINETUNE_CFG, tmp_path / "model",
@@ -360,8 +360,8 @@ def test_a_job_that_asked_for_two_gpus_runs_its_stage_in_two_torchrun_ranks(tiny
     import logging
 
     from lpbert_core import gpu_slots
-    from lpbert_core.data_stages import run_join_text, run_tokenize
-    from lpbert_core.finetune_loop import run_finetune
+    from lpbert_core.data.data_stages import run_join_text, run_tokenize
+    from lpbert_core.finetune.finetune_loop import run_finetune
     from lpbert_core.stage import run_stage
 
     fixture_builder.write_graph(tmp_path / "raw")

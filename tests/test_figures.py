@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from lpbert_core.figures import figures_for_tables, paper_vs_ours, rank_distribution, safe_name, training_curves
-from lpbert_core.table_frames import paired, table_metrics
-from lpbert_core.tables import build_tables
+from lpbert_core.report.figures import figures_for_tables, paper_vs_ours, rank_distribution, safe_name, training_curves
+from lpbert_core.report.table_frames import paired, table_metrics
+from lpbert_core.report.tables import build_tables
 from test_tables import PAPER_CSV, make_run
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,8 +10,8 @@ import pytest
 from conftest import paper_section
 import torch
 
-from lpbert_core.tables import epochs_timed
-from lpbert_core.finetune_loop import finetune, finetune_settings
+from lpbert_core.report.tables import epochs_timed
+from lpbert_core.finetune.finetune_loop import finetune, finetune_settings
 from lpbert_core.kg import make_toy_kg
 
 CFG = paper_section("finetune", batch_size=8, epochs=2, max_length=16, early_stop_patience=5, seed=3,
@@ -83,9 +83,9 @@ def test_sampled_negative_mode_scores_one_unknown_negative_per_positive(setup, t
     """"BatchSample = N": every row scores its positive tail and exactly one sampled entity, never a known train
     answer of the row (nor its own tail); the loss is the paper loss on those 2n pairs, and a run in this mode trains
     (the loss of its first epoch is below the loss of the untrained model on the same pairs)."""
-    from lpbert_core.finetune_data import training_triples
-    from lpbert_core.finetune_step import prepare_batch, prepared_step
-    from lpbert_core.finetune_loss import LossConfig
+    from lpbert_core.finetune.finetune_data import training_triples
+    from lpbert_core.finetune.finetune_step import prepare_batch, prepared_step
+    from lpbert_core.finetune.finetune_loss import LossConfig
 
     kg, model, builder, known = _step_setup(setup)
     rows = training_triples(kg, True, None, 0)
@@ -156,7 +156,7 @@ def test_checkpoint_of_other_settings_is_not_resumed(setup, tmp_path):
 # ------------------------------------------------------------------ batch order through the loop
 
 def _record_batches(monkeypatch):
-    import lpbert_core.finetune_loop as loop
+    import lpbert_core.finetune.finetune_loop as loop
 
     seen = []
     real = loop.prepared_step
@@ -170,7 +170,7 @@ def _record_batches(monkeypatch):
 
 
 def test_batch_order_random_by_default_and_resume_continues_it(setup, tmp_path, monkeypatch):
-    from lpbert_core.finetune_data import training_triples
+    from lpbert_core.finetune.finetune_data import training_triples
     from lpbert_core.sequences import SequenceBuilder
     from lpbert_core.training import epoch_seed, training_batches
 
@@ -203,7 +203,7 @@ def test_batch_order_random_by_default_and_resume_continues_it(setup, tmp_path, 
 
 
 def test_batch_order_length_uses_the_length_buckets(setup, tmp_path, monkeypatch):
-    from lpbert_core.finetune_data import training_triples
+    from lpbert_core.finetune.finetune_data import training_triples
     from lpbert_core.sequences import SequenceBuilder
     from lpbert_core.training import epoch_seed, length_sorted_batches
 
@@ -252,9 +252,9 @@ def _encode(model, builder, rows=None, entities=None):
 
 @pytest.mark.parametrize("loss", ["focal_distance", "infonce"])
 def test_self_negatives_in_batch_step(setup, loss):
-    from lpbert_core.finetune_data import label_matrix
-    from lpbert_core.finetune_step import training_step
-    from lpbert_core.finetune_loss import LossConfig, batch_loss
+    from lpbert_core.finetune.finetune_data import label_matrix
+    from lpbert_core.finetune.finetune_step import training_step
+    from lpbert_core.finetune.finetune_loss import LossConfig, batch_loss
     from lpbert_core.siamese import cosine_matrix
 
     kg, model, builder, known = _step_setup(setup)
@@ -275,9 +275,9 @@ def test_self_negatives_in_batch_step(setup, loss):
 
 
 def test_self_negatives_sampled_mode_step_and_run(setup, tmp_path):
-    from lpbert_core.finetune_data import sample_negative_tails
-    from lpbert_core.finetune_step import training_step
-    from lpbert_core.finetune_loss import LossConfig, pair_loss
+    from lpbert_core.finetune.finetune_data import sample_negative_tails
+    from lpbert_core.finetune.finetune_step import training_step
+    from lpbert_core.finetune.finetune_loss import LossConfig, pair_loss
     from lpbert_core.siamese import pair_cosine, pair_distance
 
     kg, model, builder, known = _step_setup(setup)
@@ -309,8 +309,8 @@ def test_shift_initial_mean_is_measured_recorded_and_resumed(setup, tmp_path):
     lpbert_run.json and every train_log row, the learnable bias starts from it, and a resumed run keeps it."""
     from transformers import AutoModel
 
-    from lpbert_core.finetune_step import measure_initial_shift
-    from lpbert_core.finetune_data import training_triples
+    from lpbert_core.finetune.finetune_step import measure_initial_shift
+    from lpbert_core.finetune.finetune_data import training_triples
     from lpbert_core.sequences import SequenceBuilder
     from lpbert_core.siamese import SiameseModel
     from lpbert_core.training import epoch_seed, training_batches

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from lpbert_core.finetune_loss import (LossConfig, add_self_column, batch_loss, distance_terms, focal_terms,
+from lpbert_core.finetune.finetune_loss import (LossConfig, add_self_column, batch_loss, distance_terms, focal_terms,
                                        infonce_loss, masked_loss, pair_loss)
 
 

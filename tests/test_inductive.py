@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from lpbert_core.candidate_lists import list_ranks, read_candidate_lists
-from lpbert_core.data_stages import CANDIDATES_FOLDER, run_download, run_join_text
+from lpbert_core.evaluate.candidate_lists import list_ranks, read_candidate_lists
+from lpbert_core.data.data_stages import run_download, run_join_text
+from lpbert_core.kg_files import CANDIDATES_FOLDER
 from lpbert_core.errors import InputError
 
 
@@ -120,7 +121,7 @@ def test_candidate_ranks_equal_scores_of_the_listed_entities(archives, tmp_path,
     one by one, cosine, rank the first line."""
     from transformers import AutoModel
 
-    from lpbert_core.candidate_lists import rank_candidate_lists
+    from lpbert_core.evaluate.candidate_lists import rank_candidate_lists
     from lpbert_core.sequences import collate_pairs, SequenceBuilder
     from lpbert_core.siamese import SiameseModel
 
@@ -156,7 +157,7 @@ def _metrics(path, mrr, h1, h10, leaky=False, **scale):
 
 
 def test_inductive_and_plus_tables(tmp_path):
-    from lpbert_core.beyond_tables import OurRun, build_inductive, build_plus
+    from lpbert_core.report.beyond_tables import OurRun, build_inductive, build_plus
 
     published = tmp_path / "pub.csv"
     published.write_text("method,dataset,version,protocol,hits@1,hits@10,mrr,source,quote\n"

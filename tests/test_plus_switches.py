@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lpbert_core.extra_negatives import (Neighbourhood, PreBatchBank, bank_entities, column_labels,
+from lpbert_core.finetune.extra_negatives import (Neighbourhood, PreBatchBank, bank_entities, column_labels,
                                          hard_negative_columns, pre_batch_valid, sample_hard_negatives)
 from lpbert_core.known_answers import KnownAnswers
-from lpbert_core.finetune_loss import LossConfig, ScoreColumns, column_loss, infonce_loss, masked_loss
+from lpbert_core.finetune.finetune_loss import LossConfig, ScoreColumns, column_loss, infonce_loss, masked_loss
 
 from test_finetune_loop import CFG, _encode, _run, _step_setup, toy_kg
 
@@ -112,8 +112,8 @@ def test_hard_negative_columns_labels_and_validity():
 
 
 def test_hard_negative_training_step_scores_the_extra_columns(setup):
-    from lpbert_core.finetune_data import label_matrix
-    from lpbert_core.finetune_step import prepare_batch, prepared_step
+    from lpbert_core.finetune.finetune_data import label_matrix
+    from lpbert_core.finetune.finetune_step import prepare_batch, prepared_step
 
     kg, model, builder, known = _step_setup(setup)
     rows = np.array([[0, 0, 1], [2, 1, 5], [5, 0, 6]])

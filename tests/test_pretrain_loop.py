@@ -13,7 +13,7 @@ from transformers import AutoModel
 
 from lpbert_core.encoders import load_tokenizer
 from lpbert_core.kg import make_toy_kg
-from lpbert_core.pretrain_loop import LOG_COLUMNS, PICKLE_SUFFIXES, train
+from lpbert_core.pretrain.pretrain_loop import LOG_COLUMNS, PICKLE_SUFFIXES, train
 
 WORDS = ["river", "mountain", "city", "forest", "desert", "island", "valley", "lake", "ocean", "plain"]
 
@@ -113,7 +113,7 @@ def test_batch_order(tiny_encoder_dir, kg, tmp_path, monkeypatch, order):
     length-sorted."""
     import numpy as np
 
-    import lpbert_core.pretrain_loop as loop
+    import lpbert_core.pretrain.pretrain_loop as loop
     from lpbert_core.training import epoch_seed, length_sorted_batches, random_batches
 
     seen = []
@@ -214,7 +214,7 @@ def test_authors_switches_resume_after_kill(tiny_encoder_dir, kg, tmp_path):
 
 
 def test_fingerprint_follows_the_settings():
-    from lpbert_core.pretrain_loop import _fingerprint
+    from lpbert_core.pretrain.pretrain_loop import _fingerprint
 
     base = paper_section("pretrain", variant="mem", encoder_key="minilm", encoder_source="minilm")
     assert _fingerprint({**base, "threads": 7, "progress_bar": False}) == _fingerprint(base)  # result-neutral

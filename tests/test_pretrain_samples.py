@@ -7,7 +7,7 @@ import pytest
 
 from lpbert_core.encoders import load_tokenizer
 from lpbert_core.kg import make_toy_kg
-from lpbert_core.pretrain_samples import (
+from lpbert_core.pretrain.pretrain_samples import (
     IGNORE,
     MEM_HEAD,
     MEM_TAIL,

@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from lpbert_core.study import load_run, parse_run_name, runs_in_folder, summarise, write_study
+from lpbert_core.report.study import load_run, parse_run_name, runs_in_folder, summarise, write_study
 
 
 def fake_run(folder, name, best_epoch, dev, test, commit="abc1234def5678", leaky=False):
@@ -79,7 +79,7 @@ def test_stages_are_ranked_apart_and_bad_names_refused(tmp_path):
 def test_attribution_against_the_baseline_reading_and_twice_the_seed_sd(tmp_path):
     """P has two seeds (test Hits@10 0.88, 0.92: sd 0.0283); raw is +0.09 over P's mean (beyond 2 sd); the authors'
     reading ac is compared with P, and ac-cosine (one switch turned back) with ac (-0.03: within 2 sd)."""
-    from lpbert_core.study import attribution
+    from lpbert_core.report.study import attribution
 
     runs_dir = tmp_path / "runs"
     fake_run(runs_dir, "study-P-s42", 2, [0.80, 0.90], [0.88, 4.0, 0.50, 0.30])

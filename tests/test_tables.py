@@ -13,12 +13,12 @@ import pytest
 
 from lpbert_core.errors import InputError
 from lpbert_core.ranking import metrics_from_ranks
-from lpbert_core.reproduction import build_reproduction
+from lpbert_core.report.reproduction import build_reproduction
 from lpbert_core.results import METRICS, RANK_TYPES, SIDES, flat_key, json_key, read_metrics
-from lpbert_core.table_frames import build_table
-from lpbert_core.table_sources import (RowSpec, aggregate, epochs_timed, epochs_trained, inference_seconds, load_paper,
+from lpbert_core.report.table_frames import build_table
+from lpbert_core.report.table_sources import (RowSpec, aggregate, epochs_timed, epochs_trained, inference_seconds, load_paper,
                                        read_benchmark_seconds)
-from lpbert_core.tables import build_tables
+from lpbert_core.report.tables import build_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_CSV = ROOT / "resources" / "paper_results.csv"

@@ -237,12 +237,12 @@ def test_every_setting_has_its_default_in_config_yaml():
     for section, keys in SECTION_KEYS.items():
         assert set(config[section]) - {"per_dataset"} == set(keys), section
         assert set(schema[section]["required"]) == set(keys), section
-    from lpbert_core.scoring import SCORE_DEFAULTS  # the predictor's fallback for a run without metrics.json
+    from lpbert_core.evaluate.scoring import SCORE_DEFAULTS  # the predictor's fallback for a run without metrics.json
 
     assert SCORE_DEFAULTS == {key: config["score"][key] for key in SCORE_DEFAULTS}
     from dataclasses import fields
 
-    from lpbert_core.finetune_loss import LossConfig
+    from lpbert_core.finetune.finetune_loss import LossConfig
 
     standalone = {"probability", "temperature", "shift"}  # need a measured shift in config.yaml's reading
     for field in fields(LossConfig):  # the loss's own defaults (a bare LossConfig()) are config.yaml's too

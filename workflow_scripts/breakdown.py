@@ -1,5 +1,5 @@
 """Snakemake adapter for rule `breakdown` (per-relation and per-direction metrics of one run)."""
-from lpbert_core.breakdown import run_breakdown
+from lpbert_core.evaluate.breakdown import run_breakdown
 from lpbert_core.stage import run_stage
 
 sm = snakemake  # noqa: F821

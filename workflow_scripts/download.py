@@ -1,5 +1,5 @@
 """Snakemake adapter for rule `download`."""
-from lpbert_core.data_stages import run_download
+from lpbert_core.data.data_stages import run_download
 from lpbert_core.stage import run_stage
 
 sm = snakemake  # noqa: F821

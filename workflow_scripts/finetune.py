@@ -3,7 +3,7 @@
 from lpbert_core.gpu_slots import claim_gpus  # noqa: E402
 
 claim_gpus(int(snakemake.resources.get("gpu", 0)))  # noqa: F821
-from lpbert_core.finetune_loop import run_finetune
+from lpbert_core.finetune.finetune_loop import run_finetune
 from lpbert_core.stage import run_stage
 from lpbert_core.training import torch_threads
 

@@ -1,5 +1,5 @@
 """Snakemake adapter for rule `join_text`."""
-from lpbert_core.data_stages import run_join_text
+from lpbert_core.data.data_stages import run_join_text
 from lpbert_core.stage import run_stage
 
 sm = snakemake  # noqa: F821

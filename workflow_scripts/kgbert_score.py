@@ -3,7 +3,7 @@
 from lpbert_core.gpu_slots import claim_gpus  # noqa: E402
 
 claim_gpus(int(snakemake.resources.get("gpu", 0)))  # noqa: F821
-from lpbert_core.cross_encoder_ranking import run_kgbert_score
+from lpbert_core.baselines.cross_encoder_ranking import run_kgbert_score
 from lpbert_core.stage import run_stage
 from lpbert_core.training import torch_threads
 

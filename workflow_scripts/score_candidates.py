@@ -5,7 +5,7 @@ from lpbert_core.gpu_slots import claim_gpus  # noqa: E402
 claim_gpus(int(snakemake.resources.get("gpu", 0)))  # noqa: F821
 import logging
 
-from lpbert_core.candidate_lists import run_score_candidates
+from lpbert_core.evaluate.candidate_lists import run_score_candidates
 from lpbert_core.stage import run_stage
 from lpbert_core.training import torch_threads
 

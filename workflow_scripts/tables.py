@@ -1,6 +1,6 @@
 """Snakemake adapter for rule `tables`: Tables 1, 3, 4 and the reproduction table (md/csv/tex) and their figures.
 
-Contract with the rule (all logic lives in lpbert_core.tables and the modules it names; lpbert_core.figures):
+Contract with the rule (all logic lives in lpbert_core.report.tables and the modules it names; lpbert_core.report.figures):
 
 input:
   paper=        resources/paper_results.csv (the paper's numbers; may instead be given as params.paper)
@@ -24,7 +24,7 @@ params:
                   row with the same encoder); any other key (e.g. model) is kept and ignored.
   notes=        optional {table: [extra note lines]} appended to the built-in notes of each table
   scale_note=   optional string printed as the tables' "Scale:" note (e.g. "CPU-sized run, configs/cpu.yaml")
-  attribution=  optional path of the reproduction table's study summary CSV (lpbert_core.reproduction)
+  attribution=  optional path of the reproduction table's study summary CSV (lpbert_core.report.reproduction)
   tables=       optional list of tables to build (default: every table with outputs below)
   table=        optional single table name when outputs use the keys md/csv/tex (else wildcards.table)
 output:
@@ -36,15 +36,15 @@ log:            one file
 """
 
 from lpbert_core.stage import run_stage
-from lpbert_core.tables import TABLES
+from lpbert_core.report.tables import TABLES
 
 sm = snakemake  # noqa: F821
 
 
 def main():
     from lpbert_core.atomic import atomic_dir
-    from lpbert_core.figures import figures_for_tables
-    from lpbert_core.tables import build_tables
+    from lpbert_core.report.figures import figures_for_tables
+    from lpbert_core.report.tables import build_tables
 
     params = dict(sm.params.items())
     outputs = dict(sm.output.items())

@@ -1,5 +1,5 @@
 """Snakemake adapter for rule `tokenize` (not named tokenize.py: that would shadow the standard library)."""
-from lpbert_core.data_stages import run_tokenize
+from lpbert_core.data.data_stages import run_tokenize
 from lpbert_core.stage import run_stage
 from lpbert_core.training import torch_threads
 

@@ -1,0 +1,385 @@
+"""LP-BERT knowledge fine-tuning loop: siamese encoder, n x n in-batch negatives (or one sampled negative per
+positive, "BatchSample = N"), focal + distance loss, AdamW with two learning rates and warmup, autocast on GPU,
+early stopping on dev Hits@10 from the fast scorer, resumable from a checkpoint kept outside the rule's outputs.
+
+The authors'-code reading as switches (each alone, defaults = the paper's reading; configs/authors-code.yaml sets all):
+`scorer` (cosine | pair_linear, siamese.py), `label_splits` ([train] | + dev / test: in-batch labels from held-out
+triples, a test leak every output states), `selection` (dev_hits10 | dev_loss: the dev in-batch loss, the same
+n x n construction as training, dropout off, unshuffled dev batches), `adam_betas` / `adam_eps`, and the dev
+evaluation's head ranking, which follows `score.head_ranking` (argument `head_ranking`).
+
+Training batches (`batch_order`): `random` (default; the paper's standard BERT fine-tuning) or `length` (bucketed by
+query length: less padding, but it changes which in-batch negatives meet). Dev/test scoring always encodes in
+length-sorted batches (an efficiency choice only: it does not change any score).
+
+Determinism (CPU): every epoch's batch order, dropout and negative draws derive from `epoch_seed(seed, epoch)`;
+a checkpoint written mid-epoch stores the torch and numpy RNG states and the position in the epoch, so a killed run
+resumes to the same result as an uninterrupted one.
+
+The GPU is fed (issue #11): each step's host work (`prepare_batch`: sampled negatives, token tensors, labels) runs
+one batch ahead in a background thread (`BatchFeed`, in batch order, so the numpy draws are the same draws in the
+same order), pinned on CUDA and copied with non_blocking; the loss is summed on the device and read to the host only
+for the progress line (every LOG_EVERY steps), a checkpoint and the epoch's end (benchmarks/bench_step_profile.py).
+
+Several GPUs for one run (`gpus_per_job: K`, lpbert_core.distributed): `batch_size` stays the GLOBAL batch. Every rank
+draws the same global batch (same seed, same sampled negatives) and encodes only its slice of the rows; all ranks'
+query and candidate vectors are gathered with gradient, and every rank computes the loss on the full in-batch matrix
+of the global batch (labels: known answers among the global batch's rows). The gathered backward sums each rank's
+copy of the loss into the rows it owns and the gradients are averaged over ranks (training.optimizer_step), so the
+update is the update of one device with the global batch (tests/test_distributed.py; dropout masks differ: each rank
+draws its own, rank 0 the one-process stream). Only rank 0 writes checkpoints and outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from lpbert_core import distributed
+from lpbert_core.atomic import atomic_dir, write_log_csv
+from lpbert_core.finetune.batch_feed import BatchFeed
+from lpbert_core.finetune.extra_negatives import Neighbourhood, PreBatchBank, bank_entities
+from lpbert_core.finetune.finetune_data import split_rows, training_triples
+from lpbert_core.known_answers import known_answers, label_leak
+from lpbert_core.sequences import SequenceBuilder
+from lpbert_core.finetune.finetune_loss import LossConfig
+from lpbert_core.finetune.finetune_step import dev_in_batch_loss, measure_initial_shift, prepare_batch, prepared_step
+from lpbert_core.kg import TokenizedKG
+from lpbert_core.finetune.rng_state import rank_torch_rng, set_torch_rng_state, store_rng
+from lpbert_core.evaluation import evaluate_split
+from lpbert_core.settings import dataset_section, require
+from lpbert_core.siamese import SiameseModel, save_run_model
+from lpbert_core.training import (BATCH_ORDERS, build_optimizer, build_scheduler, epoch_seed, needs_grad_scaler, optimizer_step,
+                       resume_checkpoint, save_checkpoint, set_seed, training_batches)
+
+SELECTIONS = ("dev_hits10", "dev_loss")
+
+
+def _cfg(cfg: dict) -> dict:
+    """A run's complete settings (config.yaml's finetune section resolved for it): every key present, or an error."""
+    return require("finetune", cfg)
+
+
+LOG_EVERY = 20  # training steps between progress lines (the only mid-epoch reads of the loss besides checkpoints)
+
+
+def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Path, log_csv: str | Path,
+             checkpoint_dir: str | Path, device: torch.device, run_info: dict | None = None,
+             log: Callable[[str], None] = print, stop_after_steps: int | None = None,
+             head_ranking: str | None = None, prefetch: int = 1) -> dict:
+    """Fine-tune `encoder` (a transformers model, already loaded) and write the best model (by dev Hits@10, or the
+    dev loss) to `model_dir` and the per-epoch log to `log_csv`. `stop_after_steps` simulates a kill (tests).
+    `head_ranking`: how the per-epoch dev evaluation ranks head queries (`score.head_ranking`; None = its default).
+    `prefetch`: batches prepared ahead of the step by a background thread (0: inline); pinned on CUDA. Not a
+    setting of the run (no effect on results: the same batches and RNG draws in the same order)."""
+    cfg = _cfg(cfg)
+    loss_cfg = LossConfig.from_dict(cfg)
+    head_ranking = head_ranking or "inverse_query"  # the paper's augmentation; the rules pass score.head_ranking
+    selection = cfg["selection"]
+    if selection not in SELECTIONS:
+        raise ValueError(f"finetune.selection must be one of {SELECTIONS}, got {selection!r}")
+    label_splits = tuple(cfg["label_splits"])
+    leak = label_leak(label_splits)
+    if cfg["scorer"] != "cosine" and loss_cfg.distance == "per_pair_normalized":
+        raise ValueError("finetune.distance per_pair_normalized is computed from the cosine; with scorer "
+                         f"{cfg['scorer']!r} use per_pair, batch_sum or none")
+    seed = int(cfg["seed"])
+    set_seed(seed)
+    checkpoint_dir = Path(checkpoint_dir)
+    in_batch = bool(cfg["in_batch_negatives"])
+    precision = cfg["precision"]
+    max_len = int(cfg["max_length"])
+    builder = SequenceBuilder(kg, max_len, max_len)
+
+    init_scale = 1.0 / loss_cfg.temperature
+    measured_shift = isinstance(loss_cfg.shift, str)  # `initial_mean`: measured below, before the first step
+    model = SiameseModel(encoder, cfg["pooling"], init_scale,
+                         0.0 if measured_shift else -loss_cfg.shift * init_scale).to(device)
+    model.set_scorer(cfg["scorer"])  # pair_linear: a new layer (default init); cosine: nothing
+    if cfg["infonce_learnable_temperature"]:
+        if loss_cfg.loss != "infonce":
+            raise ValueError("finetune.infonce_learnable_temperature needs loss: infonce")
+        model.set_learnable_temperature(loss_cfg.infonce_temperature)
+    hard_k, pre_batch = int(cfg["hard_negatives"] or 0), int(cfg["pre_batch"] or 0)
+    if (hard_k or pre_batch) and not in_batch:
+        raise ValueError("finetune.hard_negatives / pre_batch add columns to the in-batch matrix: they need "
+                         "in_batch_negatives: true")
+    if hard_k < 0 or pre_batch < 0:
+        raise ValueError("finetune.hard_negatives and finetune.pre_batch are counts >= 0")
+    rows = training_triples(kg, cfg["inverse_augmentation"], cfg["train_subsample"], seed)
+    known = known_answers(kg, label_splits, cfg["inverse_augmentation"])
+    hood = Neighbourhood(kg.triples["train"], kg.num_entities) if hard_k else None
+    bank = PreBatchBank(pre_batch)
+    if leak:
+        log(f"LEAKY labels: {leak}")
+    # dev loss: the dev rows as training sees them, labelled with label_splits + dev (dev may inform selection)
+    dev_rows = split_rows(kg, "dev", cfg["inverse_augmentation"], cfg["dev_subsample"], seed)
+    dev_known = known_answers(kg, tuple(s for s in ("train", "dev", "test") if s in label_splits or s == "dev"),
+                              cfg["inverse_augmentation"])
+    q_lengths = [builder.query_length(int(h), int(r)) for h, r, _ in rows]
+    bs = int(cfg["batch_size"])
+    batch_order = cfg["batch_order"]
+    if batch_order not in BATCH_ORDERS:
+        raise ValueError(f"finetune.batch_order must be one of {BATCH_ORDERS}, got {batch_order!r}")
+    steps_per_epoch = len(training_batches(q_lengths, bs, batch_order, seed=0))
+    epochs = int(cfg["epochs"])
+    total_steps = steps_per_epoch * epochs
+    optimizer = build_optimizer(model, "encoder.", float(cfg["lr_encoder"]), float(cfg["lr_new"]),
+                                float(cfg["weight_decay"]), betas=tuple(float(b) for b in cfg["adam_betas"]),
+                                eps=float(cfg["adam_eps"]))
+    scheduler = build_scheduler(optimizer, total_steps, float(cfg["warmup_fraction"]))
+    scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device, precision) else None
+
+    # a checkpoint is resumed only when it was written by the same settings, data and initial weights (and the same
+    # number of ranks: a multi-GPU checkpoint holds one dropout stream per rank)
+    world = distributed.world()
+    fingerprint = hashlib.sha256(json.dumps(
+        {"cfg": cfg, "rows": int(len(rows)), "rows_sum": int(rows.sum()), "entities": kg.num_entities,
+         "init": (run_info or {}).get("initial_weights"), "head_ranking": head_ranking,
+         **({"world_size": world.size} if world.size > 1 else {})},
+        sort_keys=True, default=str).encode()).hexdigest()
+    progress = distributed.main_first(lambda: resume_checkpoint(  # rank 0 discards a stale one before others read
+        checkpoint_dir / "last", fingerprint, model, optimizer, scheduler, device, scaler, discard=checkpoint_dir,
+        warn=log))
+    if progress is None:
+        progress = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_hits10": -1.0, "best_epoch": -1,
+                    "bad_epochs": 0, "log": [], "stopped": False, "epoch_loss": [0.0, 0.0, 0.0, 0],
+                    "fingerprint": fingerprint, "attempt": 1}
+        log(f"fine-tuning from scratch: {len(rows)} training rows, {steps_per_epoch} steps/epoch, {epochs} epochs")
+    else:
+        log(f"resumed from {checkpoint_dir / 'last'} at epoch {progress['epoch']} step {progress['step_in_epoch']}")
+    if measured_shift:
+        if "initial_shift" not in progress:
+            progress["initial_shift"] = measure_initial_shift(
+                model, builder, rows, training_batches(q_lengths, bs, batch_order, epoch_seed(seed, 0)), device,
+                precision)
+            with torch.no_grad():  # the learnable mapping starts at the measured shift too (a resume restores it)
+                model.prob_bias.fill_(-progress["initial_shift"]["shift"] * init_scale)
+        loss_cfg.shift = progress["initial_shift"]["shift"]
+        log(f"shift initial_mean: {json.dumps(progress['initial_shift'])}")
+    log(f"truncation at max_length={max_len}: {json.dumps(builder.truncation_report())}")
+
+    def save_last(extra_rng=None):
+        if distributed.is_main():  # every rank holds the same weights and progress
+            save_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler, progress, scaler)
+
+    steps_this_call = 0
+    while progress["epoch"] < epochs and not progress["stopped"]:
+        epoch = progress["epoch"]
+        es = epoch_seed(seed, epoch)
+        # rebuilt from (lengths, batch size, order, epoch seed) alone: a run resumed at step_in_epoch continues the
+        # same list
+        batches = training_batches(q_lengths, bs, batch_order, es)
+        if progress["step_in_epoch"] == 0:
+            torch.manual_seed(distributed.rank_seed(es))  # dropout: one stream per rank (rank 0: the usual one)
+            rng = np.random.default_rng(es)
+            progress["epoch_loss"] = [0.0, 0.0, 0.0, 0]
+            progress["epoch_start"] = time.time()
+            bank.clear()  # pre-batch negatives come from this epoch's batches only
+        else:
+            set_torch_rng_state(rank_torch_rng(progress))
+            rng = np.random.default_rng()
+            rng.bit_generator.state = progress["numpy_rng"]
+            bank.load(progress.get("pre_batch_bank"), device)
+        model.train()
+        t_epoch = time.perf_counter()
+        first_step = progress["step_in_epoch"]
+        el = progress["epoch_loss"]
+        # the epoch's loss sums stay on the device (float64: the same sums as adding float(loss) each step) and are
+        # read back only when logged, checkpointed and at the epoch's end: no per-step host synchronisation
+        loss_sum = None if device.type == "mps" else torch.tensor(el[:3], dtype=torch.float64, device=device)
+        last_state = progress.get("numpy_rng") if first_step else rng.bit_generator.state
+        pin = device.type == "cuda"
+        feed = BatchFeed(lambda b: prepare_batch(
+            builder, rows[batches[b]], known, loss_cfg, in_batch, rng, pin, hood, hard_k,
+            bank_entities(rows, batches, b, pre_batch) if pre_batch else None), range(first_step, len(batches)), prefetch)
+
+        def read_loss():
+            if loss_sum is not None:
+                el[:3] = loss_sum.tolist()
+
+        try:
+            for b, prepared in zip(range(first_step, len(batches)), feed):
+                out = prepared_step(model, prepared, loss_cfg, device, precision, in_batch, bank.vectors())
+                optimizer_step(out["loss"], model, optimizer, scheduler, scaler, cfg["max_grad_norm"])
+                if pre_batch:
+                    bank.push(out["tail_vectors"])
+                last_state = prepared.rng_state
+                parts = [out[k].detach() for k in ("loss", "focal", "distance")]
+                if loss_sum is not None:
+                    loss_sum += torch.stack([t.double() for t in parts])
+                else:
+                    for i, t in enumerate(parts):
+                        el[i] += float(t)
+                el[3] += 1
+                progress["step_in_epoch"] = b + 1
+                progress["global_step"] += 1
+                steps_this_call += 1
+                if progress["step_in_epoch"] % LOG_EVERY == 0:
+                    read_loss()
+                    log(f"epoch {epoch + 1} step {progress['step_in_epoch']}/{len(batches)} "
+                        f"loss {el[0] / el[3]:.4f} ({time.perf_counter() - t_epoch:.0f} s)")
+                every = int(cfg["checkpoint_every_steps"] or 0)
+                killed = stop_after_steps is not None and steps_this_call >= stop_after_steps
+                if (every and progress["global_step"] % every == 0) or killed:
+                    read_loss()
+                    store_rng(progress, last_state)
+                    if pre_batch:
+                        progress["pre_batch_bank"] = bank.state()
+                    save_last()
+                if killed:
+                    log(f"stopping after {steps_this_call} steps (simulated kill)")
+                    return {"killed": True, "progress": progress}
+        finally:
+            feed.close()
+        read_loss()
+        train_seconds = time.perf_counter() - t_epoch
+
+        # ---- fast dev scorer: filtered Hits@10 on dev (filter: train + dev; test never influences selection)
+        t_dev = time.perf_counter()
+        dev_metrics = {}
+        dev_loss = None
+        if cfg["dev_eval"]:  # off only where selection is moot (e.g. one epoch on CPU): the last epoch is kept
+            _, dev_metrics, _ = evaluate_split(
+                model, kg, builder, "dev", device, filter_splits=("train", "dev"), subsample=cfg["dev_subsample"],
+                seed=seed, batch_size=int(cfg["eval_batch_size"]), chunk_size=int(cfg["chunk_size"]),
+                precision=precision, head_ranking=head_ranking)
+            # logged either way (cheap: 2 encodings per dev row); the selection key under `selection: dev_loss`
+            dev_loss = dev_in_batch_loss(model, builder, dev_rows, dev_known, loss_cfg, device, precision, in_batch,
+                                         bs, seed)
+        dev_seconds = time.perf_counter() - t_dev
+        both = dev_metrics.get("both", {})
+        hits10 = float(both.get("hits@10") or 0.0)
+        el = progress["epoch_loss"]
+        k = max(el[3], 1)
+        row = {"epoch": epoch + 1, "steps": el[3], "loss": el[0] / k, "focal": el[1] / k, "distance": el[2] / k,
+               "dev_mrr": both.get("mrr"), "dev_mr": both.get("mr"), "dev_hits@1": both.get("hits@1"),
+               "dev_hits@10": hits10, "dev_loss": dev_loss, "lr_encoder": scheduler.get_last_lr()[-1],
+               "prob_scale": float(model.prob_scale.detach()), "prob_bias": float(model.prob_bias.detach()),
+               **({"infonce_temperature": model.new_layer_state()["infonce_temperature"]}
+                  if model.log_inv_t is not None else {}),
+               "train_seconds": round(train_seconds, 3), "dev_seconds": round(dev_seconds, 3),
+               # which attempt finished the epoch and how many of its steps it ran (T/Ep of resumed jobs)
+               "attempt": progress["attempt"], "steps_timed": len(batches) - first_step}
+        if measured_shift:
+            row["shift"] = loss_cfg.shift
+        progress["log"].append(row)
+        log(" ".join(f"{k_}={v:.4g}" if isinstance(v, float) else f"{k_}={v}" for k_, v in row.items()))
+        # model selection: dev Hits@10 (paper); equal Hits@10 is broken by dev MRR (Hits@10 saturates on UMLS).
+        # selection dev_loss (authors' code): the lowest dev in-batch loss
+        mrr = float(both.get("mrr") or 0.0)
+        if not cfg["dev_eval"]:
+            improved = True
+        elif selection == "dev_loss":
+            improved = progress.get("best_dev_loss") is None or dev_loss < progress["best_dev_loss"]
+        else:
+            improved = (hits10, mrr) > (progress["best_hits10"], progress.get("best_mrr", -1.0))
+        if improved:
+            progress["best_hits10"], progress["best_mrr"] = hits10, mrr
+            progress["best_dev_loss"] = dev_loss
+            progress["best_epoch"], progress["bad_epochs"] = epoch + 1, 0
+            if distributed.is_main():
+                with atomic_dir(checkpoint_dir / "best") as tmp:
+                    save_file({k_: v.detach().cpu().contiguous() for k_, v in model.state_dict().items()},
+                              str(tmp / "model.safetensors"))
+        else:
+            progress["bad_epochs"] += 1
+            if progress["bad_epochs"] >= int(cfg["early_stop_patience"]):
+                progress["stopped"] = True
+                criterion = "loss" if selection == "dev_loss" else "Hits@10"
+                log(f"early stop: dev {criterion} did not improve for {progress['bad_epochs']} epoch(s)")
+        progress["epoch"] = epoch + 1
+        progress["step_in_epoch"] = 0
+        progress.pop("torch_rng", None)
+        progress.pop("numpy_rng", None)
+        progress.pop("torch_rng_ranks", None)
+        progress.pop("pre_batch_bank", None)
+        save_last()
+
+    if not distributed.is_main():  # rank 0 writes the run's model and log (every rank holds the same weights)
+        return {"killed": False, "progress": progress}
+
+    # ---- the best model by dev Hits@10 (or dev loss) becomes the run's model
+    model.load_state_dict(load_file(str(checkpoint_dir / "best" / "model.safetensors"), device=str(device)))
+    info = dict(run_info or {})
+    info.update({"max_length": max_len, "scorer": model.scorer, "loss": loss_cfg.__dict__,
+                 "label_splits": list(label_splits), "leaky": leak is not None, "selection": selection,
+                 "best_dev_loss": progress.get("best_dev_loss"), "dev_head_ranking": head_ranking,
+                 "inverse_augmentation": bool(cfg["inverse_augmentation"]), "in_batch_negatives": in_batch,
+                 "batch_order": batch_order, "self_negatives": bool(cfg["self_negatives"]),
+                 "hard_negatives": hard_k, "pre_batch": pre_batch,
+                 "best_epoch": progress["best_epoch"], "best_dev_hits@10": progress["best_hits10"],
+                 "epochs_run": progress["epoch"], "train_rows": int(len(rows)),
+                 "train_subsample": cfg["train_subsample"], "dev_subsample": cfg["dev_subsample"], "seed": seed})
+    if measured_shift:
+        info["initial_shift"] = progress["initial_shift"]
+    if leak:
+        info["leak"] = leak
+    with atomic_dir(model_dir) as tmp:
+        save_run_model(model, tokenizer, tmp, info)
+    write_log_csv(log_csv, progress["log"])
+    if not cfg["keep_checkpoint"]:
+        # a finished run leaves no resume state: a later rerun (e.g. after pre-training changed) starts afresh
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return {"killed": False, "progress": progress, "info": info}
+
+
+def finetune_settings(finetune_cfg: dict, dataset: str, run_spec: dict | None = None) -> dict:
+    """The settings of one run: config `finetune` defaults, then `finetune.per_dataset.{dataset}`, then the run's
+    own switches (`in_batch_negatives`, then its `finetune:` overrides, e.g. a named alternative loss)."""
+    base = dataset_section(finetune_cfg, dataset)
+    if run_spec is not None and "in_batch_negatives" in run_spec:
+        base["in_batch_negatives"] = bool(run_spec["in_batch_negatives"])
+    if run_spec is not None:
+        base.update(run_spec.get("finetune") or {})
+    return _cfg(base)
+
+
+@distributed.multi_gpu_stage("finetune")  # gpus_per_job > 1: this call in K ranks
+def run_finetune(*, settings: dict, inputs: Mapping, outputs: Mapping) -> dict:
+    """The finetune rule: load the graph and the initial encoder (the pre-training output, or the bare encoder
+    for `pretrain: none`), fine-tune, write the run's model folder and train_log.csv.
+
+    settings: JobSettings.finetune_params (dataset, run, run_spec, finetune, encoder_key, encoder_source and
+    head_ranking: the dataset's `score.head_ranking`, used by the per-epoch dev evaluation). inputs: triples
+    (text/triples.parquet), manifest (tokens/<encoder>/manifest.json), pretrained (optional: the pre-trained model
+    folder). outputs: model, train_log, checkpoints (the resume state; not a declared output of the rule)."""
+    import logging
+
+    from lpbert_core.encoders import load_encoder, load_tokenizer
+    from lpbert_core.kg import load_tokenized_kg
+    from lpbert_core.training import compute_record, pick_device
+
+    logger = logging.getLogger("lpbert.finetune")
+    dataset, run, run_spec = settings["dataset"], settings["run"], settings["run_spec"]
+    encoder_key, encoder_source = settings["encoder_key"], settings["encoder_source"]
+    text_dir, tokens_dir = Path(inputs["triples"]).parent, Path(inputs["manifest"]).parent
+    pretrained_dir = inputs.get("pretrained")
+    cfg = finetune_settings(settings["finetune"], dataset, run_spec)
+    device = pick_device(cfg.get("device", "auto"))
+    compute = compute_record(device, cfg["precision"])
+    logger.info("compute: %s", json.dumps(compute))
+    kg = load_tokenized_kg(text_dir, tokens_dir)
+    if pretrained_dir:
+        from transformers import AutoModel, AutoTokenizer
+
+        encoder = AutoModel.from_pretrained(str(pretrained_dir))
+        tokenizer = AutoTokenizer.from_pretrained(str(pretrained_dir))
+        init = str(pretrained_dir)
+    else:
+        encoder = load_encoder(encoder_source)
+        tokenizer = load_tokenizer(encoder_source)
+        init = f"{encoder_key} ({encoder_source}), no pre-training"
+    logger.info("run %s on %s: init %s, device %s, settings %s", run, dataset, init, device, json.dumps(cfg))
+    run_info = {"dataset": dataset, "run": run, "encoder": encoder_key, "tokens_encoder": encoder_key,
+                "pretrain": run_spec.get("pretrain"), "initial_weights": init, "settings": cfg, "compute": compute}
+    return finetune(kg, encoder, tokenizer, cfg, outputs["model"], outputs["train_log"], outputs["checkpoints"], device,
+                    run_info, log=logger.info, head_ranking=settings.get("head_ranking"))

@@ -1,0 +1,287 @@
+"""One fine-tuning step of LP-BERT, split from the loop (lpbert_core.finetune.finetune_loop): the host half (`prepare_batch`:
+negatives drawn, candidate list laid out, token tensors, labels and masks; run one batch ahead by the prefetch thread)
+and the device half (`prepared_step`: encode, score, loss), and the two measurements that reuse them in eval mode
+(`measure_initial_shift`, `dev_in_batch_loss`).
+
+Candidate layout of a batch of n rows (blocks of n, aligned with the rows, so each rank of a multi-GPU job encodes
+the same slice of every block): in-batch mode: tails | hard negatives (k blocks) | the rows' own heads
+(self-negatives); sampled mode ("BatchSample = N"): tails | one sampled negative per row | own heads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lpbert_core import distributed
+from lpbert_core.finetune.extra_negatives import Neighbourhood, hard_negative_columns, pre_batch_valid, sample_hard_negatives
+from lpbert_core.finetune.finetune_data import label_matrix, sample_negative_tails, self_negative_mask
+from lpbert_core.sequences import collate_pairs, SequenceBuilder
+from lpbert_core.finetune.finetune_loss import (LossConfig, ScoreColumns, add_self_column, batch_loss, column_loss, infonce_logits,
+                            masked_loss, pair_loss)
+from lpbert_core.siamese import SiameseModel, cosine_matrix, distance_matrix, pair_distance
+from lpbert_core.training import autocast_context
+
+def _device_batch(batch: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def _pinned(t: torch.Tensor, pin: bool) -> torch.Tensor:
+    return t.pin_memory() if pin else t
+
+
+@dataclass
+class EncodingInputs:
+    """The host-side tensors of one batch's encoding on this rank: query inputs for rows [lo, hi) of the global
+    batch, the distinct candidate entities' inputs, and `inverse` (where each of this rank's candidates sits among
+    the distinct ones). Built off the step (prefetch thread), pinned when the device is a GPU."""
+
+    queries: dict
+    cands: dict
+    inverse: torch.Tensor
+    lo: int
+    hi: int
+    blocks: int
+    n: int
+
+
+def encoding_inputs(builder: SequenceBuilder, batch_rows: np.ndarray, cand_entities: np.ndarray,
+                    pin: bool = False) -> EncodingInputs:
+    """The CPU half of `encode_batch` (no model, no RNG): this rank's slice of the rows and of every candidate block
+    (one process: all of them), padded to token tensors."""
+    n = len(batch_rows)
+    blocks = np.asarray(cand_entities).reshape(-1, n) if n else np.zeros((1, 0), dtype=np.int64)
+    lo, hi = distributed.shard_range(n) if distributed.world().size > 1 else (0, n)
+    if hi <= lo:  # a short last batch can leave a rank without rows: it still takes part in the gathers
+        return EncodingInputs({}, {}, torch.zeros(0, dtype=torch.long), lo, hi, len(blocks), n)
+    pad = builder.kg.special.pad
+    local_rows = batch_rows[lo:hi]
+    local_cands = blocks[:, lo:hi].reshape(-1)
+    queries = collate_pairs([builder.query(int(h), int(r)) for h, r, _ in local_rows], pad)
+    uniq, inverse = np.unique(local_cands, return_inverse=True)
+    cands = collate_pairs([(s, [0] * len(s)) for s in (builder.candidate(int(e)) for e in uniq)], pad)
+    inverse = torch.as_tensor(inverse.reshape(-1))
+    if pin:
+        queries = {k: v.pin_memory() for k, v in queries.items()}
+        cands = {k: v.pin_memory() for k, v in cands.items()}
+        inverse = inverse.pin_memory()
+    return EncodingInputs(queries, cands, inverse, lo, hi, len(blocks), n)
+
+
+def encode_inputs(model: SiameseModel, inputs: EncodingInputs, device, precision: str
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The device half of `encode_batch`: copy (non-blocking), encode, gather back the candidate list; in a
+    multi-GPU job all ranks' vectors come back with gradient, each block whole, in global order."""
+    if inputs.hi > inputs.lo:
+        with autocast_context(device, precision):
+            qv = model.encode(**_device_batch(inputs.queries, device))
+            cv = model.encode(**_device_batch(inputs.cands, device))
+        qv, cv = qv.float(), cv.float()[inputs.inverse.to(device, non_blocking=True)]
+    else:
+        qv = cv = torch.zeros(0, model.encoder.config.hidden_size, device=device)
+    if distributed.world().size == 1:
+        return qv, cv
+    counts = distributed.shard_sizes(inputs.n)
+    cv = cv.reshape(inputs.blocks, inputs.hi - inputs.lo, qv.shape[-1])
+    return (distributed.gather_rows(qv, counts),
+            torch.cat([distributed.gather_rows(cv[b], counts) for b in range(inputs.blocks)]))
+
+
+def encode_batch(model: SiameseModel, builder: SequenceBuilder, batch_rows: np.ndarray, cand_entities: np.ndarray,
+                 device, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Query vectors [n, d] and candidate vectors [len(cand_entities), d]; each distinct candidate entity is
+    encoded once (UMLS: ~60 distinct tails in a batch of 128) and gathered back. In a multi-GPU job each rank
+    encodes only its contiguous slice [lo, hi) of the n rows and the same slice of every block of n candidates (the
+    candidate list is made of blocks of n aligned with the rows: tails; sampled negatives; the rows' own heads, see
+    training_step); all ranks' vectors come back with gradient."""
+    return encode_inputs(model, encoding_inputs(builder, batch_rows, cand_entities), device, precision)
+
+
+@dataclass
+class PreparedBatch:
+    """Everything one training step needs from the host, built ahead of the step (`prepare_batch`): the encoding
+    inputs, the labels / known-answer masks, and the numpy RNG state right after this batch's draws (what a
+    mid-epoch checkpoint stores: the prefetch thread may already have drawn for later batches)."""
+
+    rows: np.ndarray
+    inputs: EncodingInputs
+    labels: torch.Tensor | None = None
+    self_mask: torch.Tensor | None = None
+    rng_state: dict | None = None
+    hard: int = 0  # hard negatives per row (their k n candidates follow the n tails)
+    hard_labels: torch.Tensor | None = None
+    hard_valid: torch.Tensor | None = None
+    bank_valid: torch.Tensor | None = None  # [n, B] for the pre-batch bank's B columns (None: no bank)
+
+    @property
+    def extra_columns(self) -> bool:
+        return self.hard > 0 or self.bank_valid is not None
+
+
+def prepare_batch(builder: SequenceBuilder, batch_rows: np.ndarray, known, loss_cfg: LossConfig, in_batch: bool,
+                  rng: np.random.Generator | None = None, pin: bool = False, hood: Neighbourhood | None = None,
+                  hard: int = 0, bank_ids: np.ndarray | None = None) -> PreparedBatch:
+    """The host half of a training step: sampled negatives and hard negatives (the only RNG draws, numpy; called in
+    batch order from one thread), candidate list, token tensors, label matrix / pair labels, self-negative mask,
+    the hard-negative and pre-batch columns' labels / masks (`bank_ids`: the entities the bank holds, None: no
+    bank). Candidate layout: tails (n) | hard negatives (k blocks of n) | the rows' own heads (self-negatives)."""
+    kg = builder.kg
+    n = len(batch_rows)
+    tails = batch_rows[:, 2]
+    self_neg = bool(loss_cfg.self_negatives)
+    labels = mask = None
+    extra = {}
+    if in_batch:
+        cand_entities = tails
+        labels = label_matrix(batch_rows, known)
+        scored = np.broadcast_to(tails, (n, n))
+        if hard > 0:
+            drawn, _ = sample_hard_negatives(batch_rows, known, hood, hard, rng)
+            hard_labels, hard_valid = hard_negative_columns(batch_rows, known, drawn)
+            cand_entities = np.concatenate([tails, drawn.T.reshape(-1)])
+            extra.update(hard=hard, hard_labels=_pinned(torch.from_numpy(hard_labels.astype(np.float32)), pin),
+                         hard_valid=_pinned(torch.from_numpy(hard_valid), pin))
+            scored = np.concatenate([scored, np.where(hard_valid, drawn.T.reshape(1, -1), -1)], 1)
+        if bank_ids is not None:
+            extra["bank_valid"] = _pinned(torch.from_numpy(pre_batch_valid(batch_rows, known, bank_ids)), pin)
+        if self_neg:
+            mask = self_negative_mask(batch_rows, known, scored)
+    else:
+        negs = sample_negative_tails(batch_rows, known, kg.num_entities, rng)
+        cand_entities = np.concatenate([tails, negs])
+        neg_known = known.contains(batch_rows[:, 0], batch_rows[:, 1], negs)
+        if self_neg:  # rows x [positive tail, sampled negative, own anchor]
+            labels = torch.from_numpy(np.stack([np.ones(n), neg_known.astype(np.float64)], 1)).float()
+            mask = self_negative_mask(batch_rows, known, np.stack([tails, negs], 1))
+        else:
+            labels = torch.from_numpy(np.concatenate([np.ones(n), neg_known.astype(np.float64)])).float()
+    if self_neg:
+        cand_entities = np.concatenate([cand_entities, batch_rows[:, 0]])
+    state = rng.bit_generator.state if rng is not None else None
+    return PreparedBatch(batch_rows, encoding_inputs(builder, batch_rows, cand_entities, pin),
+                         _pinned(labels, pin),
+                         None if mask is None else _pinned(torch.as_tensor(mask, dtype=torch.bool), pin), state,
+                         **extra)
+
+
+def extra_column_loss(model: SiameseModel, prepared: PreparedBatch, qv: torch.Tensor, cv: torch.Tensor,
+                      labels: torch.Tensor, mask, loss_cfg: LossConfig, device, bank: torch.Tensor | None) -> dict:
+    """In-batch loss with hard-negative and / or pre-batch columns: blocks tails | hard | self | bank, one loss
+    (finetune_loss.column_loss). The self column and the pre-batch columns are negatives (label 0) where valid."""
+    n = len(prepared.rows)
+    k = prepared.hard
+    dist_of = (lambda v: None) if loss_cfg.loss == "infonce" else (lambda v: distance_matrix(qv, v))  # noqa: E731
+    tails = cv[:n]
+    blocks = [ScoreColumns(model.score_matrix(qv, tails), dist_of(tails), labels,
+                           torch.ones(n, n, dtype=torch.bool, device=device))]
+    if k:
+        hv = cv[n:n + k * n]
+        blocks.append(ScoreColumns(model.score_matrix(qv, hv), dist_of(hv),
+                                   prepared.hard_labels.to(device, non_blocking=True),
+                                   prepared.hard_valid.to(device, non_blocking=True)))
+    if mask is not None:
+        anchors = cv[n + k * n:]
+        own = model.score_pairs(qv, anchors).unsqueeze(1)
+        own_dist = None if loss_cfg.loss == "infonce" else pair_distance(qv, anchors).unsqueeze(1)
+        blocks.append(ScoreColumns(own, own_dist, labels.new_zeros(n, 1), mask.reshape(n, 1)))
+    if bank is not None and prepared.bank_valid is not None:
+        blocks.append(ScoreColumns(model.score_matrix(qv, bank), dist_of(bank), labels.new_zeros(n, bank.shape[0]),
+                                   prepared.bank_valid.to(device, non_blocking=True), loss_cfg.pre_batch_weight))
+    return column_loss(blocks, loss_cfg, model.prob_scale, model.prob_bias, model.inverse_temperature())
+
+
+def prepared_step(model: SiameseModel, prepared: PreparedBatch, loss_cfg: LossConfig, device, precision: str,
+                  in_batch: bool, bank: torch.Tensor | None = None) -> dict:
+    """The device half of a training step: encode, score, loss (no backward); no host synchronisation. `bank`: the
+    pre-batch vectors [B, d] (None: none). With extra columns the result also holds `tail_vectors` (the batch's
+    tail vectors, for the pre-batch bank)."""
+    n = len(prepared.rows)
+    qv, cv = encode_inputs(model, prepared.inputs, device, precision)
+    labels = prepared.labels.to(device, non_blocking=True)
+    mask = None if prepared.self_mask is None else prepared.self_mask.to(device, non_blocking=True)
+    inv_t = model.inverse_temperature()
+    if in_batch and prepared.extra_columns:
+        out = extra_column_loss(model, prepared, qv, cv, labels, mask, loss_cfg, device, bank)
+        out["tail_vectors"] = cv[:n].detach()
+        return out
+    anchors = None
+    if mask is not None:
+        cv, anchors = cv[:-n], cv[-n:]
+    if in_batch:
+        if mask is None:
+            return batch_loss(qv, cv, labels, loss_cfg, model.prob_scale, model.prob_bias, scorer=model,
+                              inv_t=inv_t)
+        return batch_loss(qv, cv, labels, loss_cfg, model.prob_scale, model.prob_bias, anchors, mask, scorer=model,
+                          inv_t=inv_t)
+    if mask is not None:
+        cos = torch.stack([model.score_pairs(qv, cv[:n]), model.score_pairs(qv, cv[n:])], 1)
+        dist = torch.stack([pair_distance(qv, cv[:n]), pair_distance(qv, cv[n:])], 1)
+        cos, dist, labels, valid = add_self_column(cos, dist, labels, qv, anchors, mask, model)
+        target = torch.zeros(n, dtype=torch.long, device=device)
+        return masked_loss(cos, dist, labels, valid, target, loss_cfg, model.prob_scale, model.prob_bias, inv_t)
+    q2 = torch.cat([qv, qv])
+    cos, dist = model.score_pairs(q2, cv), pair_distance(q2, cv)
+    if loss_cfg.loss == "infonce":
+        pair = torch.stack([cos[:n], cos[n:]], 1)
+        is_target = torch.zeros_like(pair, dtype=torch.bool)
+        is_target[:, 0] = True
+        logits = infonce_logits(pair, is_target, loss_cfg, inv_t)
+        loss = torch.nn.functional.cross_entropy(logits, torch.zeros(n, dtype=torch.long, device=device))
+        zero = loss.new_zeros(())
+        return {"loss": loss, "focal": zero, "distance": zero}
+    return pair_loss(cos, dist, labels, loss_cfg, model.prob_scale, model.prob_bias)
+
+
+def training_step(model: SiameseModel, builder: SequenceBuilder, batch_rows: np.ndarray, known, loss_cfg: LossConfig,
+                  device, precision: str, in_batch: bool, rng: np.random.Generator | None = None) -> dict:
+    """Forward pass + loss of one batch (no backward): `prepare_batch` then `prepared_step`. In-batch: 2n
+    encodings, n x n scores. Sampled mode: queries, positive tails and one sampled negative tail each, 2n scored
+    pairs. `loss_cfg.self_negatives`: the rows' head entities are encoded as extra candidates in the same pass (an
+    entity already among the tails is encoded once) and each row gets one more negative, its own anchor
+    (`self_negative_mask` says where it counts)."""
+    return prepared_step(model, prepare_batch(builder, batch_rows, known, loss_cfg, in_batch, rng), loss_cfg,
+                         device, precision, in_batch)
+
+
+SHIFT_BATCHES = 8  # training batches whose in-batch pairs give `shift: initial_mean`
+
+
+def measure_initial_shift(model: SiameseModel, builder: SequenceBuilder, rows: np.ndarray, batches: list,
+                          device, precision: str, max_batches: int = SHIFT_BATCHES) -> dict:
+    """`shift: initial_mean`: the mean cosine of all n x n in-batch (query, tail) pairs of the first `max_batches`
+    training batches, the model in eval mode (no dropout, no gradient, no RNG drawn), before the first step. Also
+    the positive-diagonal mean and the spread, for the record (lpbert_run.json `initial_shift`)."""
+    was_training = model.training
+    model.eval()
+    cos_all, diag = [], []
+    with torch.no_grad():
+        for idx in batches[:max_batches]:
+            batch_rows = rows[idx]
+            qv, cv = encode_batch(model, builder, batch_rows, batch_rows[:, 2], device, precision)
+            cos = cosine_matrix(qv, cv)
+            cos_all.append(cos.flatten().cpu())
+            diag.append(cos.diagonal().cpu())
+    model.train(was_training)
+    cos_all, diag = torch.cat(cos_all), torch.cat(diag)
+    return {"shift": float(cos_all.mean()), "std": float(cos_all.std()), "diagonal_mean": float(diag.mean()),
+            "batches": min(max_batches, len(batches)), "pairs": int(cos_all.numel())}
+
+
+def dev_in_batch_loss(model: SiameseModel, builder: SequenceBuilder, rows: np.ndarray, known, loss_cfg: LossConfig,
+                      device, precision: str, in_batch: bool, batch_size: int, seed: int) -> float:
+    """`selection: dev_loss` (authors' code): the training loss on the dev rows, the same construction as a training
+    step (n x n in-batch, or sampled negatives from a fixed generator), dropout off, no gradient, batches in file
+    order (unshuffled); the mean over batches. Draws nothing from the training random streams."""
+    was_training = model.training
+    model.eval()
+    rng = np.random.default_rng(seed)
+    losses = []
+    with torch.no_grad():
+        for start in range(0, len(rows), batch_size):
+            out = training_step(model, builder, rows[start:start + batch_size], known, loss_cfg, device, precision,
+                                in_batch, rng)
+            losses.append(float(out["loss"]))
+    model.train(was_training)
+    return float(np.mean(losses)) if losses else float("nan")

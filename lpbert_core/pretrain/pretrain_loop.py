@@ -1,0 +1,382 @@
+"""Multi-task pre-training loop (paper section 3.2 / 4.2): resumable, deterministic on CPU, early stop on dev loss.
+
+* Data: the train split only, original direction (no inverse rows in pre-training: the paper describes none; the
+  authors added them for UMLS/FB only). The dev split only drives early stopping.
+* Each epoch draws fresh tasks and masks from `epoch_seed(seed, epoch)` (numpy Generator + torch seed for dropout),
+  so a run resumed from the checkpoint written after epoch k replays epoch k+1 exactly.
+* Dev loss: model.eval() on dev samples built ONCE with a fixed seed (same tasks and masks every epoch), so epochs are
+  compared on the same questions. The authors drew fresh dev masks with dropout on; that makes the early-stopping
+  signal noisy.
+* Train batches (`batch_order`): `random` (default; the paper's reading) or `length` (bucketed by sample length: the
+  tasks have different lengths, so a bucket groups tasks and skews the EM-head BatchNorm's batch statistics). Dev
+  batches stay length-sorted (eval mode: BatchNorm uses its running statistics, so their order changes nothing).
+* Split-level loss = mean CE over all EM-labelled tokens + mean CE over all MLM-labelled tokens (eq. 8 over the split).
+* Checkpoints (outside the rule's outputs): `ckpt_dir/last/` (model, optimizer, scheduler, progress) after every
+  epoch and `ckpt_dir/best-EEE/` (model state of the best dev epoch). The progress dict names the best folder, so a
+  kill between the two writes never pairs a progress record with the wrong best weights.
+* Authors'-code switches (configs/authors-code.yaml; defaults = the paper): `optimizer: adam` (torch Adam),
+  `lr_schedule: plateau` (ReduceLROnPlateau on the dev loss, factor 0.5, patience 0, stepped after each epoch's dev
+  loss, before the checkpoint, so a resumed run carries its halvings), `mlm_mask_token: pad`, `segment_separators:
+  false` (no inner [SEP]s, no attention mask: samples padded to max_length, padding attended).
+* Output: the best-dev-loss encoder as a Hugging Face folder (safetensors) + tokenizer; heads are dropped.
+* Several GPUs (`gpus_per_job: K`, lpbert_core.distributed): data parallelism over the GLOBAL batch (`batch_size`).
+  Every rank builds the same samples and batches and takes its slice of each batch; its loss weights each term of
+  eq. 8 by the rank's share of that term's labelled tokens (K * sum on the rank / count in the global batch), so the
+  gradients averaged over ranks are the global batch's. Exact, except the EM-head BatchNorm: its batch statistics come
+  from the rank's slice (as with the authors' 32 per GPU); its running statistics are averaged over ranks after every
+  step. Dev batches are spread over the ranks and their sums added up. Only rank 0 writes checkpoints and outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from lpbert_core import distributed
+from lpbert_core.atomic import atomic_dir, write_log_csv
+from lpbert_core.encoders import load_encoder, load_tokenizer
+from lpbert_core.kg import TokenizedKG, seeded_subset
+from lpbert_core.pretrain.pretrain_model import ENCODER_PREFIX, PretrainModel
+from lpbert_core.pretrain.pretrain_samples import IGNORE, build_samples, collate, variant_plan
+from lpbert_core.settings import require
+from lpbert_core.training import (
+    BATCH_ORDERS,
+    autocast_context,
+    build_epoch_scheduler,
+    build_optimizer,
+    optimizer_step,
+    resume_checkpoint,
+    scheduler_epoch_end,
+    epoch_seed,
+    length_sorted_batches,
+    needs_grad_scaler,
+    training_batches,
+    compute_record,
+    pick_device,
+    save_checkpoint,
+    set_seed,
+    torch_threads,
+)
+
+log = logging.getLogger(__name__)
+
+TASKS = ("mem_head", "mem_tail", "mrm", "mlm")
+LOG_COLUMNS = (
+    ["epoch", "train_loss"] + [f"train_{t}" for t in TASKS]
+    + ["dev_loss"] + [f"dev_{t}" for t in TASKS]
+    + ["dev_mem_acc", "dev_mrm_acc", "lr", "lr_new", "seconds"]
+)
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+# Settings that do not change the result; a checkpoint made under other values of these is still resumed.
+RESULT_NEUTRAL = ("threads", "device", "keep_checkpoint", "progress_bar")
+
+
+
+def train(
+    kg: TokenizedKG,
+    settings: dict,
+    out_dir: str | Path,
+    ckpt_dir: str | Path,
+    log_csv: str | Path,
+    step_hook: Callable[[int, int], None] | None = None,
+) -> list[dict]:
+    """Pre-train variant `settings["variant"]` from encoder `settings["encoder_source"]`; write the HF folder `out_dir` and
+    `log_csv`; return the log rows. `step_hook(epoch, step)` is called after every optimizer step (tests use it to
+    simulate a kill)."""
+    cfg = require("pretrain", settings)
+    torch_threads(cfg["threads"])
+    device = pick_device(cfg["device"])
+    log.info("compute: %s", compute_record(device, cfg["precision"]))
+    variant = cfg["variant"]
+    tokenizer = load_tokenizer(cfg["encoder_source"])
+    _check_vocabulary(kg, tokenizer)
+
+    set_seed(cfg["seed"])  # head initialisation
+    encoder = load_encoder(cfg["encoder_source"])
+    if variant == "none":  # the ablation baseline: the initial weights, untouched
+        log.info("variant 'none': saving the initial encoder %s unchanged", cfg["encoder_source"])
+        if distributed.is_main():
+            save_encoder_folder(encoder, tokenizer, out_dir)
+            write_log_csv(log_csv, [], LOG_COLUMNS)
+        return []
+
+    if cfg["batch_order"] not in BATCH_ORDERS:
+        raise ValueError(f"pretrain.batch_order must be one of {BATCH_ORDERS}, got {cfg['batch_order']!r}")
+    probs, use_mlm = variant_plan(variant, cfg["task_probabilities"])
+    model = PretrainModel(encoder, kg.special.vocab_size, cfg["em_head_norm"], use_em=probs is not None,
+                          use_mlm=use_mlm).to(device)
+    train_triples = seeded_subset(kg.triples["train"], cfg.get("train_subsample"), cfg["seed"])
+    if len(train_triples) == 0:
+        raise ValueError("pre-training needs a non-empty train split")
+    dev_triples = seeded_subset(kg.triples["dev"], cfg.get("dev_subsample"), cfg["seed"])
+
+    steps_per_epoch = math.ceil(len(train_triples) / cfg["batch_size"])
+    optimizer = build_optimizer(model, ENCODER_PREFIX, cfg["lr_encoder"], cfg["lr_new"], cfg["weight_decay"],
+                                kind=cfg["optimizer"])
+    scheduler = build_epoch_scheduler(cfg["lr_schedule"], optimizer, cfg["epochs"] * steps_per_epoch, cfg["warmup_fraction"])
+    scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device, cfg["precision"]) else None
+
+    ckpt_dir = Path(ckpt_dir)
+    progress = distributed.main_first(  # rank 0 discards a stale checkpoint before the others read
+        lambda: _resume(ckpt_dir, model, optimizer, scheduler, device, _fingerprint(cfg), scaler))
+    dev_samples = _make_samples(kg, dev_triples, cfg, np.random.default_rng(epoch_seed(cfg["seed"], 0)))
+
+    for epoch in range(progress["epoch"] + 1, cfg["epochs"] + 1):
+        if progress["stopped"]:
+            break
+        started = time.perf_counter()
+        seed = epoch_seed(cfg["seed"], epoch)
+        torch.manual_seed(distributed.rank_seed(seed))  # dropout of this epoch (one stream per rank)
+        samples = _make_samples(kg, train_triples, cfg, np.random.default_rng(seed))
+        batches = training_batches([len(s.input_ids) for s in samples], cfg["batch_size"], cfg["batch_order"], seed)
+        train_stats = _run_epoch(model, samples, batches, kg.special.pad, device, cfg, epoch,
+                                 optimizer, scheduler, scaler, step_hook)
+        dev_batches = length_sorted_batches([len(s.input_ids) for s in dev_samples], cfg["batch_size"], False)
+        dev_stats = _run_epoch(model, dev_samples, dev_batches, kg.special.pad, device, cfg, epoch)
+        row = _log_row(epoch, train_stats, dev_stats, optimizer, time.perf_counter() - started)
+        scheduler_epoch_end(scheduler, row["dev_loss"])  # plateau: halve the LR after a non-improving epoch
+        progress["rows"].append(row)
+        _update_progress(progress, row, model, ckpt_dir, cfg["early_stop_patience"])
+        if distributed.is_main():
+            save_checkpoint(ckpt_dir / "last", model, optimizer, scheduler, progress, scaler)
+            _remove_stale_best(ckpt_dir, progress["best_dir"])
+        log.info("epoch %d: %s", epoch, json.dumps(row))
+
+    if not distributed.is_main():  # rank 0 writes the encoder folder and the log
+        return progress["rows"]
+    if progress["best_dir"]:
+        model.load_state_dict(load_file(str(ckpt_dir / progress["best_dir"] / "model.safetensors"),
+                                        device=str(device)))
+        log.info("best dev loss %.4f at epoch %d", progress["best_loss"], progress["best_epoch"])
+    save_encoder_folder(model.encoder, tokenizer, out_dir)
+    write_log_csv(log_csv, progress["rows"], LOG_COLUMNS)
+    if not cfg["keep_checkpoint"]:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return progress["rows"]
+
+
+# ---------------------------------------------------------------- data
+
+def _make_samples(kg, triples, cfg, rng):
+    return build_samples(
+        kg, triples, cfg["variant"], int(cfg["max_length"]), rng, cfg["task_probabilities"],
+        cfg["mlm_probability"], cfg["mlm_mask_fraction"], cfg["mlm_random_fraction"],
+        cfg["mlm_mask_token"], bool(cfg["segment_separators"]),
+    )
+
+
+def _collate(samples, idx, pad_id, cfg) -> dict:
+    """segment_separators false = the authors' input: no attention mask, padded to max_length (see collate)."""
+    if cfg["segment_separators"]:
+        return collate([samples[i] for i in idx], pad_id)
+    return collate([samples[i] for i in idx], pad_id, attention_mask=False, pad_to=int(cfg["max_length"]))
+
+
+def _check_vocabulary(kg: TokenizedKG, tokenizer) -> None:
+    """The token shards must come from this encoder's tokenizer, or every id means a different word."""
+    ours = (tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.mask_token_id, tokenizer.pad_token_id, len(tokenizer))
+    theirs = (kg.special.cls, kg.special.sep, kg.special.mask, kg.special.pad, kg.special.vocab_size)
+    if ours != theirs:
+        raise ValueError(f"token shards were made by another tokenizer: special ids/vocab {theirs} != encoder's {ours}")
+
+
+# ---------------------------------------------------------------- one pass
+
+def _run_epoch(model, samples, batches, pad_id, device, cfg, epoch, optimizer=None, scheduler=None, scaler=None,
+               step_hook=None) -> dict:
+    """Train (when an optimizer is given) or evaluate over `batches`; returns per-task token sums and counts."""
+    training = optimizer is not None
+    model.train(training)
+    totals: dict[str, dict[str, torch.Tensor]] = {}
+    ranks = distributed.world()
+    if ranks.size > 1 and not training:
+        batches = batches[ranks.rank::ranks.size]  # dev: whole batches spread over the ranks, sums added up below
+    desc = f"pretrain epoch {epoch} {'train' if training else 'dev'}"
+    bar = tqdm(batches, desc=desc, disable=not cfg["progress_bar"] or not distributed.is_main(), file=sys.stderr,
+               mininterval=5, leave=False)
+    for step, idx in enumerate(bar, start=1):
+        if ranks.size > 1 and training:  # forward and update on this rank's slice (out None: an empty slice)
+            out = _data_parallel_step(model, samples, idx, pad_id, device, cfg, optimizer, scheduler, scaler)
+        else:
+            batch = {k: v.to(device, non_blocking=True) for k, v in _collate(samples, idx, pad_id, cfg).items()}
+            with torch.set_grad_enabled(training), autocast_context(device, cfg["precision"]):
+                out = model(**batch)
+        if training:
+            if ranks.size == 1:
+                optimizer_step(out["loss"], model, optimizer, scheduler, scaler)
+            if step % 50 == 0 and out is not None:
+                bar.set_postfix(loss=f"{out['loss'].item():.3f}")
+            if step % max(len(batches) // 4, 1) == 0:  # a heartbeat in the rule's log even without tqdm
+                log.info("epoch %d: step %d/%d", epoch, step, len(batches))
+            if step_hook is not None:
+                step_hook(epoch, step)
+        for task, entry in (out["stats"] if out is not None else {}).items():
+            acc = totals.setdefault(task, {})
+            for key, value in entry.items():
+                acc[key] = acc.get(key, 0) + value.detach()
+    stats = {task: {k: float(v) for k, v in entry.items()} for task, entry in totals.items()}
+    if ranks.size > 1:  # every rank gets the sums over all ranks (a rank may have seen no token of some task)
+        merged: dict[str, dict[str, float]] = {}
+        for part in distributed.all_gather_object(stats):
+            for task, entry in part.items():
+                for key, value in entry.items():
+                    merged.setdefault(task, {})[key] = merged.get(task, {}).get(key, 0.0) + value
+        stats = {task: merged[task] for task in sorted(merged)}
+    return stats
+
+
+def _labelled_counts(samples, idx) -> dict[str, int]:
+    """Labelled tokens of each eq. 8 term (EM-head: MEM/MRM, MLM) in the samples idx."""
+    return {"em": int(sum(int((samples[i].em_labels != IGNORE).sum()) for i in idx)),
+            "mlm": int(sum(int((samples[i].mlm_labels != IGNORE).sum()) for i in idx))}
+
+
+def _data_parallel_step(model, samples, idx, pad_id, device, cfg, optimizer, scheduler, scaler):
+    """One multi-GPU step: `idx` is the GLOBAL batch (the same on every rank); this rank runs its slice. Each eq. 8
+    term is the rank's mean times K * (its labelled tokens / the global batch's), so the gradient averaged over
+    ranks (optimizer_step) is that of the global batch's loss. Returns the forward output (None for an empty
+    slice: a short last batch with fewer samples than ranks; the rank still joins the gradient average)."""
+    size = distributed.world().size
+    total = _labelled_counts(samples, idx)
+    lo, hi = distributed.shard_range(len(idx))
+    idx = idx[lo:hi]
+    out = None
+    loss = torch.zeros((), device=device, requires_grad=True)
+    if len(idx):
+        batch = {k: v.to(device, non_blocking=True) for k, v in _collate(samples, idx, pad_id, cfg).items()}
+        with autocast_context(device, cfg["precision"]):
+            out = model(**batch)
+        mine = _labelled_counts(samples, idx)
+        for term, mean in out["head_losses"].items():
+            loss = loss + mean * (size * mine[term] / total[term])
+    optimizer_step(loss, model, optimizer, scheduler, scaler)
+    distributed.average_batchnorm_statistics(model)
+    return out
+
+
+def _split_losses(stats: dict) -> tuple[float | None, dict]:
+    """Per-task mean token loss and the split loss L = mean EM-token CE + mean MLM-token CE."""
+    per_task = {t: (stats[t]["loss_sum"] / stats[t]["count"] if stats.get(t, {}).get("count") else None) for t in TASKS}
+    em = [stats[t] for t in ("mem_head", "mem_tail", "mrm") if t in stats]
+    em_count = sum(s["count"] for s in em)
+    total = None
+    if em_count:
+        total = sum(s["loss_sum"] for s in em) / em_count
+    if per_task["mlm"] is not None:
+        total = (total or 0.0) + per_task["mlm"]
+    return total, per_task
+
+
+def _accuracy(stats: dict, tasks: tuple[str, ...]) -> float | None:
+    count = sum(stats.get(t, {}).get("count", 0) for t in tasks)
+    return sum(stats.get(t, {}).get("correct", 0) for t in tasks) / count if count else None
+
+
+def _log_row(epoch, train_stats, dev_stats, optimizer, seconds) -> dict:
+    train_loss, train_tasks = _split_losses(train_stats)
+    dev_loss, dev_tasks = _split_losses(dev_stats)
+    row = {"epoch": epoch, "train_loss": train_loss}
+    row.update({f"train_{t}": v for t, v in train_tasks.items()})
+    row["dev_loss"] = dev_loss
+    row.update({f"dev_{t}": v for t, v in dev_tasks.items()})
+    row["dev_mem_acc"] = _accuracy(dev_stats, ("mem_head", "mem_tail"))
+    row["dev_mrm_acc"] = _accuracy(dev_stats, ("mrm",))
+    row["lr"], row["lr_new"] = _group_lrs(optimizer)
+    row["seconds"] = round(seconds, 3)
+    return row
+
+
+def _group_lrs(optimizer) -> tuple[float, float]:
+    """Current (encoder, head) learning rates: the groups were created with lr_encoder / lr_new as initial_lr."""
+    groups = optimizer.param_groups
+    low = min(groups, key=lambda g: g["initial_lr"])
+    high = max(groups, key=lambda g: g["initial_lr"])
+    return low["lr"], high["lr"]
+
+
+# ---------------------------------------------------------------- progress, checkpoints, output
+
+def _fingerprint(cfg: dict) -> str:
+    # Unset (None) options are left out, so adding a new optional setting does not orphan existing checkpoints.
+    relevant = {k: v for k, v in cfg.items() if k not in RESULT_NEUTRAL and v is not None}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _fresh_progress(fingerprint: str) -> dict:
+    return {"epoch": 0, "best_loss": None, "best_epoch": None, "best_dir": None, "bad_epochs": 0,
+            "stopped": False, "rows": [], "fingerprint": fingerprint}
+
+
+def _resume(ckpt_dir: Path, model, optimizer, scheduler, device, fingerprint: str, scaler=None) -> dict:
+    """Continue from `ckpt_dir/last` when it was written under the same settings; otherwise start fresh."""
+    last = ckpt_dir / "last"
+    progress = resume_checkpoint(last, fingerprint, model, optimizer, scheduler, device, scaler, discard=ckpt_dir,
+                                 warn=log.warning)
+    if progress is not None:
+        log.info("resuming from %s after epoch %d", last, progress["epoch"])
+        _remove_stale_best(ckpt_dir, progress["best_dir"])
+        return progress
+    if ckpt_dir.exists() and distributed.is_main():
+        shutil.rmtree(ckpt_dir)  # only a best-* from a run killed before its first checkpoint
+    return _fresh_progress(fingerprint)
+
+
+def _update_progress(progress: dict, row: dict, model, ckpt_dir: Path, patience: int) -> None:
+    """Early stopping on dev loss (patience epochs without improvement); keeps the best model state on disk."""
+    loss = row["dev_loss"]
+    progress["epoch"] = row["epoch"]
+    if loss is not None and (progress["best_loss"] is None or loss < progress["best_loss"]):
+        name = f"best-{row['epoch']:03d}"
+        if distributed.is_main():
+            with atomic_dir(ckpt_dir / name) as tmp:
+                state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+                save_file(state, str(tmp / "model.safetensors"))
+        progress.update(best_loss=loss, best_epoch=row["epoch"], best_dir=name, bad_epochs=0)
+    else:
+        progress["bad_epochs"] += 1
+        if progress["bad_epochs"] >= patience:
+            progress["stopped"] = True
+            log.info("early stop: %d epochs without dev-loss improvement", progress["bad_epochs"])
+
+
+def _remove_stale_best(ckpt_dir: Path, keep: str | None) -> None:
+    for path in ckpt_dir.glob("best-*"):
+        if path.name != keep:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def save_encoder_folder(encoder, tokenizer, out_dir: str | Path) -> None:
+    """A Hugging Face folder (config, safetensors weights, tokenizer files) that AutoModel.from_pretrained loads."""
+    with atomic_dir(out_dir) as tmp:
+        encoder.save_pretrained(tmp)  # transformers 5 writes safetensors only
+        tokenizer.save_pretrained(tmp)
+        pickles = [p.name for p in tmp.rglob("*") if p.suffix in PICKLE_SUFFIXES]
+        if pickles or not list(tmp.glob("*.safetensors")):
+            raise RuntimeError(f"encoder folder must hold safetensors and no pickle files; found {pickles}")
+
+
+@distributed.multi_gpu_stage("pretrain")  # gpus_per_job > 1: this call in K ranks
+def run_pretrain(*, settings: dict, inputs: dict, outputs: dict) -> list[dict]:
+    """The `pretrain` stage: load the tokenized graph and train (the Snakemake script calls only this).
+
+    settings: JobSettings.pretrain_params plus `threads`. inputs: triples (text/triples.parquet), manifest
+    (tokens/<encoder>/manifest.json). outputs: model, log_csv, checkpoints (the resume state; not a declared
+    output of the rule)."""
+    from lpbert_core.kg import load_tokenized_kg
+
+    kg = load_tokenized_kg(Path(inputs["triples"]).parent, Path(inputs["manifest"]).parent)
+    log.info("pre-training %s on %d train / %d dev triples with encoder %s", settings["variant"],
+             len(kg.triples["train"]), len(kg.triples["dev"]), settings["encoder_source"])
+    return train(kg, settings, outputs["model"], outputs["checkpoints"], outputs["log_csv"])

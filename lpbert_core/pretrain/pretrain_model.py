@@ -1,0 +1,112 @@
+"""The pre-training model: a BERT-family encoder plus the paper's EM-head (MEM and MRM) and an MLM head.
+
+EM-head (paper section 3.2): p = BN(GeLU(MLP(x))) + bias, i.e. Linear(h, h) -> GELU -> BatchNorm1d(h) -> Linear(h, vocab)
+with a separate vocabulary bias. `norm="layernorm"` gives the authors' head instead (LayerNorm, eps 1e-12).
+The MLM head has the same design with LayerNorm (BERT's standard transform).
+
+Both heads run only on the labelled positions, gathered first: BatchNorm statistics over padding and unlabelled
+context would be meaningless, and projecting every position to a 30k vocabulary wastes most of the compute.
+Both heads are new, untied and randomly initialised (N(0, initializer_range), zero biases), as in the authors' code
+(no head is loaded from a pre-trained MLM checkpoint).
+
+Loss (eq. 8): L = L_MLM + L_MIM; each term is the mean cross-entropy over its labelled tokens in the batch (tasks mix
+within a batch; L_MIM is whichever of MEM-h / MEM-t / MRM each sample drew, eq. 9).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lpbert_core.pretrain.pretrain_samples import IGNORE, TASK_NAMES
+
+ENCODER_PREFIX = "encoder."  # parameter names of the pre-trained encoder (lr_encoder); everything else is new (lr_new)
+
+
+class TokenHead(nn.Module):
+    """dense -> GELU -> norm -> vocabulary decoder + bias, applied to a (tokens, hidden) matrix."""
+
+    def __init__(self, hidden: int, vocab_size: int, norm: str = "batchnorm", init_std: float = 0.02):
+        super().__init__()
+        if norm not in ("batchnorm", "layernorm"):
+            raise ValueError(f"em_head_norm must be 'batchnorm' or 'layernorm', not {norm!r}")
+        self.dense = nn.Linear(hidden, hidden)
+        self.norm = nn.BatchNorm1d(hidden) if norm == "batchnorm" else nn.LayerNorm(hidden, eps=1e-12)
+        self.decoder = nn.Linear(hidden, vocab_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(vocab_size))
+        for layer in (self.dense, self.decoder):
+            nn.init.normal_(layer.weight, std=init_std)
+        nn.init.zeros_(self.dense.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.gelu(self.dense(x))
+        x = self._normalise(x)
+        return self.decoder(x) + self.bias
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        # BatchNorm cannot estimate batch statistics from one token; fall back to its running statistics then.
+        if isinstance(self.norm, nn.BatchNorm1d) and self.training and x.shape[0] < 2:
+            return F.batch_norm(
+                x, self.norm.running_mean, self.norm.running_var, self.norm.weight, self.norm.bias, False, 0.0,
+                self.norm.eps,
+            )
+        return self.norm(x)
+
+
+class PretrainModel(nn.Module):
+    def __init__(self, encoder: nn.Module, vocab_size: int, em_head_norm: str = "batchnorm",
+                 use_em: bool = True, use_mlm: bool = True):
+        super().__init__()
+        from lpbert_core.encoders import uses_token_types
+
+        self.encoder = encoder
+        self.token_types = uses_token_types(encoder)
+        hidden = encoder.config.hidden_size
+        std = getattr(encoder.config, "initializer_range", 0.02)
+        # Only the heads a variant trains exist, so no parameter sits in the optimizer without a gradient.
+        self.em_head = TokenHead(hidden, vocab_size, em_head_norm, std) if use_em else None
+        self.mlm_head = TokenHead(hidden, vocab_size, "layernorm", std) if use_mlm else None
+
+    def forward(self, input_ids, attention_mask, token_type_ids, em_labels, mlm_labels, task) -> dict:
+        types = {"token_type_ids": token_type_ids} if self.token_types else {}  # MPNet takes none
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **types).last_hidden_state
+        out: dict = {"stats": {}, "head_losses": {}}  # head_losses: each term of eq. 8 (multi-GPU weighting)
+        loss = hidden.new_zeros((), dtype=torch.float32)
+        if self.em_head is not None:
+            em_loss = self._head_loss(self.em_head, hidden, em_labels, task, out["stats"], with_accuracy=True)
+            if em_loss is not None:
+                loss = loss + em_loss
+                out["head_losses"]["em"] = em_loss
+        if self.mlm_head is not None:
+            mlm_loss = self._head_loss(self.mlm_head, hidden, mlm_labels, None, out["stats"], with_accuracy=False)
+            if mlm_loss is not None:
+                loss = loss + mlm_loss
+                out["head_losses"]["mlm"] = mlm_loss
+        out["loss"] = loss
+        return out
+
+    @staticmethod
+    def _head_loss(head, hidden, labels, task, stats: dict, with_accuracy: bool):
+        """Mean CE over the labelled tokens; per-task token sums/counts (and correct counts) go into `stats`
+        as detached tensors, so the loop can aggregate them without a host sync per batch."""
+        where = labels != IGNORE
+        if not bool(where.any()):
+            return None
+        logits = head(hidden[where]).float()
+        targets = labels[where]
+        token_loss = F.cross_entropy(logits, targets, reduction="none")
+        if task is None:  # the MLM head: one bucket
+            token_task = None
+            buckets = {"mlm": torch.ones_like(targets, dtype=torch.bool)}
+        else:
+            token_task = task[:, None].expand_as(labels)[where]
+            buckets = {name: token_task == code for code, name in TASK_NAMES.items() if name != "mlm"}
+        correct = logits.argmax(-1) == targets if with_accuracy else None
+        for name, sel in buckets.items():
+            entry = stats.setdefault(name, {})
+            entry["loss_sum"] = token_loss.detach()[sel].sum()
+            entry["count"] = sel.sum()
+            if correct is not None:
+                entry["correct"] = correct[sel].sum()
+        return token_loss.mean()

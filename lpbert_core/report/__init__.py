@@ -1,0 +1,1 @@
+"""Tables, figures and the reading study's summary, from the runs' files."""

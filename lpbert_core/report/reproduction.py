@@ -1,0 +1,200 @@
+"""The reproduction table: per dataset and metric of the paper's Table 1, the paper's LP-BERT, our paper-text reading
+(run `tables.reproduction.paper_text`), our authors'-code reading (run `tables.reproduction.authors_code`, or "not run"),
+Δ for each, the scale and an attribution of the gap read from a study summary CSV.
+
+Attribution CSVs (tables.reproduction.attribution), either
+- a plain table with columns `dataset`, `attribution` and optionally `metric` (a row without a metric covers every
+  metric of its dataset), or
+- the reading study's summary (`lpbert_core.report.study`, results/study/{dataset}/summary.csv: `stage`, `reading`,
+  `test_{metric}_mean`; the dataset from a `dataset` column or the path): per metric, the readings that move the
+  test mean most against the paper-text reading `P` of the same stage.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from lpbert_core.errors import InputError
+from lpbert_core.report.table_frames import FLAG_ENCODER, delta_rule
+from lpbert_core.report.table_render import (COMMON_NOTES, DISPLAY, MISSING, TITLES, Layout, common_notes, fmt, fmt_ours, missing,
+                           provenance, write_files)
+from lpbert_core.report.table_sources import ACCURACY, HEADER_SCALE_KEYS, RowSpec, canonical_dataset, paper_rows, read_row
+
+ROLES = ("paper_text", "authors_code")
+ROLE_NAMES = {"paper_text": "paper text", "authors_code": "authors' code"}
+NOT_RUN = {"authors_code": "not run (configs/authors-code.yaml)", "paper_text": "not run (tables.reproduction.paper_text)"}
+
+
+# ------------------------------------------------------------------------------------------------ attribution
+def read_attribution(path: str | Path | None):
+    """A function (dataset, metric) -> attribution text ("–" when the CSV says nothing about it)."""
+    if not path:
+        return lambda dataset, metric: MISSING
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "attribution summary not found (tables.reproduction.attribution)")
+    frame = pd.read_csv(path, keep_default_na=False)
+    if "attribution" in frame.columns:
+        if "dataset" not in frame.columns:
+            raise InputError(path, "an attribution table needs a 'dataset' column next to 'attribution'")
+        texts = {}
+        for rec in frame.to_dict("records"):
+            key = (canonical_dataset(rec["dataset"]), str(rec.get("metric", "")).lower())
+            texts[key] = str(rec["attribution"])
+        return lambda d, m: texts.get((d, m), texts.get((d, ""), MISSING))
+    if {"stage", "reading"} <= set(frame.columns) and any(c.startswith("test_") for c in frame.columns):
+        found = re.search(r"study/([^/]+)/[^/]+$", path.as_posix())
+        datasets = ({canonical_dataset(d) for d in frame["dataset"]} if "dataset" in frame.columns
+                    else {canonical_dataset(found.group(1))} if found else set())
+        if not datasets:
+            raise InputError(path, "study summary without a 'dataset' column: name it results/study/<dataset>/...")
+        return lambda d, m: _study_text(frame, m) if d in datasets else MISSING
+    raise InputError(path, "attribution CSV needs columns dataset, attribution (and optionally metric), or a study "
+                           "summary's stage, reading, test_<metric>_mean")
+
+
+def _study_text(frame: pd.DataFrame, metric: str, top: int = 3) -> str:
+    column = f"test_{metric}_mean"
+    if column not in frame.columns:
+        return MISSING
+    stages = frame.assign(_e=pd.to_numeric(frame.get("epochs", 0), errors="coerce").fillna(0))
+    stages = stages[stages.groupby("stage")["reading"].transform(lambda r: (r == "P").any())]
+    if stages.empty:
+        return MISSING
+    stage = stages.sort_values("_e").iloc[-1]["stage"]  # the longest schedule with a paper-text reading
+    sub = stages[stages["stage"] == stage]
+    base = float(sub.loc[sub["reading"] == "P", column].iloc[0])
+    others = [(r, float(v) - base) for r, v in zip(sub["reading"], pd.to_numeric(sub[column], errors="coerce"))
+              if r != "P" and not math.isnan(float(v))]
+    others.sort(key=lambda x: -abs(x[1]))
+    if not others:
+        return MISSING
+    seeds = f", {int(sub['n_seeds'].max())} seeds" if "n_seeds" in sub.columns else ""
+    moved = ", ".join(f"{r} {fmt(d, metric, diff=True)}" for r, d in others[:top])
+    return f"study {stage}{seeds}: vs P ({fmt(base, metric)}): {moved}"
+
+
+# ------------------------------------------------------------------------------------------------ frame
+def build_reproduction(specs: list[RowSpec], paper: pd.DataFrame, attribution=None) -> tuple[pd.DataFrame, dict]:
+    specs = [s for s in specs if s.table == "reproduction"]
+    lp = next((r for r in paper_rows(paper, "table1") if r["row"] == "LP-BERT"), {"values": {}})
+    attribute = read_attribution(attribution)
+    by_role = {(s.dataset, s.role or "paper_text"): read_row(s) for s in specs}
+    records, ours = [], list(by_role.values())
+    for dataset in dict.fromkeys(s.dataset for s in specs):
+        paper_values = lp["values"].get(dataset)
+        metrics = [m for m in ACCURACY if m in (paper_values or {})] or list(ACCURACY)
+        scales = {role: row.scale(HEADER_SCALE_KEYS) for (d, role), row in by_role.items()
+                  if d == dataset and row.has_numbers}
+        scale = "; ".join(f"{ROLE_NAMES[r]}: {t}" for r, t in scales.items()) if len(set(scales.values())) > 1 \
+            else next(iter(scales.values()), "")
+        for metric in metrics:
+            p = (paper_values or {}).get(metric)
+            rec = {"dataset": dataset, "metric": metric, "paper": p}
+            for role in ROLES:
+                row = by_role.get((dataset, role))
+                agg = row.values.get(metric) if row else None
+                rule = delta_rule("reproduction", "LPBERT-base", row, paper_values is not None) if row else ""
+                mean = agg.mean if agg else None
+                rec.update({
+                    f"{role}_run": row.spec.run if row else "", role: mean,
+                    f"{role}_sd": agg.sd if agg else None, f"{role}_n": agg.n if agg else 0,
+                    f"{role}_delta": mean - p if (rule.startswith("shown") and mean is not None and p is not None)
+                    else None,
+                    f"{role}_delta_rule": rule,
+                    f"{role}_status": row.status if row else NOT_RUN[role],
+                    f"{role}_encoder": row.encoder if row else "", f"{role}_leaky": bool(row and row.leaky),
+                    f"{role}_seeds": " ".join(str(s) for s in row.seeds) if row else "",
+                    f"{role}_metrics": " ".join(row.metrics_paths) if row else "",
+                })
+            rec["scale"] = scale
+            rec["attribution"] = attribute(dataset, metric)
+            records.append(rec)
+    frame = pd.DataFrame.from_records(records)
+    facts = {"ours": ours, "scales": sorted({o.scale(HEADER_SCALE_KEYS) for o in ours if o.has_numbers}),
+             "runs": {role: next((s.run for s in specs if (s.role or "paper_text") == role), None) for role in ROLES},
+             "attribution": str(attribution) if attribution else None}
+    return frame, facts
+
+
+# ------------------------------------------------------------------------------------------------ layout / files
+def _ours_cell(rec, role: str) -> str:
+    status = str(rec[f"{role}_status"])
+    if not status.startswith("ours"):
+        return status
+    text = fmt_ours(rec[role], rec[f"{role}_sd"], rec["metric"])
+    if int(rec[f"{role}_n"] or 0) > 1:
+        text += f" (n={int(rec[f'{role}_n'])})"
+    return text + (" ⚠ leaky" if rec[f"{role}_leaky"] else "")
+
+
+def _delta_cell(rec, role: str) -> str:
+    rule = str(rec[f"{role}_delta_rule"])
+    if missing(rec[f"{role}_delta"]):
+        return MISSING
+    return fmt(rec[f"{role}_delta"], rec["metric"], diff=True) + (f" {FLAG_ENCODER}" if "encoder" in rule else "")
+
+
+def reproduction_layout(frame: pd.DataFrame, runs: dict) -> Layout:
+    titles = ["Paper"]
+    for role in ROLES:
+        titles += [f"Ours: {ROLE_NAMES[role]}" + (f" (`{runs[role]}`)" if runs.get(role) else ""), "Δ"]
+    layout = Layout(["Dataset", "Metric"], [("", titles)], ["Scale", "Attribution"])
+    shown = None
+    for _, rec in frame.iterrows():
+        first = rec["dataset"] != shown
+        shown = rec["dataset"]
+        cells = [rec["dataset"] if first else "", DISPLAY[rec["metric"]], fmt(rec["paper"], rec["metric"])]
+        for role in ROLES:
+            cells += [_ours_cell(rec, role), _delta_cell(rec, role)]
+        cells += [(rec["scale"] or MISSING) if first else "", rec["attribution"]]
+        layout.lines.append(("ours", cells))
+    return layout
+
+
+def write_reproduction(frame: pd.DataFrame, facts: dict, paths: dict, scale_note: str | None = None,
+                       notes: list[str] | None = None) -> None:
+    runs = facts["runs"]
+    authors = (f"run `{runs['authors_code']}`: the same pipeline with the authors' code's switches as its finetune "
+               f"overrides (configs/authors-code.yaml)" if runs.get("authors_code") else
+               "not run: set tables.reproduction.authors_code to a run that carries the authors' code's switches "
+               "(configs/authors-code.yaml; README, 'Reproduction table')")
+    all_notes = common_notes("reproduction", facts["ours"], scale_note, facts["scales"]) + [
+        "**Paper:** the LP-BERT row of the paper's Table 1, with the metrics Table 1 reports for each dataset "
+        "(UMLS: Hits@10 and MR); a dataset the paper lacks lists all five, paper '–'.",
+        f"**Paper text:** run `{runs.get('paper_text')}` (config.yaml's reading of the paper's text). "
+        f"**Authors' code:** {authors}.",
+        f"**Attribution:** {'`' + facts['attribution'] + '`' if facts['attribution'] else 'none configured'} "
+        "(tables.reproduction.attribution: a study summary CSV; '–' = nothing to attribute the gap to).",
+    ] + list(COMMON_NOTES) + list(notes or [])
+    caption = (f"Scale: {scale_note}. " if scale_note else "") + "Δ = ours − paper."
+
+    def label_of(row):
+        return ROLE_NAMES.get(row.spec.role or "paper_text", "ours")
+
+    write_files(paths, TITLES["reproduction"], reproduction_layout(frame, runs), all_notes,
+                provenance(facts["ours"], label_of), frame, "reproduction", caption)
+
+
+def paired_reproduction(frame: pd.DataFrame) -> pd.DataFrame:
+    """Figure input: one row per (dataset, reading) with `{metric}_paper` and `{metric}_ours`."""
+    out = []
+    for dataset, sub in frame.groupby("dataset", sort=False) if not frame.empty else []:
+        for role in ROLES:
+            if not sub[f"{role}_status"].astype(str).str.startswith("ours").any():
+                continue
+            row = {"label": f"{ROLE_NAMES[role]} ({sub[f'{role}_run'].iloc[0]})", "dataset": dataset}
+            for _, rec in sub.iterrows():
+                row[f"{rec['metric']}_paper"] = rec["paper"]
+                row[f"{rec['metric']}_ours"] = rec[role]
+            out.append(row)
+    columns = ["label", "dataset"] + [f"{m}_{s}" for m in ACCURACY for s in ("paper", "ours")]
+    return pd.DataFrame(out).reindex(columns=columns)
+
+
+__all__ = ["build_reproduction", "paired_reproduction", "read_attribution", "reproduction_layout",
+           "write_reproduction"]

@@ -1,0 +1,291 @@
+"""Reading study (issue #9, item 4): several fine-tuning readings x seeds on one graph, summarised per reading.
+
+Runs are named `{stage}-{reading}-s{seed}` (`study-...`: the 8-epoch screen; `study30-...`: the paper's 30 epochs,
+configs/study-umls.yaml). Per run the inputs are the pipeline's own files: `metrics.json` (test metrics of the
+realistic filtered ranks, both directions; `run.best_epoch` / `run["best_dev_hits@10"]`: the model selected by dev
+Hits@10) and `train_log.csv` (dev metrics per epoch), plus an optional `provenance.json` written by the study driver
+(benchmarks/run_study_umls.sh: the git commit each run was made at).
+
+Per (stage, reading): seeds, mean and sample sd over seeds of dev Hits@10 at the selected epoch, test Hits@10, MR,
+MRR, Hits@1, the selected epochs, the git commits and the metrics.json paths. Readings are ranked within a stage by
+mean dev Hits@10 (ties: mean dev MRR at the selected epoch); test metrics never enter the ranking.
+
+    python -m lpbert_core.report.study benchmarks/results/study_umls --out benchmarks/results/study_umls/summary
+summarises whatever runs a folder of `<run>/metrics.json` copies holds (the driver's interim summary).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from lpbert_core.atomic import atomic_path, write_json
+
+RUN_NAME = re.compile(r"^(?P<stage>study(?:\d+)?)-(?P<reading>.+)-s(?P<seed>\d+)$")
+TEST_METRICS = ("hits@10", "mr", "mrr", "hits@1")
+
+
+def parse_run_name(name: str) -> tuple[str, str, int] | None:
+    """(stage, reading, seed) of a study run name, None for any other run."""
+    m = RUN_NAME.match(name)
+    return (m["stage"], m["reading"], int(m["seed"])) if m else None
+
+
+def load_run(name: str, metrics_path, train_log_path, provenance_path=None) -> dict:
+    """One study run as a flat record (+ its per-epoch dev log)."""
+    parsed = parse_run_name(name)
+    if parsed is None:
+        raise ValueError(f"{name!r} is not a study run name (study-<reading>-s<seed> or study30-<reading>-s<seed>)")
+    stage, reading, seed = parsed
+    metrics = json.loads(Path(metrics_path).read_text())
+    log = pd.read_csv(train_log_path)
+    info = metrics.get("run", {})
+    both = metrics["metrics"]["both"]
+    best_epoch = int(info["best_epoch"])
+    best_row = log[log["epoch"] == best_epoch]
+    dev_mrr = float(best_row["dev_mrr"].iloc[0]) if len(best_row) and "dev_mrr" in log else math.nan
+    provenance = {}
+    if provenance_path and Path(provenance_path).exists():
+        provenance = json.loads(Path(provenance_path).read_text())
+    return {
+        "run": name, "stage": stage, "reading": reading, "seed": seed,
+        "epochs": int(info.get("settings", {}).get("epochs") or len(log)),
+        "epochs_run": int(info.get("epochs_run") or len(log)),
+        "best_epoch": best_epoch,
+        "dev_hits@10": float(info["best_dev_hits@10"]),
+        "dev_mrr": dev_mrr,
+        **{f"test_{k}": float(both[k]) for k in TEST_METRICS},
+        "test_queries": int(both.get("count") or 0),
+        "leaky": bool(metrics.get("leaky", False)),
+        "selection": info.get("selection", "dev_hits10"),
+        "git_commit": provenance.get("git_commit"),
+        "uncommitted_code_files": provenance.get("uncommitted_code_files"),
+        "metrics_path": str(metrics_path),
+        "dev_log": log[["epoch", "dev_hits@10"]].assign(run=name, reading=reading, stage=stage, seed=seed),
+    }
+
+
+def _sd(values: pd.Series) -> float:
+    return float(values.std(ddof=1)) if len(values) > 1 else math.nan
+
+
+def summarise(runs: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-run frame, per-reading frame ranked by mean dev Hits@10 within each stage)."""
+    per_run = pd.DataFrame([{k: v for k, v in r.items() if k != "dev_log"} for r in runs])
+    per_run = per_run.sort_values(["stage", "reading", "seed"]).reset_index(drop=True)
+    rows = []
+    for (stage, reading), g in per_run.groupby(["stage", "reading"], sort=False):
+        row = {"stage": stage, "reading": reading, "epochs": int(g["epochs"].max()), "n_seeds": len(g),
+               "seeds": " ".join(str(s) for s in g["seed"]),
+               "dev_hits@10_mean": float(g["dev_hits@10"].mean()), "dev_hits@10_sd": _sd(g["dev_hits@10"]),
+               "dev_mrr_mean": float(g["dev_mrr"].mean()), "leaky": bool(g["leaky"].any()),
+               "selection": " ".join(sorted(set(g["selection"])))}
+        for k in TEST_METRICS:
+            row[f"test_{k}_mean"] = float(g[f"test_{k}"].mean())
+            row[f"test_{k}_sd"] = _sd(g[f"test_{k}"])
+        row["best_epochs"] = " ".join(str(e) for e in g["best_epoch"])
+        row["git_commits"] = " ".join(sorted({str(c)[:10] for c in g["git_commit"] if isinstance(c, str)})) or "-"
+        row["metrics_paths"] = " ".join(g["metrics_path"])
+        rows.append(row)
+    per_reading = pd.DataFrame(rows)
+    if len(per_reading):
+        per_reading = per_reading.sort_values(["stage", "dev_hits@10_mean", "dev_mrr_mean"],
+                                              ascending=[True, False, False]).reset_index(drop=True)
+        per_reading.insert(2, "rank", per_reading.groupby("stage").cumcount() + 1)
+    return per_run, per_reading
+
+
+BASELINES = {"P": None, "ac": "P"}  # reading -> the reading it is compared with (None: the reference)
+
+
+def baseline_of(reading: str) -> str | None:
+    """A paper-text reading is compared with P (the paper-text reading); `ac-<switch>` (one authors'-code switch
+    turned back to the paper's text) with `ac`; `ac` itself with P."""
+    if reading in BASELINES:
+        return BASELINES[reading]
+    return "ac" if reading.startswith("ac-") else "P"
+
+
+def attribution(per_reading: pd.DataFrame, metric: str = "test_hits@10") -> pd.DataFrame:
+    """Per reading of each stage: Δ of the mean `metric` (and dev Hits@10, test MR) against its baseline reading
+    (`baseline_of`), and whether |Δ| exceeds twice the seed sd: the pooled sample sd of `metric` over the readings of
+    the stage that have several seeds (NaN while none has). A reading whose baseline has not run is left out."""
+    rows = []
+    for stage, g in per_reading.groupby("stage", sort=True):
+        multi = g[g["n_seeds"] > 1]
+        pooled = (math.sqrt(float((multi[f"{metric}_sd"] ** 2 * (multi["n_seeds"] - 1)).sum())
+                            / float((multi["n_seeds"] - 1).sum())) if len(multi) else math.nan)
+        by = g.set_index("reading")
+        for reading, r in by.iterrows():
+            base = baseline_of(reading)
+            if base is None or base not in by.index:
+                continue
+            b = by.loc[base]
+            delta = float(r[f"{metric}_mean"] - b[f"{metric}_mean"])
+            rows.append({"stage": stage, "reading": reading, "baseline": base,
+                         "delta_dev_hits@10": float(r["dev_hits@10_mean"] - b["dev_hits@10_mean"]),
+                         f"delta_{metric}": delta,
+                         "delta_test_mr": float(r["test_mr_mean"] - b["test_mr_mean"]),
+                         "seed_sd": pooled, "beyond_2sd": (abs(delta) > 2 * pooled) if not math.isnan(pooled) else None,
+                         "n_seeds": int(r["n_seeds"]), "baseline_n_seeds": int(b["n_seeds"]),
+                         "leaky": bool(r["leaky"] or b["leaky"])})
+    return pd.DataFrame(rows)
+
+
+def attribution_markdown(frame: pd.DataFrame) -> list[str]:
+    if not len(frame):
+        return []
+    lines = ["## Attribution", "",
+             "Each reading against its baseline: a paper-text reading against P; the authors'-code reading (ac) "
+             "against P; `ac-<switch>` (one authors'-code switch turned back to the paper's text) against ac, so its Δ "
+             "is what that switch contributes with the sign reversed. Seed sd: pooled sample sd of test Hits@10 over "
+             "the readings with several seeds; `> 2 sd` marks a Δ beyond twice it (– while no reading has 2 seeds).", "",
+             "| stage | reading | vs | Δ dev Hits@10 | Δ test Hits@10 | Δ test MR | seeds (reading / baseline) | "
+             "> 2 sd |", "|---|---|---|---|---|---|---|---|"]
+    for _, r in frame.iterrows():
+        flag = "–" if r["beyond_2sd"] is None or (isinstance(r["beyond_2sd"], float) and math.isnan(r["beyond_2sd"])) \
+            else ("yes" if r["beyond_2sd"] else "no")
+        leak = " ⚠ leaky" if r["leaky"] else ""
+        lines.append(f"| {r['stage']} | {r['reading']}{leak} | {r['baseline']} | {r['delta_dev_hits@10']:+.3f} | "
+                     f"{r['delta_test_hits@10']:+.3f} | {r['delta_test_mr']:+.2f} | {r['n_seeds']} / "
+                     f"{r['baseline_n_seeds']} | {flag} |")
+    sd = frame["seed_sd"].dropna()
+    if len(sd):
+        lines += ["", f"Pooled seed sd of test Hits@10: {float(sd.iloc[0]):.4f}."]
+    return lines + [""]
+
+
+def _pm(mean: float, sd: float, digits: int) -> str:
+    return f"{mean:.{digits}f}" if math.isnan(sd) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+def summary_markdown(per_run: pd.DataFrame, per_reading: pd.DataFrame, title: str, note: str = "") -> str:
+    lines = [f"# {title}", ""]
+    if note:
+        lines += [note, ""]
+    lines += ["Ranked by mean dev Hits@10 at the selected epoch (filtered by train+dev, both directions); test "
+              "metrics (realistic filtered ranks, both directions, full test split) never enter the ranking. "
+              "mean ± sample sd over seeds.", ""]
+    for stage, g in per_reading.groupby("stage", sort=True):
+        epochs = int(g["epochs"].max())
+        lines += [f"## {stage}: {epochs} epochs", "",
+                  "| rank | reading | seeds | dev Hits@10 | test Hits@10 | test MR | test MRR | test Hits@1 | "
+                  "best epochs | commits |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for _, r in g.iterrows():
+            leak = " ⚠ leaky" if r["leaky"] else ""
+            lines.append(
+                f"| {r['rank']} | {r['reading']}{leak} | {r['seeds']} | {_pm(r['dev_hits@10_mean'], r['dev_hits@10_sd'], 3)} "
+                f"| {_pm(r['test_hits@10_mean'], r['test_hits@10_sd'], 3)} "
+                f"| {_pm(r['test_mr_mean'], r['test_mr_sd'], 2)} | {_pm(r['test_mrr_mean'], r['test_mrr_sd'], 3)} "
+                f"| {_pm(r['test_hits@1_mean'], r['test_hits@1_sd'], 3)} | {r['best_epochs']} | {r['git_commits']} |")
+        lines.append("")
+    lines += attribution_markdown(attribution(per_reading))
+    if per_reading["leaky"].any():
+        lines += ["⚠ leaky: the run's in-batch labels took dev and test triples (the authors' code, label_splits "
+                  "train+dev+test); its test numbers are not a clean held-out measurement.", ""]
+    lines += ["## Runs", "", "| run | seed | best epoch / run | dev Hits@10 | test Hits@10 | test MR | test MRR | "
+              "test Hits@1 | commit | metrics.json |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for _, r in per_run.iterrows():
+        commit = str(r["git_commit"])[:10] if isinstance(r["git_commit"], str) else "-"
+        if isinstance(r["uncommitted_code_files"], list) and r["uncommitted_code_files"]:
+            commit += " (+uncommitted)"
+        lines.append(f"| {r['run']} | {r['seed']} | {r['best_epoch']} / {r['epochs_run']} | {r['dev_hits@10']:.3f} | "
+                     f"{r['test_hits@10']:.3f} | {r['test_mr']:.2f} | {r['test_mrr']:.3f} | {r['test_hits@1']:.3f} | "
+                     f"{commit} | `{r['metrics_path']}` |")
+    return "\n".join(lines) + "\n"
+
+
+def study_figure(runs: list[dict], per_reading: pd.DataFrame, path) -> Path:
+    """Left: dev Hits@10 by epoch per reading (mean over seeds; one line style per stage). Middle / right: test
+    Hits@10 and MR per reading, every seed a dot, the bar the mean."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5))
+    dev = pd.concat([r["dev_log"] for r in runs], ignore_index=True)
+    readings = list(dict.fromkeys(per_reading["reading"]))
+    colours = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(readings)}
+    styles = {stage: s for stage, s in zip(sorted(dev["stage"].unique()), ["-", "--", ":", "-."] * 4)}
+    for (stage, reading), g in dev.groupby(["stage", "reading"]):
+        mean = g.groupby("epoch")["dev_hits@10"].mean()
+        axes[0].plot(mean.index, mean.values, styles[stage], marker="o", ms=3, color=colours[reading],
+                     label=f"{reading} ({stage}, {g['seed'].nunique()} seeds)")
+    axes[0].set(xlabel="epoch", ylabel="dev Hits@10 (filtered, both directions)", title="dev Hits@10 by epoch")
+    axes[0].legend(fontsize=7)
+    axes[0].grid(alpha=0.3)
+    per_run = pd.DataFrame([{k: v for k, v in r.items() if k != "dev_log"} for r in runs])
+    labels = [f"{r['reading']}\n({r['stage']})" for _, r in per_reading.iterrows()]
+    for ax, metric, title in ((axes[1], "test_hits@10", "test Hits@10"), (axes[2], "test_mr", "test MR")):
+        for i, (_, r) in enumerate(per_reading.iterrows()):
+            vals = per_run[(per_run["stage"] == r["stage"]) & (per_run["reading"] == r["reading"])][metric]
+            ax.bar(i, vals.mean(), color=colours[r["reading"]], alpha=0.5)
+            ax.scatter([i] * len(vals), vals, color="black", s=12, zorder=3)
+        ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
+        ax.set(title=f"{title} per reading (dots: seeds; ranked by dev Hits@10)")
+        ax.grid(alpha=0.3, axis="y")
+    lo = per_run["test_hits@10"].min() if len(per_run) else 0.0
+    axes[1].set_ylim(max(0.0, lo - 0.05), 1.0)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _json_ready(frame: pd.DataFrame) -> list[dict]:
+    out = json.loads(frame.to_json(orient="records"))  # NaN -> null
+    return out
+
+
+def write_study(runs: list[dict], md, csv, json_path, png, title: str, note: str = "") -> pd.DataFrame:
+    """Write the summary (md, csv per reading, json with readings and runs) and the figure (unless `png` is None);
+    returns the per-reading frame."""
+    if not runs:
+        raise ValueError("no study runs to summarise")
+    per_run, per_reading = summarise(runs)
+    with atomic_path(md) as tmp:
+        tmp.write_text(summary_markdown(per_run, per_reading, title, note))
+    with atomic_path(csv) as tmp:
+        per_reading.to_csv(tmp, index=False)
+    write_json(json_path, {"title": title, "note": note, "readings": _json_ready(per_reading),
+                           "runs": _json_ready(per_run)})
+    if png:
+        study_figure(runs, per_reading, png)
+    return per_reading
+
+
+def runs_in_folder(folder) -> list[dict]:
+    """Every `<run>/metrics.json` + `train_log.csv` (+ provenance.json) under `folder` whose name is a study run."""
+    runs = []
+    for metrics in sorted(Path(folder).glob("*/metrics.json")):
+        name = metrics.parent.name
+        if parse_run_name(name) and (metrics.parent / "train_log.csv").exists():
+            runs.append(load_run(name, metrics, metrics.parent / "train_log.csv", metrics.parent / "provenance.json"))
+    return runs
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("folder", help="folder of <run>/metrics.json, train_log.csv (optional provenance.json)")
+    ap.add_argument("--out", required=True, help="output prefix: writes PREFIX.md/.csv/.json and PREFIX.png")
+    ap.add_argument("--title", default="UMLS reading study (interim: the finished runs)")
+    ap.add_argument("--figure", action="store_true", help="also PREFIX.png")
+    args = ap.parse_args(argv)
+    runs = runs_in_folder(args.folder)
+    out = args.out
+    write_study(runs, f"{out}.md", f"{out}.csv", f"{out}.json", f"{out}.png" if args.figure else None, args.title,
+                note=f"{len(runs)} finished runs read from {args.folder}/")
+    print(f"{len(runs)} runs summarised -> {out}.md")
+
+
+if __name__ == "__main__":
+    main()
