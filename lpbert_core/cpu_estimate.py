@@ -8,7 +8,7 @@ a BERT-base-sized encoder is several times slower still.
 
 from __future__ import annotations
 
-from lpbert_core.settings import dataset_section
+from lpbert_core.settings import PRETRAIN_VARIANTS, dataset_section
 
 # Work items per second on 2 CPU cores with MiniLM-L6, from the measured CPU-overlay run (2026-11-25, its
 # benchmarks/{dataset}/{stage}/*.tsv files; README "CPU-sized run"). Batches are padded per batch, so the paper's
@@ -25,7 +25,7 @@ SIZES = {
     "WN18RR": (86835, 3034, 3134, 40943),
     "FB15k-237": (272115, 17535, 20466, 14541),
 }
-PRETRAIN_VARIANTS_WITH_WORK = {"mlm", "mem", "mem-mrm", "mem-mrm-mlm"}
+PRETRAIN_VARIANTS_WITH_WORK = set(PRETRAIN_VARIANTS) - {"none"}
 
 
 

@@ -116,9 +116,7 @@ class DirectRun:
         if spec.get("model", "lpbert") != "lpbert":
             raise ValueError(f"run {run!r}: DirectRun drives lpbert runs only (model {spec.get('model')!r})")
         self.data(dataset, spec["encoder"])
-        if spec["pretrain"] != "none":
-            if spec["encoder"] != self.jobs.config["encoder"]:
-                self.data(dataset)
+        if spec["pretrain"] != "none":  # run_settings refused any other encoder than the top-level one here
             self.pretrain(dataset, spec["pretrain"])
         self.finetune(dataset, run)
         self.score(dataset, run)

@@ -35,7 +35,7 @@ def stage_function(stage: str):
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     call = json.loads(Path(argv[0]).read_text())
-    from lpbert_core.distributed import init_from_env, shutdown
+    from lpbert_core.distributed import barrier, init_from_env, shutdown
     from lpbert_core.errors import InputError
     from lpbert_core.stage import setup_logging
     from lpbert_core.training import torch_threads
@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
                                      call["stage"])
     try:
         stage_function(call["stage"])(**call["kwargs"])
+        # all ranks leave together: a rank that tore the gloo group down while rank 0 was still writing its outputs
+        # aborted now and then ("terminate called without an active exception", SIGABRT; seen twice on 2 CPU cores)
+        barrier()
     except InputError as exc:
         logging.getLogger("lpbert").error("%s", exc)
         sys.stderr.write(f"\nERROR (rank {w.rank}): {exc}\n")

@@ -19,6 +19,10 @@ def dataset_section(section: Mapping | None, dataset: str) -> dict:
     return section
 
 
+# Pre-training variants (the {variant} wildcard, runs' `pretrain:`): `none` keeps the encoder's own weights.
+PRETRAIN_VARIANTS = ("none", "mlm", "mem", "mem-mrm", "mem-mrm-mlm")
+
+
 # The keys of each training stage's config section. Their values (the defaults) live in config.yaml alone, which the
 # schema makes hold every one of them; code names the keys it needs and never supplies a value
 # (tests/test_workflow.py::test_every_setting_has_its_default_in_config_yaml keeps the three lists equal).

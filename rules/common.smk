@@ -6,12 +6,12 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from lpbert_core.job_settings import JobSettings, check_renamed_keys
+from lpbert_core.settings import PRETRAIN_VARIANTS
 
 
 check_renamed_keys(config)  # an old key name gets its new name, before the schema calls it unknown
 validate(config, schema="../schemas/config.schema.yaml")
 
-PRETRAIN_VARIANTS = ["none", "mlm", "mem", "mem-mrm", "mem-mrm-mlm"]  # the {variant} wildcard
 # top-level folders under results/ that are not datasets (rules tables, study)
 RESULT_FOLDERS = ["tables", "figures", "study"]
 
@@ -92,16 +92,12 @@ wildcard_constraints:
 # The rules' params are its methods applied to the wildcards; scripts that drive the stages without Snakemake
 # (benchmarks/gpu_check.py) build the same arguments from the same class.
 JOBS = JobSettings(config)
-RUN_INSTANCES = JOBS.instances  # instance name -> (configured run, seed or None)
 run_instances = JOBS.run_instances
 run_entry = JOBS.run_entry
-run_seed = JOBS.run_seed
 run_settings = JOBS.run_settings
 reproduction_spec = JOBS.reproduction_spec
 runs_of = JOBS.runs_of
 source_settings = JOBS.source
-text_source = JOBS.text_source
-training_graph = JOBS.training_graph
 
 
 def check_table_runs():

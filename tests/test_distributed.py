@@ -226,6 +226,7 @@ def _worker(rank: int, size: int, port: int, enc_dir: str, out: str) -> None:
         (Path(out) / f"compute-rank{rank}.json").write_text(json.dumps(compute_record(DEVICE, PRECISION)))
         for job in (one_step, data_parallel_steps, sharded_scoring, finetune_runs):
             job(enc_dir, Path(out), rank)
+        dist.barrier()  # leave together (as lpbert_core.launch does): no rank tears gloo down under another
     finally:
         dist.destroy_process_group()
 

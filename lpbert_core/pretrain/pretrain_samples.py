@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from lpbert_core.sequences import split_context_budget
+from lpbert_core.settings import PRETRAIN_VARIANTS
 from lpbert_core.kg import SpecialIds, TokenizedKG
 from lpbert_core.training import pad_batch
 
@@ -45,7 +46,7 @@ MEM_HEAD, MEM_TAIL, MRM, MLM_ONLY = 0, 1, 2, 3
 TASK_NAMES = {MEM_HEAD: "mem_head", MEM_TAIL: "mem_tail", MRM: "mrm", MLM_ONLY: "mlm"}
 
 # Ablation variants (the {variant} wildcard): which MIM tasks are drawn and whether MLM is added.
-VARIANTS = ("none", "mlm", "mem", "mem-mrm", "mem-mrm-mlm")
+VARIANTS = PRETRAIN_VARIANTS
 # What local MLM writes over 80% of its picked tokens: the real [MASK] (paper, BERT) or [PAD] (the authors' code).
 MLM_MASK_TOKENS = ("mask", "pad")
 
