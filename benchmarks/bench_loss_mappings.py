@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 from lpbert_core.config_files import load_config  # noqa: E402
 from lpbert_core.encoders import load_encoder, load_tokenizer  # noqa: E402
 from lpbert_core.finetune.finetune_loop import finetune  # noqa: E402
+from lpbert_core.job_settings import resolve  # noqa: E402
 from lpbert_core.kg import load_tokenized_kg  # noqa: E402
 from lpbert_core.settings import dataset_section  # noqa: E402
 from lpbert_core.training import torch_threads  # noqa: E402
@@ -67,6 +68,7 @@ def main() -> None:
             "probability": "affine", "temperature": 0.05, "shift": 0.0, "batch_order": "length",
             "batch_size": 128, "epochs": args.epochs, "alpha": 0.8, "gamma": 2.0, "max_length": args.max_length,
             "early_stop_patience": args.epochs + 1, "pooling": "mean", "seed": 42}
+    head_ranking = resolve(load_config([ROOT / "config.yaml"]), "score", args.dataset).head_ranking
     for name, extra in CANDIDATES.items():
         if args.only and name not in args.only:
             continue
@@ -74,7 +76,8 @@ def main() -> None:
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             res = finetune(kg, load_encoder("minilm"), tok, cfg, Path(tmp) / "model", Path(tmp) / "log.csv",
-                           Path(tmp) / "ckpt", torch.device("cpu"), log=lambda m: print(name, m, flush=True))
+                           Path(tmp) / "ckpt", torch.device("cpu"), log=lambda m: print(name, m, flush=True),
+                           head_ranking=head_ranking)
         log = res["progress"]["log"]
         results[name] = {"config": cfg, "dev_hits@10_per_epoch": [r["dev_hits@10"] for r in log],
                          "dev_mrr_per_epoch": [r["dev_mrr"] for r in log],

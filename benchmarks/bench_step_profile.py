@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -37,7 +36,9 @@ sys.path.insert(0, str(ROOT))
 from lpbert_core.finetune import finetune_loop as loop  # noqa: E402
 from lpbert_core.finetune import finetune_step as step  # noqa: E402
 from lpbert_core.finetune.batch_feed import BatchFeed  # noqa: E402
+from lpbert_core.config_files import load_config  # noqa: E402
 from lpbert_core.encoders import load_encoder  # noqa: E402
+from lpbert_core.job_settings import resolve  # noqa: E402
 from lpbert_core.finetune.finetune_data import training_triples  # noqa: E402
 from lpbert_core.known_answers import known_answers  # noqa: E402
 from lpbert_core.sequences import SequenceBuilder  # noqa: E402
@@ -73,26 +74,26 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch_threads(args.threads)
-    config = yaml.safe_load((ROOT / "config.yaml").read_text())
-    cfg = loop.finetune_settings(config["finetune"], args.dataset)
-    loss_cfg = LossConfig.from_dict(cfg)
+    # the paper run's settings on the graph (config.yaml alone)
+    cfg = resolve(load_config([ROOT / "config.yaml"]), "finetune", args.dataset, "lpbert")
+    loss_cfg = LossConfig.from_settings(cfg)
     device = torch.device("cpu")
     precision = "fp32"
     kg = load_tokenized_kg(ROOT / f"results/{args.dataset}/text", ROOT / f"results/{args.dataset}/tokens/minilm")
-    max_len = int(cfg["max_length"])
+    max_len = int(cfg.max_length)
     builder = SequenceBuilder(kg, max_len, max_len)
-    rows = training_triples(kg, cfg["inverse_augmentation"], cfg["train_subsample"], int(cfg["seed"]))
-    known = known_answers(kg, tuple(cfg["label_splits"]), cfg["inverse_augmentation"])
-    bs = int(cfg["batch_size"])
-    in_batch = bool(cfg["in_batch_negatives"])
+    rows = training_triples(kg, cfg.inverse_augmentation, cfg.train_subsample, int(cfg.seed))
+    known = known_answers(kg, tuple(cfg.label_splits), cfg.inverse_augmentation)
+    bs = int(cfg.batch_size)
+    in_batch = bool(cfg.in_batch_negatives)
     assert in_batch and not loss_cfg.self_negatives, "the phase split below follows the default in-batch step"
     q_lengths = [builder.query_length(int(h), int(r)) for h, r, _ in rows]
-    batches = training_batches(q_lengths, bs, cfg["batch_order"], epoch_seed(int(cfg["seed"]), 0))
+    batches = training_batches(q_lengths, bs, cfg.batch_order, epoch_seed(int(cfg.seed), 0))
     torch.manual_seed(0)
-    model = SiameseModel(load_encoder("minilm"), cfg["pooling"], 1.0 / loss_cfg.temperature,
+    model = SiameseModel(load_encoder("minilm"), cfg.pooling, 1.0 / loss_cfg.temperature,
                          -float(loss_cfg.shift) / loss_cfg.temperature).to(device).train()
-    optimizer = build_optimizer(model, "encoder.", float(cfg["lr_encoder"]), float(cfg["lr_new"]),
-                                float(cfg["weight_decay"]))
+    optimizer = build_optimizer(model, "encoder.", float(cfg.lr_encoder), float(cfg.lr_new),
+                                float(cfg.weight_decay))
     scheduler = build_scheduler(optimizer, 10_000, 0.0)
     rng = np.random.default_rng(0)
 

@@ -51,8 +51,9 @@ READINGS = {
 }
 SMOKE = {  # the CPU rehearsal: every stage, a few rows
     "pretrain": {"epochs": 1, "train_subsample": 64, "dev_subsample": 32, "progress_bar": False},
-    "finetune": {"per_dataset": {d: {"epochs": 1, "train_subsample": 64, "dev_subsample": 16, "test_subsample": 16,
-                                     "batch_size": 16} for d in ("umls", "WN18RR")}},
+    "finetune": {"per_dataset": {d: {"epochs": 1, "train_subsample": 64, "dev_subsample": 16, "batch_size": 16}
+                                 for d in ("umls", "WN18RR")}},
+    "score": {"per_dataset": {d: {"test_subsample": 16} for d in ("umls", "WN18RR")}},
 }
 
 

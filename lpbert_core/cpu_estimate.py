@@ -58,7 +58,7 @@ def cpu_hours(config: dict) -> tuple[float, list[str]]:
         ft_rows = min(train, ft.get("train_subsample") or train) * (2 if ft.get("inverse_augmentation", True) else 1)
         lpbert_runs = [s for s in specs.values() if s.get("model") == "lpbert"]
         seconds["finetune"] = len(lpbert_runs) * ft_rows * int(ft.get("epochs", 1)) / RATES["finetune_rows"]
-        scored = min(test, ft.get("test_subsample") or test)
+        scored = min(test, dataset_section(config.get("score", {}), dataset).get("test_subsample") or test)
         seconds["score"] = len(lpbert_runs) * (entities + 2 * scored) / RATES["score_sequences"]
         kg = dataset_section(config.get("kgbert", {}), dataset)
         queries = kg.get("score_queries") or 2 * test

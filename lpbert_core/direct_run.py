@@ -73,7 +73,7 @@ class DirectRun:
         from lpbert_core.pretrain.pretrain_loop import run_pretrain
 
         out = f"results/{dataset}/pretrain/{variant}"
-        settings = {**self.jobs.pretrain_params(dataset, variant), "threads": self.threads}
+        settings = self.jobs.resolve("pretrain", dataset, variant=variant, threads=self.threads)
         tokens = f"results/{dataset}/tokens/{self.jobs.config['encoder']}"
         inputs = {"triples": self.path(f"results/{dataset}/text/triples.parquet"),
                   "manifest": self.path(f"{tokens}/manifest.json")}
@@ -101,7 +101,7 @@ class DirectRun:
         from lpbert_core.training import torch_threads
 
         inputs = {key: self.path(path) for key, path in self.jobs.score_inputs(dataset, run).items()}
-        section = {**self.jobs.score_params(dataset, run)["settings"], **(settings or {})}
+        section = self.jobs.resolve("score", dataset).replace(**(settings or {}))
         out = f"results/{dataset}/runs/{run}"
         outputs = {"ranks": self.path(f"{out}/ranks.parquet"), "metrics": self.path(f"{out}/metrics.json")}
         torch_threads(self.threads)

@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from lpbert_core.errors import ConfigError
-from lpbert_core.settings import dataset_section
+from lpbert_core.settings import (FinetuneSettings, KgbertSettings, PretrainSettings, ScoreSettings, StageSettings,
+                                  dataset_section)
 
 # Settings renamed on 2026-11-26 (issue #12: one name per idea across stages), old -> new per section. A config
 # that still uses an old name stops with the new one (check_renamed_keys), not with a schema error.
@@ -25,6 +26,8 @@ RENAMED_KEYS = {
                  "train_max_triples": "train_subsample", "dev_max_triples": "dev_subsample"},
     "finetune": {"score_chunk_size": "chunk_size"},
 }
+# Settings that moved to the section of the stage that reads them (2026-11-26): key -> its new section.
+MOVED_KEYS = {"finetune": {"test_subsample": "score"}}
 # Text file names a source may leave out.
 TEXT_KEYS = {"entity_text": "entity2text.txt", "relation_text": "relation2text.txt"}
 
@@ -41,6 +44,10 @@ def check_renamed_keys(config: Mapping) -> None:
                    for run, spec in (config.get("runs") or {}).items()]
         found += [f"{where}.{old} is now {where}.{new}" for where, mapping in places
                   for old, new in renames.items() if old in mapping]
+    for dataset, entry in ((config.get("finetune") or {}).get("per_dataset") or {}).items():
+        for key, section in MOVED_KEYS["finetune"].items():
+            if key in (entry or {}):
+                found.append(f"finetune.per_dataset.{dataset}.{key} is now {section}.per_dataset.{dataset}.{key}")
     if found:
         raise ConfigError("renamed settings (one name per idea across stages): " + "; ".join(found))
 
@@ -153,11 +160,36 @@ class JobSettings:
         """A key of `encoders` -> the name or folder transformers loads (or an alias of lpbert_core.encoders)."""
         return self.config["encoders"][key]
 
-    # ---------------------------------------------------------------- pre-training
+    # ---------------------------------------------------------------- the stages' settings
+
+    def resolve(self, stage: str, dataset: str, run: str | None = None, *, variant: str | None = None,
+                threads: int | None = None) -> StageSettings:
+        """The typed settings of one job: `stage`'s section, then its `per_dataset.{dataset}` entry, then (finetune)
+        the run's `in_batch_negatives` and `finetune:` overrides, then the run instance's seed (finetune, kgbert).
+        The only place these layers are applied. pretrain needs `variant` and the job's granted `threads`."""
+        if stage == "pretrain":
+            return PretrainSettings.from_mapping({**self.pretrain_params(dataset, variant), "threads": threads},
+                                                 f"pretrain ({dataset}, {variant})")
+        if stage == "score":
+            return ScoreSettings.from_mapping(dataset_section(self.config["score"], dataset), f"score ({dataset})")
+        if stage not in ("finetune", "kgbert"):
+            raise ConfigError(f"no stage {stage!r} (stages: pretrain, finetune, kgbert, score)")
+        if run is None:
+            raise ConfigError(f"{stage} settings are per run: name the run")
+        spec = self.run_entry(run)
+        settings = dataset_section(self.config[stage], dataset)
+        if stage == "finetune":
+            if "in_batch_negatives" in spec:
+                settings["in_batch_negatives"] = bool(spec["in_batch_negatives"])
+            settings.update(spec.get("finetune") or {})
+        if self.run_seed(run) is not None:  # a run instance (runs.{run}.seeds): its own seed
+            settings["seed"] = int(self.run_seed(run))
+        cls = FinetuneSettings if stage == "finetune" else KgbertSettings
+        return cls.from_mapping(settings, f"{stage} (run {run} on {dataset})")
 
     def pretrain_params(self, dataset: str, variant: str) -> dict:
-        """The `pretrain:` section resolved for one dataset and variant (max_length is per dataset), every key of it;
-        without `threads` (the job's granted threads are added by the caller)."""
+        """The `pretrain:` section resolved for one dataset and variant (max_length is per dataset), every key of it
+        but `threads` (the job's granted threads, which the job adds: `resolve` with `threads`)."""
         section = dict(self.config["pretrain"])
         lengths = section.pop("max_length")
         section["max_length"] = lengths.get(dataset, lengths["default"])
@@ -165,23 +197,10 @@ class JobSettings:
         section["variant"] = variant
         section["encoder_key"] = self.config["encoder"]
         section["encoder_source"] = self.encoder_source(self.config["encoder"])
-        section.pop("threads", None)  # the job's granted threads are added by the caller
+        section.pop("threads", None)  # granted per job (a different machine grants others: no rerun for that)
         return section
 
     # ---------------------------------------------------------------- fine-tuning and scoring
-
-    def lpbert_run(self, dataset: str, run: str) -> dict:
-        """The run's entry; a run instance (or a first seed other than the configured one) gets its seed as a
-        run-level finetune override, which applies over finetune and finetune.per_dataset."""
-        spec = self.run_entry(run)
-        seed = self.run_seed(run)
-        overrides = dict(spec.get("finetune") or {})
-        finetune = self.config["finetune"]
-        per_dataset = finetune.get("per_dataset", {}).get(dataset) or {}
-        configured = overrides.get("seed", per_dataset.get("seed", finetune.get("seed", 42)))
-        if seed is not None and int(seed) != int(configured):
-            spec["finetune"] = {**overrides, "seed": int(seed)}
-        return spec
 
     def training_inputs(self, dataset: str, run: str) -> dict:
         """Paths a run's training job (finetune or kgbert_train) reads: the graph, its tokens for the run's encoder
@@ -199,39 +218,25 @@ class JobSettings:
             inputs["pretrained"] = f"results/{dataset}/pretrain/{spec['pretrain']}/model"
         return inputs
 
-    def score_section(self, dataset: str) -> dict:
-        """The `score:` section with `score.per_dataset[dataset]` merged in (e.g. head_ranking on WN18RR)."""
-        return dataset_section(self.config.get("score"), dataset)
-
     def finetune_params(self, dataset: str, run: str) -> dict:
-        """Arguments of lpbert_core.finetune.finetune_loop.run_finetune besides the paths."""
-        spec = self.lpbert_run(dataset, run)
+        """Arguments of lpbert_core.finetune.finetune_loop.run_finetune besides the paths: the run's resolved
+        settings (`finetune`, plain data) and what the job records about the run."""
         key = self.run_settings(run)["encoder"]
-        finetune = self.config.get("finetune", {})
-        params = {
+        return {
             "dataset": dataset,
             "run": run,
-            "run_spec": dict(spec),
+            "run_spec": self.run_entry(run),
             "encoder_key": key,
             "encoder_source": self.encoder_source(key),
-            # only this dataset's settings, so editing another dataset's entry does not re-run this job
-            "finetune": {
-                **{k: v for k, v in finetune.items() if k != "per_dataset"},
-                "per_dataset": {dataset: finetune.get("per_dataset", {}).get(dataset, {})},
-            },
+            "finetune": self.resolve("finetune", dataset, run).as_dict(),
+            # the per-epoch dev evaluation ranks head queries as the score rule does
+            "head_ranking": self.resolve("score", dataset).head_ranking,
         }
-        head_ranking = self.score_section(dataset).get("head_ranking")
-        if head_ranking is not None:  # the dev evaluation ranks head queries as the score rule does
-            params["head_ranking"] = head_ranking
-        return params
 
     def score_params(self, dataset: str, run: str) -> dict:
-        """{settings: run_score's settings, run_spec, encoder_key} of a run's scoring job."""
+        """{settings: run_score's settings (plain data), run_spec, encoder_key} of a run's scoring job."""
         spec = self.run_entry(run)
-        per_dataset = self.config.get("finetune", {}).get("per_dataset", {}).get(dataset, {})
-        settings = self.score_section(dataset)
-        settings["test_subsample"] = per_dataset.get("test_subsample", settings.get("test_subsample"))
-        return {"settings": settings, "run_spec": dict(spec),
+        return {"settings": self.resolve("score", dataset).as_dict(), "run_spec": dict(spec),
                 "encoder_key": spec.get("encoder", self.config["encoder"])}
 
     def score_inputs(self, dataset: str, run: str) -> dict:
@@ -246,15 +251,16 @@ class JobSettings:
     def kgbert_params(self, dataset: str, run: str) -> dict:
         """Arguments of the cross-encoder's training and scoring besides the paths."""
         spec = self.run_settings(run)
-        settings = dataset_section(self.config.get("kgbert"), dataset)
-        seed = self.run_seed(run)
-        if seed is not None and int(seed) != int(settings.get("seed", 42)):
-            settings["seed"] = int(seed)  # a run instance: kgbert.seed set to its seed
         return {
             "dataset": dataset,
             "run": run,
             "run_spec": spec,
             "encoder_key": spec["encoder"],
             "encoder_source": self.encoder_source(spec["encoder"]),
-            "settings": settings,
+            "settings": self.resolve("kgbert", dataset, run).as_dict(),
         }
+
+
+def resolve(config: Mapping, stage: str, dataset: str, run: str | None = None, **job) -> StageSettings:
+    """`JobSettings(config).resolve(...)`: the typed settings of one stage's job (see there)."""
+    return JobSettings(config).resolve(stage, dataset, run, **job)

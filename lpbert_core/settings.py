@@ -1,14 +1,22 @@
-"""Config sections resolved for one dataset: the one place where `per_dataset` overrides are applied.
+"""The typed settings of each stage: one frozen dataclass per config section, and no default values.
 
-Every stage's section (pretrain, finetune, score, kgbert) is a map of defaults plus `per_dataset: {dataset: {...}}`;
-`dataset_section` returns the defaults with the dataset's entry applied over them (and without `per_dataset`).
-rules/common.smk (the rules' params), lpbert_core.finetune.finetune_loop (a run's own overrides on top), the cross-encoder
-and the CPU preflight all resolve through it. Pure Python: Snakefiles import it while building the DAG.
+Every value lives in config.yaml (the schema requires every key of every section); these classes name the keys, their
+types and nothing else. `lpbert_core.job_settings.resolve(config, stage, dataset, run)` is the one function that
+applies the layers (section -> `per_dataset.{dataset}` -> the run's overrides) and returns one of these; the stages
+take it (or its `as_dict()`, which is what Snakemake stores as the rule's params) and read attributes.
+
+Pure Python: Snakefiles import it while building the DAG.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
 from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from lpbert_core.errors import ConfigError
 
 
 def dataset_section(section: Mapping | None, dataset: str) -> dict:
@@ -23,36 +31,226 @@ def dataset_section(section: Mapping | None, dataset: str) -> dict:
 PRETRAIN_VARIANTS = ("none", "mlm", "mem", "mem-mrm", "mem-mrm-mlm")
 
 
-# The keys of each training stage's config section. Their values (the defaults) live in config.yaml alone, which the
-# schema makes hold every one of them; code names the keys it needs and never supplies a value
-# (tests/test_workflow.py::test_every_setting_has_its_default_in_config_yaml keeps the three lists equal).
-SECTION_KEYS = {
-    "pretrain": ("seed", "max_length", "batch_size", "epochs", "early_stop_patience", "lr_encoder", "lr_new",
-                 "warmup_fraction", "weight_decay", "mlm_probability", "mlm_mask_fraction", "mlm_random_fraction",
-                 "task_probabilities", "em_head_norm", "optimizer", "lr_schedule", "mlm_mask_token",
-                 "segment_separators", "batch_order", "precision", "threads", "dev_subsample", "train_subsample",
-                 "keep_checkpoint", "progress_bar", "device"),
-    "finetune": ("seed", "batch_size", "epochs", "max_length", "pooling", "loss", "probability", "temperature",
-                 "shift", "alpha", "gamma", "distance", "distance_weight", "infonce_temperature",
-                 "inverse_augmentation", "lr_encoder", "lr_new", "warmup_fraction", "weight_decay", "max_grad_norm",
-                 "early_stop_patience", "selection", "dev_subsample", "dev_eval", "train_subsample",
-                 "in_batch_negatives", "batch_order", "self_negatives", "scorer", "label_splits", "adam_betas",
-                 "adam_eps", "infonce_margin", "infonce_learnable_temperature", "hard_negatives", "pre_batch",
-                 "pre_batch_weight", "precision", "eval_batch_size", "chunk_size", "checkpoint_every_steps",
-                 "keep_checkpoint", "device"),
-    "kgbert": ("seed", "max_length", "pooling", "negatives", "negative_side", "batch_size", "epochs", "lr_encoder",
-               "lr_new", "warmup_fraction", "weight_decay", "max_grad_norm", "train_subsample", "dev_subsample",
-               "eval_batch_size", "precision", "score_queries", "keep_checkpoint", "device"),
-}
+def _coerce(where: str, hint, value):
+    """`value` as the annotation `hint` wants it: ints widened to float, lists to tuples; a ConfigError names `where`
+    when the value has the wrong kind (the schema catches this in the workflow; direct callers get it here)."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(where, option, value)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{where}: {value!r} is none of {' | '.join(getattr(o, '__name__', str(o)) for o in options)}")
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+        return tuple(_coerce(f"{where}[{i}]", item, v) for i, v in enumerate(value))
+    if origin is dict or hint is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"{where}: unsupported annotation {hint!r}")
 
 
-def require(section: str, settings: Mapping) -> dict:
-    """`settings` as a plain dict, or a ConfigError naming every key of the section it lacks."""
-    from lpbert_core.errors import ConfigError
+@dataclasses.dataclass(frozen=True)
+class StageSettings:
+    """Base of the stage settings: construction from a mapping that must hold exactly the class's keys."""
 
-    missing = [key for key in SECTION_KEYS[section] if key not in settings]
-    if missing:
-        raise ConfigError(f"{section} settings lack {', '.join(missing)}: every default lives in config.yaml's "
-                          f"`{section}:` section; resolve the settings from the config "
-                          "(lpbert_core.job_settings.JobSettings)")
-    return dict(settings)
+    SECTION: ClassVar[str] = ""
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping, where: str | None = None):
+        """The settings from a mapping holding every key of the class and no other (`where` names the mapping in
+        errors, e.g. `finetune (run lpbert on umls)`)."""
+        if isinstance(mapping, cls):
+            return mapping
+        where = where or cls.SECTION
+        keys = cls.keys()
+        missing = [k for k in keys if k not in mapping]
+        unknown = [k for k in mapping if k not in keys]
+        if missing:
+            raise ConfigError(f"{where} settings lack {', '.join(missing)}: every default lives in config.yaml's "
+                              f"`{cls.SECTION}:` section; resolve the settings from the config "
+                              "(lpbert_core.job_settings.resolve)")
+        if unknown:
+            raise ConfigError(f"{where}: unknown setting(s) {', '.join(map(str, unknown))} (known: {', '.join(keys)})")
+        hints = typing.get_type_hints(cls)
+        return cls(**{k: _coerce(f"{where}.{k}", hints[k], mapping[k]) for k in keys})
+
+    def as_dict(self) -> dict:
+        """The settings as plain data (tuples as lists): Snakemake params, JSON logs, run records."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
+def _plain(value: Any):
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainSettings(StageSettings):
+    """`pretrain:` for one dataset and variant (max_length picked per dataset; threads = the job's granted
+    threads) plus the encoder it starts from."""
+
+    SECTION: ClassVar[str] = "pretrain"
+    seed: int
+    max_length: int
+    batch_size: int
+    epochs: int
+    early_stop_patience: int
+    lr_encoder: float
+    lr_new: float
+    warmup_fraction: float
+    weight_decay: float
+    mlm_probability: float
+    mlm_mask_fraction: float
+    mlm_random_fraction: float
+    task_probabilities: dict
+    em_head_norm: str
+    optimizer: str
+    lr_schedule: str
+    mlm_mask_token: str
+    segment_separators: bool
+    batch_order: str
+    precision: str
+    threads: int
+    dev_subsample: int | None
+    train_subsample: int | None
+    keep_checkpoint: bool
+    progress_bar: bool
+    device: str
+    variant: str
+    encoder_key: str
+    encoder_source: str
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneSettings(StageSettings):
+    """`finetune:` for one run on one dataset: the section, its `per_dataset` entry, the run's
+    `in_batch_negatives` and `finetune:` overrides, the run instance's seed."""
+
+    SECTION: ClassVar[str] = "finetune"
+    seed: int
+    batch_size: int
+    epochs: int
+    max_length: int
+    pooling: str
+    loss: str
+    probability: str
+    temperature: float
+    shift: float | str
+    alpha: float
+    gamma: float
+    distance: str
+    distance_weight: float
+    infonce_temperature: float
+    inverse_augmentation: bool
+    lr_encoder: float
+    lr_new: float
+    warmup_fraction: float
+    weight_decay: float
+    max_grad_norm: float | None
+    early_stop_patience: int
+    selection: str
+    dev_subsample: int | None
+    dev_eval: bool
+    train_subsample: int | None
+    in_batch_negatives: bool
+    batch_order: str
+    self_negatives: bool
+    scorer: str
+    label_splits: tuple[str, ...]
+    adam_betas: tuple[float, ...]
+    adam_eps: float
+    infonce_margin: float
+    infonce_learnable_temperature: bool
+    hard_negatives: int
+    pre_batch: int
+    pre_batch_weight: float
+    precision: str
+    eval_batch_size: int
+    chunk_size: int
+    checkpoint_every_steps: int
+    keep_checkpoint: bool
+    device: str
+
+
+@dataclasses.dataclass(frozen=True)
+class KgbertSettings(StageSettings):
+    """`kgbert:` (the KG-BERT cross-encoder) for one run on one dataset."""
+
+    SECTION: ClassVar[str] = "kgbert"
+    seed: int
+    max_length: int
+    pooling: str
+    negatives: int
+    negative_side: str
+    batch_size: int
+    epochs: int
+    lr_encoder: float
+    lr_new: float
+    warmup_fraction: float
+    weight_decay: float
+    max_grad_norm: float | None
+    train_subsample: int | None
+    dev_subsample: int | None
+    eval_batch_size: int
+    precision: str
+    score_queries: int | None
+    keep_checkpoint: bool
+    device: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreSettings(StageSettings):
+    """`score:` for one dataset (test ranking of a run; also the predictor's replay of it)."""
+
+    SECTION: ClassVar[str] = "score"
+    head_ranking: str
+    batch_size: int
+    chunk_size: int
+    test_subsample: int | None
+    seed: int
+    precision: str
+    device: str
+
+
+STAGES = {cls.SECTION: cls for cls in (PretrainSettings, FinetuneSettings, KgbertSettings, ScoreSettings)}
+# The keys a config section holds (the pre-training job adds the variant and encoder; tests/test_workflow.py checks
+# that config.yaml holds each, the one place their values live).
+SECTION_KEYS = {name: tuple(k for k in cls.keys() if k not in ("variant", "encoder_key", "encoder_source"))
+                for name, cls in STAGES.items()}

@@ -33,6 +33,15 @@ def paper_section(name: str, **overrides) -> dict:
     return {**section, **overrides}
 
 
+def plain_loss(**overrides):
+    """The loss settings of config.yaml's finetune section with the affine mapping (temperature 0.05, shift 0: a
+    mapping that needs no measured shift, for tests of the loss function alone), then `overrides`."""
+    from lpbert_core.finetune.finetune_loss import LossConfig
+
+    return LossConfig.from_settings(paper_section(
+        "finetune", **{"probability": "affine", "temperature": 0.05, "shift": 0.0, **overrides}))
+
+
 @pytest.fixture(scope="session")
 def fixture_builder():
     return _fixture_builder()

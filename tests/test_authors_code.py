@@ -11,10 +11,11 @@ import pytest
 import torch
 import yaml
 
+from conftest import paper_section, plain_loss
 from lpbert_core.finetune.finetune_data import split_rows
 from lpbert_core.known_answers import known_answers, label_leak, train_known_answers
 from lpbert_core.sequences import SequenceBuilder
-from lpbert_core.finetune.finetune_loss import LossConfig, batch_loss, focal_terms
+from lpbert_core.finetune.finetune_loss import batch_loss, focal_terms
 from lpbert_core.ranking import build_filter_index, filtered_ranks
 from lpbert_core.evaluation import build_queries, encode_entities, encode_queries, evaluate_split
 from lpbert_core.siamese import PAIR_SCORER_FILE, PairLinear, SiameseModel, load_run_model, save_run_model
@@ -49,7 +50,7 @@ def test_pair_linear_matrix_equals_the_direct_per_pair_computation():
 def test_raw_focal_is_the_authors_formula_for_any_score():
     """p = s (y = 1) / 1 - s (y = 0), a = alpha / 1 - alpha, -a (1 - p)^2 log(clip(p, 1e-4, 1 - 1e-4)), the clip
     inside the log only; pair_linear scores leave [-1, 1] (s = 1.5 for a positive: (1 - p)^2 = 0.25, not 0)."""
-    cfg = LossConfig(probability="raw", alpha=0.8, gamma=2.0)
+    cfg = plain_loss(probability="raw", alpha=0.8, gamma=2.0)
     s = torch.tensor([-0.5, 0.3, 1.5, -0.7, 0.4, 1.2])
     y = torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
     got = focal_terms(s, y, cfg)
@@ -73,12 +74,12 @@ def test_batch_loss_uses_the_pair_scorer():
     enc_like.score_matrix = head.matrix
     enc_like.score_pairs = head.pairs
     q, c = torch.randn(4, 8), torch.randn(4, 8)
-    cfg = LossConfig(probability="raw", distance="batch_sum")
+    cfg = plain_loss(probability="raw", distance="batch_sum")
     got = batch_loss(q, c, torch.eye(4), cfg, scorer=enc_like)
     want = focal_terms(head.matrix(q, c), torch.eye(4), cfg).mean()
     assert got["focal"].item() == pytest.approx(want.item(), rel=1e-6)
     # infonce: the pair score as logit over the temperature
-    cfg = LossConfig(loss="infonce", infonce_temperature=0.5)
+    cfg = plain_loss(loss="infonce", infonce_temperature=0.5)
     got = batch_loss(q, c, torch.eye(4), cfg, scorer=enc_like)["loss"]
     want = torch.nn.functional.cross_entropy(head.matrix(q, c) / 0.5, torch.arange(4))
     assert got.item() == pytest.approx(want.item(), rel=1e-5)
@@ -159,7 +160,7 @@ def test_dev_loss_selection_early_stops(setup, tmp_path, monkeypatch):
     res = loop.finetune(kg, AutoModel.from_pretrained(enc_dir), tok,
                         {**CFG, "epochs": 5, "selection": "dev_loss", "early_stop_patience": 2}, tmp_path / "model",
                         tmp_path / "log.csv", tmp_path / "ckpt", torch.device("cpu"), {"dataset": "toy"},
-                        log=lambda m: None)
+                        log=lambda m: None, head_ranking="inverse_query")
     assert res["info"]["best_epoch"] == 2 and res["progress"]["epoch"] == 4
 
 
@@ -194,7 +195,7 @@ def test_score_rule_and_predictor_on_the_authors_run(authors_run, setup, tmp_pat
     kg, tok, _ = setup
     # the pipeline layout the predictor and the score rule read (text + tokens tables)
     text, tokens = kg_layout_writer(kg, tok, tmp_path / "toy")
-    out = run_score(settings={"batch_size": 4, "chunk_size": 3, "head_ranking": "relation_candidates"},
+    out = run_score(settings=paper_section("score", batch_size=4, chunk_size=3, head_ranking="relation_candidates"),
                     inputs={"model": tmp / "model", "triples": text / "triples.parquet",
                             "manifest": tokens / "manifest.json"},
                     outputs={"ranks": tmp_path / "ranks.parquet", "metrics": tmp_path / "metrics.json"},

@@ -96,9 +96,9 @@ def one_step(enc_dir: str, out: Path, rank: int) -> None:
     from lpbert_core.finetune.finetune_data import training_triples
     from lpbert_core.known_answers import known_answers
     from lpbert_core.sequences import SequenceBuilder
-    from lpbert_core.finetune.finetune_loop import _cfg
     from lpbert_core.finetune.finetune_step import training_step
     from lpbert_core.finetune.finetune_loss import LossConfig
+    from lpbert_core.settings import FinetuneSettings
     from lpbert_core.training import build_optimizer, build_scheduler, optimizer_step
     from safetensors.torch import save_file
 
@@ -110,12 +110,12 @@ def one_step(enc_dir: str, out: Path, rank: int) -> None:
     initial = {scorer: {k: v.clone() for k, v in m.state_dict().items()} for scorer, m in models.items()}
     for mode, (settings, in_batch) in STEP_MODES.items():
         for batch_name, sl in BATCHES.items():
-            cfg = _cfg({**STEP_CFG, **settings})
-            model = models[cfg["scorer"]]
-            model.load_state_dict(initial[cfg["scorer"]])
+            cfg = FinetuneSettings.from_mapping({**STEP_CFG, **settings})
+            model = models[cfg.scorer]
+            model.load_state_dict(initial[cfg.scorer])
             optimizer = build_optimizer(model, "encoder.", 5e-5, 1e-3, 0.01)
             scheduler = build_scheduler(optimizer, 10, 0.0)
-            step = training_step(model, builder, rows[sl], known, LossConfig.from_dict(cfg), DEVICE,
+            step = training_step(model, builder, rows[sl], known, LossConfig.from_settings(cfg), DEVICE,
                                  PRECISION, in_batch, np.random.default_rng(7))
             optimizer_step(step["loss"], model, optimizer, scheduler)
             tensors = {f"param.{k}": v.detach().clone() for k, v in model.named_parameters()}
@@ -138,7 +138,11 @@ def data_parallel_steps(enc_dir: str, out: Path, rank: int) -> None:
     from transformers import AutoModel
 
     kg, _ = toy_kg(enc_dir)
-    cfg = paper_section("pretrain", variant="mem-mrm-mlm", max_length=24)
+    from lpbert_core.settings import PretrainSettings
+
+    cfg = PretrainSettings.from_mapping(paper_section("pretrain", variant="mem-mrm-mlm", max_length=24,
+                                                      encoder_key="tiny", encoder_source=str(enc_dir),
+                                                      precision=PRECISION))
     samples = _make_samples(kg, kg.triples["train"], cfg, np.random.default_rng(4))
     idx = np.arange(3, 10)
     torch.manual_seed(0)
@@ -146,7 +150,7 @@ def data_parallel_steps(enc_dir: str, out: Path, rank: int) -> None:
     optimizer = build_optimizer(model, "encoder.", 5e-5, 1e-4, 0.01)
     scheduler = build_scheduler(optimizer, 10, 0.0)
     if distributed.world().size > 1:
-        _data_parallel_step(model, samples, idx, kg.special.pad, DEVICE, {**cfg, "precision": PRECISION},
+        _data_parallel_step(model, samples, idx, kg.special.pad, DEVICE, cfg,
                             optimizer, scheduler, None)
     else:
         batch = {k: v.to(DEVICE) for k, v in collate([samples[i] for i in idx], kg.special.pad).items()}
@@ -204,7 +208,8 @@ def finetune_runs(enc_dir: str, out: Path, rank: int) -> None:
         folder = out / name
         return finetune(kg, AutoModel.from_pretrained(enc_dir, **encoder_kwargs), tok, FINETUNE_CFG,
                         folder / "model", folder / "log.csv", folder / "ckpt", DEVICE,
-                        {"dataset": "toy"}, log=lambda m: None, stop_after_steps=stop_after)
+                        {"dataset": "toy"}, log=lambda m: None, stop_after_steps=stop_after,
+                        head_ranking="inverse_query")
 
     run("uninterrupted")
     assert run("resumed", stop_after=3)["killed"]  # mid-epoch 1 (5 steps per epoch): per-rank dropout states saved
@@ -343,7 +348,8 @@ def test_two_rank_run_without_dropout_equals_one_process(two_ranks, tiny_encoder
 
     kg, tok = toy_kg(tiny_encoder_dir)
     finetune(kg, AutoModel.from_pretrained(tiny_encoder_dir, **NO_DROPOUT), tok, FINETUNE_CFG, tmp_path / "model",
-             tmp_path / "log.csv", tmp_path / "ckpt", DEVICE, {"dataset": "toy"}, log=lambda m: None)
+             tmp_path / "log.csv", tmp_path / "ckpt", DEVICE, {"dataset": "toy"}, log=lambda m: None,
+             head_ranking="inverse_query")
     single, multi = pd.read_csv(tmp_path / "log.csv"), pd.read_csv(two_ranks / "no_dropout/log.csv")
     for column in ("loss", "dev_mrr", "dev_hits@10", "dev_loss", "prob_scale", "prob_bias"):
         np.testing.assert_allclose(multi[column], single[column], rtol=1e-5, atol=1e-6, err_msg=column)
@@ -381,7 +387,8 @@ def test_a_job_that_asked_for_two_gpus_runs_its_stage_in_two_torchrun_ranks(tiny
     try:
         run_stage(log, lambda: run_finetune(
             settings={"dataset": "tinykg", "run": "t", "run_spec": {"pretrain": "none", "in_batch_negatives": True},
-                      "finetune": settings, "encoder_key": "tiny", "encoder_source": tiny_encoder_dir},
+                      "finetune": settings, "encoder_key": "tiny", "encoder_source": tiny_encoder_dir,
+                      "head_ranking": "inverse_query"},
             inputs={"triples": text / "triples.parquet", "manifest": tmp_path / "tokens" / "manifest.json"},
             outputs={"model": tmp_path / "model", "train_log": tmp_path / "train_log.csv",
                      "checkpoints": tmp_path / "ckpt"}))

@@ -7,11 +7,11 @@ import numpy as np
 
 import pandas as pd
 import pytest
-from conftest import paper_section
+from conftest import paper_section, plain_loss
 import torch
 
 from lpbert_core.report.tables import epochs_timed
-from lpbert_core.finetune.finetune_loop import finetune, finetune_settings
+from lpbert_core.finetune.finetune_loop import finetune
 from lpbert_core.kg import make_toy_kg
 
 CFG = paper_section("finetune", batch_size=8, epochs=2, max_length=16, early_stop_patience=5, seed=3,
@@ -42,7 +42,7 @@ def _run(setup, tmp, cfg=CFG, stop_after=None, ckpt=None, prefetch=1):
     torch.manual_seed(123)  # encoder loading is deterministic anyway
     return finetune(kg, AutoModel.from_pretrained(enc_dir), tok, cfg, tmp / "model", tmp / "log.csv",
                     ckpt or (tmp / "ckpt"), torch.device("cpu"), {"dataset": "toy"}, log=lambda m: None,
-                    stop_after_steps=stop_after, prefetch=prefetch)
+                    stop_after_steps=stop_after, prefetch=prefetch, head_ranking="inverse_query")
 
 
 def _weights(path):
@@ -85,11 +85,10 @@ def test_sampled_negative_mode_scores_one_unknown_negative_per_positive(setup, t
     (the loss of its first epoch is below the loss of the untrained model on the same pairs)."""
     from lpbert_core.finetune.finetune_data import training_triples
     from lpbert_core.finetune.finetune_step import prepare_batch, prepared_step
-    from lpbert_core.finetune.finetune_loss import LossConfig
 
     kg, model, builder, known = _step_setup(setup)
     rows = training_triples(kg, True, None, 0)
-    cfg = LossConfig()
+    cfg = plain_loss()
     rng = np.random.default_rng(5)
     for start in range(0, len(rows), 8):
         batch = rows[start:start + 8]
@@ -102,7 +101,7 @@ def test_sampled_negative_mode_scores_one_unknown_negative_per_positive(setup, t
     with torch.no_grad():
         prepared = prepare_batch(builder, rows[:8], known, cfg, False, np.random.default_rng(5))
         start_loss = prepared_step(model, prepared, cfg, torch.device("cpu"), "fp32", False)["loss"].item()
-    # the mapping of LossConfig() above, so that the run's loss and the untrained loss are the same function
+    # the mapping of plain_loss() above, so that the run's loss and the untrained loss are the same function
     res = _run(setup, tmp_path, cfg={**CFG, "epochs": 2, "in_batch_negatives": False, "probability": "affine",
                                      "temperature": 0.05, "shift": 0.0})
     info = json.loads((tmp_path / "model/lpbert_run.json").read_text())
@@ -130,13 +129,26 @@ def test_prefetch_changes_nothing_sampled_negatives_and_resume(setup, tmp_path):
 
 
 def test_settings_merge():
-    cfg = {**CFG, "alpha": 0.5, "batch_size": 10, "per_dataset": {"umls": {"batch_size": 128, "alpha": 0.8}}}
-    s = finetune_settings(cfg, "umls", {"in_batch_negatives": False})
-    assert s["batch_size"] == 128 and s["alpha"] == 0.8 and s["in_batch_negatives"] is False
-    assert finetune_settings(cfg, "WN18RR", {})["batch_size"] == 10
+    """resolve: the section, then per_dataset, then the run's in_batch_negatives and finetune overrides, then the run
+    instance's seed; unknown keys are refused."""
+    from lpbert_core.errors import ConfigError
+    from lpbert_core.job_settings import resolve
+
+    config = {"finetune": {**CFG, "alpha": 0.5, "batch_size": 10,
+                           "per_dataset": {"umls": {"batch_size": 128, "alpha": 0.8}}},
+              "runs": {"a": {"model": "lpbert", "pretrain": "none", "in_batch_negatives": False},
+                       "b": {"model": "lpbert", "pretrain": "none", "in_batch_negatives": True,
+                             "finetune": {"loss": "infonce", "batch_size": 64}, "seeds": [42, 7]},
+                       "c": {"model": "lpbert", "pretrain": "none", "finetune": {"lr_head": 1e-3}}}}
+    s = resolve(config, "finetune", "umls", "a")
+    assert s.batch_size == 128 and s.alpha == 0.8 and s.in_batch_negatives is False
+    assert resolve(config, "finetune", "WN18RR", "a").batch_size == 10
     # a run's own overrides come last (named alternatives such as the InfoNCE run)
-    s = finetune_settings(cfg, "umls", {"in_batch_negatives": True, "finetune": {"loss": "infonce", "batch_size": 64}})
-    assert s["loss"] == "infonce" and s["batch_size"] == 64 and s["alpha"] == 0.8
+    s = resolve(config, "finetune", "umls", "b")
+    assert s.loss == "infonce" and s.batch_size == 64 and s.alpha == 0.8 and s.seed == 42
+    assert resolve(config, "finetune", "umls", "b.s7").seed == 7
+    with pytest.raises(ConfigError, match="unknown setting.*lr_head"):
+        resolve(config, "finetune", "umls", "c")
 
 
 def test_checkpoint_of_other_settings_is_not_resumed(setup, tmp_path):
@@ -148,7 +160,7 @@ def test_checkpoint_of_other_settings_is_not_resumed(setup, tmp_path):
     kg, tok, enc_dir = setup
     res = finetune(kg, AutoModel.from_pretrained(enc_dir), tok, {**CFG, "epochs": 1, "lr_encoder": 1e-4},
                    tmp_path / "a/model", tmp_path / "a/log.csv", tmp_path / "a/ckpt", torch.device("cpu"),
-                   {"dataset": "toy"}, log=messages.append)
+                   {"dataset": "toy"}, log=messages.append, head_ranking="inverse_query")
     assert any("ignoring the checkpoint" in m for m in messages)
     assert res["progress"]["global_step"] == res["progress"]["log"][0]["steps"] == 5  # the whole epoch ran again
 
@@ -254,13 +266,13 @@ def _encode(model, builder, rows=None, entities=None):
 def test_self_negatives_in_batch_step(setup, loss):
     from lpbert_core.finetune.finetune_data import label_matrix
     from lpbert_core.finetune.finetune_step import training_step
-    from lpbert_core.finetune.finetune_loss import LossConfig, batch_loss
+    from lpbert_core.finetune.finetune_loss import batch_loss
     from lpbert_core.siamese import cosine_matrix
 
     kg, model, builder, known = _step_setup(setup)
     # tails e1 e5 e6: anchors e0 and e2 get an extra column; row 2's anchor e5 is already a column (row 1's tail)
     rows = np.array([[0, 0, 1], [2, 1, 5], [5, 0, 6]])
-    cfg = LossConfig(loss=loss, self_negatives=True)
+    cfg = plain_loss(loss=loss, self_negatives=True)
     with torch.no_grad():
         got = training_step(model, builder, rows, known, cfg, torch.device("cpu"), "fp32", True)["loss"]
         q, c = _encode(model, builder, rows=rows), _encode(model, builder, entities=rows[:, 2])
@@ -277,12 +289,12 @@ def test_self_negatives_in_batch_step(setup, loss):
 def test_self_negatives_sampled_mode_step_and_run(setup, tmp_path):
     from lpbert_core.finetune.finetune_data import sample_negative_tails
     from lpbert_core.finetune.finetune_step import training_step
-    from lpbert_core.finetune.finetune_loss import LossConfig, pair_loss
+    from lpbert_core.finetune.finetune_loss import pair_loss
     from lpbert_core.siamese import pair_cosine, pair_distance
 
     kg, model, builder, known = _step_setup(setup)
     rows = np.array([[0, 0, 1], [2, 1, 5], [5, 0, 6]])
-    cfg = LossConfig(self_negatives=True)
+    cfg = plain_loss(self_negatives=True)
     with torch.no_grad():
         got = training_step(model, builder, rows, known, cfg, torch.device("cpu"), "fp32", False,
                             np.random.default_rng(0))["loss"]

@@ -4,12 +4,13 @@ import math
 import pytest
 import torch
 
-from lpbert_core.finetune.finetune_loss import (LossConfig, add_self_column, batch_loss, distance_terms, focal_terms,
+from conftest import plain_loss
+from lpbert_core.finetune.finetune_loss import (add_self_column, batch_loss, distance_terms, focal_terms,
                                        infonce_loss, masked_loss, pair_loss)
 
 
 def test_focal_affine_hand_computed():
-    cfg = LossConfig(probability="affine", alpha=0.8, gamma=2.0)
+    cfg = plain_loss(probability="affine", alpha=0.8, gamma=2.0)
     cos = torch.tensor([0.6, 0.2])
     y = torch.tensor([1.0, 0.0])
     got = focal_terms(cos, y, cfg)
@@ -20,7 +21,7 @@ def test_focal_affine_hand_computed():
 
 
 def test_focal_sigmoid_hand_computed():
-    cfg = LossConfig(probability="sigmoid", temperature=0.1, shift=0.0, alpha=0.8, gamma=2.0)
+    cfg = plain_loss(probability="sigmoid", temperature=0.1, shift=0.0, alpha=0.8, gamma=2.0)
     cos = torch.tensor([0.3, 0.1])
     y = torch.tensor([1.0, 0.0])
     got = focal_terms(cos, y, cfg)
@@ -31,7 +32,7 @@ def test_focal_sigmoid_hand_computed():
 
 
 def test_focal_raw_authors_clip_only_in_log():
-    cfg = LossConfig(probability="raw", alpha=0.8, gamma=2.0)
+    cfg = plain_loss(probability="raw", alpha=0.8, gamma=2.0)
     cos = torch.tensor([-0.5, 0.5])
     y = torch.tensor([1.0, 0.0])
     got = focal_terms(cos, y, cfg)
@@ -41,7 +42,7 @@ def test_focal_raw_authors_clip_only_in_log():
 
 
 def test_distance_per_pair_hand_computed():
-    cfg = LossConfig(distance="per_pair")
+    cfg = plain_loss(distance="per_pair")
     d = torch.tensor([0.0, 2.0])
     y = torch.tensor([1.0, 0.0])
     got = distance_terms(d, y, cfg)
@@ -53,7 +54,7 @@ def test_batch_loss_values_and_gradients():
     q = torch.randn(4, 8, requires_grad=True)
     c = torch.randn(4, 8, requires_grad=True)
     y = torch.eye(4)
-    cfg = LossConfig(probability="affine", distance="per_pair")
+    cfg = plain_loss(probability="affine", distance="per_pair")
     out = batch_loss(q, c, y, cfg)
     # recompute by hand
     cos = torch.nn.functional.normalize(q, dim=-1) @ torch.nn.functional.normalize(c, dim=-1).T
@@ -74,7 +75,7 @@ def test_literal_eq12_has_no_gradient():
     torch.manual_seed(0)
     q = torch.randn(64, 16, requires_grad=True)
     c = torch.randn(64, 16, requires_grad=True)
-    cfg = LossConfig(distance="batch_sum")
+    cfg = plain_loss(distance="batch_sum")
     out = batch_loss(q, c, torch.eye(64), cfg)
     out["distance"].backward()
     assert q.grad.abs().sum() == 0  # sigmoid of a sum of 4096 distances saturates: a constant, not a loss
@@ -84,7 +85,7 @@ def test_learnable_scale_gets_gradient():
     scale = torch.nn.Parameter(torch.tensor(20.0))
     bias = torch.nn.Parameter(torch.tensor(0.0))
     cos = torch.tensor([[0.5, 0.1], [0.2, 0.4]])
-    out = pair_loss(cos, torch.ones(2, 2), torch.eye(2), LossConfig(probability="learnable"), scale, bias)
+    out = pair_loss(cos, torch.ones(2, 2), torch.eye(2), plain_loss(probability="learnable"), scale, bias)
     out["loss"].backward()
     assert scale.grad != 0 and bias.grad != 0
 
@@ -92,7 +93,7 @@ def test_learnable_scale_gets_gradient():
 def test_infonce_removes_other_positives():
     cos = torch.tensor([[0.9, 0.8, 0.1], [0.2, 0.7, 0.3], [0.1, 0.1, 0.5]])
     y = torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-    got = infonce_loss(cos, y, LossConfig(loss="infonce", infonce_temperature=1.0))
+    got = infonce_loss(cos, y, plain_loss(loss="infonce", infonce_temperature=1.0))
     r0 = -math.log(math.exp(0.9) / (math.exp(0.9) + math.exp(0.1)))
     r1 = -math.log(math.exp(0.7) / (math.exp(0.2) + math.exp(0.7) + math.exp(0.3)))
     r2 = -math.log(math.exp(0.5) / (math.exp(0.1) + math.exp(0.1) + math.exp(0.5)))
@@ -122,7 +123,7 @@ def test_self_column_scores_labels_and_mask():
 
 
 def test_self_negative_paper_loss_is_one_more_negative_pair():
-    cfg = LossConfig(probability="affine", distance="per_pair", alpha=0.8, gamma=2.0)
+    cfg = plain_loss(probability="affine", distance="per_pair", alpha=0.8, gamma=2.0)
     out = batch_loss(Q, C, torch.eye(2), cfg, anchors=A, self_mask=SELF_MASK)
     # by hand: the 4 in-batch pairs + (q0, a0) as a negative; (q1, a1) is not scored
     cos = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.6])
@@ -144,7 +145,7 @@ def test_self_negative_paper_loss_is_one_more_negative_pair():
 
 
 def test_self_negative_infonce_is_one_more_logit():
-    cfg = LossConfig(loss="infonce", infonce_temperature=1.0)
+    cfg = plain_loss(loss="infonce", infonce_temperature=1.0)
     out = batch_loss(Q, C, torch.eye(2), cfg, anchors=A, self_mask=SELF_MASK)
     e = math.exp
     r0 = -math.log(e(1.0) / (e(1.0) + e(0.0) + e(0.6)))  # row 0: positive, other tail, own anchor
@@ -154,7 +155,7 @@ def test_self_negative_infonce_is_one_more_logit():
 
 def test_masked_loss_sampled_layout_positive_in_column_0():
     # sampled mode: rows x [positive, sampled negative, own anchor]; a known sampled negative leaves the denominator
-    cfg = LossConfig(loss="infonce", infonce_temperature=1.0)
+    cfg = plain_loss(loss="infonce", infonce_temperature=1.0)
     cos = torch.tensor([[0.9, 0.1, 0.5], [0.8, 0.7, 0.2]])
     labels = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
     valid = torch.tensor([[True, True, True], [True, True, False]])
@@ -166,7 +167,7 @@ def test_masked_loss_sampled_layout_positive_in_column_0():
 
 def test_bad_switch_is_rejected():
     with pytest.raises(ValueError):
-        LossConfig(probability="softmax")
+        plain_loss(probability="softmax")
 
 
 def test_single_token_type_encoders_get_no_token_types():
@@ -192,27 +193,27 @@ def test_distance_per_pair_normalized_is_per_pair_on_unit_vectors():
     q = torch.randn(4, 8, requires_grad=True)
     c = torch.randn(4, 8)
     y = torch.eye(4)
-    out = batch_loss(q, c, y, LossConfig(distance="per_pair_normalized"))
+    out = batch_loss(q, c, y, plain_loss(distance="per_pair_normalized"))
     qn, cn = torch.nn.functional.normalize(q, dim=-1), torch.nn.functional.normalize(c, dim=-1)
-    per_pair_on_unit = batch_loss(qn, cn, y, LossConfig(distance="per_pair"))
+    per_pair_on_unit = batch_loss(qn, cn, y, plain_loss(distance="per_pair"))
     assert out["distance"].item() == pytest.approx(per_pair_on_unit["distance"].item(), rel=1e-5)
     assert out["loss"].item() == pytest.approx(per_pair_on_unit["loss"].item(), rel=1e-5)
     # hand-computed for one pair: unit vectors at 90 degrees are sqrt(2) apart
     d = torch.tensor([[math.sqrt(2.0)]])
     got = pair_loss(torch.tensor([[0.0]]), torch.tensor([[99.0]]), torch.tensor([[0.0]]),
-                    LossConfig(distance="per_pair_normalized"))["distance"].item()
+                    plain_loss(distance="per_pair_normalized"))["distance"].item()
     assert got == pytest.approx(1 - torch.sigmoid(d).item(), rel=1e-5)
     # scaling the vectors changes nothing (per_pair would change)
-    out10 = batch_loss(q * 10, c * 0.1, y, LossConfig(distance="per_pair_normalized"))
+    out10 = batch_loss(q * 10, c * 0.1, y, plain_loss(distance="per_pair_normalized"))
     assert out10["loss"].item() == pytest.approx(out["loss"].item(), rel=1e-5)
-    assert batch_loss(q * 10, c, y, LossConfig(distance="per_pair"))["distance"].item() != pytest.approx(
-        batch_loss(q, c, y, LossConfig(distance="per_pair"))["distance"].item(), rel=1e-3)
+    assert batch_loss(q * 10, c, y, plain_loss(distance="per_pair"))["distance"].item() != pytest.approx(
+        batch_loss(q, c, y, plain_loss(distance="per_pair"))["distance"].item(), rel=1e-3)
     out["distance"].backward()
     assert q.grad is not None and q.grad.abs().sum() > 0
 
 
 def test_shift_initial_mean_is_accepted_and_must_be_measured_first():
-    cfg = LossConfig(probability="sigmoid", shift="initial_mean", temperature=0.1)
+    cfg = plain_loss(probability="sigmoid", shift="initial_mean", temperature=0.1)
     with pytest.raises(ValueError, match="not been measured"):
         focal_terms(torch.tensor([0.3]), torch.tensor([1.0]), cfg)
     cfg.shift = 0.25  # what finetune_loop does after measuring
@@ -220,4 +221,4 @@ def test_shift_initial_mean_is_accepted_and_must_be_measured_first():
     p = 1 / (1 + math.exp(-1.0))
     assert got == pytest.approx(-0.8 * (1 - p) ** 2 * math.log(p), rel=1e-5)
     with pytest.raises(ValueError, match="finetune.shift"):
-        LossConfig(shift="median")
+        plain_loss(shift="median")

@@ -45,14 +45,46 @@ def test_bad_config_files_are_named_with_their_line(tmp_path):
         load_config([listed])
 
 
-def test_finetune_params_hold_only_their_datasets_settings(cpu_jobs):
+def test_finetune_params_hold_the_runs_resolved_settings(cpu_jobs):
+    from lpbert_core.settings import FinetuneSettings
+
     params = cpu_jobs.finetune_params("umls", "lpbert")
     assert params["dataset"] == "umls" and params["encoder_key"] == "minilm" and params["encoder_source"] == "minilm"
-    assert list(params["finetune"]["per_dataset"]) == ["umls"]
-    assert params["finetune"]["per_dataset"]["umls"] == cpu_jobs.config["finetune"]["per_dataset"]["umls"]
-    assert "head_ranking" in params and params["run_spec"]["pretrain"] == "mem-mrm-mlm"
+    # plain data (Snakemake stores it to notice a change), every key once: no per_dataset, nothing to merge again
+    assert set(params["finetune"]) == set(FinetuneSettings.keys())
+    assert params["finetune"] == cpu_jobs.resolve("finetune", "umls", "lpbert").as_dict()
+    assert params["finetune"]["epochs"] == 8 and params["finetune"]["batch_size"] == 128  # CPU overlay, config.yaml
+    assert params["head_ranking"] == "inverse_query" and params["run_spec"]["pretrain"] == "mem-mrm-mlm"
+    # another dataset's entry does not reach this job's params
+    edited = JobSettings(merge(cpu_jobs.config, {"finetune": {"per_dataset": {"WN18RR": {"epochs": 3}}}}))
+    assert edited.finetune_params("umls", "lpbert") == params
     assert cpu_jobs.training_inputs("umls", "lpbert")["pretrained"] == "results/umls/pretrain/mem-mrm-mlm/model"
     assert "pretrained" not in cpu_jobs.training_inputs("umls", "t4-none")
+
+
+def test_resolve_gives_typed_frozen_settings_and_refuses_unknown_keys(cpu_jobs):
+    import dataclasses
+
+    from lpbert_core.settings import ScoreSettings
+
+    s = cpu_jobs.resolve("finetune", "umls", "lpbert")
+    assert isinstance(s.lr_encoder, float) and isinstance(s.label_splits, tuple) and s.label_splits == ("train",)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.epochs = 3
+    section = {k: v for k, v in cpu_jobs.config["score"].items() if k != "per_dataset"}
+    assert cpu_jobs.resolve("score", "WN18RR") == ScoreSettings.from_mapping({**section, "test_subsample": 300})
+    assert cpu_jobs.resolve("score", "umls").test_subsample is None
+    assert cpu_jobs.resolve("pretrain", "umls", variant="mem", threads=2).threads == 2
+    bad = JobSettings(merge(cpu_jobs.config, {"runs": {"x": {"model": "lpbert", "pretrain": "none",
+                                                              "finetune": {"epochz": 3}}}}))
+    with pytest.raises(ConfigError, match=r"finetune \(run x on umls\): unknown setting\(s\) epochz"):
+        bad.resolve("finetune", "umls", "x")
+    wrong_type = JobSettings(merge(cpu_jobs.config, {"runs": {"x": {"model": "lpbert", "pretrain": "none",
+                                                                     "finetune": {"epochs": "three"}}}}))
+    with pytest.raises(ConfigError, match="epochs: expected an integer, got 'three'"):
+        wrong_type.resolve("finetune", "umls", "x")
+    with pytest.raises(ConfigError, match="test_subsample is now score.per_dataset.umls.test_subsample"):
+        JobSettings(merge(cpu_jobs.config, {"finetune": {"per_dataset": {"umls": {"test_subsample": 5}}}}))
 
 
 def test_pretrain_params_take_the_datasets_length_and_hold_every_setting(cpu_jobs):
@@ -72,8 +104,8 @@ def test_run_instances_carry_their_seed(cpu_jobs):
     config = merge(cpu_jobs.config, {"runs": {"t4-none": {"seeds": [42, 7]}}})
     jobs = JobSettings(config)
     assert jobs.run_instances("t4-none") == [("t4-none", 42), ("t4-none.s7", 7)]
-    assert "finetune" not in jobs.finetune_params("umls", "t4-none")["run_spec"]  # 42 is the configured seed
-    assert jobs.finetune_params("umls", "t4-none.s7")["run_spec"]["finetune"] == {"seed": 7}
+    assert jobs.finetune_params("umls", "t4-none")["finetune"]["seed"] == 42
+    assert jobs.finetune_params("umls", "t4-none.s7")["finetune"]["seed"] == 7
     assert "seeds" not in jobs.run_entry("t4-none.s7")
     assert jobs.kgbert_params("umls", "kgbert")["settings"]["seed"] == 42
 

@@ -10,10 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import plain_loss
 from lpbert_core.finetune.extra_negatives import (Neighbourhood, PreBatchBank, bank_entities, column_labels,
                                          hard_negative_columns, pre_batch_valid, sample_hard_negatives)
 from lpbert_core.known_answers import KnownAnswers
-from lpbert_core.finetune.finetune_loss import LossConfig, ScoreColumns, column_loss, infonce_loss, masked_loss
+from lpbert_core.finetune.finetune_loss import ScoreColumns, column_loss, infonce_loss, masked_loss
 
 from test_finetune_loop import CFG, _encode, _run, _step_setup, toy_kg
 
@@ -32,7 +33,7 @@ def test_infonce_margin_is_subtracted_from_the_positive_only():
     cos = torch.tensor([[0.9, 0.2, 0.1], [0.3, 0.8, 0.4], [0.0, 0.5, 0.7]])
     labels = torch.eye(3)
     labels[0, 2] = 1.0  # row 0: column 2 is another known answer, out of the denominator
-    cfg = LossConfig(loss="infonce", infonce_temperature=0.1, infonce_margin=0.05)
+    cfg = plain_loss(loss="infonce", infonce_temperature=0.1, infonce_margin=0.05)
     got = infonce_loss(cos, labels, cfg).item()
     want = []
     for i in range(3):
@@ -41,7 +42,7 @@ def test_infonce_margin_is_subtracted_from_the_positive_only():
         want.append(-logit[i] + math.log(sum(math.exp(x) for x in logit.values())))
     assert got == pytest.approx(np.mean(want), rel=1e-5)  # float32 logits
     # margin 0 and a fixed temperature are exactly the plain InfoNCE (scores / temperature)
-    plain = infonce_loss(cos, labels, LossConfig(loss="infonce", infonce_temperature=0.1)).item()
+    plain = infonce_loss(cos, labels, plain_loss(loss="infonce", infonce_temperature=0.1)).item()
     assert plain < got
 
 
@@ -56,7 +57,7 @@ def test_learnable_temperature_starts_at_one_over_tau_is_capped_and_trained():
     assert model.inverse_temperature().item() == pytest.approx(20.0, rel=1e-6)
     assert model.new_layer_state()["infonce_temperature"] == pytest.approx(0.05, rel=1e-6)
     cos = torch.tensor([[0.9, 0.2], [0.3, 0.8]])
-    cfg = LossConfig(loss="infonce", infonce_temperature=0.05)
+    cfg = plain_loss(loss="infonce", infonce_temperature=0.05)
     inv_t = model.inverse_temperature()
     got = infonce_loss(cos, torch.eye(2), cfg, inv_t)
     assert got.item() == pytest.approx(F.cross_entropy(cos * 20.0, torch.arange(2)).item(), rel=1e-5)
@@ -118,7 +119,7 @@ def test_hard_negative_training_step_scores_the_extra_columns(setup):
     kg, model, builder, known = _step_setup(setup)
     rows = np.array([[0, 0, 1], [2, 1, 5], [5, 0, 6]])
     hood = Neighbourhood(kg.triples["train"], kg.num_entities)
-    cfg = LossConfig(loss="infonce", infonce_temperature=0.1)
+    cfg = plain_loss(loss="infonce", infonce_temperature=0.1)
     with torch.no_grad():
         prepared = prepare_batch(builder, rows, known, cfg, True, np.random.default_rng(7), hood=hood, hard=2)
         got = prepared_step(model, prepared, cfg, torch.device("cpu"), "fp32", True)["loss"]
@@ -166,7 +167,7 @@ def test_pre_batch_columns_mask_answers_and_weight_the_logits():
 
     cos = torch.tensor([[0.8, 0.1], [0.2, 0.6]])
     bank = torch.tensor([[0.5, 0.3, 0.4, 0.0], [0.1, 0.2, 0.3, 0.9]])
-    cfg = LossConfig(loss="infonce", infonce_temperature=0.1, pre_batch_weight=0.5)
+    cfg = plain_loss(loss="infonce", infonce_temperature=0.1, pre_batch_weight=0.5)
     blocks = [ScoreColumns(cos, None, torch.eye(2), torch.ones(2, 2, dtype=torch.bool)),
               ScoreColumns(bank, None, torch.zeros(2, 4), torch.from_numpy(valid), 0.5)]
     got = column_loss(blocks, cfg)["loss"].item()
@@ -177,7 +178,7 @@ def test_pre_batch_columns_mask_answers_and_weight_the_logits():
         want.append(-cos[i, i].item() / 0.1 + math.log(sum(math.exp(x) for x in logits)))
     assert got == pytest.approx(np.mean(want), rel=1e-5)  # float32 logits
     # the paper loss counts the valid bank pairs as more negative pairs (no weight)
-    focal_cfg = LossConfig()
+    focal_cfg = plain_loss()
     dist = torch.ones(2, 2)
     fblocks = [ScoreColumns(cos, dist, torch.eye(2), torch.ones(2, 2, dtype=torch.bool)),
                ScoreColumns(bank, torch.ones(2, 4), torch.zeros(2, 4), torch.from_numpy(valid), 0.5)]

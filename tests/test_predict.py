@@ -29,12 +29,12 @@ def run_dir(tiny_encoder_dir, tmp_path_factory, kg_layout_writer):
     graph = {"triples": text / "triples.parquet", "manifest": tokens / "manifest.json"}
     run_finetune(settings={"dataset": "toy", "run": "tiny",
                            "run_spec": {"pretrain": "mem-mrm-mlm", "in_batch_negatives": True},
-                           "finetune": paper_section("finetune", batch_size=8, epochs=3, max_length=16,
-                                                     eval_batch_size=8, per_dataset={"toy": {"epochs": 1}}),
-                           "encoder_key": "minilm", "encoder_source": "minilm"},
+                           "finetune": paper_section("finetune", batch_size=8, epochs=1, max_length=16,
+                                                     eval_batch_size=8),
+                           "encoder_key": "minilm", "encoder_source": "minilm", "head_ranking": "inverse_query"},
                  inputs={**graph, "pretrained": tiny_encoder_dir},
                  outputs={"model": run / "model", "train_log": run / "train_log.csv", "checkpoints": root / "ckpt"})
-    run_score(settings={"batch_size": 4, "chunk_size": 3}, inputs={**graph, "model": run / "model"},
+    run_score(settings=paper_section("score", batch_size=4, chunk_size=3), inputs={**graph, "model": run / "model"},
               outputs={"ranks": run / "ranks.parquet", "metrics": run / "metrics.json"}, log=lambda m: None)
     return run
 

@@ -216,6 +216,9 @@ def test_authors_switches_resume_after_kill(tiny_encoder_dir, kg, tmp_path):
 def test_fingerprint_follows_the_settings():
     from lpbert_core.pretrain.pretrain_loop import _fingerprint
 
-    base = paper_section("pretrain", variant="mem", encoder_key="minilm", encoder_source="minilm")
-    assert _fingerprint({**base, "threads": 7, "progress_bar": False}) == _fingerprint(base)  # result-neutral
-    assert _fingerprint({**base, "optimizer": "adam"}) != _fingerprint(base)
+    from lpbert_core.settings import PretrainSettings
+
+    base = PretrainSettings.from_mapping(paper_section("pretrain", variant="mem", encoder_key="minilm",
+                                                       encoder_source="minilm"))
+    assert _fingerprint(base.replace(threads=7, progress_bar=False)) == _fingerprint(base)  # result-neutral
+    assert _fingerprint(base.replace(optimizer="adam")) != _fingerprint(base)

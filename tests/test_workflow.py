@@ -226,26 +226,22 @@ def test_checksum_mismatch_in_the_workflow_leaves_no_raw_folder(tmp_path):
 
 
 def test_every_setting_has_its_default_in_config_yaml():
-    """Defaults live in one place: config.yaml holds every key a training stage reads (lpbert_core.settings.SECTION_KEYS
-    names them, without values) and the schema requires each, so no code default can disagree with the config."""
+    """Defaults live in one place: config.yaml holds every key a stage reads (the fields of lpbert_core.settings'
+    dataclasses, which carry no values) and the schema requires each, so no code default can disagree with it."""
+    import dataclasses
+
     import yaml
 
-    from lpbert_core.settings import SECTION_KEYS
+    from lpbert_core.finetune.finetune_loss import LossConfig
+    from lpbert_core.settings import SECTION_KEYS, STAGES
 
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     schema = yaml.safe_load((REPO / "schemas/config.schema.yaml").read_text())["properties"]
     for section, keys in SECTION_KEYS.items():
         assert set(config[section]) - {"per_dataset"} == set(keys), section
         assert set(schema[section]["required"]) == set(keys), section
-    from lpbert_core.evaluate.scoring import SCORE_DEFAULTS  # the predictor's fallback for a run without metrics.json
-
-    assert SCORE_DEFAULTS == {key: config["score"][key] for key in SCORE_DEFAULTS}
-    from dataclasses import fields
-
-    from lpbert_core.finetune.finetune_loss import LossConfig
-
-    standalone = {"probability", "temperature", "shift"}  # need a measured shift in config.yaml's reading
-    for field in fields(LossConfig):  # the loss's own defaults (a bare LossConfig()) are config.yaml's too
-        if field.name not in standalone:
-            value = config["finetune"][field.name]
-            assert field.default == value, f"LossConfig.{field.name}: {field.default!r}, config.yaml {value!r}"
+    for cls in (*STAGES.values(), LossConfig):  # no field has a value of its own
+        assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+                   for f in dataclasses.fields(cls)), cls.__name__
+    assert set(dataclasses.fields(LossConfig)) and {f.name for f in dataclasses.fields(LossConfig)} <= set(
+        SECTION_KEYS["finetune"])

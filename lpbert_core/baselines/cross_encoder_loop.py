@@ -30,7 +30,7 @@ from lpbert_core.atomic import atomic_dir, write_log_csv
 from lpbert_core.baselines.cross_encoder import (CrossEncoder, TripleSequenceBuilder, collate_triples, save_cross_encoder, train_triple_set, training_examples)
 from lpbert_core.known_answers import KnownAnswers
 from lpbert_core.kg import TokenizedKG, seeded_subset
-from lpbert_core.settings import require
+from lpbert_core.settings import KgbertSettings
 from lpbert_core.training import (autocast_context, build_optimizer, compute_record, build_scheduler, epoch_seed, length_sorted_batches,
                        needs_grad_scaler, optimizer_step, resume_checkpoint, save_checkpoint, set_seed)
 
@@ -38,9 +38,6 @@ log_ = logging.getLogger("lpbert.kgbert")
 
 
 
-def merged_config(cfg: dict) -> dict:
-    """The cross-encoder's complete settings (config.yaml's kgbert section for one dataset), without per_dataset."""
-    return require("kgbert", {key: value for key, value in cfg.items() if key != "per_dataset"})
 
 def _batch_to(batch: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -82,40 +79,40 @@ def dev_examples(kg: TokenizedKG, size: int | None, seed: int) -> tuple[np.ndarr
 def _evaluate_dev(model, builder, triples, labels, device, cfg) -> dict:
     if len(triples) == 0:
         return {"dev_loss": None, "dev_accuracy": None}
-    logits = score_triples(model, builder, triples, device, int(cfg["eval_batch_size"]), cfg["precision"])
+    logits = score_triples(model, builder, triples, device, int(cfg.eval_batch_size), cfg.precision)
     y = torch.as_tensor(labels, device=device)
     loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y)
     acc = ((logits > 0).float() == y).float().mean()
     return {"dev_loss": float(loss), "dev_accuracy": float(acc)}
 
 
-def train_cross_encoder(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Path, log_csv: str | Path,
+def train_cross_encoder(kg: TokenizedKG, encoder, tokenizer, cfg: KgbertSettings | dict, model_dir: str | Path, log_csv: str | Path,
                         checkpoint_dir: str | Path, device: torch.device, run_info: dict | None = None,
                         log: Callable[[str], None] = log_.info, stop_after_epochs: int | None = None) -> dict:
     """Train the cross-encoder and write `model_dir` (HF folder + classifier + lpbert_run.json) and `log_csv`.
     `stop_after_epochs` ends this call after that many epochs without writing outputs (simulated kill, tests)."""
-    cfg = merged_config(cfg)
-    seed = int(cfg["seed"])
+    cfg = KgbertSettings.from_mapping(cfg)  # a resolved mapping (the rule's params) or the settings
+    seed = int(cfg.seed)
     set_seed(seed)
     checkpoint_dir = Path(checkpoint_dir)
-    precision = cfg["precision"]
-    model = CrossEncoder(encoder, cfg["pooling"]).to(device)
-    builder = TripleSequenceBuilder(kg, int(cfg["max_length"]), model.two_token_types)
-    positives = seeded_subset(kg.triples["train"], cfg["train_subsample"], seed)
+    precision = cfg.precision
+    model = CrossEncoder(encoder, cfg.pooling).to(device)
+    builder = TripleSequenceBuilder(kg, int(cfg.max_length), model.two_token_types)
+    positives = seeded_subset(kg.triples["train"], cfg.train_subsample, seed)
     if len(positives) == 0:
         raise ValueError("cross-encoder training: the train split is empty")
     known = train_triple_set(kg)  # the FULL train split is known, even when training on a subsample
-    k = int(cfg["negatives"])
-    bs = int(cfg["batch_size"])
-    epochs = int(cfg["epochs"])
+    k = int(cfg.negatives)
+    bs = int(cfg.batch_size)
+    epochs = int(cfg.epochs)
     examples_per_epoch = len(positives) * (1 + k)
     steps_per_epoch = len(length_sorted_batches(np.ones(examples_per_epoch), bs, shuffle=True, seed=0))
     total_steps = steps_per_epoch * epochs
-    optimizer = build_optimizer(model, "encoder.", float(cfg["lr_encoder"]), float(cfg["lr_new"]),
-                                float(cfg["weight_decay"]))
-    scheduler = build_scheduler(optimizer, total_steps, float(cfg["warmup_fraction"]))
+    optimizer = build_optimizer(model, "encoder.", float(cfg.lr_encoder), float(cfg.lr_new),
+                                float(cfg.weight_decay))
+    scheduler = build_scheduler(optimizer, total_steps, float(cfg.warmup_fraction))
     scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device, precision) else None
-    dev_triples, dev_labels = dev_examples(kg, cfg["dev_subsample"], seed)
+    dev_triples, dev_labels = dev_examples(kg, cfg.dev_subsample, seed)
 
     fingerprint = _fingerprint(cfg, positives, kg, model)
     progress = distributed.main_first(lambda: resume_checkpoint(  # rank 0 discards a stale one first
@@ -136,7 +133,7 @@ def train_cross_encoder(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_di
         es = epoch_seed(seed, epoch)
         rng = np.random.default_rng(es)
         torch.manual_seed(distributed.rank_seed(es))  # dropout: one stream per rank (rank 0: the usual one)
-        triples, labels = training_examples(positives, known, kg.num_entities, k, rng, cfg["negative_side"])
+        triples, labels = training_examples(positives, known, kg.num_entities, k, rng, cfg.negative_side)
         lengths = [builder.length(int(h), int(r), int(t)) for h, r, t in triples]
         batches = length_sorted_batches(lengths, bs, shuffle=True, seed=es)
         model.train()
@@ -147,7 +144,7 @@ def train_cross_encoder(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_di
                         disable=not distributed.is_main()):
             if ranks.size > 1:
                 loss = _rank_slice_loss(model, builder, kg, triples, labels, idx, device, precision)
-                optimizer_step(loss, model, optimizer, scheduler, scaler, cfg["max_grad_norm"])
+                optimizer_step(loss, model, optimizer, scheduler, scaler, cfg.max_grad_norm)
                 total_loss += float(loss.detach()) / ranks.size  # this rank's part of the global batch's mean
                 steps += 1
                 progress["global_step"] += 1
@@ -158,7 +155,7 @@ def train_cross_encoder(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_di
             with autocast_context(device, precision):
                 logits = model(**batch)
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y)
-            optimizer_step(loss, model, optimizer, scheduler, scaler, cfg["max_grad_norm"])
+            optimizer_step(loss, model, optimizer, scheduler, scaler, cfg.max_grad_norm)
             total_loss += float(loss.detach())
             steps += 1
             progress["global_step"] += 1
@@ -185,13 +182,13 @@ def train_cross_encoder(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_di
         return {"killed": False, "progress": progress, "model": model}
     info = dict(run_info or {})
     info.update({"model": "kgbert", "max_length": builder.max_length, "negatives": k,
-                 "negative_side": cfg["negative_side"], "epochs_run": progress["epoch"],
-                 "train_positives": int(len(positives)), "train_subsample": cfg["train_subsample"],
+                 "negative_side": cfg.negative_side, "epochs_run": progress["epoch"],
+                 "train_positives": int(len(positives)), "train_subsample": cfg.train_subsample,
                  "seed": seed, "two_token_types": builder.two_token_types})
     with atomic_dir(model_dir) as tmp:
         save_cross_encoder(model, tokenizer, tmp, info)
     write_log_csv(log_csv, progress["log"])
-    if not cfg["keep_checkpoint"]:  # outputs are complete: the resume state is no longer needed
+    if not cfg.keep_checkpoint:  # outputs are complete: the resume state is no longer needed
         import shutil
 
         shutil.rmtree(checkpoint_dir / "last", ignore_errors=True)
@@ -215,7 +212,7 @@ def _rank_slice_loss(model, builder, kg, triples, labels, idx, device, precision
     return loss * (size * len(mine) / len(idx))
 
 
-def _fingerprint(cfg: dict, positives: np.ndarray, kg: TokenizedKG, model: CrossEncoder) -> str:
+def _fingerprint(cfg: KgbertSettings, positives: np.ndarray, kg: TokenizedKG, model: CrossEncoder) -> str:
     """Hash of everything a resumed run must share with the checkpoint: training settings, the training triples,
     the graph size, and the initial weights (a sample of the encoder's parameters)."""
     import hashlib
@@ -224,7 +221,7 @@ def _fingerprint(cfg: dict, positives: np.ndarray, kg: TokenizedKG, model: Cross
     digest = hashlib.sha256()
     keys = ("max_length", "pooling", "negatives", "negative_side", "batch_size", "epochs", "lr_encoder", "lr_new",
             "weight_decay", "warmup_fraction", "max_grad_norm", "train_subsample", "seed")
-    digest.update(json.dumps({k: cfg.get(k) for k in keys}, sort_keys=True, default=str).encode())
+    digest.update(json.dumps({k: getattr(cfg, k) for k in keys}, sort_keys=True, default=str).encode())
     digest.update(np.ascontiguousarray(positives, dtype=np.int64).tobytes())
     digest.update(f"{kg.num_entities},{kg.num_relations}".encode())
     with torch.no_grad():
@@ -247,16 +244,16 @@ def run_kgbert_train(*, settings: dict, inputs: dict, outputs: dict) -> dict:
     dataset, run, run_spec = settings["dataset"], settings["run"], settings["run_spec"]
     encoder_key, encoder_source = settings["encoder_key"], settings["encoder_source"]
     pretrained_dir = inputs.get("pretrained")
-    settings = settings["settings"]
+    settings = KgbertSettings.from_mapping(settings["settings"], f"kgbert (run {run} on {dataset})")
     kg = load_tokenized_kg(Path(inputs["triples"]).parent, Path(inputs["manifest"]).parent)
     source = str(pretrained_dir) if pretrained_dir else encoder_source
     encoder = load_encoder(source)
     tokenizer = load_tokenizer(source)
-    device = pick_device(settings.get("device", "auto"))
-    compute = compute_record(device, settings.get("precision", "auto"))
+    device = pick_device(settings.device)
+    compute = compute_record(device, settings.precision)
     log_.info("compute: %s", compute)
     info = {"dataset": dataset, "run": run, "encoder": encoder_key, "encoder_source": encoder_source,
             "pretrain": run_spec.get("pretrain", "none"), "in_batch_negatives": False, "compute": compute}
-    log_.info(f"{dataset}/{run}: cross-encoder on {device}, encoder {encoder_key} ({source}), settings {settings}")
+    log_.info(f"{dataset}/{run}: cross-encoder on {device}, encoder {encoder_key} ({source}), settings {settings.as_dict()}")
     return train_cross_encoder(kg, encoder, tokenizer, settings, outputs["model"], outputs["train_log"],
                                outputs["checkpoints"], device, info)

@@ -18,7 +18,8 @@ import torch
 
 from lpbert_core.atomic import write_json, write_parquet
 from lpbert_core.baselines.cross_encoder import CrossEncoder, TripleSequenceBuilder, load_cross_encoder
-from lpbert_core.baselines.cross_encoder_loop import merged_config, score_triples
+from lpbert_core.baselines.cross_encoder_loop import score_triples
+from lpbert_core.settings import KgbertSettings
 from lpbert_core.kg import TokenizedKG
 from lpbert_core.ranking import assert_finite_metrics, build_filter_index, filtered_ranks, metrics_from_ranks
 from lpbert_core.training import compute_record, sync_device
@@ -98,7 +99,7 @@ def rank_sampled_queries(model: CrossEncoder, kg: TokenizedKG, builder: TripleSe
     return frame, timing
 
 
-def score_run(kg: TokenizedKG, model_dir: str | Path, cfg: dict, ranks_path: str | Path, metrics_path: str | Path,
+def score_run(kg: TokenizedKG, model_dir: str | Path, cfg: KgbertSettings | dict, ranks_path: str | Path, metrics_path: str | Path,
               device: torch.device, run_info: dict | None = None, dataset: str | None = None,
               log: Callable[[str], None] = log_.info) -> dict:
     """Load a trained cross-encoder, rank the sampled test queries, write ranks.parquet and metrics.json.
@@ -107,17 +108,17 @@ def score_run(kg: TokenizedKG, model_dir: str | Path, cfg: dict, ranks_path: str
     `run`, `timings_s`, `device`) plus the Table 3 inference fields at the top level: `inference_seconds_measured`,
     `queries_measured`, `queries_total`, `seconds_per_query`, `inference_seconds_extrapolated`, `extrapolated_from`.
     ranks.parquet: `query` is the row of the triple in the full test split."""
-    cfg = merged_config(cfg)
+    cfg = KgbertSettings.from_mapping(cfg)
     model, info = load_cross_encoder(model_dir, device)
-    builder = TripleSequenceBuilder(kg, int(info.get("max_length", cfg["max_length"])), model.two_token_types)
+    builder = TripleSequenceBuilder(kg, int(info.get("max_length", cfg.max_length)), model.two_token_types)
     n_test = len(kg.triples["test"])
-    wanted = n_test if cfg["score_queries"] is None else min(int(cfg["score_queries"]), n_test)
+    wanted = n_test if cfg.score_queries is None else min(int(cfg.score_queries), n_test)
     log(f"ranking {wanted} sampled test triples x 2 directions against "
         f"{kg.num_entities} entities each (one encoder pass per candidate)")
     t0 = time.perf_counter()
-    frame, timing = rank_sampled_queries(model, kg, builder, device, score_queries=cfg["score_queries"],
-                                         seed=int(cfg["seed"]), batch_size=int(cfg["eval_batch_size"]),
-                                         precision=cfg["precision"], log=log)
+    frame, timing = rank_sampled_queries(model, kg, builder, device, score_queries=cfg.score_queries,
+                                         seed=int(cfg.seed), batch_size=int(cfg.eval_batch_size),
+                                         precision=cfg.precision, log=log)
     total = time.perf_counter() - t0
     metrics = metrics_from_ranks(frame)
     assert_finite_metrics(metrics)
@@ -147,11 +148,11 @@ def score_run(kg: TokenizedKG, model_dir: str | Path, cfg: dict, ranks_path: str
             "pretrain": info.get("pretrain"),
             "full_protocol": q == 2 * n_test and info.get("train_subsample") is None,
         },
-        "settings": {k: cfg[k] for k in ("score_queries", "eval_batch_size", "precision", "seed")},
+        "settings": {k: getattr(cfg, k) for k in ("score_queries", "eval_batch_size", "precision", "seed")},
         "run": {**info, **(run_info or {}), "dataset": dataset, "model": "kgbert", "scorer": "cross_encoder"},
         "timings_s": {"total_s": round(total, 4), "per_query_s": per_query},
         "device": str(device),
-        "compute": compute_record(device, cfg["precision"]),  # scoring's; the training job's is run.compute
+        "compute": compute_record(device, cfg.precision),  # scoring's; the training job's is run.compute
         **timing,
     }
     write_parquet(ranks_path, frame)
@@ -171,7 +172,7 @@ def run_kgbert_score(*, settings: dict, inputs: dict, outputs: dict) -> dict:
     from lpbert_core.training import pick_device
 
     kg = load_tokenized_kg(Path(inputs["triples"]).parent, Path(inputs["manifest"]).parent)
-    section = settings["settings"]
-    device = pick_device(section.get("device", "auto"))
+    section = KgbertSettings.from_mapping(settings["settings"], f"kgbert (run {settings['run']} on {settings['dataset']})")
+    device = pick_device(section.device)
     return score_run(kg, inputs["model"], section, outputs["ranks"], outputs["metrics"], device,
                      {"run": settings["run"]}, settings["dataset"])

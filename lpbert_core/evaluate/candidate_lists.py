@@ -133,7 +133,7 @@ def rank_candidate_lists(model, kg: TokenizedKG, builder: SequenceBuilder, block
     })
 
 
-def run_score_candidates(*, settings: dict | None, inputs: dict, outputs: dict, log=print) -> dict:
+def run_score_candidates(*, settings, inputs: dict, outputs: dict, log=print) -> dict:
     """Rule score_candidates: rank the presampled lists with a fine-tuned run; ranks.parquet + metrics.json.
 
     settings: as run_score's. inputs: model, triples, manifest, raw (the test graph's raw folder, which holds the
@@ -141,12 +141,12 @@ def run_score_candidates(*, settings: dict | None, inputs: dict, outputs: dict, 
     from lpbert_core.kg_files import CANDIDATES_FOLDER
     from lpbert_core.atomic import write_json, write_parquet
     from lpbert_core.kg import load_tokenized_kg
-    from lpbert_core.evaluate.scoring import score_settings
+    from lpbert_core.settings import ScoreSettings
     from lpbert_core.siamese import load_run_model
     from lpbert_core.training import compute_record, pick_device
 
-    s = score_settings(settings)
-    device = pick_device(s["device"])
+    s = ScoreSettings.from_mapping(settings)
+    device = pick_device(s.device)
     model, info = load_run_model(inputs["model"], device)
     kg = load_tokenized_kg(Path(inputs["triples"]).parent, Path(inputs["manifest"]).parent)
     lists_dir = Path(inputs["raw"]) / CANDIDATES_FOLDER
@@ -155,7 +155,7 @@ def run_score_candidates(*, settings: dict | None, inputs: dict, outputs: dict, 
     test = {tuple(t) for t in np.asarray(kg.triples["test"]).tolist()}
     not_test = sum((h, r, t) not in test for h, r, t in zip(blocks.head, blocks.relation, blocks.tail))
     t0 = time.perf_counter()
-    frame = rank_candidate_lists(model, kg, builder, blocks, device, int(s["batch_size"]), s["precision"])
+    frame = rank_candidate_lists(model, kg, builder, blocks, device, int(s.batch_size), s.precision)
     seconds = time.perf_counter() - t0
     metrics = metrics_from_ranks(frame)
     out = {
@@ -169,9 +169,9 @@ def run_score_candidates(*, settings: dict | None, inputs: dict, outputs: dict, 
         "num_entities": int(kg.num_entities),
         "leaky": bool(info.get("leaky", False)),
         "run": info,
-        "settings": s,
+        "settings": s.as_dict(),
         "timings_s": {"total_s": round(seconds, 4)},
-        "compute": compute_record(device, s["precision"]),
+        "compute": compute_record(device, s.precision),
     }
     write_parquet(outputs["ranks"], frame)
     write_json(outputs["metrics"], out)

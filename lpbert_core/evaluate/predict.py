@@ -29,7 +29,7 @@ import torch
 from lpbert_core.sequences import SequenceBuilder
 from lpbert_core.kg import TokenizedKG, load_tokenized_kg
 from lpbert_core.evaluation import encode_entities, encode_queries, encode_sequences, evaluate_split, known_triples
-from lpbert_core.evaluate.scoring import score_settings
+from lpbert_core.settings import ScoreSettings
 from lpbert_core.run_folder import RUN_FILE
 from lpbert_core.siamese import load_run_model
 from lpbert_core.training import pick_device
@@ -82,6 +82,14 @@ class LinkPredictor:
         return lp
 
     # ------------------------------------------------------------------ lookups
+    def head_ranking(self) -> str:
+        """How head queries are ranked: as the score rule did (metrics.json), else as the run's dev selection did."""
+        ranking = self.score_settings.get("head_ranking") or self.info.get("dev_head_ranking")
+        if ranking is None:
+            raise ValueError("the run folder records no head ranking (no metrics.json, no dev_head_ranking in "
+                             f"{RUN_FILE}): score the run first")
+        return ranking
+
     def entity_vectors(self) -> torch.Tensor:
         if self._entity_vecs is None:
             self._entity_vecs = encode_entities(self.model, self.builder, self.device, self.batch_size)
@@ -119,7 +127,7 @@ class LinkPredictor:
         R = self.kg.num_relations
         anchor, free = self._entity(head if head is not None else tail)
         pad = self.kg.special.pad
-        if head is None and score_settings(self.score_settings)["head_ranking"] == "relation_candidates":
+        if head is None and self.head_ranking() == "relation_candidates":
             if anchor is not None:
                 target = self.entity_vectors()[anchor:anchor + 1]
             else:
@@ -151,11 +159,13 @@ class LinkPredictor:
     def evaluate(self, split: str = "test", **overrides):
         """Filtered ranks (both directions, filter train+dev+test) recomputed from the saved model, with the same code
         path and the settings the score rule recorded in the run's metrics.json; returns (ranks frame, metrics)."""
-        s = score_settings({**self.score_settings, **overrides})
+        s = ScoreSettings.from_mapping(
+            {**self.score_settings, **overrides},
+            "LinkPredictor.evaluate: the score rule's settings (the run's metrics.json) with the given overrides; a "
+            "run without metrics.json needs every one given")
         frame, metrics, _ = evaluate_split(
-            self.model, self.kg, self.builder, split, self.device, subsample=s["test_subsample"], seed=int(s["seed"]),
-            batch_size=int(s["batch_size"]), chunk_size=int(s["chunk_size"]), precision=s["precision"],
-            head_ranking=s["head_ranking"])
+            self.model, self.kg, self.builder, split, self.device, subsample=s.test_subsample, seed=s.seed,
+            batch_size=s.batch_size, chunk_size=s.chunk_size, precision=s.precision, head_ranking=s.head_ranking)
         return frame, metrics
 
 

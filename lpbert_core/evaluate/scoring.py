@@ -10,12 +10,9 @@ from pathlib import Path
 from lpbert_core import distributed
 from lpbert_core.evaluation import evaluate_split
 from lpbert_core.sequences import SequenceBuilder
+from lpbert_core.settings import ScoreSettings
 
 
-# The score section as config.yaml sets it (tests/test_workflow.py checks they agree): the fallback of the
-# predictor for a run folder without metrics.json; the score rule always passes the whole section.
-SCORE_DEFAULTS = {"batch_size": 256, "chunk_size": 1024, "test_subsample": None, "seed": 42, "precision": "auto",
-                  "device": "auto", "head_ranking": "inverse_query"}
 PROTOCOL_HEADS = {
     "inverse_query": "head prediction = tail prediction of (tail, inverse relation, ?)",
     "relation_candidates": "head prediction = each candidate head h' encoded with the relation as the query "
@@ -23,18 +20,12 @@ PROTOCOL_HEADS = {
 }
 
 
-def score_settings(settings: dict | None) -> dict:
-    out = dict(SCORE_DEFAULTS)
-    out.update({k: v for k, v in (settings or {}).items() if k in SCORE_DEFAULTS})
-    return out
-
-
 @distributed.multi_gpu_stage("score")  # gpus_per_job > 1: this call in K ranks
-def run_score(*, settings: dict | None, inputs: dict, outputs: dict, log=print) -> dict:
+def run_score(*, settings: ScoreSettings | dict, inputs: dict, outputs: dict, log=print) -> dict:
     """The score rule: load the fine-tuned run, rank the test split (both directions, filtered by train+dev+test)
     and write ranks.parquet + metrics.json (metrics of the realistic ranks, the run's config, the scale, timings).
 
-    settings: the `settings` of JobSettings.score_params (the score section for the dataset). inputs: model (the
+    settings: JobSettings.resolve("score", dataset) (or the `settings` of JobSettings.score_params). inputs: model (the
     run's model folder), triples (text/triples.parquet), manifest (tokens/<encoder>/manifest.json). outputs: ranks,
     metrics."""
     from lpbert_core.atomic import write_json, write_parquet
@@ -43,9 +34,9 @@ def run_score(*, settings: dict | None, inputs: dict, outputs: dict, log=print) 
     from lpbert_core.siamese import load_run_model
     from lpbert_core.training import compute_record, pick_device
 
-    s = score_settings(settings)
-    device = pick_device(s["device"])
-    compute = compute_record(device, s["precision"])
+    s = ScoreSettings.from_mapping(settings)
+    device = pick_device(s.device)
+    compute = compute_record(device, s.precision)
     log(f"compute: {json.dumps(compute)}")
     model, info = load_run_model(inputs["model"], device)
     kg = load_tokenized_kg(Path(inputs["triples"]).parent, Path(inputs["manifest"]).parent)
@@ -53,9 +44,9 @@ def run_score(*, settings: dict | None, inputs: dict, outputs: dict, log=print) 
     builder = SequenceBuilder(kg, max_len, max_len)
     t0 = time.perf_counter()
     frame, metrics, timings = evaluate_split(
-        model, kg, builder, "test", device, subsample=s["test_subsample"], seed=int(s["seed"]),
-        batch_size=int(s["batch_size"]), chunk_size=int(s["chunk_size"]), precision=s["precision"],
-        head_ranking=s["head_ranking"])
+        model, kg, builder, "test", device, subsample=s.test_subsample, seed=int(s.seed),
+        batch_size=int(s.batch_size), chunk_size=int(s.chunk_size), precision=s.precision,
+        head_ranking=s.head_ranking)
     timings["total_s"] = time.perf_counter() - t0
     assert_finite_metrics(metrics)
     n_test = len(kg.triples["test"])
@@ -64,26 +55,26 @@ def run_score(*, settings: dict | None, inputs: dict, outputs: dict, log=print) 
         "metrics": metrics,
         "rank_type": "realistic (mean of optimistic and pessimistic filtered ranks)",
         "protocol": "filtered by train+dev+test; both directions; all entities are candidates; "
-                    + PROTOCOL_HEADS[s["head_ranking"]],
-        "head_ranking": s["head_ranking"],
+                    + PROTOCOL_HEADS[s.head_ranking],
+        "head_ranking": s.head_ranking,
         # relation_candidates scores (h', r) queries: the direction every run trains
         "head_direction_trained": bool(info.get("inverse_augmentation", True))
-                                  or s["head_ranking"] == "relation_candidates",
+                                  or s.head_ranking == "relation_candidates",
         "scorer": info.get("scorer", "cosine"),
         "leaky": bool(info.get("leaky", False)),
         "scale": {
             "test_triples_used": used,
             "test_triples_total": int(n_test),
-            "test_subsample": s["test_subsample"],
+            "test_subsample": s.test_subsample,
             "num_entities": int(kg.num_entities),
             "train_rows_used": info.get("train_rows"),
             "train_subsample": info.get("train_subsample"),
             "epochs_run": info.get("epochs_run"),
             "encoder": info.get("encoder"),
             "pretrain": info.get("pretrain"),
-            "full_protocol": s["test_subsample"] is None and info.get("train_subsample") is None,
+            "full_protocol": s.test_subsample is None and info.get("train_subsample") is None,
         },
-        "settings": s,
+        "settings": s.as_dict(),
         "run": info,
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
         "device": str(device),

@@ -55,7 +55,7 @@ from lpbert_core.finetune.finetune_step import dev_in_batch_loss, measure_initia
 from lpbert_core.kg import TokenizedKG
 from lpbert_core.finetune.rng_state import rank_torch_rng, set_torch_rng_state, store_rng
 from lpbert_core.evaluation import evaluate_split
-from lpbert_core.settings import dataset_section, require
+from lpbert_core.settings import FinetuneSettings
 from lpbert_core.siamese import SiameseModel, save_run_model
 from lpbert_core.training import (BATCH_ORDERS, build_optimizer, build_scheduler, epoch_seed, needs_grad_scaler, optimizer_step,
                        resume_checkpoint, save_checkpoint, set_seed, training_batches)
@@ -63,86 +63,81 @@ from lpbert_core.training import (BATCH_ORDERS, build_optimizer, build_scheduler
 SELECTIONS = ("dev_hits10", "dev_loss")
 
 
-def _cfg(cfg: dict) -> dict:
-    """A run's complete settings (config.yaml's finetune section resolved for it): every key present, or an error."""
-    return require("finetune", cfg)
-
-
 LOG_EVERY = 20  # training steps between progress lines (the only mid-epoch reads of the loss besides checkpoints)
 
 
-def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Path, log_csv: str | Path,
-             checkpoint_dir: str | Path, device: torch.device, run_info: dict | None = None,
-             log: Callable[[str], None] = print, stop_after_steps: int | None = None,
-             head_ranking: str | None = None, prefetch: int = 1) -> dict:
+def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: FinetuneSettings | dict, model_dir: str | Path,
+             log_csv: str | Path, checkpoint_dir: str | Path, device: torch.device, run_info: dict | None = None,
+             log: Callable[[str], None] = print, stop_after_steps: int | None = None, *,
+             head_ranking: str, prefetch: int = 1) -> dict:
     """Fine-tune `encoder` (a transformers model, already loaded) and write the best model (by dev Hits@10, or the
     dev loss) to `model_dir` and the per-epoch log to `log_csv`. `stop_after_steps` simulates a kill (tests).
-    `head_ranking`: how the per-epoch dev evaluation ranks head queries (`score.head_ranking`; None = its default).
+    `cfg`: the run's settings (JobSettings.resolve("finetune", ...), or a mapping holding every key of them).
+    `head_ranking`: how the per-epoch dev evaluation ranks head queries (the dataset's `score.head_ranking`).
     `prefetch`: batches prepared ahead of the step by a background thread (0: inline); pinned on CUDA. Not a
     setting of the run (no effect on results: the same batches and RNG draws in the same order)."""
-    cfg = _cfg(cfg)
-    loss_cfg = LossConfig.from_dict(cfg)
-    head_ranking = head_ranking or "inverse_query"  # the paper's augmentation; the rules pass score.head_ranking
-    selection = cfg["selection"]
+    cfg = FinetuneSettings.from_mapping(cfg)
+    loss_cfg = LossConfig.from_settings(cfg)
+    selection = cfg.selection
     if selection not in SELECTIONS:
         raise ValueError(f"finetune.selection must be one of {SELECTIONS}, got {selection!r}")
-    label_splits = tuple(cfg["label_splits"])
+    label_splits = tuple(cfg.label_splits)
     leak = label_leak(label_splits)
-    if cfg["scorer"] != "cosine" and loss_cfg.distance == "per_pair_normalized":
+    if cfg.scorer != "cosine" and loss_cfg.distance == "per_pair_normalized":
         raise ValueError("finetune.distance per_pair_normalized is computed from the cosine; with scorer "
-                         f"{cfg['scorer']!r} use per_pair, batch_sum or none")
-    seed = int(cfg["seed"])
+                         f"{cfg.scorer!r} use per_pair, batch_sum or none")
+    seed = int(cfg.seed)
     set_seed(seed)
     checkpoint_dir = Path(checkpoint_dir)
-    in_batch = bool(cfg["in_batch_negatives"])
-    precision = cfg["precision"]
-    max_len = int(cfg["max_length"])
+    in_batch = bool(cfg.in_batch_negatives)
+    precision = cfg.precision
+    max_len = int(cfg.max_length)
     builder = SequenceBuilder(kg, max_len, max_len)
 
     init_scale = 1.0 / loss_cfg.temperature
     measured_shift = isinstance(loss_cfg.shift, str)  # `initial_mean`: measured below, before the first step
-    model = SiameseModel(encoder, cfg["pooling"], init_scale,
+    model = SiameseModel(encoder, cfg.pooling, init_scale,
                          0.0 if measured_shift else -loss_cfg.shift * init_scale).to(device)
-    model.set_scorer(cfg["scorer"])  # pair_linear: a new layer (default init); cosine: nothing
-    if cfg["infonce_learnable_temperature"]:
+    model.set_scorer(cfg.scorer)  # pair_linear: a new layer (default init); cosine: nothing
+    if cfg.infonce_learnable_temperature:
         if loss_cfg.loss != "infonce":
             raise ValueError("finetune.infonce_learnable_temperature needs loss: infonce")
         model.set_learnable_temperature(loss_cfg.infonce_temperature)
-    hard_k, pre_batch = int(cfg["hard_negatives"] or 0), int(cfg["pre_batch"] or 0)
+    hard_k, pre_batch = int(cfg.hard_negatives or 0), int(cfg.pre_batch or 0)
     if (hard_k or pre_batch) and not in_batch:
         raise ValueError("finetune.hard_negatives / pre_batch add columns to the in-batch matrix: they need "
                          "in_batch_negatives: true")
     if hard_k < 0 or pre_batch < 0:
         raise ValueError("finetune.hard_negatives and finetune.pre_batch are counts >= 0")
-    rows = training_triples(kg, cfg["inverse_augmentation"], cfg["train_subsample"], seed)
-    known = known_answers(kg, label_splits, cfg["inverse_augmentation"])
+    rows = training_triples(kg, cfg.inverse_augmentation, cfg.train_subsample, seed)
+    known = known_answers(kg, label_splits, cfg.inverse_augmentation)
     hood = Neighbourhood(kg.triples["train"], kg.num_entities) if hard_k else None
     bank = PreBatchBank(pre_batch)
     if leak:
         log(f"LEAKY labels: {leak}")
     # dev loss: the dev rows as training sees them, labelled with label_splits + dev (dev may inform selection)
-    dev_rows = split_rows(kg, "dev", cfg["inverse_augmentation"], cfg["dev_subsample"], seed)
+    dev_rows = split_rows(kg, "dev", cfg.inverse_augmentation, cfg.dev_subsample, seed)
     dev_known = known_answers(kg, tuple(s for s in ("train", "dev", "test") if s in label_splits or s == "dev"),
-                              cfg["inverse_augmentation"])
+                              cfg.inverse_augmentation)
     q_lengths = [builder.query_length(int(h), int(r)) for h, r, _ in rows]
-    bs = int(cfg["batch_size"])
-    batch_order = cfg["batch_order"]
+    bs = int(cfg.batch_size)
+    batch_order = cfg.batch_order
     if batch_order not in BATCH_ORDERS:
         raise ValueError(f"finetune.batch_order must be one of {BATCH_ORDERS}, got {batch_order!r}")
     steps_per_epoch = len(training_batches(q_lengths, bs, batch_order, seed=0))
-    epochs = int(cfg["epochs"])
+    epochs = int(cfg.epochs)
     total_steps = steps_per_epoch * epochs
-    optimizer = build_optimizer(model, "encoder.", float(cfg["lr_encoder"]), float(cfg["lr_new"]),
-                                float(cfg["weight_decay"]), betas=tuple(float(b) for b in cfg["adam_betas"]),
-                                eps=float(cfg["adam_eps"]))
-    scheduler = build_scheduler(optimizer, total_steps, float(cfg["warmup_fraction"]))
+    optimizer = build_optimizer(model, "encoder.", float(cfg.lr_encoder), float(cfg.lr_new),
+                                float(cfg.weight_decay), betas=tuple(float(b) for b in cfg.adam_betas),
+                                eps=float(cfg.adam_eps))
+    scheduler = build_scheduler(optimizer, total_steps, float(cfg.warmup_fraction))
     scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device, precision) else None
 
     # a checkpoint is resumed only when it was written by the same settings, data and initial weights (and the same
     # number of ranks: a multi-GPU checkpoint holds one dropout stream per rank)
     world = distributed.world()
     fingerprint = hashlib.sha256(json.dumps(
-        {"cfg": cfg, "rows": int(len(rows)), "rows_sum": int(rows.sum()), "entities": kg.num_entities,
+        {"cfg": cfg.as_dict(), "rows": int(len(rows)), "rows_sum": int(rows.sum()), "entities": kg.num_entities,
          "init": (run_info or {}).get("initial_weights"), "head_ranking": head_ranking,
          **({"world_size": world.size} if world.size > 1 else {})},
         sort_keys=True, default=str).encode()).hexdigest()
@@ -209,7 +204,7 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
         try:
             for b, prepared in zip(range(first_step, len(batches)), feed):
                 out = prepared_step(model, prepared, loss_cfg, device, precision, in_batch, bank.vectors())
-                optimizer_step(out["loss"], model, optimizer, scheduler, scaler, cfg["max_grad_norm"])
+                optimizer_step(out["loss"], model, optimizer, scheduler, scaler, cfg.max_grad_norm)
                 if pre_batch:
                     bank.push(out["tail_vectors"])
                 last_state = prepared.rng_state
@@ -227,7 +222,7 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
                     read_loss()
                     log(f"epoch {epoch + 1} step {progress['step_in_epoch']}/{len(batches)} "
                         f"loss {el[0] / el[3]:.4f} ({time.perf_counter() - t_epoch:.0f} s)")
-                every = int(cfg["checkpoint_every_steps"] or 0)
+                every = int(cfg.checkpoint_every_steps or 0)
                 killed = stop_after_steps is not None and steps_this_call >= stop_after_steps
                 if (every and progress["global_step"] % every == 0) or killed:
                     read_loss()
@@ -247,10 +242,10 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
         t_dev = time.perf_counter()
         dev_metrics = {}
         dev_loss = None
-        if cfg["dev_eval"]:  # off only where selection is moot (e.g. one epoch on CPU): the last epoch is kept
+        if cfg.dev_eval:  # off only where selection is moot (e.g. one epoch on CPU): the last epoch is kept
             _, dev_metrics, _ = evaluate_split(
-                model, kg, builder, "dev", device, filter_splits=("train", "dev"), subsample=cfg["dev_subsample"],
-                seed=seed, batch_size=int(cfg["eval_batch_size"]), chunk_size=int(cfg["chunk_size"]),
+                model, kg, builder, "dev", device, filter_splits=("train", "dev"), subsample=cfg.dev_subsample,
+                seed=seed, batch_size=int(cfg.eval_batch_size), chunk_size=int(cfg.chunk_size),
                 precision=precision, head_ranking=head_ranking)
             # logged either way (cheap: 2 encodings per dev row); the selection key under `selection: dev_loss`
             dev_loss = dev_in_batch_loss(model, builder, dev_rows, dev_known, loss_cfg, device, precision, in_batch,
@@ -276,7 +271,7 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
         # model selection: dev Hits@10 (paper); equal Hits@10 is broken by dev MRR (Hits@10 saturates on UMLS).
         # selection dev_loss (authors' code): the lowest dev in-batch loss
         mrr = float(both.get("mrr") or 0.0)
-        if not cfg["dev_eval"]:
+        if not cfg.dev_eval:
             improved = True
         elif selection == "dev_loss":
             improved = progress.get("best_dev_loss") is None or dev_loss < progress["best_dev_loss"]
@@ -292,7 +287,7 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
                               str(tmp / "model.safetensors"))
         else:
             progress["bad_epochs"] += 1
-            if progress["bad_epochs"] >= int(cfg["early_stop_patience"]):
+            if progress["bad_epochs"] >= int(cfg.early_stop_patience):
                 progress["stopped"] = True
                 criterion = "loss" if selection == "dev_loss" else "Hits@10"
                 log(f"early stop: dev {criterion} did not improve for {progress['bad_epochs']} epoch(s)")
@@ -313,12 +308,12 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
     info.update({"max_length": max_len, "scorer": model.scorer, "loss": loss_cfg.__dict__,
                  "label_splits": list(label_splits), "leaky": leak is not None, "selection": selection,
                  "best_dev_loss": progress.get("best_dev_loss"), "dev_head_ranking": head_ranking,
-                 "inverse_augmentation": bool(cfg["inverse_augmentation"]), "in_batch_negatives": in_batch,
-                 "batch_order": batch_order, "self_negatives": bool(cfg["self_negatives"]),
+                 "inverse_augmentation": bool(cfg.inverse_augmentation), "in_batch_negatives": in_batch,
+                 "batch_order": batch_order, "self_negatives": bool(cfg.self_negatives),
                  "hard_negatives": hard_k, "pre_batch": pre_batch,
                  "best_epoch": progress["best_epoch"], "best_dev_hits@10": progress["best_hits10"],
                  "epochs_run": progress["epoch"], "train_rows": int(len(rows)),
-                 "train_subsample": cfg["train_subsample"], "dev_subsample": cfg["dev_subsample"], "seed": seed})
+                 "train_subsample": cfg.train_subsample, "dev_subsample": cfg.dev_subsample, "seed": seed})
     if measured_shift:
         info["initial_shift"] = progress["initial_shift"]
     if leak:
@@ -326,21 +321,10 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: dict, model_dir: str | Pa
     with atomic_dir(model_dir) as tmp:
         save_run_model(model, tokenizer, tmp, info)
     write_log_csv(log_csv, progress["log"])
-    if not cfg["keep_checkpoint"]:
+    if not cfg.keep_checkpoint:
         # a finished run leaves no resume state: a later rerun (e.g. after pre-training changed) starts afresh
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return {"killed": False, "progress": progress, "info": info}
-
-
-def finetune_settings(finetune_cfg: dict, dataset: str, run_spec: dict | None = None) -> dict:
-    """The settings of one run: config `finetune` defaults, then `finetune.per_dataset.{dataset}`, then the run's
-    own switches (`in_batch_negatives`, then its `finetune:` overrides, e.g. a named alternative loss)."""
-    base = dataset_section(finetune_cfg, dataset)
-    if run_spec is not None and "in_batch_negatives" in run_spec:
-        base["in_batch_negatives"] = bool(run_spec["in_batch_negatives"])
-    if run_spec is not None:
-        base.update(run_spec.get("finetune") or {})
-    return _cfg(base)
 
 
 @distributed.multi_gpu_stage("finetune")  # gpus_per_job > 1: this call in K ranks
@@ -348,9 +332,9 @@ def run_finetune(*, settings: dict, inputs: Mapping, outputs: Mapping) -> dict:
     """The finetune rule: load the graph and the initial encoder (the pre-training output, or the bare encoder
     for `pretrain: none`), fine-tune, write the run's model folder and train_log.csv.
 
-    settings: JobSettings.finetune_params (dataset, run, run_spec, finetune, encoder_key, encoder_source and
-    head_ranking: the dataset's `score.head_ranking`, used by the per-epoch dev evaluation). inputs: triples
-    (text/triples.parquet), manifest (tokens/<encoder>/manifest.json), pretrained (optional: the pre-trained model
+    settings: JobSettings.finetune_params (dataset, run, run_spec, encoder_key, encoder_source, finetune: the run's
+    resolved settings, head_ranking: the dataset's `score.head_ranking`, used by the per-epoch dev evaluation).
+    inputs: triples (text/triples.parquet), manifest (tokens/<encoder>/manifest.json), pretrained (optional: the pre-trained model
     folder). outputs: model, train_log, checkpoints (the resume state; not a declared output of the rule)."""
     import logging
 
@@ -363,9 +347,9 @@ def run_finetune(*, settings: dict, inputs: Mapping, outputs: Mapping) -> dict:
     encoder_key, encoder_source = settings["encoder_key"], settings["encoder_source"]
     text_dir, tokens_dir = Path(inputs["triples"]).parent, Path(inputs["manifest"]).parent
     pretrained_dir = inputs.get("pretrained")
-    cfg = finetune_settings(settings["finetune"], dataset, run_spec)
-    device = pick_device(cfg.get("device", "auto"))
-    compute = compute_record(device, cfg["precision"])
+    cfg = FinetuneSettings.from_mapping(settings["finetune"], f"finetune (run {run} on {dataset})")
+    device = pick_device(cfg.device)
+    compute = compute_record(device, cfg.precision)
     logger.info("compute: %s", json.dumps(compute))
     kg = load_tokenized_kg(text_dir, tokens_dir)
     if pretrained_dir:
@@ -378,8 +362,9 @@ def run_finetune(*, settings: dict, inputs: Mapping, outputs: Mapping) -> dict:
         encoder = load_encoder(encoder_source)
         tokenizer = load_tokenizer(encoder_source)
         init = f"{encoder_key} ({encoder_source}), no pre-training"
-    logger.info("run %s on %s: init %s, device %s, settings %s", run, dataset, init, device, json.dumps(cfg))
+    logger.info("run %s on %s: init %s, device %s, settings %s", run, dataset, init, device,
+                json.dumps(cfg.as_dict()))
     run_info = {"dataset": dataset, "run": run, "encoder": encoder_key, "tokens_encoder": encoder_key,
-                "pretrain": run_spec.get("pretrain"), "initial_weights": init, "settings": cfg, "compute": compute}
+                "pretrain": run_spec.get("pretrain"), "initial_weights": init, "settings": cfg.as_dict(), "compute": compute}
     return finetune(kg, encoder, tokenizer, cfg, outputs["model"], outputs["train_log"], outputs["checkpoints"], device,
-                    run_info, log=logger.info, head_ranking=settings.get("head_ranking"))
+                    run_info, log=logger.info, head_ranking=settings["head_ranking"])

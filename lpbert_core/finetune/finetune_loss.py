@@ -63,21 +63,21 @@ LOSSES = ("focal_distance", "infonce")
 
 @dataclass
 class LossConfig:
-    loss: str = "focal_distance"
-    # The pipeline always passes config.yaml's values. These three defaults differ from config.yaml's (sigmoid, 0.1,
-    # initial_mean) on purpose: a LossConfig() built outside the loop has no measured shift, so it keeps the plain
-    # mapping that needs none (tests/test_workflow.py names this exception).
-    probability: str = "affine"
-    temperature: float = 0.05
-    shift: float | str = 0.0  # or 'initial_mean' until finetune_loop measures it
-    alpha: float = 0.8
-    gamma: float = 2.0
-    distance: str = "per_pair"
-    distance_weight: float = 1.0
-    infonce_temperature: float = 0.05
-    infonce_margin: float = 0.0
-    self_negatives: bool = False
-    pre_batch_weight: float = 0.5
+    """The loss's part of a run's settings (`from_settings`). No defaults: config.yaml's finetune section holds
+    them. Mutable only for `shift`, which finetune_loop sets once it has measured `initial_mean`."""
+
+    loss: str
+    probability: str
+    temperature: float
+    shift: float | str  # or 'initial_mean' until finetune_loop measures it
+    alpha: float
+    gamma: float
+    distance: str
+    distance_weight: float
+    infonce_temperature: float
+    infonce_margin: float
+    self_negatives: bool
+    pre_batch_weight: float
 
     def __post_init__(self):
         if self.loss not in LOSSES:
@@ -90,9 +90,12 @@ class LossConfig:
             raise ValueError(f"finetune.shift must be a number or one of {SHIFTS}, got {self.shift!r}")
 
     @classmethod
-    def from_dict(cls, cfg: dict) -> "LossConfig":
-        fields = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in cfg.items() if k in fields})
+    def from_settings(cls, settings) -> "LossConfig":
+        """From a FinetuneSettings (or a mapping holding every field: a ConfigError names the missing ones)."""
+        from lpbert_core.settings import FinetuneSettings
+
+        settings = FinetuneSettings.from_mapping(settings)
+        return cls(**{name: getattr(settings, name) for name in cls.__dataclass_fields__})
 
 
 def _log_probs(cos: torch.Tensor, cfg: LossConfig, scale=None, bias=None):

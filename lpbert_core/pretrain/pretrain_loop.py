@@ -50,7 +50,7 @@ from lpbert_core.encoders import load_encoder, load_tokenizer
 from lpbert_core.kg import TokenizedKG, seeded_subset
 from lpbert_core.pretrain.pretrain_model import ENCODER_PREFIX, PretrainModel
 from lpbert_core.pretrain.pretrain_samples import IGNORE, build_samples, collate, variant_plan
-from lpbert_core.settings import require
+from lpbert_core.settings import PretrainSettings
 from lpbert_core.training import (
     BATCH_ORDERS,
     autocast_context,
@@ -86,69 +86,69 @@ RESULT_NEUTRAL = ("threads", "device", "keep_checkpoint", "progress_bar")
 
 def train(
     kg: TokenizedKG,
-    settings: dict,
+    settings: PretrainSettings | dict,
     out_dir: str | Path,
     ckpt_dir: str | Path,
     log_csv: str | Path,
     step_hook: Callable[[int, int], None] | None = None,
 ) -> list[dict]:
-    """Pre-train variant `settings["variant"]` from encoder `settings["encoder_source"]`; write the HF folder `out_dir` and
+    """Pre-train variant `settings.variant` from encoder `settings.encoder_source`; write the HF folder `out_dir` and
     `log_csv`; return the log rows. `step_hook(epoch, step)` is called after every optimizer step (tests use it to
     simulate a kill)."""
-    cfg = require("pretrain", settings)
-    torch_threads(cfg["threads"])
-    device = pick_device(cfg["device"])
-    log.info("compute: %s", compute_record(device, cfg["precision"]))
-    variant = cfg["variant"]
-    tokenizer = load_tokenizer(cfg["encoder_source"])
+    cfg = PretrainSettings.from_mapping(settings)  # a resolved mapping (the rule's params + threads) or the settings
+    torch_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    log.info("compute: %s", compute_record(device, cfg.precision))
+    variant = cfg.variant
+    tokenizer = load_tokenizer(cfg.encoder_source)
     _check_vocabulary(kg, tokenizer)
 
-    set_seed(cfg["seed"])  # head initialisation
-    encoder = load_encoder(cfg["encoder_source"])
+    set_seed(cfg.seed)  # head initialisation
+    encoder = load_encoder(cfg.encoder_source)
     if variant == "none":  # the ablation baseline: the initial weights, untouched
-        log.info("variant 'none': saving the initial encoder %s unchanged", cfg["encoder_source"])
+        log.info("variant 'none': saving the initial encoder %s unchanged", cfg.encoder_source)
         if distributed.is_main():
             save_encoder_folder(encoder, tokenizer, out_dir)
             write_log_csv(log_csv, [], LOG_COLUMNS)
         return []
 
-    if cfg["batch_order"] not in BATCH_ORDERS:
-        raise ValueError(f"pretrain.batch_order must be one of {BATCH_ORDERS}, got {cfg['batch_order']!r}")
-    probs, use_mlm = variant_plan(variant, cfg["task_probabilities"])
-    model = PretrainModel(encoder, kg.special.vocab_size, cfg["em_head_norm"], use_em=probs is not None,
+    if cfg.batch_order not in BATCH_ORDERS:
+        raise ValueError(f"pretrain.batch_order must be one of {BATCH_ORDERS}, got {cfg.batch_order!r}")
+    probs, use_mlm = variant_plan(variant, cfg.task_probabilities)
+    model = PretrainModel(encoder, kg.special.vocab_size, cfg.em_head_norm, use_em=probs is not None,
                           use_mlm=use_mlm).to(device)
-    train_triples = seeded_subset(kg.triples["train"], cfg.get("train_subsample"), cfg["seed"])
+    train_triples = seeded_subset(kg.triples["train"], cfg.train_subsample, cfg.seed)
     if len(train_triples) == 0:
         raise ValueError("pre-training needs a non-empty train split")
-    dev_triples = seeded_subset(kg.triples["dev"], cfg.get("dev_subsample"), cfg["seed"])
+    dev_triples = seeded_subset(kg.triples["dev"], cfg.dev_subsample, cfg.seed)
 
-    steps_per_epoch = math.ceil(len(train_triples) / cfg["batch_size"])
-    optimizer = build_optimizer(model, ENCODER_PREFIX, cfg["lr_encoder"], cfg["lr_new"], cfg["weight_decay"],
-                                kind=cfg["optimizer"])
-    scheduler = build_epoch_scheduler(cfg["lr_schedule"], optimizer, cfg["epochs"] * steps_per_epoch, cfg["warmup_fraction"])
-    scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device, cfg["precision"]) else None
+    steps_per_epoch = math.ceil(len(train_triples) / cfg.batch_size)
+    optimizer = build_optimizer(model, ENCODER_PREFIX, cfg.lr_encoder, cfg.lr_new, cfg.weight_decay,
+                                kind=cfg.optimizer)
+    scheduler = build_epoch_scheduler(cfg.lr_schedule, optimizer, cfg.epochs * steps_per_epoch, cfg.warmup_fraction)
+    scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device, cfg.precision) else None
 
     ckpt_dir = Path(ckpt_dir)
     progress = distributed.main_first(  # rank 0 discards a stale checkpoint before the others read
         lambda: _resume(ckpt_dir, model, optimizer, scheduler, device, _fingerprint(cfg), scaler))
-    dev_samples = _make_samples(kg, dev_triples, cfg, np.random.default_rng(epoch_seed(cfg["seed"], 0)))
+    dev_samples = _make_samples(kg, dev_triples, cfg, np.random.default_rng(epoch_seed(cfg.seed, 0)))
 
-    for epoch in range(progress["epoch"] + 1, cfg["epochs"] + 1):
+    for epoch in range(progress["epoch"] + 1, cfg.epochs + 1):
         if progress["stopped"]:
             break
         started = time.perf_counter()
-        seed = epoch_seed(cfg["seed"], epoch)
+        seed = epoch_seed(cfg.seed, epoch)
         torch.manual_seed(distributed.rank_seed(seed))  # dropout of this epoch (one stream per rank)
         samples = _make_samples(kg, train_triples, cfg, np.random.default_rng(seed))
-        batches = training_batches([len(s.input_ids) for s in samples], cfg["batch_size"], cfg["batch_order"], seed)
+        batches = training_batches([len(s.input_ids) for s in samples], cfg.batch_size, cfg.batch_order, seed)
         train_stats = _run_epoch(model, samples, batches, kg.special.pad, device, cfg, epoch,
                                  optimizer, scheduler, scaler, step_hook)
-        dev_batches = length_sorted_batches([len(s.input_ids) for s in dev_samples], cfg["batch_size"], False)
+        dev_batches = length_sorted_batches([len(s.input_ids) for s in dev_samples], cfg.batch_size, False)
         dev_stats = _run_epoch(model, dev_samples, dev_batches, kg.special.pad, device, cfg, epoch)
         row = _log_row(epoch, train_stats, dev_stats, optimizer, time.perf_counter() - started)
         scheduler_epoch_end(scheduler, row["dev_loss"])  # plateau: halve the LR after a non-improving epoch
         progress["rows"].append(row)
-        _update_progress(progress, row, model, ckpt_dir, cfg["early_stop_patience"])
+        _update_progress(progress, row, model, ckpt_dir, cfg.early_stop_patience)
         if distributed.is_main():
             save_checkpoint(ckpt_dir / "last", model, optimizer, scheduler, progress, scaler)
             _remove_stale_best(ckpt_dir, progress["best_dir"])
@@ -162,7 +162,7 @@ def train(
         log.info("best dev loss %.4f at epoch %d", progress["best_loss"], progress["best_epoch"])
     save_encoder_folder(model.encoder, tokenizer, out_dir)
     write_log_csv(log_csv, progress["rows"], LOG_COLUMNS)
-    if not cfg["keep_checkpoint"]:
+    if not cfg.keep_checkpoint:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     return progress["rows"]
 
@@ -171,17 +171,17 @@ def train(
 
 def _make_samples(kg, triples, cfg, rng):
     return build_samples(
-        kg, triples, cfg["variant"], int(cfg["max_length"]), rng, cfg["task_probabilities"],
-        cfg["mlm_probability"], cfg["mlm_mask_fraction"], cfg["mlm_random_fraction"],
-        cfg["mlm_mask_token"], bool(cfg["segment_separators"]),
+        kg, triples, cfg.variant, int(cfg.max_length), rng, cfg.task_probabilities,
+        cfg.mlm_probability, cfg.mlm_mask_fraction, cfg.mlm_random_fraction,
+        cfg.mlm_mask_token, bool(cfg.segment_separators),
     )
 
 
 def _collate(samples, idx, pad_id, cfg) -> dict:
     """segment_separators false = the authors' input: no attention mask, padded to max_length (see collate)."""
-    if cfg["segment_separators"]:
+    if cfg.segment_separators:
         return collate([samples[i] for i in idx], pad_id)
-    return collate([samples[i] for i in idx], pad_id, attention_mask=False, pad_to=int(cfg["max_length"]))
+    return collate([samples[i] for i in idx], pad_id, attention_mask=False, pad_to=int(cfg.max_length))
 
 
 def _check_vocabulary(kg: TokenizedKG, tokenizer) -> None:
@@ -204,14 +204,14 @@ def _run_epoch(model, samples, batches, pad_id, device, cfg, epoch, optimizer=No
     if ranks.size > 1 and not training:
         batches = batches[ranks.rank::ranks.size]  # dev: whole batches spread over the ranks, sums added up below
     desc = f"pretrain epoch {epoch} {'train' if training else 'dev'}"
-    bar = tqdm(batches, desc=desc, disable=not cfg["progress_bar"] or not distributed.is_main(), file=sys.stderr,
+    bar = tqdm(batches, desc=desc, disable=not cfg.progress_bar or not distributed.is_main(), file=sys.stderr,
                mininterval=5, leave=False)
     for step, idx in enumerate(bar, start=1):
         if ranks.size > 1 and training:  # forward and update on this rank's slice (out None: an empty slice)
             out = _data_parallel_step(model, samples, idx, pad_id, device, cfg, optimizer, scheduler, scaler)
         else:
             batch = {k: v.to(device, non_blocking=True) for k, v in _collate(samples, idx, pad_id, cfg).items()}
-            with torch.set_grad_enabled(training), autocast_context(device, cfg["precision"]):
+            with torch.set_grad_enabled(training), autocast_context(device, cfg.precision):
                 out = model(**batch)
         if training:
             if ranks.size == 1:
@@ -256,7 +256,7 @@ def _data_parallel_step(model, samples, idx, pad_id, device, cfg, optimizer, sch
     loss = torch.zeros((), device=device, requires_grad=True)
     if len(idx):
         batch = {k: v.to(device, non_blocking=True) for k, v in _collate(samples, idx, pad_id, cfg).items()}
-        with autocast_context(device, cfg["precision"]):
+        with autocast_context(device, cfg.precision):
             out = model(**batch)
         mine = _labelled_counts(samples, idx)
         for term, mean in out["head_losses"].items():
@@ -308,9 +308,9 @@ def _group_lrs(optimizer) -> tuple[float, float]:
 
 # ---------------------------------------------------------------- progress, checkpoints, output
 
-def _fingerprint(cfg: dict) -> str:
+def _fingerprint(cfg: PretrainSettings) -> str:
     # Unset (None) options are left out, so adding a new optional setting does not orphan existing checkpoints.
-    relevant = {k: v for k, v in cfg.items() if k not in RESULT_NEUTRAL and v is not None}
+    relevant = {k: v for k, v in cfg.as_dict().items() if k not in RESULT_NEUTRAL and v is not None}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -368,15 +368,16 @@ def save_encoder_folder(encoder, tokenizer, out_dir: str | Path) -> None:
 
 
 @distributed.multi_gpu_stage("pretrain")  # gpus_per_job > 1: this call in K ranks
-def run_pretrain(*, settings: dict, inputs: dict, outputs: dict) -> list[dict]:
+def run_pretrain(*, settings: PretrainSettings | dict, inputs: dict, outputs: dict) -> list[dict]:
     """The `pretrain` stage: load the tokenized graph and train (the Snakemake script calls only this).
 
-    settings: JobSettings.pretrain_params plus `threads`. inputs: triples (text/triples.parquet), manifest
+    settings: JobSettings.resolve("pretrain", ...) (or JobSettings.pretrain_params plus `threads`). inputs: triples (text/triples.parquet), manifest
     (tokens/<encoder>/manifest.json). outputs: model, log_csv, checkpoints (the resume state; not a declared
     output of the rule)."""
     from lpbert_core.kg import load_tokenized_kg
 
+    settings = PretrainSettings.from_mapping(settings)
     kg = load_tokenized_kg(Path(inputs["triples"]).parent, Path(inputs["manifest"]).parent)
-    log.info("pre-training %s on %d train / %d dev triples with encoder %s", settings["variant"],
-             len(kg.triples["train"]), len(kg.triples["dev"]), settings["encoder_source"])
+    log.info("pre-training %s on %d train / %d dev triples with encoder %s", settings.variant,
+             len(kg.triples["train"]), len(kg.triples["dev"]), settings.encoder_source)
     return train(kg, settings, outputs["model"], outputs["checkpoints"], outputs["log_csv"])
