@@ -212,15 +212,19 @@ def test_train_resume_is_deterministic_and_outputs(tiny_encoder_dir, tok, tmp_pa
     assert out["run"]["model"] == "kgbert"
 
 
-def test_per_dataset_overrides_resolve_in_one_place():
-    """lpbert_core.settings.dataset_section: what rules/common.smk gives the kgbert rules as params (and every other
-    stage's per_dataset merge)."""
-    from lpbert_core.settings import dataset_section
+def test_kgbert_settings_resolve_in_one_place():
+    """job_settings.resolve for the cross-encoder: what rules/common.smk gives the kgbert rules as params (the kgbert
+    section, its per_dataset entry, a run instance's seed), typed; the config itself is left as it was."""
+    from lpbert_core.job_settings import JobSettings
 
-    section = {"epochs": 5, "score_queries": 5, "per_dataset": {"WN18RR": {"train_subsample": 2000,
-                                                                           "score_queries": 1}}}
-    assert dataset_section(section, "WN18RR") == {"epochs": 5, "score_queries": 1, "train_subsample": 2000}
-    assert dataset_section(section, "umls") == {"epochs": 5, "score_queries": 5}
+    section = paper_section("kgbert", epochs=5, score_queries=5,
+                            per_dataset={"WN18RR": {"train_subsample": 2000, "score_queries": 1}})
+    jobs = JobSettings({"kgbert": section,
+                        "runs": {"kg": {"model": "kgbert", "pretrain": "none", "seeds": [42, 9]}}})
+    s = jobs.resolve("kgbert", "WN18RR", "kg")
+    assert (s.epochs, s.score_queries, s.train_subsample, s.seed) == (5, 1, 2000, 42)
+    s = jobs.resolve("kgbert", "umls", "kg.s9")
+    assert (s.epochs, s.score_queries, s.train_subsample, s.seed) == (5, 5, None, 9)
     assert "per_dataset" in section  # the config itself is left as it was
 
 
