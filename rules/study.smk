@@ -14,6 +14,7 @@ rule study:
 rule study_summary:
     input:
         study_inputs,
+        paper="resources/paper_results.csv",  # the paper's numbers, drawn in the figure
     output:
         md="results/study/{dataset}/summary.md",
         csv="results/study/{dataset}/summary.csv",

@@ -1,6 +1,7 @@
 """Reading study summary: two fake runs with hand-made metrics, and a second reading to rank against."""
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -102,3 +103,11 @@ def test_attribution_against_the_baseline_reading_and_twice_the_seed_sd(tmp_path
     md = (out / "s.md").read_text()
     assert "## Attribution" in md and "| study | raw | P | +0.030 | +0.090 | -2.00 | 1 / 2 | yes |" in md
     assert "| study | ac-cosine ⚠ leaky | ac |" in md and "ac ⚠ leaky" in md
+
+
+def test_the_figure_draws_the_papers_numbers():
+    from lpbert_core.report.study import paper_reference
+
+    repo = Path(__file__).resolve().parents[1]
+    assert paper_reference("umls", repo / "resources/paper_results.csv") == {"hits@10": 1.0, "mr": 1.18}
+    assert paper_reference("nokg", repo / "resources/paper_results.csv") == {}

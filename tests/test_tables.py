@@ -434,15 +434,19 @@ def test_reproduction_with_authors_code_leaky_and_attribution(tmp_path, paper):
 def test_reproduction_attribution_from_a_study_summary(tmp_path, paper):
     study = tmp_path / "results" / "study" / "umls" / "summary.csv"
     study.parent.mkdir(parents=True)
-    pd.DataFrame({"stage": ["study", "study", "study"], "reading": ["P", "raw", "selfneg"], "epochs": [8, 8, 8],
-                  "n_seeds": [2, 2, 2], "test_hits@10_mean": [0.85, 0.80, 0.95],
-                  "test_mr_mean": [5.0, 6.0, 2.0]}).to_csv(study, index=False)
+    pd.DataFrame({"stage": ["study", "study", "study", "study30", "study30"],
+                  "reading": ["P", "raw", "ac", "raw", "selfneg"], "epochs": [8, 8, 8, 30, 30],
+                  "n_seeds": [2, 2, 1, 2, 1], "leaky": [False, False, True, False, False],
+                  "dev_hits@10_mean": [0.8, 0.7, 0.5, 0.97, 0.96], "test_hits@10_mean": [0.85, 0.80, 0.95, 0.99, 0.98],
+                  "test_mr_mean": [5.0, 6.0, 2.0, 1.4, 1.6]}).to_csv(study, index=False)
     row = make_run(tmp_path, "lpbert", 0.4)
     specs = [RowSpec.from_mapping({"table": "reproduction", "row": "LP-BERT", "dataset": "umls", "role": "paper_text",
                                    **row})]
     by = build_reproduction(specs, paper, study)[0].set_index("metric")
-    assert by.loc["hits@10", "attribution"] == "study study, 2 seeds: vs P (0.850): selfneg +0.100, raw -0.050"
-    assert by.loc["mr", "attribution"].startswith("study study, 2 seeds: vs P (5): selfneg -3.0")
+    assert by.loc["hits@10", "attribution"] == ("study (8 epochs, up to 2 seeds) vs the study's baseline reading P "
+                                                "(0.850): ac (leaky) +0.100, raw -0.050; study30 (30 epochs): raw 0.990")
+    assert by.loc["mr", "attribution"].startswith("study (8 epochs, up to 2 seeds) vs the study's baseline reading P "
+                                                  "(5): ac (leaky) -3.0, raw +1.0; study30 (30 epochs): raw 1.4")
     bad = tmp_path / "bad.csv"
     bad.write_text("x,y\n1,2\n")
     with pytest.raises(InputError, match="attribution CSV needs"):

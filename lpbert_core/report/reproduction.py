@@ -47,35 +47,46 @@ def read_attribution(path: str | Path | None):
             texts[key] = str(rec["attribution"])
         return lambda d, m: texts.get((d, m), texts.get((d, ""), MISSING))
     if {"stage", "reading"} <= set(frame.columns) and any(c.startswith("test_") for c in frame.columns):
-        found = re.search(r"study/([^/]+)/[^/]+$", path.as_posix())
+        found = re.search(r"study[/_]([^/]+)/[^/]+$", path.as_posix())  # results/study/D/, benchmarks/results/study_D/
         datasets = ({canonical_dataset(d) for d in frame["dataset"]} if "dataset" in frame.columns
                     else {canonical_dataset(found.group(1))} if found else set())
         if not datasets:
-            raise InputError(path, "study summary without a 'dataset' column: name it results/study/<dataset>/...")
+            raise InputError(path, "study summary without a 'dataset' column: name it results/study/<dataset>/... "
+                                   "or .../study_<dataset>/...")
         return lambda d, m: _study_text(frame, m) if d in datasets else MISSING
     raise InputError(path, "attribution CSV needs columns dataset, attribution (and optionally metric), or a study "
                            "summary's stage, reading, test_<metric>_mean")
 
 
 def _study_text(frame: pd.DataFrame, metric: str, top: int = 3) -> str:
+    """`study (8 epochs, up to 2 seeds) vs the study's baseline reading P (0.856): ac (leaky) -0.250, sigmoid-mean +0.104,
+    raw +0.074; study30 (30 epochs): sigmoid-mean 0.992`: the largest moves against P in the longest stage that has
+    P, then the best reading (by dev Hits@10) of each longer stage."""
     column = f"test_{metric}_mean"
     if column not in frame.columns:
         return MISSING
-    stages = frame.assign(_e=pd.to_numeric(frame.get("epochs", 0), errors="coerce").fillna(0))
-    stages = stages[stages.groupby("stage")["reading"].transform(lambda r: (r == "P").any())]
-    if stages.empty:
+    frame = frame.assign(_e=pd.to_numeric(frame.get("epochs", 0), errors="coerce").fillna(0))
+    with_p = frame[frame.groupby("stage")["reading"].transform(lambda r: (r == "P").any())]
+    if with_p.empty:
         return MISSING
-    stage = stages.sort_values("_e").iloc[-1]["stage"]  # the longest schedule with a paper-text reading
-    sub = stages[stages["stage"] == stage]
+    stage = with_p.sort_values("_e").iloc[-1]["stage"]  # the longest schedule with a paper-text reading
+    sub = with_p[with_p["stage"] == stage]
     base = float(sub.loc[sub["reading"] == "P", column].iloc[0])
+    leaky = {r: str(v).lower() == "true" for r, v in zip(sub["reading"], sub.get("leaky", [False] * len(sub)))}
     others = [(r, float(v) - base) for r, v in zip(sub["reading"], pd.to_numeric(sub[column], errors="coerce"))
               if r != "P" and not math.isnan(float(v))]
     others.sort(key=lambda x: -abs(x[1]))
     if not others:
         return MISSING
-    seeds = f", {int(sub['n_seeds'].max())} seeds" if "n_seeds" in sub.columns else ""
-    moved = ", ".join(f"{r} {fmt(d, metric, diff=True)}" for r, d in others[:top])
-    return f"study {stage}{seeds}: vs P ({fmt(base, metric)}): {moved}"
+    seeds = f", up to {int(sub['n_seeds'].max())} seeds" if "n_seeds" in sub.columns else ""
+    moved = ", ".join(f"{r}{' (leaky)' * leaky.get(r, False)} {fmt(d, metric, diff=True)}" for r, d in others[:top])
+    text = (f"{stage} ({int(sub['_e'].max())} epochs{seeds}) vs the study's baseline reading P "
+            f"({fmt(base, metric)}): {moved}")
+    for longer, rows in frame[frame["_e"] > sub["_e"].max()].groupby("stage"):
+        best = rows.sort_values("dev_hits@10_mean", ascending=False).iloc[0] if "dev_hits@10_mean" in rows \
+            else rows.iloc[0]
+        text += f"; {longer} ({int(best['_e'])} epochs): {best['reading']} {fmt(float(best[column]), metric)}"
+    return text
 
 
 # ------------------------------------------------------------------------------------------------ frame

@@ -201,9 +201,18 @@ def summary_markdown(per_run: pd.DataFrame, per_reading: pd.DataFrame, title: st
     return "\n".join(lines) + "\n"
 
 
-def study_figure(runs: list[dict], per_reading: pd.DataFrame, path) -> Path:
+def paper_reference(dataset: str, paper_csv="resources/paper_results.csv") -> dict:
+    """The paper's LP-BERT test numbers for `dataset` (Table 1): {metric: value}; {} when the paper has none."""
+    table = pd.read_csv(paper_csv)
+    rows = table[(table["table"] == "table1") & (table["row"] == "LP-BERT")
+                 & (table["dataset"].str.lower() == dataset.lower())]
+    return {str(r["metric"]): float(r["value"]) for _, r in rows.iterrows()}
+
+
+def study_figure(runs: list[dict], per_reading: pd.DataFrame, path, paper: dict | None = None) -> Path:
     """Left: dev Hits@10 by epoch per reading (mean over seeds; one line style per stage). Middle / right: test
-    Hits@10 and MR per reading, every seed a dot, the bar the mean."""
+    Hits@10 and MR per reading, every seed a dot, the bar the mean; `paper` ({metric: value}) draws the paper's
+    numbers as dashed lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -217,7 +226,7 @@ def study_figure(runs: list[dict], per_reading: pd.DataFrame, path) -> Path:
     for (stage, reading), g in dev.groupby(["stage", "reading"]):
         mean = g.groupby("epoch")["dev_hits@10"].mean()
         axes[0].plot(mean.index, mean.values, styles[stage], marker="o", ms=3, color=colours[reading],
-                     label=f"{reading} ({stage}, {g['seed'].nunique()} seeds)")
+                     label=f"{reading} ({stage}, {g['seed'].nunique()} seed{'s' * (g['seed'].nunique() > 1)})")
     axes[0].set(xlabel="epoch", ylabel="dev Hits@10 (filtered, both directions)", title="dev Hits@10 by epoch")
     axes[0].legend(fontsize=7)
     axes[0].grid(alpha=0.3)
@@ -231,8 +240,13 @@ def study_figure(runs: list[dict], per_reading: pd.DataFrame, path) -> Path:
         ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
         ax.set(title=f"{title} per reading (dots: seeds; ranked by dev Hits@10)")
         ax.grid(alpha=0.3, axis="y")
+        reference = (paper or {}).get(metric.removeprefix("test_"))
+        if reference is not None:
+            ax.axhline(reference, color="black", ls="--", lw=1.2,
+                       label=f"paper LP-BERT: {reference:.2f}" if metric == "test_mr" else f"paper LP-BERT: {reference:.3f}")
+            ax.legend(fontsize=7, loc="upper left" if metric == "test_mr" else "lower left")
     lo = per_run["test_hits@10"].min() if len(per_run) else 0.0
-    axes[1].set_ylim(max(0.0, lo - 0.05), 1.0)
+    axes[1].set_ylim(max(0.0, lo - 0.05), 1.005)
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -246,12 +260,16 @@ def _json_ready(frame: pd.DataFrame) -> list[dict]:
     return out
 
 
-def write_study(runs: list[dict], md, csv, json_path, png, title: str, note: str = "") -> pd.DataFrame:
-    """Write the summary (md, csv per reading, json with readings and runs) and the figure (unless `png` is None);
-    returns the per-reading frame."""
+def write_study(runs: list[dict], md, csv, json_path, png, title: str, note: str = "",
+                paper: dict | None = None, dataset: str | None = None) -> pd.DataFrame:
+    """Write the summary (md, csv per reading, json with readings and runs) and the figure (unless `png` is None;
+    `paper`: the paper's numbers drawn in it); returns the per-reading frame. `dataset` becomes the CSV's first column
+    (the reproduction table reads its attribution from it: tables.reproduction.attribution)."""
     if not runs:
         raise ValueError("no study runs to summarise")
     per_run, per_reading = summarise(runs)
+    if dataset:
+        per_reading.insert(0, "dataset", dataset)
     with atomic_path(md) as tmp:
         tmp.write_text(summary_markdown(per_run, per_reading, title, note))
     with atomic_path(csv) as tmp:
@@ -259,7 +277,7 @@ def write_study(runs: list[dict], md, csv, json_path, png, title: str, note: str
     write_json(json_path, {"title": title, "note": note, "readings": _json_ready(per_reading),
                            "runs": _json_ready(per_run)})
     if png:
-        study_figure(runs, per_reading, png)
+        study_figure(runs, per_reading, png, paper)
     return per_reading
 
 
@@ -279,11 +297,13 @@ def main(argv=None) -> None:
     ap.add_argument("--out", required=True, help="output prefix: writes PREFIX.md/.csv/.json and PREFIX.png")
     ap.add_argument("--title", default="UMLS reading study (interim: the finished runs)")
     ap.add_argument("--figure", action="store_true", help="also PREFIX.png")
+    ap.add_argument("--dataset", default="umls", help="the graph studied (its paper numbers are drawn in the figure)")
     args = ap.parse_args(argv)
     runs = runs_in_folder(args.folder)
     out = args.out
     write_study(runs, f"{out}.md", f"{out}.csv", f"{out}.json", f"{out}.png" if args.figure else None, args.title,
-                note=f"{len(runs)} finished runs read from {args.folder}/")
+                note=f"{len(runs)} finished runs read from {args.folder}/", paper=paper_reference(args.dataset),
+                dataset=args.dataset)
     print(f"{len(runs)} runs summarised -> {out}.md")
 
 
