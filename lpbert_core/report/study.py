@@ -100,12 +100,14 @@ def summarise(runs: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     return per_run, per_reading
 
 
-BASELINES = {"P": None, "ac": "P"}  # reading -> the reading it is compared with (None: the reference)
+# reading -> the reading it is compared with (None: the reference). nopre: the best reading without pre-training
+# (what pre-training adds); nopre-mpnet: the same on a base-size encoder (what encoder size adds)
+BASELINES = {"P": None, "ac": "P", "nopre": "sigmoid-mean", "nopre-mpnet": "nopre"}
 
 
 def baseline_of(reading: str) -> str | None:
     """A paper-text reading is compared with P (the paper-text reading); `ac-<switch>` (one authors'-code switch
-    turned back to the paper's text) with `ac`; `ac` itself with P."""
+    turned back to the paper's text) with `ac`; `ac` itself with P; the encoder-size pair as BASELINES says."""
     if reading in BASELINES:
         return BASELINES[reading]
     return "ac" if reading.startswith("ac-") else "P"
