@@ -167,6 +167,9 @@ class JobSettings:
         """The typed settings of one job: `stage`'s section, then its `per_dataset.{dataset}` entry, then (finetune)
         the run's `in_batch_negatives` and `finetune:` overrides, then the run instance's seed (finetune, kgbert).
         The only place these layers are applied. pretrain needs `variant` and the job's granted `threads`."""
+        if dataset not in (self.config.get("sources") or {}):
+            raise ConfigError(f"{stage} settings for {dataset!r}: no source of that name (configured sources: "
+                              f"{', '.join(sorted(self.config.get('sources') or {}, key=str.lower))})")
         if stage == "pretrain":
             return PretrainSettings.from_mapping({**self.pretrain_params(dataset, variant), "threads": threads},
                                                  f"pretrain ({dataset}, {variant})")

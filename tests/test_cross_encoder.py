@@ -220,7 +220,8 @@ def test_kgbert_settings_resolve_in_one_place():
     section = paper_section("kgbert", epochs=5, score_queries=5,
                             per_dataset={"WN18RR": {"train_subsample": 2000, "score_queries": 1}})
     jobs = JobSettings({"kgbert": section,
-                        "runs": {"kg": {"model": "kgbert", "pretrain": "none", "seeds": [42, 9]}}})
+                        "runs": {"kg": {"model": "kgbert", "pretrain": "none", "seeds": [42, 9]}},
+                        "sources": {"umls": {}, "WN18RR": {}}})
     s = jobs.resolve("kgbert", "WN18RR", "kg")
     assert (s.epochs, s.score_queries, s.train_subsample, s.seed) == (5, 1, 2000, 42)
     s = jobs.resolve("kgbert", "umls", "kg.s9")

@@ -139,7 +139,8 @@ def test_settings_merge():
               "runs": {"a": {"model": "lpbert", "pretrain": "none", "in_batch_negatives": False},
                        "b": {"model": "lpbert", "pretrain": "none", "in_batch_negatives": True,
                              "finetune": {"loss": "infonce", "batch_size": 64}, "seeds": [42, 7]},
-                       "c": {"model": "lpbert", "pretrain": "none", "finetune": {"lr_head": 1e-3}}}}
+                       "c": {"model": "lpbert", "pretrain": "none", "finetune": {"lr_head": 1e-3}}},
+              "sources": {"umls": {}, "WN18RR": {}}}
     s = resolve(config, "finetune", "umls", "a")
     assert s.batch_size == 128 and s.alpha == 0.8 and s.in_batch_negatives is False
     assert resolve(config, "finetune", "WN18RR", "a").batch_size == 10
@@ -149,6 +150,8 @@ def test_settings_merge():
     assert resolve(config, "finetune", "umls", "b.s7").seed == 7
     with pytest.raises(ConfigError, match="unknown setting.*lr_head"):
         resolve(config, "finetune", "umls", "c")
+    with pytest.raises(ConfigError, match="no source of that name"):
+        resolve(config, "finetune", "umsl", "a")
 
 
 def test_checkpoint_of_other_settings_is_not_resumed(setup, tmp_path):
