@@ -8,7 +8,7 @@ a BERT-base-sized encoder is several times slower still.
 
 from __future__ import annotations
 
-from lpbert_core.settings import PRETRAIN_VARIANTS, dataset_section
+from lpbert_core.settings import PRETRAIN_VARIANTS
 
 # Work items per second on 2 CPU cores with MiniLM-L6, from the measured CPU-overlay run (2026-11-25, its
 # benchmarks/{dataset}/{stage}/*.tsv files; README "CPU-sized run"). Batches are padded per batch, so the paper's
@@ -43,29 +43,32 @@ def _runs_by_dataset(config: dict) -> dict[str, set[str]]:
 
 def cpu_hours(config: dict) -> tuple[float, list[str]]:
     """Estimated CPU hours of `all` for the benchmark datasets in `config` (others are left out), and one line per
-    dataset naming where the time goes."""
+    dataset naming where the time goes. Every run's settings come from job_settings.resolve, as its jobs' do."""
+    from lpbert_core.job_settings import JobSettings
+
+    jobs = JobSettings(config)
     total, lines = 0.0, []
     for dataset, runs in _runs_by_dataset(config).items():
         if dataset not in SIZES:
             continue
         train, _dev, test, entities = SIZES[dataset]
-        specs = {r: (config.get("runs") or {}).get(r, {}) for r in runs}
-        pre = dataset_section(config.get("pretrain", {}), dataset)
-        variants = {s.get("pretrain") for s in specs.values()} & PRETRAIN_VARIANTS_WITH_WORK
-        pre_rows = min(train, pre.get("train_subsample") or train)
-        seconds = {"pretrain": len(variants) * pre_rows * int(pre.get("epochs", 1)) / RATES["pretrain_sequences"]}
-        ft = dataset_section(config.get("finetune", {}), dataset)
-        ft_rows = min(train, ft.get("train_subsample") or train) * (2 if ft.get("inverse_augmentation", True) else 1)
-        lpbert_runs = [s for s in specs.values() if s.get("model") == "lpbert"]
-        seconds["finetune"] = len(lpbert_runs) * ft_rows * int(ft.get("epochs", 1)) / RATES["finetune_rows"]
-        scored = min(test, dataset_section(config.get("score", {}), dataset).get("test_subsample") or test)
-        seconds["score"] = len(lpbert_runs) * (entities + 2 * scored) / RATES["score_sequences"]
-        kg = dataset_section(config.get("kgbert", {}), dataset)
-        queries = kg.get("score_queries") or 2 * test
-        kg_runs = [s for s in specs.values() if s.get("model") == "kgbert"]
-        kg_train = min(train, kg.get("train_subsample") or train) * (1 + int(kg.get("negatives", 1)))
-        seconds["kgbert"] = len(kg_runs) * (kg_train * int(kg.get("epochs", 1)) + queries * entities) \
-            / RATES["kgbert_pairs"]
+        specs = {r: jobs.run_settings(r) for r in runs}
+        seconds = {"pretrain": 0.0, "finetune": 0.0, "score": 0.0, "kgbert": 0.0}
+        for variant in sorted({s["pretrain"] for s in specs.values()} & PRETRAIN_VARIANTS_WITH_WORK):
+            pre = jobs.resolve("pretrain", dataset, variant=variant, threads=1)
+            seconds["pretrain"] += min(train, pre.train_subsample or train) * pre.epochs / RATES["pretrain_sequences"]
+        scored = min(test, jobs.resolve("score", dataset).test_subsample or test)
+        for run, spec in specs.items():
+            if spec["model"] == "lpbert":
+                ft = jobs.resolve("finetune", dataset, run)
+                rows = min(train, ft.train_subsample or train) * (2 if ft.inverse_augmentation else 1)
+                seconds["finetune"] += rows * ft.epochs / RATES["finetune_rows"]
+                seconds["score"] += (entities + 2 * scored) / RATES["score_sequences"]
+            elif spec["model"] == "kgbert":
+                kg = jobs.resolve("kgbert", dataset, run)
+                queries = kg.score_queries or 2 * test
+                pairs = min(train, kg.train_subsample or train) * (1 + kg.negatives)
+                seconds["kgbert"] += (pairs * kg.epochs + queries * entities) / RATES["kgbert_pairs"]
         hours = sum(seconds.values()) / 3600
         total += hours
         parts = ", ".join(f"{k} {v / 3600:.0f} h" for k, v in seconds.items() if v >= 1800)

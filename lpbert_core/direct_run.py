@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from lpbert_core.job_settings import JobSettings
+from lpbert_core.settings import ScoreSettings
 from lpbert_core.stage import setup_logging
 
 log = logging.getLogger("lpbert.direct")
@@ -101,7 +102,8 @@ class DirectRun:
         from lpbert_core.training import torch_threads
 
         inputs = {key: self.path(path) for key, path in self.jobs.score_inputs(dataset, run).items()}
-        section = self.jobs.resolve("score", dataset).replace(**(settings or {}))
+        section = ScoreSettings.from_mapping({**self.jobs.resolve("score", dataset).as_dict(), **(settings or {})},
+                                             f"DirectRun.score({dataset!r}, {run!r}) overrides")
         out = f"results/{dataset}/runs/{run}"
         outputs = {"ranks": self.path(f"{out}/ranks.parquet"), "metrics": self.path(f"{out}/metrics.json")}
         torch_threads(self.threads)

@@ -328,6 +328,8 @@ def multi_gpu_stage(stage: str):
                     if not callable(value)}
             threads = torch.get_num_threads()
             settings = call.get("settings")
+            if hasattr(settings, "as_dict"):  # typed settings (lpbert_core.settings) travel to the ranks as plain data
+                settings = call["settings"] = settings.as_dict()
             if isinstance(settings, dict) and settings.get("threads"):  # pre-training sets its threads itself
                 threads = int(settings["threads"])
                 call["settings"] = {**settings, "threads": rank_threads(threads, nproc)}

@@ -223,10 +223,9 @@ def known_triples(kg: TokenizedKG, splits=("train", "dev", "test")) -> np.ndarra
 
 
 def evaluate_split(model, kg: TokenizedKG, builder: SequenceBuilder, split: str, device, *,
+                   batch_size: int, chunk_size: int, precision: str, head_ranking: str,
                    filter_splits=("train", "dev", "test"), subsample: int | None = None, seed: int = 0,
-                   batch_size: int = 256, chunk_size: int = 1024, precision: str = "auto",
-                   entity_vecs: torch.Tensor | None = None,
-                   head_ranking: str = "inverse_query") -> tuple[pd.DataFrame, dict, dict]:
+                   entity_vecs: torch.Tensor | None = None) -> tuple[pd.DataFrame, dict, dict]:
     """Filtered ranks of every query of `split` (both directions) against all entities; head queries ranked per
     `head_ranking` (module docstring).
 

@@ -44,10 +44,17 @@ def check_renamed_keys(config: Mapping) -> None:
                    for run, spec in (config.get("runs") or {}).items()]
         found += [f"{where}.{old} is now {where}.{new}" for where, mapping in places
                   for old, new in renames.items() if old in mapping]
-    for dataset, entry in ((config.get("finetune") or {}).get("per_dataset") or {}).items():
-        for key, section in MOVED_KEYS["finetune"].items():
+    finetune = config.get("finetune") or {}
+    for key, section in MOVED_KEYS["finetune"].items():
+        if key in finetune:
+            found.append(f"finetune.{key} is now {section}.{key}")
+        for dataset, entry in (finetune.get("per_dataset") or {}).items():
             if key in (entry or {}):
                 found.append(f"finetune.per_dataset.{dataset}.{key} is now {section}.per_dataset.{dataset}.{key}")
+        for run, spec in (config.get("runs") or {}).items():
+            if key in ((spec or {}).get("finetune") or {}):
+                found.append(f"runs.{run}.finetune.{key} is now {section}.{key} or "
+                             f"{section}.per_dataset.<dataset>.{key} (scoring settings are per dataset, not per run)")
     if found:
         raise ConfigError("renamed settings (one name per idea across stages): " + "; ".join(found))
 
@@ -171,24 +178,41 @@ class JobSettings:
             raise ConfigError(f"{stage} settings for {dataset!r}: no source of that name (configured sources: "
                               f"{', '.join(sorted(self.config.get('sources') or {}, key=str.lower))})")
         if stage == "pretrain":
+            if variant is None or threads is None:
+                raise ConfigError("pretrain settings need the variant and the job's granted threads: "
+                                  "resolve(config, 'pretrain', dataset, variant=..., threads=...)")
             return PretrainSettings.from_mapping({**self.pretrain_params(dataset, variant), "threads": threads},
                                                  f"pretrain ({dataset}, {variant})")
         if stage == "score":
-            return ScoreSettings.from_mapping(dataset_section(self.config["score"], dataset), f"score ({dataset})")
+            return ScoreSettings.from_mapping(dataset_section(self.config["score"], dataset), f"score ({dataset})",
+                                              self._origins("score", dataset))
         if stage not in ("finetune", "kgbert"):
             raise ConfigError(f"no stage {stage!r} (stages: pretrain, finetune, kgbert, score)")
         if run is None:
             raise ConfigError(f"{stage} settings are per run: name the run")
         spec = self.run_entry(run)
         settings = dataset_section(self.config[stage], dataset)
+        origins = self._origins(stage, dataset)
+        base = self.instances[run][0]
         if stage == "finetune":
             if "in_batch_negatives" in spec:
                 settings["in_batch_negatives"] = bool(spec["in_batch_negatives"])
+                origins["in_batch_negatives"] = f"runs.{base}"
             settings.update(spec.get("finetune") or {})
+            origins.update({key: f"runs.{base}.finetune" for key in spec.get("finetune") or {}})
         if self.run_seed(run) is not None:  # a run instance (runs.{run}.seeds): its own seed
             settings["seed"] = int(self.run_seed(run))
+            origins["seed"] = f"runs.{base}.seeds"
         cls = FinetuneSettings if stage == "finetune" else KgbertSettings
-        return cls.from_mapping(settings, f"{stage} (run {run} on {dataset})")
+        return cls.from_mapping(settings, f"{stage} (run {run} on {dataset})", origins)
+
+    def _origins(self, stage: str, dataset: str) -> dict:
+        """key -> the config entry its value comes from: `{stage}` or `{stage}.per_dataset.{dataset}`."""
+        section = self.config.get(stage) or {}
+        per_dataset = (section.get("per_dataset") or {}).get(dataset) or {}
+        origins = {key: stage for key in section if key != "per_dataset"}
+        origins.update({key: f"{stage}.per_dataset.{dataset}" for key in per_dataset})
+        return origins
 
     def pretrain_params(self, dataset: str, variant: str) -> dict:
         """The `pretrain:` section resolved for one dataset and variant (max_length is per dataset), every key of it
@@ -201,6 +225,9 @@ class JobSettings:
         section["encoder_key"] = self.config["encoder"]
         section["encoder_source"] = self.encoder_source(self.config["encoder"])
         section.pop("threads", None)  # granted per job (a different machine grants others: no rerun for that)
+        # checked here, while the DAG is built, not first when the job runs (1: any count; the job adds its own)
+        PretrainSettings.from_mapping({**section, "threads": 1}, f"pretrain ({dataset}, {variant})",
+                                      self._origins("pretrain", dataset))
         return section
 
     # ---------------------------------------------------------------- fine-tuning and scoring

@@ -38,15 +38,15 @@ def _coerce(where: str, hint, value):
         options = typing.get_args(hint)
         if value is None and type(None) in options:
             return None
-        errors = []
         for option in options:
             if option is type(None):
                 continue
             try:
                 return _coerce(where, option, value)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(f"{where}: {value!r} is none of {' | '.join(getattr(o, '__name__', str(o)) for o in options)}")
+            except ConfigError:
+                continue
+        kinds = {int: "an integer", float: "a number", str: "a string", bool: "true or false", type(None): "null"}
+        raise ConfigError(f"{where}: expected {' or '.join(kinds.get(o, str(o)) for o in options)}, got {value!r}")
     origin = typing.get_origin(hint)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
@@ -87,23 +87,29 @@ class StageSettings:
         return tuple(f.name for f in dataclasses.fields(cls))
 
     @classmethod
-    def from_mapping(cls, mapping: Mapping, where: str | None = None):
-        """The settings from a mapping holding every key of the class and no other (`where` names the mapping in
-        errors, e.g. `finetune (run lpbert on umls)`)."""
+    def from_mapping(cls, mapping: Mapping, where: str | None = None, origins: Mapping | None = None):
+        """The settings from a mapping holding every key of the class and no other. `where` names the mapping in
+        errors (e.g. `finetune (run lpbert on umls)`); `origins` names the config entry each key came from (e.g.
+        `runs.lpbert.finetune`), so that an error points at the line to edit."""
         if isinstance(mapping, cls):
             return mapping
         where = where or cls.SECTION
+        origins = origins or {}
+
+        def place(key: str) -> str:
+            return f"{origins[key]}.{key} ({where})" if key in origins else f"{where}.{key}"
+
         keys = cls.keys()
         missing = [k for k in keys if k not in mapping]
-        unknown = [k for k in mapping if k not in keys]
+        unknown = [place(k) for k in mapping if k not in keys]
         if missing:
             raise ConfigError(f"{where} settings lack {', '.join(missing)}: every default lives in config.yaml's "
                               f"`{cls.SECTION}:` section; resolve the settings from the config "
                               "(lpbert_core.job_settings.resolve)")
         if unknown:
-            raise ConfigError(f"{where}: unknown setting(s) {', '.join(map(str, unknown))} (known: {', '.join(keys)})")
+            raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(keys)})")
         hints = typing.get_type_hints(cls)
-        return cls(**{k: _coerce(f"{where}.{k}", hints[k], mapping[k]) for k in keys})
+        return cls(**{k: _coerce(place(k), hints[k], mapping[k]) for k in keys})
 
     def as_dict(self) -> dict:
         """The settings as plain data (tuples as lists): Snakemake params, JSON logs, run records."""

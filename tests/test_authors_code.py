@@ -180,9 +180,9 @@ def test_saved_pair_linear_run_reloads_and_scores_identically(setup, tmp_path):
     b = SequenceBuilder(kg, 16, 16)
     for head_ranking in ("inverse_query", "relation_candidates"):
         a = evaluate_split(model, kg, b, "train", torch.device("cpu"), batch_size=4, chunk_size=3,
-                           head_ranking=head_ranking)[0]
+                           precision="fp32", head_ranking=head_ranking)[0]
         c = evaluate_split(loaded, kg, b, "train", torch.device("cpu"), batch_size=4, chunk_size=3,
-                           head_ranking=head_ranking)[0]
+                           precision="fp32", head_ranking=head_ranking)[0]
         pd.testing.assert_frame_equal(a, c)
 
 
@@ -227,9 +227,10 @@ def test_relation_candidates_head_ranks_by_brute_force(setup, scorer):
     model = SiameseModel(AutoModel.from_pretrained(enc_dir), "mean", scorer=scorer).eval()
     b = SequenceBuilder(kg, 16, 16)
     dev = torch.device("cpu")
-    frame, _, _ = evaluate_split(model, kg, b, "train", dev, batch_size=4, chunk_size=3,
+    frame, _, _ = evaluate_split(model, kg, b, "train", dev, batch_size=4, chunk_size=3, precision="fp32",
                                  head_ranking="relation_candidates")
-    plain, _, _ = evaluate_split(model, kg, b, "train", dev, batch_size=4, chunk_size=3)
+    plain, _, _ = evaluate_split(model, kg, b, "train", dev, batch_size=4, chunk_size=3, precision="fp32",
+                                 head_ranking="inverse_query")
     tail = frame["direction"] == "tail"
     pd.testing.assert_frame_equal(frame[tail], plain[tail])  # tail queries: unchanged
     # head query (?, r, t): candidate h' scored s(query(h', r), entity(t)), filtered by the known heads of (t, r)

@@ -77,14 +77,25 @@ def test_resolve_gives_typed_frozen_settings_and_refuses_unknown_keys(cpu_jobs):
     assert cpu_jobs.resolve("pretrain", "umls", variant="mem", threads=2).threads == 2
     bad = JobSettings(merge(cpu_jobs.config, {"runs": {"x": {"model": "lpbert", "pretrain": "none",
                                                               "finetune": {"epochz": 3}}}}))
-    with pytest.raises(ConfigError, match=r"finetune \(run x on umls\): unknown setting\(s\) epochz"):
+    with pytest.raises(ConfigError,
+                       match=r"unknown setting\(s\) runs\.x\.finetune\.epochz \(finetune \(run x on umls\)\)"):
         bad.resolve("finetune", "umls", "x")
     wrong_type = JobSettings(merge(cpu_jobs.config, {"runs": {"x": {"model": "lpbert", "pretrain": "none",
                                                                      "finetune": {"epochs": "three"}}}}))
-    with pytest.raises(ConfigError, match="epochs: expected an integer, got 'three'"):
+    with pytest.raises(ConfigError, match=r"runs\.x\.finetune\.epochs \(finetune \(run x on umls\)\): "
+                                          "expected an integer, got 'three'"):
         wrong_type.resolve("finetune", "umls", "x")
     with pytest.raises(ConfigError, match="test_subsample is now score.per_dataset.umls.test_subsample"):
         JobSettings(merge(cpu_jobs.config, {"finetune": {"per_dataset": {"umls": {"test_subsample": 5}}}}))
+    with pytest.raises(ConfigError, match="runs.x.finetune.test_subsample is now score.test_subsample"):
+        JobSettings(merge(cpu_jobs.config, {"runs": {"x": {"model": "lpbert", "pretrain": "none",
+                                                           "finetune": {"test_subsample": 5}}}}))
+    wrong_section = JobSettings(merge(cpu_jobs.config, {"score": {"per_dataset": {"umls": {"test_subsample": "all"}}}}))
+    with pytest.raises(ConfigError, match=r"score\.per_dataset\.umls\.test_subsample \(score \(umls\)\): "
+                                          "expected an integer or null, got 'all'"):
+        wrong_section.resolve("score", "umls")
+    with pytest.raises(ConfigError, match="need the variant and the job's granted threads"):
+        cpu_jobs.resolve("pretrain", "umls")
 
 
 def test_pretrain_params_take_the_datasets_length_and_hold_every_setting(cpu_jobs):

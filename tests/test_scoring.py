@@ -80,7 +80,8 @@ def test_batched_encoding_matches_single(toy):
 def test_evaluate_split_frame_and_metrics(toy):
     kg, model = toy
     b = SequenceBuilder(kg, 16, 16)
-    frame, metrics, timings = evaluate_split(model, kg, b, "test", torch.device("cpu"), batch_size=4, chunk_size=3)
+    frame, metrics, timings = evaluate_split(model, kg, b, "test", torch.device("cpu"), batch_size=4, chunk_size=3,
+                                             precision="fp32", head_ranking="inverse_query")
     assert list(frame.columns) == ["query", "direction", "head", "relation", "tail", "gold", "optimistic",
                                    "pessimistic", "realistic", "num_candidates"]
     assert len(frame) == 4 and set(frame["direction"]) == {"head", "tail"}

@@ -41,7 +41,9 @@ class LinkPredictor:
         self.model, self.info, self.kg, self.tokenizer, self.device = model, info, kg, tokenizer, device
         max_len = int(info["max_length"])
         self.builder = SequenceBuilder(kg, max_len, max_len)
-        self.batch_size = int(info.get("eval_batch_size", 256))
+        # sequences per encoder pass: the run's own eval_batch_size (lpbert_run.json; run folders written before
+        # 2026-11-26 hold it in their `settings` only)
+        self.batch_size = int(info["eval_batch_size"] if "eval_batch_size" in info else info["settings"]["eval_batch_size"])
         self._entity_vecs = None
         self._ent_index = {e: i for i, e in enumerate(kg.entity_ids)}
         self._rel_index = {r: i for i, r in enumerate(kg.relation_ids)}

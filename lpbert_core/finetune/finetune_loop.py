@@ -313,7 +313,8 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: FinetuneSettings | dict, 
                  "hard_negatives": hard_k, "pre_batch": pre_batch,
                  "best_epoch": progress["best_epoch"], "best_dev_hits@10": progress["best_hits10"],
                  "epochs_run": progress["epoch"], "train_rows": int(len(rows)),
-                 "train_subsample": cfg.train_subsample, "dev_subsample": cfg.dev_subsample, "seed": seed})
+                 "train_subsample": cfg.train_subsample, "dev_subsample": cfg.dev_subsample, "seed": seed,
+                 "eval_batch_size": cfg.eval_batch_size})
     if measured_shift:
         info["initial_shift"] = progress["initial_shift"]
     if leak:
