@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 from lpbert_core.errors import ConfigError
 from lpbert_core.settings import (FinetuneSettings, KgbertSettings, PretrainSettings, ScoreSettings, StageSettings,
-                                  dataset_section)
+                                  TextSettings, dataset_section)
 
 # Settings renamed on 2026-11-26 (issue #12: one name per idea across stages), old -> new per section. A config
 # that still uses an old name stops with the new one (check_renamed_keys), not with a schema error.
@@ -28,8 +28,6 @@ RENAMED_KEYS = {
 }
 # Settings that moved to the section of the stage that reads them (2026-11-26): key -> its new section.
 MOVED_KEYS = {"finetune": {"test_subsample": "score"}}
-# Text file names a source may leave out.
-TEXT_KEYS = {"entity_text": "entity2text.txt", "relation_text": "relation2text.txt"}
 
 
 def check_renamed_keys(config: Mapping) -> None:
@@ -146,22 +144,15 @@ class JobSettings:
         if src.get("text_from"):
             other = self.source(src["text_from"])
             texts = self.text_source(dataset)
+            # the files to cut from the other archive (a source without a file of its own: the default name)
             src["text_from"] = {"name": src["text_from"], "archive": other["archive"], "sha256": other.get("sha256"),
-                                **{key: texts.get(key) or default for key, default in TEXT_KEYS.items()}}
+                                **{key: texts.get(key) or self.config["text"][key]
+                                   for key in ("entity_text", "relation_text")}}
         return src
 
     def text_params(self, dataset: str) -> dict:
-        """The join_text job's settings."""
-        src = self.text_source(dataset)
-        return {
-            "entity_text": src.get("entity_text", "entity2text.txt"),
-            "text_format": src.get("text_format", "name"),
-            "relation_text": src.get("relation_text", "relation2text.txt"),
-            "inverse_prefix": self.config["text"]["inverse_prefix"],
-            # a file the config names itself must exist; the default name may be absent (ids are made readable)
-            "entity_text_required": src.get("entity_text") is not None,
-            "relation_text_required": src.get("relation_text") is not None,
-        }
+        """The join_text job's settings (plain data)."""
+        return self.resolve("text", dataset).as_dict()
 
     def encoder_source(self, key: str) -> str:
         """A key of `encoders` -> the name or folder transformers loads (or an alias of lpbert_core.encoders)."""
@@ -183,11 +174,19 @@ class JobSettings:
                                   "resolve(config, 'pretrain', dataset, variant=..., threads=...)")
             return PretrainSettings.from_mapping({**self.pretrain_params(dataset, variant), "threads": threads},
                                                  f"pretrain ({dataset}, {variant})")
+        if stage == "text":
+            own = self.text_source(dataset)
+            settings = {**{k: v for k, v in self.config["text"].items()}, **own,
+                        # a file the source names itself must exist; the default name may be absent (readable ids)
+                        "entity_text_required": own.get("entity_text") is not None,
+                        "relation_text_required": own.get("relation_text") is not None}
+            origins = {**{k: "text" for k in self.config["text"]}, **{k: f"sources.{dataset}" for k in own}}
+            return TextSettings.from_mapping(settings, f"text ({dataset})", origins)
         if stage == "score":
             return ScoreSettings.from_mapping(dataset_section(self.config["score"], dataset), f"score ({dataset})",
                                               self._origins("score", dataset))
         if stage not in ("finetune", "kgbert"):
-            raise ConfigError(f"no stage {stage!r} (stages: pretrain, finetune, kgbert, score)")
+            raise ConfigError(f"no stage {stage!r} (stages: text, pretrain, finetune, kgbert, score)")
         if run is None:
             raise ConfigError(f"{stage} settings are per run: name the run")
         spec = self.run_entry(run)

@@ -94,8 +94,9 @@ def load_tokenized_kg(text_dir: str | Path, tokens_dir: str | Path) -> Tokenized
 
 
 def make_toy_kg(tokenizer, entities: dict[str, tuple[str, str]], relations: dict[str, str],
-                triples: dict[str, list[tuple[str, str, str]]], inverse_prefix: str = "reversed ") -> TokenizedKG:
-    """Build a TokenizedKG in memory (for tests and the Python API): entities id -> (name, description)."""
+                triples: dict[str, list[tuple[str, str, str]]], *, inverse_prefix: str) -> TokenizedKG:
+    """Build a TokenizedKG in memory (for tests and the Python API): entities id -> (name, description);
+    `inverse_prefix`: the text before an inverse relation's (config.yaml `text.inverse_prefix`)."""
     enc = lambda texts: [list(x) for x in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]  # noqa: E731
     eids = list(entities)
     rids = list(relations)

@@ -81,6 +81,7 @@ class StageSettings:
     """Base of the stage settings: construction from a mapping that must hold exactly the class's keys."""
 
     SECTION: ClassVar[str] = ""
+    JOB_FIELDS: ClassVar[tuple[str, ...]] = ()  # fields a job adds, not keys of the config section
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
@@ -133,6 +134,7 @@ class PretrainSettings(StageSettings):
     threads) plus the encoder it starts from."""
 
     SECTION: ClassVar[str] = "pretrain"
+    JOB_FIELDS: ClassVar[tuple[str, ...]] = ("variant", "encoder_key", "encoder_source")
     seed: int
     max_length: int
     batch_size: int
@@ -255,8 +257,23 @@ class ScoreSettings(StageSettings):
     device: str
 
 
-STAGES = {cls.SECTION: cls for cls in (PretrainSettings, FinetuneSettings, KgbertSettings, ScoreSettings)}
-# The keys a config section holds (the pre-training job adds the variant and encoder; tests/test_workflow.py checks
-# that config.yaml holds each, the one place their values live).
-SECTION_KEYS = {name: tuple(k for k in cls.keys() if k not in ("variant", "encoder_key", "encoder_source"))
-                for name, cls in STAGES.items()}
+@dataclasses.dataclass(frozen=True)
+class TextSettings(StageSettings):
+    """join_text for one source: `text:`, then the text keys of the source its `text_from` names, then its own."""
+
+    SECTION: ClassVar[str] = "text"
+    JOB_FIELDS: ClassVar[tuple[str, ...]] = ("entity_text_required", "relation_text_required")
+    entity_text: str | None  # file in the raw folder; None or an absent default file -> readable ids
+    text_format: str  # how a line splits into name and description
+    relation_text: str | None
+    inverse_prefix: str
+    # True when the source names the file itself (not the default): then a missing file is an error, not a fallback
+    entity_text_required: bool
+    relation_text_required: bool
+
+
+STAGES = {cls.SECTION: cls
+          for cls in (TextSettings, PretrainSettings, FinetuneSettings, KgbertSettings, ScoreSettings)}
+# The keys a config section holds (without what a job adds; tests/test_workflow.py checks that config.yaml holds
+# each, the one place their values live).
+SECTION_KEYS = {name: tuple(k for k in cls.keys() if k not in cls.JOB_FIELDS) for name, cls in STAGES.items()}

@@ -33,6 +33,23 @@ def paper_section(name: str, **overrides) -> dict:
     return {**section, **overrides}
 
 
+def text_settings(**overrides):
+    """join_text's settings for a source that names no text files of its own (config.yaml `text:`), then
+    `overrides`."""
+    from lpbert_core.settings import TextSettings
+
+    return TextSettings.from_mapping({**paper_section("text"), "entity_text_required": False,
+                                      "relation_text_required": False, **overrides})
+
+
+def make_toy_kg(tokenizer, entities, relations, triples):
+    """lpbert_core.kg.make_toy_kg with config.yaml's inverse prefix."""
+    from lpbert_core import kg
+
+    return kg.make_toy_kg(tokenizer, entities, relations, triples,
+                          inverse_prefix=paper_section("text")["inverse_prefix"])
+
+
 def plain_loss(**overrides):
     """The loss settings of config.yaml's finetune section with the affine mapping (temperature 0.05, shift 0: a
     mapping that needs no measured shift, for tests of the loss function alone), then `overrides`."""

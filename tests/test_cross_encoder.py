@@ -15,7 +15,7 @@ from lpbert_core.baselines.cross_encoder import (CrossEncoder, TripleSequenceBui
                                        train_triple_set, training_examples)
 from lpbert_core.baselines.cross_encoder_loop import score_triples, train_cross_encoder
 from lpbert_core.baselines.cross_encoder_ranking import candidate_triples, extrapolate, rank_sampled_queries, score_run
-from lpbert_core.kg import make_toy_kg
+from conftest import make_toy_kg
 
 
 @pytest.fixture(scope="module")

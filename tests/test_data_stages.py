@@ -17,7 +17,8 @@ from lpbert_core.data.archive import folder_fingerprint, safe_extract, sha256_of
 from lpbert_core.data.data_stages import run_download, run_join_text, run_tokenize
 from lpbert_core.errors import InputError
 from lpbert_core.kg import load_tokenized_kg
-from lpbert_core.data.text_tables import TextSettings, build_text_tables, split_name_description
+from conftest import text_settings
+from lpbert_core.data.text_tables import build_text_tables, split_name_description
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,7 +49,7 @@ def outputs(tmp_path: Path) -> dict[str, str]:
 
 def test_kgbert_layout_joins_name_description_and_inverse(tmp_path):
     raw = write_graph(tmp_path / "raw", KGBERT)
-    tables = build_text_tables(raw, TextSettings(text_format="comma"))
+    tables = build_text_tables(raw, text_settings(text_format="comma"))
     ent = tables["entities"].set_index("id")
     assert ent.loc["a", "name"] == "stool"
     assert ent.loc["a", "description"] == "solid excretory product"
@@ -84,7 +85,7 @@ def test_triples_only_graph_falls_back_to_readable_ids(tmp_path, caplog):
          "test.txt": "/m/x_1\t_has_part\t/m/y\n"},
     )
     with caplog.at_level("WARNING"):
-        tables = build_text_tables(raw, TextSettings())
+        tables = build_text_tables(raw, text_settings())
     assert "no entity text file" in caplog.text
     assert tables["entities"]["text"].tolist() == ["m x 1", "m y"]
     assert tables["relations"]["text"].tolist() == ["people person born in", "has part"]
@@ -92,7 +93,7 @@ def test_triples_only_graph_falls_back_to_readable_ids(tmp_path, caplog):
 
 def test_tokenize_round_trip_and_determinism(tmp_path):
     raw = write_graph(tmp_path / "raw", KGBERT)
-    run_join_text(settings={"text_format": "comma"}, inputs={"raw": raw}, outputs=outputs(tmp_path))
+    run_join_text(settings=text_settings(text_format="comma"), inputs={"raw": raw}, outputs=outputs(tmp_path))
     for out in ("tok1", "tok2"):
         run_tokenize(settings={"encoder_key": "minilm", "encoder_source": "minilm"},
                      inputs={"entities": tmp_path / "text" / "entities.parquet"},
@@ -130,14 +131,14 @@ def test_bad_input_names_file_and_line_and_writes_nothing(tmp_path, files, where
     raw = write_graph(tmp_path / "raw", {**KGBERT, **files})
     outs = outputs(tmp_path)
     with pytest.raises(InputError) as err:
-        run_join_text(settings={"text_format": "comma"}, inputs={"raw": raw}, outputs=outs)
+        run_join_text(settings=text_settings(text_format="comma"), inputs={"raw": raw}, outputs=outs)
     assert where in str(err.value) and message in str(err.value)
     assert not (tmp_path / "text").exists() or not any((tmp_path / "text").iterdir())
 
 
 def test_same_id_twice_with_same_text_is_accepted(tmp_path):
     raw = write_graph(tmp_path / "raw", {**KGBERT, "entity2text.txt": KGBERT["entity2text.txt"] + "c\tcat\n"})
-    assert len(build_text_tables(raw, TextSettings())["entities"]) == 3
+    assert len(build_text_tables(raw, text_settings())["entities"]) == 3
 
 
 def make_tar(path: Path, members: list[tuple[str, bytes | None, str]]) -> Path:
@@ -215,7 +216,7 @@ def test_download_records_provenance_and_join_text_ignores_it(tmp_path):
     assert record["archive_sha256"] == sha256_of(archive) and record["sha256_checked"] is True
     assert sorted(record["files"]) == ["dev.tsv", "test.tsv", "train.tsv"]
     assert record["files"]["dev.tsv"] == {"sha256": sha256_of(raw / "dev.tsv"), "bytes": 9}
-    summary = run_join_text(settings={}, inputs={"raw": raw}, outputs=outputs(tmp_path))  # SOURCE.json is no graph file
+    summary = run_join_text(settings=text_settings(), inputs={"raw": raw}, outputs=outputs(tmp_path))  # SOURCE.json is no graph file
     assert summary["triples"] == {"train": 2000, "dev": 1, "test": 1}
 
 
@@ -274,7 +275,7 @@ def test_folder_follows_links_to_files_and_records_them(tmp_path):
     assert sorted(record["files"]) == ["entity2text.txt", "test.txt", "train.txt", "valid.txt"]
     assert record["symlinks_followed"]["train.txt"] == str((elsewhere / "train.txt").resolve())
     assert not (raw / "train.txt").is_symlink()
-    tables = build_text_tables(raw, TextSettings())
+    tables = build_text_tables(raw, text_settings())
     assert tables["entities"].set_index("id").loc["alice", "text"] == "Alice A."
 
 
@@ -304,7 +305,7 @@ def test_leading_bom_is_dropped(tmp_path):
     bom = "\ufeff"
     raw = write_graph(tmp_path / "raw", {**CONVE, "train.txt": bom + CONVE["train.txt"],
                                          "entity2text.txt": bom + "alice\tAlice\nbob\tBob\n"})
-    ent = build_text_tables(raw, TextSettings())["entities"]
+    ent = build_text_tables(raw, text_settings())["entities"]
     assert ent["id"].tolist() == ["alice", "bob", "acme"]
     assert ent["text"].tolist() == ["Alice", "Bob", "acme"]
 
@@ -319,7 +320,7 @@ def test_leading_bom_is_dropped(tmp_path):
 def test_nul_bytes_are_refused_with_file_and_line(tmp_path, files, where, message):
     raw = write_graph(tmp_path / "raw", {**CONVE, **files})
     with pytest.raises(InputError) as err:
-        run_join_text(settings={}, inputs={"raw": raw}, outputs=outputs(tmp_path))
+        run_join_text(settings=text_settings(), inputs={"raw": raw}, outputs=outputs(tmp_path))
     assert where in str(err.value) and message in str(err.value)
 
 
@@ -329,21 +330,21 @@ def test_text_file_named_in_the_config_must_exist(tmp_path, caplog):
     run_download(settings={"folder": str(folder)}, outputs={"raw": raw})
     settings = {"entity_text": "names.txt", "entity_text_required": True}
     with pytest.raises(InputError) as err:
-        run_join_text(settings=settings, inputs={"raw": raw}, outputs=outputs(tmp_path))
+        run_join_text(settings=text_settings(**settings), inputs={"raw": raw}, outputs=outputs(tmp_path))
     text = str(err.value)
     assert text == (f"{folder / 'names.txt'}: entity_text file 'names.txt' is named in the config but does not exist "
                     f"(files in {folder}: test.txt, train.txt, valid.txt)")
     assert not (tmp_path / "text").exists()
     # the default name, not named in the config: ids are made readable, with a warning
     with caplog.at_level("WARNING"):
-        run_join_text(settings={"entity_text_required": False}, inputs={"raw": raw}, outputs=outputs(tmp_path))
+        run_join_text(settings=text_settings(entity_text_required=False), inputs={"raw": raw}, outputs=outputs(tmp_path))
     assert "no entity text file entity2text.txt" in caplog.text
 
 
 def test_missing_split_file_lists_what_the_folder_has(tmp_path):
     raw = write_graph(tmp_path / "raw", {k: v for k, v in CONVE.items() if k != "valid.txt"})
     with pytest.raises(InputError, match=r"no triple files found: .* \(found: test.txt, train.txt\)"):
-        build_text_tables(raw, TextSettings())
+        build_text_tables(raw, text_settings())
 
 
 # ------------------------------------------------------------------------------------------ graph summary
@@ -355,7 +356,7 @@ def test_summary_counts_unseen_duplicates_and_overlap(tmp_path, caplog):
         "test.txt": "bob\tknows\talice\ndave\tlikes\terin\ndave\tlikes\terin\n",
     })
     with caplog.at_level("INFO"):
-        summary = run_join_text(settings={}, inputs={"raw": raw}, outputs=outputs(tmp_path))
+        summary = run_join_text(settings=text_settings(), inputs={"raw": raw}, outputs=outputs(tmp_path))
     assert json.loads((tmp_path / "text" / "summary.json").read_text()) == summary
     assert summary["entities"] == 6 and summary["relations"] == 3
     assert summary["triples"] == {"train": 3, "dev": 2, "test": 3}
@@ -377,7 +378,7 @@ def test_summary_counts_unseen_duplicates_and_overlap(tmp_path, caplog):
 def test_clean_graph_summary_has_no_warnings(tmp_path, caplog):
     raw = write_graph(tmp_path / "raw", KGBERT)
     with caplog.at_level("INFO"):
-        run_join_text(settings={"text_format": "comma"}, inputs={"raw": raw}, outputs=outputs(tmp_path))
+        run_join_text(settings=text_settings(text_format="comma"), inputs={"raw": raw}, outputs=outputs(tmp_path))
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
     assert "no duplicate triples within a split" in caplog.text
     assert "test: every entity and relation also appears in train" in caplog.text

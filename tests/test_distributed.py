@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import paper_section
+from conftest import paper_section, text_settings
 
 STEP_MODES = {  # name -> (finetune settings, in_batch)
     "in_batch": ({}, True),
@@ -68,7 +68,7 @@ def _cpu(tensors: dict) -> dict:
 def toy_kg(enc_dir: str):
     from transformers import AutoTokenizer
 
-    from lpbert_core.kg import make_toy_kg
+    from conftest import make_toy_kg
 
     tok = AutoTokenizer.from_pretrained(enc_dir)
     words = "apple banana cherry dog eagle fox grape horse iris jaguar".split()
@@ -373,7 +373,7 @@ def test_a_job_that_asked_for_two_gpus_runs_its_stage_in_two_torchrun_ranks(tiny
 
     fixture_builder.write_graph(tmp_path / "raw")
     text = tmp_path / "text"
-    run_join_text(settings={"text_format": "comma"}, inputs={"raw": tmp_path / "raw"},
+    run_join_text(settings=text_settings(text_format="comma"), inputs={"raw": tmp_path / "raw"},
                   outputs={name: str(text / f"{name}.parquet") for name in ("entities", "relations", "triples")})
     run_tokenize(settings={"encoder_key": "tiny", "encoder_source": tiny_encoder_dir},
                  inputs={"entities": text / "entities.parquet"}, outputs={"manifest": tmp_path / "tokens/manifest.json"})

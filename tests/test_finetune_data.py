@@ -7,7 +7,7 @@ import torch
 from lpbert_core.finetune.finetune_data import label_matrix, sample_negative_tails, self_negative_mask, training_triples
 from lpbert_core.known_answers import augment_inverse, KnownAnswers, train_known_answers
 from lpbert_core.sequences import SequenceBuilder
-from lpbert_core.kg import make_toy_kg
+from conftest import make_toy_kg
 from lpbert_core.training import epoch_seed, length_sorted_batches, training_batches
 
 

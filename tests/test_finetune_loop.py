@@ -12,7 +12,7 @@ import torch
 
 from lpbert_core.report.tables import epochs_timed
 from lpbert_core.finetune.finetune_loop import finetune
-from lpbert_core.kg import make_toy_kg
+from conftest import make_toy_kg
 
 CFG = paper_section("finetune", batch_size=8, epochs=2, max_length=16, early_stop_patience=5, seed=3,
                     checkpoint_every_steps=0, eval_batch_size=8)

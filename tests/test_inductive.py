@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import text_settings
 from lpbert_core.evaluate.candidate_lists import list_ranks, read_candidate_lists
 from lpbert_core.data.data_stages import run_download, run_join_text
 from lpbert_core.kg_files import CANDIDATES_FOLDER
@@ -52,8 +53,7 @@ def test_download_cuts_the_member_folder_and_the_shared_text_to_the_graph(archiv
     assert sorted(p.name for p in (raw_test / CANDIDATES_FOLDER).iterdir()) == ["ranking_head.txt",
                                                                                "ranking_tail.txt"]
     tables = tmp_path / "text"
-    run_join_text(settings={"entity_text": "entity2text.txt", "text_format": "comma",
-                            "relation_text": "relation2text.txt", "inverse_prefix": "reversed "},
+    run_join_text(settings=text_settings(text_format="comma"),
                   inputs={"raw": raw_test}, outputs={n: str(tables / f"{n}.parquet") for n in ("entities", "relations", "triples")})
     entities = pd.read_parquet(tables / "entities.parquet")
     assert set(entities["id"]) == test_ids and (entities["name"] != "").all()
@@ -69,7 +69,7 @@ def test_a_missing_member_folder_names_the_archive(archives, tmp_path):
 def _tiny_kg(tokenizer_dir, raw):
     from transformers import AutoTokenizer
 
-    from lpbert_core.kg import make_toy_kg
+    from conftest import make_toy_kg
     from lpbert_core.kg_files import read_triples
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)

@@ -143,6 +143,23 @@ def test_inductive_sources_resolve_their_text_and_training_graph(cpu_jobs):
     assert cpu_jobs.training_graph("WN18RR_v1_ind") == "WN18RR_v1"
     assert cpu_jobs.score_inputs("WN18RR_v1_ind", "lpbert")["model"] == "results/WN18RR_v1/runs/lpbert/model"
     assert cpu_jobs.text_params("WN18RR_v1")["text_format"] == "comma"
+    text = cpu_jobs.resolve("text", "WN18RR_v1")  # WN18RR's text keys (text_from), config.yaml's text: for the rest
+    assert (text.entity_text, text.entity_text_required, text.relation_text_required) == ("entity2text.txt", True,
+                                                                                          False)
+    assert text.relation_text == cpu_jobs.config["text"]["relation_text"]
+
+
+def test_a_source_without_text_keys_gets_the_text_section(cpu_jobs):
+    jobs = JobSettings(merge(cpu_jobs.config, {"sources": {"mykg": {"folder": "data/mykg"},
+                                                           "other": {"folder": "x", "entity_text": None,
+                                                                     "text_format": "dash"}}}))
+    text = jobs.resolve("text", "mykg")
+    assert text.as_dict() == {**cpu_jobs.config["text"], "entity_text_required": False, "relation_text_required": False}
+    other = jobs.resolve("text", "other")
+    assert other.entity_text is None and other.text_format == "dash" and not other.entity_text_required
+    bad = JobSettings(merge(cpu_jobs.config, {"sources": {"mykg": {"folder": "x", "text_format": 3}}}))
+    with pytest.raises(ConfigError, match=r"sources\.mykg\.text_format \(text \(mykg\)\): expected a string"):
+        bad.resolve("text", "mykg")
 
 
 def test_old_key_names_fail_with_their_new_names(cpu_jobs):

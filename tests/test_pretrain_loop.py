@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from transformers import AutoModel
 
 from lpbert_core.encoders import load_tokenizer
-from lpbert_core.kg import make_toy_kg
+from conftest import make_toy_kg
 from lpbert_core.pretrain.pretrain_loop import LOG_COLUMNS, PICKLE_SUFFIXES, train
 
 WORDS = ["river", "mountain", "city", "forest", "desert", "island", "valley", "lake", "ocean", "plain"]

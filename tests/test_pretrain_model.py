@@ -10,7 +10,7 @@ from torch import nn
 from transformers import AutoModel
 
 from lpbert_core.encoders import load_tokenizer
-from lpbert_core.kg import make_toy_kg
+from conftest import make_toy_kg
 from lpbert_core.pretrain.pretrain_model import ENCODER_PREFIX, PretrainModel, TokenHead
 from lpbert_core.pretrain.pretrain_samples import IGNORE, build_samples, collate
 from lpbert_core.training import build_optimizer

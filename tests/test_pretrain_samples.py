@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lpbert_core.encoders import load_tokenizer
-from lpbert_core.kg import make_toy_kg
+from conftest import make_toy_kg
 from lpbert_core.pretrain.pretrain_samples import (
     IGNORE,
     MEM_HEAD,

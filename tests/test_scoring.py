@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from lpbert_core.sequences import SequenceBuilder
-from lpbert_core.kg import make_toy_kg, seeded_subset
+from conftest import make_toy_kg
+from lpbert_core.kg import seeded_subset
 from lpbert_core.ranking import build_filter_index, metrics_from_ranks
 from lpbert_core.evaluation import build_queries, encode_entities, encode_sequences, evaluate_split, rank_queries
 

@@ -10,7 +10,8 @@ from lpbert_core.data.archive import (copy_folder_into, describe_files, extract_
 from lpbert_core.atomic import atomic_dir, write_json, write_parquet
 from lpbert_core.errors import InputError
 from lpbert_core.kg_files import CANDIDATES_FOLDER
-from lpbert_core.data.text_tables import TextSettings, build_text_tables, graph_summary, name_user_file, summary_lines
+from lpbert_core.data.text_tables import build_text_tables, graph_summary, name_user_file, summary_lines
+from lpbert_core.settings import TextSettings
 from lpbert_core.data.tokens import tokenize_tables
 
 log = logging.getLogger(__name__)
@@ -113,14 +114,14 @@ def _copy_graph_text(text_source: dict, raw_dir: Path, tmp: Path) -> dict:
             "files": kept}
 
 
-def run_join_text(*, settings: dict, inputs: dict, outputs: dict) -> dict:
-    """The join_text rule. settings: JobSettings.text_params. inputs: raw (the download's folder). outputs: entities,
+def run_join_text(*, settings: TextSettings | dict, inputs: dict, outputs: dict) -> dict:
+    """The join_text rule. settings: JobSettings.resolve("text", dataset) or its plain form, JobSettings.text_params. inputs: raw (the download's folder). outputs: entities,
     relations, triples (parquet) and summary (what the graph contains; by default beside triples.parquet).
     Writes the three text tables and summary.json, and logs the summary, with a WARNING for what a standard
     benchmark would not have."""
     raw_dir = inputs["raw"]
     try:
-        tables = build_text_tables(raw_dir, TextSettings(**settings))
+        tables = build_text_tables(raw_dir, TextSettings.from_mapping(settings))
     except InputError as exc:
         raise name_user_file(raw_dir, exc) from None
     summary = graph_summary(tables)

@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from lpbert_core.errors import InputError
+from lpbert_core.settings import TextSettings
 from lpbert_core.kg_files import SPLIT_FILES, detect_layout, read_id_text, read_ids, read_triples, readable_id
 
 log = logging.getLogger(__name__)
 
 TEXT_FORMATS = ("name", "comma", "dash")
-
-
-@dataclass
-class TextSettings:
-    entity_text: str | None = "entity2text.txt"  # file in the raw folder; None or absent file -> readable ids
-    text_format: str = "name"  # how a line splits into name and description
-    relation_text: str | None = "relation2text.txt"
-    inverse_prefix: str = "reversed "
-    # True when the config names the file itself (not the default): then a missing file is an error, not a fallback
-    entity_text_required: bool = False
-    relation_text_required: bool = False
 
 
 def split_name_description(text: str, text_format: str) -> tuple[str, str]:
