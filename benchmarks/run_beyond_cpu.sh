@@ -4,7 +4,8 @@
 # metrics of every run copied beside it. Resumable: a group whose JSON exists is skipped.
 #   nohup benchmarks/run_beyond_cpu.sh [group ...] > logs/beyond-cpu.nohup.log 2>&1 &
 # Groups: umls-plus (UMLS lpbert-plus), wn18rr-v1 / fb237-v1 (an inductive pair: its pre-training and the three runs of
-# tables.inductive.rows, both protocols), plus (the plus table: paper reading and lpbert-plus on the three datasets).
+# tables.inductive.rows, both protocols), plus (the plus table: paper reading and lpbert-plus on the three datasets),
+# plus-<change> (one UMLS tuning run of configs/plus-umls.yaml: results/umls/runs/plus-<change>, its own timing).
 set -u -o pipefail
 # STUDY_CORES / BEYOND_CORES (default 2): --cores of the Snakemake calls. Two PyTorch jobs with 2 threads each on 2
 # cores ran 14x slower per step than one alone (oversubscription); run two drivers side by side with 1 core each.
@@ -23,6 +24,7 @@ targets() {
       done ;;
     plus) echo results/tables/plus.md ;;
     inductive) echo results/tables/inductive.md ;;
+    plus-*) echo "results/umls/runs/$1/metrics.json" ;;
     *) echo "unknown group $1" >&2; return 1 ;;
   esac
 }
@@ -34,9 +36,12 @@ for group in "${@:-umls-plus wn18rr-v1 fb237-v1 plus inductive}"; do
     load0=$(cut -d' ' -f1-3 /proc/loadavg); t0=$(date +%s); start=$(date -u +%FT%TZ)
     echo "beyond: $g start $start: $t"
     # shellcheck disable=SC2086
-    if snakemake $t --cores "${BEYOND_CORES:-2}" --configfile configs/cpu.yaml; then
+    overlays="configs/cpu.yaml"
+    case "$g" in plus-*) overlays="configs/cpu.yaml configs/plus-umls.yaml" ;; esac
+    # shellcheck disable=SC2086
+    if snakemake $t --cores "${BEYOND_CORES:-2}" --configfile $overlays; then
       wall=$(( $(date +%s) - t0 ))
-      python - "$OUT/$g.json" "$g" "$start" "$wall" "$load0" "$(cut -d' ' -f1-3 /proc/loadavg)" "$(git rev-parse HEAD)" $t <<'PY'
+      OVERLAYS="$overlays" python - "$OUT/$g.json" "$g" "$start" "$wall" "$load0" "$(cut -d' ' -f1-3 /proc/loadavg)" "$(git rev-parse HEAD)" $t <<'PY'
 import json, os, sys
 from pathlib import Path
 path, group, start, wall, load0, load1, commit, *targets = sys.argv[1:]
@@ -48,11 +53,14 @@ for t in targets:
         metrics[t] = {"both": m["metrics"]["both"], "leaky": m.get("leaky", False)}
 json.dump({"group": group, "targets": targets, "started": start, "wall_s": int(wall),
            "loadavg_before": load0, "loadavg_after": load1, "git_commit": commit, "cores": int(os.environ.get("BEYOND_CORES", "2")),
-           "config": "configs/cpu.yaml", "metrics": metrics,
+           "config": os.environ.get("OVERLAYS", "configs/cpu.yaml"), "metrics": metrics,
            "note": "2 CPU cores shared with the UMLS reading study running in the background unless the load "
                    "average before says otherwise: wall times are upper bounds"},
           open(path, "w"), indent=2)
 PY
+      case "$g" in plus-*)  # a tuning run: its train log (dev metrics by epoch: the selection) beside the timing
+        mkdir -p "$OUT/$g" && cp "results/umls/runs/$g/metrics.json" "results/umls/runs/$g/train_log.csv" "$OUT/$g/" ;;
+      esac
       echo "beyond: $g done in ${wall}s"
     else
       echo "beyond: $g FAILED"
