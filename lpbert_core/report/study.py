@@ -212,18 +212,23 @@ def paper_reference(dataset: str, paper_csv="resources/paper_results.csv") -> di
 
 
 def study_figure(runs: list[dict], per_reading: pd.DataFrame, path, paper: dict | None = None) -> Path:
-    """Left: dev Hits@10 by epoch per reading (mean over seeds; one line style per stage). Middle / right: test
-    Hits@10 and MR per reading, every seed a dot, the bar the mean; `paper` ({metric: value}) draws the paper's
-    numbers as dashed lines."""
+    """Top left: dev Hits@10 by epoch per reading (mean over seeds; one line style per stage). Top middle / right:
+    test Hits@10 and MR per reading, every seed a dot, the bar the mean; `paper` ({metric: value}) draws the paper's
+    numbers as dashed lines. Bottom: the attribution, each reading's Δ test Hits@10 against its baseline
+    (`baseline_of`), with the band of twice the pooled seed sd."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 5))
+    fig = plt.figure(figsize=(16, 10))
+    grid = fig.add_gridspec(2, 3, height_ratios=[1.0, 0.8])
+    axes = [fig.add_subplot(grid[0, i]) for i in range(3)]
+    attribution_ax = fig.add_subplot(grid[1, :])
     dev = pd.concat([r["dev_log"] for r in runs], ignore_index=True)
     readings = list(dict.fromkeys(per_reading["reading"]))
-    colours = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(readings)}
+    palette = plt.get_cmap("tab10" if len(readings) <= 10 else "tab20")
+    colours = {name: palette(i % palette.N) for i, name in enumerate(readings)}
     styles = {stage: s for stage, s in zip(sorted(dev["stage"].unique()), ["-", "--", ":", "-."] * 4)}
     for (stage, reading), g in dev.groupby(["stage", "reading"]):
         mean = g.groupby("epoch")["dev_hits@10"].mean()
@@ -240,7 +245,7 @@ def study_figure(runs: list[dict], per_reading: pd.DataFrame, path, paper: dict 
             ax.bar(i, vals.mean(), color=colours[r["reading"]], alpha=0.5)
             ax.scatter([i] * len(vals), vals, color="black", s=12, zorder=3)
         ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
-        ax.set(title=f"{title} per reading (dots: seeds; ranked by dev Hits@10)")
+        ax.set(title=f"{title} per reading", xlabel="readings ranked by dev Hits@10; dots: seeds")
         ax.grid(alpha=0.3, axis="y")
         reference = (paper or {}).get(metric.removeprefix("test_"))
         if reference is not None:
@@ -249,12 +254,35 @@ def study_figure(runs: list[dict], per_reading: pd.DataFrame, path, paper: dict 
             ax.legend(fontsize=7, loc="upper left" if metric == "test_mr" else "lower left")
     lo = per_run["test_hits@10"].min() if len(per_run) else 0.0
     axes[1].set_ylim(max(0.0, lo - 0.05), 1.005)
+    _attribution_panel(attribution_ax, attribution(per_reading))
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def _attribution_panel(ax, frame: pd.DataFrame) -> None:
+    """Horizontal bars: Δ test Hits@10 of each reading against its baseline, largest |Δ| first."""
+    if frame.empty:
+        ax.set_axis_off()
+        return
+    frame = frame.reindex(frame["delta_test_hits@10"].abs().sort_values().index)
+    labels = [f"{r['reading']}{' (leaky)' if r['leaky'] else ''} vs {r['baseline']} [{r['stage']}]"
+              for _, r in frame.iterrows()]
+    colours = ["tab:green" if d > 0 else "tab:red" for d in frame["delta_test_hits@10"]]
+    ax.barh(range(len(frame)), frame["delta_test_hits@10"], color=colours, alpha=0.7)
+    ax.set_yticks(range(len(frame)), labels, fontsize=7)
+    sd = frame["seed_sd"].dropna()
+    if len(sd):
+        band = 2 * float(sd.iloc[0])
+        ax.axvspan(-band, band, color="grey", alpha=0.2, label=f"±2 seed sd ({band:.4f})")
+        ax.legend(fontsize=7, loc="lower right")
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set(xlabel="Δ test Hits@10 against the baseline reading",
+           title="Attribution: what each switch moves (paper-text readings vs P, authors'-code switches vs ac)")
+    ax.grid(alpha=0.3, axis="x")
 
 
 def _json_ready(frame: pd.DataFrame) -> list[dict]:
