@@ -176,7 +176,7 @@ class JobSettings:
                                                  f"pretrain ({dataset}, {variant})")
         if stage == "text":
             own = self.text_source(dataset)
-            settings = {**{k: v for k, v in self.config["text"].items()}, **own,
+            settings = {**self.config["text"], **own,
                         # a file the source names itself must exist; the default name may be absent (readable ids)
                         "entity_text_required": own.get("entity_text") is not None,
                         "relation_text_required": own.get("relation_text") is not None}

@@ -79,7 +79,7 @@ def dev_examples(kg: TokenizedKG, size: int | None, seed: int) -> tuple[np.ndarr
 def _evaluate_dev(model, builder, triples, labels, device, cfg) -> dict:
     if len(triples) == 0:
         return {"dev_loss": None, "dev_accuracy": None}
-    logits = score_triples(model, builder, triples, device, int(cfg.eval_batch_size), cfg.precision)
+    logits = score_triples(model, builder, triples, device, cfg.eval_batch_size, cfg.precision)
     y = torch.as_tensor(labels, device=device)
     loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y)
     acc = ((logits > 0).float() == y).float().mean()
@@ -92,25 +92,25 @@ def train_cross_encoder(kg: TokenizedKG, encoder, tokenizer, cfg: KgbertSettings
     """Train the cross-encoder and write `model_dir` (HF folder + classifier + lpbert_run.json) and `log_csv`.
     `stop_after_epochs` ends this call after that many epochs without writing outputs (simulated kill, tests)."""
     cfg = KgbertSettings.from_mapping(cfg)  # a resolved mapping (the rule's params) or the settings
-    seed = int(cfg.seed)
+    seed = cfg.seed
     set_seed(seed)
     checkpoint_dir = Path(checkpoint_dir)
     precision = cfg.precision
     model = CrossEncoder(encoder, cfg.pooling).to(device)
-    builder = TripleSequenceBuilder(kg, int(cfg.max_length), model.two_token_types)
+    builder = TripleSequenceBuilder(kg, cfg.max_length, model.two_token_types)
     positives = seeded_subset(kg.triples["train"], cfg.train_subsample, seed)
     if len(positives) == 0:
         raise ValueError("cross-encoder training: the train split is empty")
     known = train_triple_set(kg)  # the FULL train split is known, even when training on a subsample
-    k = int(cfg.negatives)
-    bs = int(cfg.batch_size)
-    epochs = int(cfg.epochs)
+    k = cfg.negatives
+    bs = cfg.batch_size
+    epochs = cfg.epochs
     examples_per_epoch = len(positives) * (1 + k)
     steps_per_epoch = len(length_sorted_batches(np.ones(examples_per_epoch), bs, shuffle=True, seed=0))
     total_steps = steps_per_epoch * epochs
-    optimizer = build_optimizer(model, "encoder.", float(cfg.lr_encoder), float(cfg.lr_new),
-                                float(cfg.weight_decay))
-    scheduler = build_scheduler(optimizer, total_steps, float(cfg.warmup_fraction))
+    optimizer = build_optimizer(model, "encoder.", cfg.lr_encoder, cfg.lr_new,
+                                cfg.weight_decay)
+    scheduler = build_scheduler(optimizer, total_steps, cfg.warmup_fraction)
     scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device, precision) else None
     dev_triples, dev_labels = dev_examples(kg, cfg.dev_subsample, seed)
 

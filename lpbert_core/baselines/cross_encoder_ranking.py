@@ -117,7 +117,7 @@ def score_run(kg: TokenizedKG, model_dir: str | Path, cfg: KgbertSettings | dict
         f"{kg.num_entities} entities each (one encoder pass per candidate)")
     t0 = time.perf_counter()
     frame, timing = rank_sampled_queries(model, kg, builder, device, score_queries=cfg.score_queries,
-                                         seed=int(cfg.seed), batch_size=int(cfg.eval_batch_size),
+                                         seed=cfg.seed, batch_size=cfg.eval_batch_size,
                                          precision=cfg.precision, log=log)
     total = time.perf_counter() - t0
     metrics = metrics_from_ranks(frame)

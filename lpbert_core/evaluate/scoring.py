@@ -44,8 +44,8 @@ def run_score(*, settings: ScoreSettings | dict, inputs: dict, outputs: dict, lo
     builder = SequenceBuilder(kg, max_len, max_len)
     t0 = time.perf_counter()
     frame, metrics, timings = evaluate_split(
-        model, kg, builder, "test", device, subsample=s.test_subsample, seed=int(s.seed),
-        batch_size=int(s.batch_size), chunk_size=int(s.chunk_size), precision=s.precision,
+        model, kg, builder, "test", device, subsample=s.test_subsample, seed=s.seed,
+        batch_size=s.batch_size, chunk_size=s.chunk_size, precision=s.precision,
         head_ranking=s.head_ranking)
     timings["total_s"] = time.perf_counter() - t0
     assert_finite_metrics(metrics)

@@ -81,17 +81,17 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: FinetuneSettings | dict, 
     selection = cfg.selection
     if selection not in SELECTIONS:
         raise ValueError(f"finetune.selection must be one of {SELECTIONS}, got {selection!r}")
-    label_splits = tuple(cfg.label_splits)
+    label_splits = cfg.label_splits
     leak = label_leak(label_splits)
     if cfg.scorer != "cosine" and loss_cfg.distance == "per_pair_normalized":
         raise ValueError("finetune.distance per_pair_normalized is computed from the cosine; with scorer "
                          f"{cfg.scorer!r} use per_pair, batch_sum or none")
-    seed = int(cfg.seed)
+    seed = cfg.seed
     set_seed(seed)
     checkpoint_dir = Path(checkpoint_dir)
-    in_batch = bool(cfg.in_batch_negatives)
+    in_batch = cfg.in_batch_negatives
     precision = cfg.precision
-    max_len = int(cfg.max_length)
+    max_len = cfg.max_length
     builder = SequenceBuilder(kg, max_len, max_len)
 
     init_scale = 1.0 / loss_cfg.temperature
@@ -103,7 +103,7 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: FinetuneSettings | dict, 
         if loss_cfg.loss != "infonce":
             raise ValueError("finetune.infonce_learnable_temperature needs loss: infonce")
         model.set_learnable_temperature(loss_cfg.infonce_temperature)
-    hard_k, pre_batch = int(cfg.hard_negatives or 0), int(cfg.pre_batch or 0)
+    hard_k, pre_batch = cfg.hard_negatives, cfg.pre_batch
     if (hard_k or pre_batch) and not in_batch:
         raise ValueError("finetune.hard_negatives / pre_batch add columns to the in-batch matrix: they need "
                          "in_batch_negatives: true")
@@ -120,17 +120,17 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: FinetuneSettings | dict, 
     dev_known = known_answers(kg, tuple(s for s in ("train", "dev", "test") if s in label_splits or s == "dev"),
                               cfg.inverse_augmentation)
     q_lengths = [builder.query_length(int(h), int(r)) for h, r, _ in rows]
-    bs = int(cfg.batch_size)
+    bs = cfg.batch_size
     batch_order = cfg.batch_order
     if batch_order not in BATCH_ORDERS:
         raise ValueError(f"finetune.batch_order must be one of {BATCH_ORDERS}, got {batch_order!r}")
     steps_per_epoch = len(training_batches(q_lengths, bs, batch_order, seed=0))
-    epochs = int(cfg.epochs)
+    epochs = cfg.epochs
     total_steps = steps_per_epoch * epochs
-    optimizer = build_optimizer(model, "encoder.", float(cfg.lr_encoder), float(cfg.lr_new),
-                                float(cfg.weight_decay), betas=tuple(float(b) for b in cfg.adam_betas),
-                                eps=float(cfg.adam_eps))
-    scheduler = build_scheduler(optimizer, total_steps, float(cfg.warmup_fraction))
+    optimizer = build_optimizer(model, "encoder.", cfg.lr_encoder, cfg.lr_new,
+                                cfg.weight_decay, betas=cfg.adam_betas,
+                                eps=cfg.adam_eps)
+    scheduler = build_scheduler(optimizer, total_steps, cfg.warmup_fraction)
     scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device, precision) else None
 
     # a checkpoint is resumed only when it was written by the same settings, data and initial weights (and the same
@@ -222,7 +222,7 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: FinetuneSettings | dict, 
                     read_loss()
                     log(f"epoch {epoch + 1} step {progress['step_in_epoch']}/{len(batches)} "
                         f"loss {el[0] / el[3]:.4f} ({time.perf_counter() - t_epoch:.0f} s)")
-                every = int(cfg.checkpoint_every_steps or 0)
+                every = cfg.checkpoint_every_steps
                 killed = stop_after_steps is not None and steps_this_call >= stop_after_steps
                 if (every and progress["global_step"] % every == 0) or killed:
                     read_loss()
@@ -245,7 +245,7 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: FinetuneSettings | dict, 
         if cfg.dev_eval:  # off only where selection is moot (e.g. one epoch on CPU): the last epoch is kept
             _, dev_metrics, _ = evaluate_split(
                 model, kg, builder, "dev", device, filter_splits=("train", "dev"), subsample=cfg.dev_subsample,
-                seed=seed, batch_size=int(cfg.eval_batch_size), chunk_size=int(cfg.chunk_size),
+                seed=seed, batch_size=cfg.eval_batch_size, chunk_size=cfg.chunk_size,
                 precision=precision, head_ranking=head_ranking)
             # logged either way (cheap: 2 encodings per dev row); the selection key under `selection: dev_loss`
             dev_loss = dev_in_batch_loss(model, builder, dev_rows, dev_known, loss_cfg, device, precision, in_batch,
@@ -287,7 +287,7 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: FinetuneSettings | dict, 
                               str(tmp / "model.safetensors"))
         else:
             progress["bad_epochs"] += 1
-            if progress["bad_epochs"] >= int(cfg.early_stop_patience):
+            if progress["bad_epochs"] >= cfg.early_stop_patience:
                 progress["stopped"] = True
                 criterion = "loss" if selection == "dev_loss" else "Hits@10"
                 log(f"early stop: dev {criterion} did not improve for {progress['bad_epochs']} epoch(s)")
@@ -308,8 +308,8 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: FinetuneSettings | dict, 
     info.update({"max_length": max_len, "scorer": model.scorer, "loss": loss_cfg.__dict__,
                  "label_splits": list(label_splits), "leaky": leak is not None, "selection": selection,
                  "best_dev_loss": progress.get("best_dev_loss"), "dev_head_ranking": head_ranking,
-                 "inverse_augmentation": bool(cfg.inverse_augmentation), "in_batch_negatives": in_batch,
-                 "batch_order": batch_order, "self_negatives": bool(cfg.self_negatives),
+                 "inverse_augmentation": cfg.inverse_augmentation, "in_batch_negatives": in_batch,
+                 "batch_order": batch_order, "self_negatives": cfg.self_negatives,
                  "hard_negatives": hard_k, "pre_batch": pre_batch,
                  "best_epoch": progress["best_epoch"], "best_dev_hits@10": progress["best_hits10"],
                  "epochs_run": progress["epoch"], "train_rows": int(len(rows)),

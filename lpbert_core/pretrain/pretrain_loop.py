@@ -171,9 +171,9 @@ def train(
 
 def _make_samples(kg, triples, cfg, rng):
     return build_samples(
-        kg, triples, cfg.variant, int(cfg.max_length), rng, cfg.task_probabilities,
+        kg, triples, cfg.variant, cfg.max_length, rng, cfg.task_probabilities,
         cfg.mlm_probability, cfg.mlm_mask_fraction, cfg.mlm_random_fraction,
-        cfg.mlm_mask_token, bool(cfg.segment_separators),
+        cfg.mlm_mask_token, cfg.segment_separators,
     )
 
 
@@ -181,7 +181,7 @@ def _collate(samples, idx, pad_id, cfg) -> dict:
     """segment_separators false = the authors' input: no attention mask, padded to max_length (see collate)."""
     if cfg.segment_separators:
         return collate([samples[i] for i in idx], pad_id)
-    return collate([samples[i] for i in idx], pad_id, attention_mask=False, pad_to=int(cfg.max_length))
+    return collate([samples[i] for i in idx], pad_id, attention_mask=False, pad_to=cfg.max_length)
 
 
 def _check_vocabulary(kg: TokenizedKG, tokenizer) -> None:
