@@ -59,6 +59,26 @@ if DEVICE.type == "cuda" and not torch.cuda.is_available():
 GRAD_TOL = {"rtol": 1e-4, "atol": 1e-7, "scale": 1e-5 if DEVICE.type == "cuda" else 0.0}
 
 
+# Learning rates of each step test's optimizer (encoder group, new layers), for the parameter bound below.
+STEP_LR = {"finetune": (5e-5, 1e-3), "pretrain": (5e-5, 1e-4), "kgbert": (5e-5, 5e-5)}
+
+
+def _close_after_first_adam_step(multi: dict, single: dict, key: str, lrs: tuple[float, float]) -> None:
+    """A parameter after one AdamW step from the same start: p - lr wd p - lr g / (|g| + eps), so two runs differ by
+    exactly lr |g1/(|g1| + eps) - g2/(|g2| + eps)|. Where |g| is far above eps that is ~0; where |g| is near eps (a
+    gradient that is zero up to rounding) Adam turns any rounding difference into up to 2 lr. The H100 run
+    (benchmarks/results/gpu_h100) failed a flat 1e-6 bound on one parameter this way, with its gradients within
+    GRAD_TOL. The bound is derived from the two gradients, so a step applied twice or with another rate still fails."""
+    name = key.removeprefix("param.")
+    lr = lrs[0] if name.startswith("encoder.") else lrs[1]
+    slack = torch.zeros_like(single[key])
+    if f"grad.{name}" in single:
+        g1, g2 = multi[f"grad.{name}"].double(), single[f"grad.{name}"].double()
+        slack = (lr * (g1 / (g1.abs() + 1e-8) - g2 / (g2.abs() + 1e-8)).abs()).to(slack.dtype)
+    excess = (multi[key] - single[key]).abs() - (1e-6 + 1.001 * slack)
+    assert float(excess.max()) <= 0, f"{key}: max |difference| {float((multi[key] - single[key]).abs().max()):.3g}"
+
+
 def _cpu(tensors: dict) -> dict:
     return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
 
@@ -113,7 +133,7 @@ def one_step(enc_dir: str, out: Path, rank: int) -> None:
             cfg = FinetuneSettings.from_mapping({**STEP_CFG, **settings})
             model = models[cfg.scorer]
             model.load_state_dict(initial[cfg.scorer])
-            optimizer = build_optimizer(model, "encoder.", 5e-5, 1e-3, 0.01)
+            optimizer = build_optimizer(model, "encoder.", *STEP_LR["finetune"], 0.01)
             scheduler = build_scheduler(optimizer, 10, 0.0)
             step = training_step(model, builder, rows[sl], known, LossConfig.from_settings(cfg), DEVICE,
                                  PRECISION, in_batch, np.random.default_rng(7))
@@ -147,7 +167,7 @@ def data_parallel_steps(enc_dir: str, out: Path, rank: int) -> None:
     idx = np.arange(3, 10)
     torch.manual_seed(0)
     model = PretrainModel(AutoModel.from_pretrained(enc_dir), kg.special.vocab_size, "layernorm").to(DEVICE).eval()
-    optimizer = build_optimizer(model, "encoder.", 5e-5, 1e-4, 0.01)
+    optimizer = build_optimizer(model, "encoder.", *STEP_LR["pretrain"], 0.01)
     scheduler = build_scheduler(optimizer, 10, 0.0)
     if distributed.world().size > 1:
         _data_parallel_step(model, samples, idx, kg.special.pad, DEVICE, cfg,
@@ -164,7 +184,7 @@ def data_parallel_steps(enc_dir: str, out: Path, rank: int) -> None:
     builder = TripleSequenceBuilder(kg, 24, model.two_token_types)
     triples, labels = training_examples(kg.triples["train"], train_triple_set(kg), kg.num_entities, 1,
                                         np.random.default_rng(5))
-    optimizer = build_optimizer(model, "encoder.", 5e-5, 5e-5, 0.01)
+    optimizer = build_optimizer(model, "encoder.", *STEP_LR["kgbert"], 0.01)
     scheduler = build_scheduler(optimizer, 10, 0.0)
     if distributed.world().size > 1:
         loss = _rank_slice_loss(model, builder, kg, triples, labels, idx, DEVICE, PRECISION)
@@ -295,7 +315,7 @@ def test_one_step_on_two_ranks_equals_one_process_with_the_global_batch(two_rank
         if key.startswith("grad."):  # what the gradient average must get right (Adam's first step hides a scale)
             _close(multi[key], single[key], what=key, **GRAD_TOL)
         elif key.startswith("param."):
-            _close(multi[key], single[key], 0, 1e-6, key)
+            _close_after_first_adam_step(multi, single, key, STEP_LR["finetune"])
     other = _load(two_ranks / f"step-{mode}-{batch}-rank1.safetensors")  # every rank: the same loss, the same step
     assert set(other) == set(multi) and all(torch.equal(other[k], multi[k]) for k in multi)
 
@@ -308,8 +328,10 @@ def test_data_parallel_step_equals_one_process_with_the_global_batch(two_ranks, 
         multi = _load(two_ranks / f"dp-{stage}-rank{rank}.safetensors")
         assert set(multi) == set(single)
         for key in single:
-            tol = GRAD_TOL if key.startswith("grad.") else {"rtol": 0, "atol": 1e-6}
-            _close(multi[key], single[key], what=key, **tol)
+            if key.startswith("grad."):
+                _close(multi[key], single[key], what=key, **GRAD_TOL)
+            else:
+                _close_after_first_adam_step(multi, single, key, STEP_LR[stage])
 
 
 def test_compute_record_says_world_size(two_ranks):
