@@ -7,7 +7,7 @@ Attribution CSVs (tables.reproduction.attribution), either
   metric of its dataset), or
 - the reading study's summary (`lpbert_core.report.study`, results/study/{dataset}/summary.csv: `stage`, `reading`,
   `test_{metric}_mean`; the dataset from a `dataset` column or the path): per metric, the readings that move the
-  test mean most against the paper-text reading `P` of the same stage.
+  test mean most against their baseline (paper-text readings against `P`, authors'-code switches against `ac`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from lpbert_core.errors import InputError
+from lpbert_core.report.study import baseline_of
 from lpbert_core.report.table_frames import FLAG_ENCODER, delta_rule
 from lpbert_core.report.table_render import (COMMON_NOTES, DISPLAY, MISSING, TITLES, Layout, common_notes, fmt, fmt_ours, missing,
                            provenance, write_files)
@@ -59,9 +60,11 @@ def read_attribution(path: str | Path | None):
 
 
 def _study_text(frame: pd.DataFrame, metric: str, top: int = 3) -> str:
-    """`study (8 epochs, up to 2 seeds) vs the study's baseline reading P (0.856): ac (leaky) -0.250, sigmoid-mean +0.104,
-    raw +0.074; study30 (30 epochs): sigmoid-mean 0.992`: the largest moves against P in the longest stage that has
-    P, then the best reading (by dev Hits@10) of each longer stage."""
+    """`study (8 epochs, up to 2 seeds) vs P (0.856): sigmoid-mean +0.104, raw +0.074, learnable +0.053; ac (leaky)
+    -0.250 vs P, its switches vs ac (0.607): ac-cosine +0.325, ac-mean +0.262, ac-optim -0.158; study30 (30 epochs):
+    sigmoid-mean 0.992`. In the longest stage that has the paper-text reading P, each reading is compared with its own
+    baseline (`study.baseline_of`: paper-text readings with P, `ac-<switch>` with `ac`), the largest moves first; then
+    the best reading (by dev Hits@10) of each longer stage."""
     column = f"test_{metric}_mean"
     if column not in frame.columns:
         return MISSING
@@ -71,17 +74,34 @@ def _study_text(frame: pd.DataFrame, metric: str, top: int = 3) -> str:
         return MISSING
     stage = with_p.sort_values("_e").iloc[-1]["stage"]  # the longest schedule with a paper-text reading
     sub = with_p[with_p["stage"] == stage]
-    base = float(sub.loc[sub["reading"] == "P", column].iloc[0])
-    leaky = {r: str(v).lower() == "true" for r, v in zip(sub["reading"], sub.get("leaky", [False] * len(sub)))}
-    others = [(r, float(v) - base) for r, v in zip(sub["reading"], pd.to_numeric(sub[column], errors="coerce"))
-              if r != "P" and not math.isnan(float(v))]
-    others.sort(key=lambda x: -abs(x[1]))
-    if not others:
+    values = {r: float(v) for r, v in zip(sub["reading"], pd.to_numeric(sub[column], errors="coerce"))
+              if not math.isnan(float(v))}
+    if "P" not in values or len(values) < 2:
         return MISSING
+    leaky = {r: str(v).lower() == "true" for r, v in zip(sub["reading"], sub.get("leaky", [False] * len(sub)))}
+    groups: dict[str, list[tuple[str, float]]] = {}
+    for reading, value in values.items():
+        base = baseline_of(reading)
+        if reading != "P" and base in values:
+            groups.setdefault(base, []).append((reading, value - values[base]))
+
+    def name(reading: str) -> str:
+        return f"{reading}{' (leaky)' * leaky.get(reading, False)}"
+
+    def moves(pairs: list[tuple[str, float]]) -> str:
+        pairs = sorted(pairs, key=lambda x: -abs(x[1]))[:top]
+        return ", ".join(f"{name(r)} {fmt(d, metric, diff=True)}" for r, d in pairs)
+
     seeds = f", up to {int(sub['n_seeds'].max())} seeds" if "n_seeds" in sub.columns else ""
-    moved = ", ".join(f"{r}{' (leaky)' * leaky.get(r, False)} {fmt(d, metric, diff=True)}" for r, d in others[:top])
-    text = (f"{stage} ({int(sub['_e'].max())} epochs{seeds}) vs the study's baseline reading P "
-            f"({fmt(base, metric)}): {moved}")
+    # readings that are themselves a baseline (ac) head their own clause instead of the list against P
+    heads = [b for b in groups if b != "P"]
+    parts = [moves([(r, d) for r, d in groups.get("P", []) if r not in heads])]
+    for head in heads:
+        own = next((d for r, d in groups.get(baseline_of(head) or "", []) if r == head), None)
+        clause = name(head) + (f" {fmt(own, metric, diff=True)} vs {baseline_of(head)}" if own is not None else "")
+        parts.append(f"{clause}, its switches vs {head} ({fmt(values[head], metric)}): {moves(groups[head])}")
+    text = f"{stage} ({int(sub['_e'].max())} epochs{seeds}) vs P ({fmt(values['P'], metric)}): " + \
+        "; ".join(part for part in parts if part)
     for longer, rows in frame[frame["_e"] > sub["_e"].max()].groupby("stage"):
         best = rows.sort_values("dev_hits@10_mean", ascending=False).iloc[0] if "dev_hits@10_mean" in rows \
             else rows.iloc[0]
