@@ -97,8 +97,9 @@ def _study_text(frame: pd.DataFrame, metric: str, top: int = 3) -> str:
     heads = [b for b in groups if b != "P"]
     parts = [moves([(r, d) for r, d in groups.get("P", []) if r not in heads])]
     for head in heads:
-        own = next((d for r, d in groups.get(baseline_of(head) or "", []) if r == head), None)
-        clause = name(head) + (f" {fmt(own, metric, diff=True)} vs {baseline_of(head)}" if own is not None else "")
+        base = baseline_of(head)
+        clause = name(head) + (f" {fmt(values[head] - values[base], metric, diff=True)} vs {base}"
+                               if base in values else "")
         parts.append(f"{clause}, its switches vs {head} ({fmt(values[head], metric)}): {moves(groups[head])}")
     text = f"{stage} ({int(sub['_e'].max())} epochs{seeds}) vs P ({fmt(values['P'], metric)}): " + \
         "; ".join(part for part in parts if part)
