@@ -80,7 +80,7 @@ def test_stages_are_ranked_apart_and_bad_names_refused(tmp_path):
 def test_attribution_against_the_baseline_reading_and_twice_the_seed_sd(tmp_path):
     """P has two seeds (test Hits@10 0.88, 0.92: sd 0.0283); raw is +0.09 over P's mean (beyond 2 sd); the authors'
     reading ac is compared with P, and ac-cosine (one switch turned back) with ac (-0.03: within 2 sd)."""
-    from lpbert_core.report.study import attribution
+    from lpbert_core.report.study import attribution, attribution_markdown
 
     runs_dir = tmp_path / "runs"
     fake_run(runs_dir, "study-P-s42", 2, [0.80, 0.90], [0.88, 4.0, 0.50, 0.30])
@@ -88,13 +88,19 @@ def test_attribution_against_the_baseline_reading_and_twice_the_seed_sd(tmp_path
     fake_run(runs_dir, "study-raw-s42", 1, [0.95, 0.90], [0.99, 1.5, 0.70, 0.50])
     fake_run(runs_dir, "study-ac-s42", 1, [0.85, 0.91], [0.95, 2.0, 0.60, 0.40], leaky=True)
     fake_run(runs_dir, "study-ac-cosine-s42", 1, [0.85, 0.90], [0.92, 2.5, 0.60, 0.40], leaky=True)
+    fake_run(runs_dir, "study-ac-noleak-s42", 1, [0.85, 0.90], [0.94, 2.2, 0.60, 0.40])
     runs = runs_in_folder(runs_dir)
     _, per_reading = summarise(runs)
     frame = attribution(per_reading).set_index("reading")
+    # the leak mark sits on the side that leaked: the clean ac-noleak against the leaky ac
+    assert not frame.loc["ac-noleak", "leaky"] and frame.loc["ac-noleak", "baseline_leaky"]
+    text = "\n".join(attribution_markdown(attribution(per_reading)))
+    assert "| ac-noleak | ac ⚠ leaky |" in text and "| ac ⚠ leaky | P |" in text
     sd = math.sqrt(((0.88 - 0.90) ** 2 + (0.92 - 0.90) ** 2) / 1)
     assert frame.loc["raw", "baseline"] == "P" and frame.loc["raw", "delta_test_hits@10"] == pytest.approx(0.09)
     assert frame.loc["raw", "seed_sd"] == pytest.approx(sd) and frame.loc["raw", "beyond_2sd"]
-    assert frame.loc["ac", "baseline"] == "P" and frame.loc["ac", "leaky"]
+    assert frame.loc["ac", "baseline"] == "P" and frame.loc["ac", "leaky"] and not frame.loc["ac", "baseline_leaky"]
+    assert frame.loc["ac-cosine", "leaky"] and frame.loc["ac-cosine", "baseline_leaky"]
     assert frame.loc["ac-cosine", "baseline"] == "ac"
     assert frame.loc["ac-cosine", "delta_test_hits@10"] == pytest.approx(-0.03) and not frame.loc["ac-cosine", "beyond_2sd"]
     assert "P" not in frame.index  # the reference itself
@@ -102,7 +108,7 @@ def test_attribution_against_the_baseline_reading_and_twice_the_seed_sd(tmp_path
     write_study(runs, out / "s.md", out / "s.csv", out / "s.json", None, "Study")
     md = (out / "s.md").read_text()
     assert "## Attribution" in md and "| study | raw | P | +0.030 | +0.090 | -2.00 | 1 / 2 | yes |" in md
-    assert "| study | ac-cosine ⚠ leaky | ac |" in md and "ac ⚠ leaky" in md
+    assert "| study | ac-cosine ⚠ leaky | ac ⚠ leaky |" in md and "ac ⚠ leaky" in md
 
 
 def test_the_figure_draws_the_papers_numbers():

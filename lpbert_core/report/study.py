@@ -135,7 +135,8 @@ def attribution(per_reading: pd.DataFrame, metric: str = "test_hits@10") -> pd.D
                          "delta_test_mr": float(r["test_mr_mean"] - b["test_mr_mean"]),
                          "seed_sd": pooled, "beyond_2sd": (abs(delta) > 2 * pooled) if not math.isnan(pooled) else None,
                          "n_seeds": int(r["n_seeds"]), "baseline_n_seeds": int(b["n_seeds"]),
-                         "leaky": bool(r["leaky"] or b["leaky"])})
+                         # each side's own leak: ac-noleak is clean, its baseline ac is not
+                         "leaky": bool(r["leaky"]), "baseline_leaky": bool(b["leaky"])})
     return pd.DataFrame(rows)
 
 
@@ -153,7 +154,8 @@ def attribution_markdown(frame: pd.DataFrame) -> list[str]:
         flag = "–" if r["beyond_2sd"] is None or (isinstance(r["beyond_2sd"], float) and math.isnan(r["beyond_2sd"])) \
             else ("yes" if r["beyond_2sd"] else "no")
         leak = " ⚠ leaky" if r["leaky"] else ""
-        lines.append(f"| {r['stage']} | {r['reading']}{leak} | {r['baseline']} | {r['delta_dev_hits@10']:+.3f} | "
+        base_leak = " ⚠ leaky" if r["baseline_leaky"] else ""
+        lines.append(f"| {r['stage']} | {r['reading']}{leak} | {r['baseline']}{base_leak} | {r['delta_dev_hits@10']:+.3f} | "
                      f"{r['delta_test_hits@10']:+.3f} | {r['delta_test_mr']:+.2f} | {r['n_seeds']} / "
                      f"{r['baseline_n_seeds']} | {flag} |")
     sd = frame["seed_sd"].dropna()
@@ -269,7 +271,8 @@ def _attribution_panel(ax, frame: pd.DataFrame) -> None:
         ax.set_axis_off()
         return
     frame = frame.reindex(frame["delta_test_hits@10"].abs().sort_values().index)
-    labels = [f"{r['reading']}{' (leaky)' if r['leaky'] else ''} vs {r['baseline']} [{r['stage']}]"
+    labels = [f"{r['reading']}{' (leaky)' if r['leaky'] else ''} vs {r['baseline']}"
+              f"{' (leaky)' if r['baseline_leaky'] else ''} [{r['stage']}]"
               for _, r in frame.iterrows()]
     colours = ["tab:green" if d > 0 else "tab:red" for d in frame["delta_test_hits@10"]]
     ax.barh(range(len(frame)), frame["delta_test_hits@10"], color=colours, alpha=0.7)
