@@ -441,9 +441,11 @@ def test_reproduction_attribution_from_a_study_summary(tmp_path, paper):
                   "test_mr_mean": [5.0, 6.0, 2.0, 1.4, 1.6]}).to_csv(study, index=False)
     with_switches = tmp_path / "study_umls" / "summary.csv"  # ac-<switch> readings are compared with ac, not P
     with_switches.parent.mkdir()
-    pd.DataFrame({"stage": ["study"] * 5, "reading": ["P", "sigmoid-mean", "ac", "ac-cosine", "ac-optim"],
-                  "epochs": [8] * 5, "leaky": [False, False, True, True, True],
-                  "test_hits@10_mean": [0.85, 0.95, 0.60, 0.93, 0.45]}).to_csv(with_switches, index=False)
+    # ... and a chain of steps (sigmoid-mean -> nopre -> nopre-mpnet) is read step by step
+    pd.DataFrame({"stage": ["study"] * 7,
+                  "reading": ["P", "sigmoid-mean", "nopre", "nopre-mpnet", "ac", "ac-cosine", "ac-optim"],
+                  "epochs": [8] * 7, "leaky": [False, False, False, False, True, True, True],
+                  "test_hits@10_mean": [0.85, 0.95, 0.96, 0.99, 0.60, 0.93, 0.45]}).to_csv(with_switches, index=False)
     row = make_run(tmp_path, "lpbert", 0.4)
     specs = [RowSpec.from_mapping({"table": "reproduction", "row": "LP-BERT", "dataset": "umls", "role": "paper_text",
                                    **row})]
@@ -453,9 +455,10 @@ def test_reproduction_attribution_from_a_study_summary(tmp_path, paper):
     assert by.loc["mr", "attribution"].startswith("study (8 epochs, up to 2 seeds) vs P (5): ac (leaky) -3.0, raw +1.0; "
                                                   "study30 (30 epochs): raw 1.4")
     by = build_reproduction(specs, paper, with_switches)[0].set_index("metric")
-    assert by.loc["hits@10", "attribution"] == ("study (8 epochs) vs P (0.850): sigmoid-mean +0.100; ac (leaky) -0.250 "
-                                                "vs P, its switches vs ac (0.600): ac-cosine (leaky) +0.330, ac-optim "
-                                                "(leaky) -0.150")
+    assert by.loc["hits@10", "attribution"] == ("study (8 epochs) vs P (0.850): sigmoid-mean +0.100; from sigmoid-mean "
+                                                "(0.950): nopre +0.010; from nopre (0.960): nopre-mpnet +0.030; ac "
+                                                "(leaky) -0.250 vs P, its switches vs ac (0.600): ac-cosine (leaky) "
+                                                "+0.330, ac-optim (leaky) -0.150")
     bad = tmp_path / "bad.csv"
     bad.write_text("x,y\n1,2\n")
     with pytest.raises(InputError, match="attribution CSV needs"):

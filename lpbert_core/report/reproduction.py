@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from lpbert_core.errors import InputError
-from lpbert_core.report.study import baseline_of
+from lpbert_core.report.study import BASELINES, baseline_of
 from lpbert_core.report.table_frames import FLAG_ENCODER, delta_rule
 from lpbert_core.report.table_render import (COMMON_NOTES, DISPLAY, MISSING, TITLES, Layout, common_notes, fmt, fmt_ours, missing,
                            provenance, write_files)
@@ -60,11 +60,12 @@ def read_attribution(path: str | Path | None):
 
 
 def _study_text(frame: pd.DataFrame, metric: str, top: int = 3) -> str:
-    """`study (8 epochs, up to 2 seeds) vs P (0.856): sigmoid-mean +0.104, raw +0.074, learnable +0.053; ac (leaky)
-    -0.250 vs P, its switches vs ac (0.607): ac-cosine +0.325, ac-mean +0.262, ac-optim -0.158; study30 (30 epochs):
-    sigmoid-mean 0.992`. In the longest stage that has the paper-text reading P, each reading is compared with its own
-    baseline (`study.baseline_of`: paper-text readings with P, `ac-<switch>` with `ac`), the largest moves first; then
-    the best reading (by dev Hits@10) of each longer stage."""
+    """`study (8 epochs, up to 2 seeds) vs P (0.856): sigmoid-mean +0.104, raw +0.074, learnable +0.053; from
+    sigmoid-mean (0.960): nopre +0.003; from nopre (0.964): nopre-mpnet +0.030; ac (leaky) -0.250 vs P, its switches
+    vs ac (0.607): ac-cosine +0.325, ac-mean +0.262, ac-optim -0.158; study30 (30 epochs): sigmoid-mean 0.992`. In the
+    longest stage that has the paper-text reading P, each reading is compared with its own baseline
+    (`study.baseline_of`: paper-text readings with P, `ac-<switch>` with `ac`, a chain step with the step before), the
+    largest moves first; then the best reading (by dev Hits@10) of each longer stage."""
     column = f"test_{metric}_mean"
     if column not in frame.columns:
         return MISSING
@@ -93,10 +94,20 @@ def _study_text(frame: pd.DataFrame, metric: str, top: int = 3) -> str:
         return ", ".join(f"{name(r)} {fmt(d, metric, diff=True)}" for r, d in pairs)
 
     seeds = f", up to {int(sub['n_seeds'].max())} seeds" if "n_seeds" in sub.columns else ""
-    # readings that are themselves a baseline (ac) head their own clause instead of the list against P
-    heads = [b for b in groups if b != "P"]
-    parts = [moves([(r, d) for r, d in groups.get("P", []) if r not in heads])]
+    def depth(reading: str) -> int:
+        return 0 if reading == "P" else 1 + depth(baseline_of(reading) or "P")
+
+    heads = sorted((b for b in groups if b != "P"), key=depth)
+    # a reading whose comparisons are its own switches (ac: ac-<switch>) heads a clause of its own instead of the
+    # list against P; a step of a chain named in study.BASELINES (sigmoid-mean -> nopre -> nopre-mpnet) stays in
+    # its list, and its successors follow as "from <step>"
+    families = [h for h in heads if not any(r in BASELINES for r, _ in groups[h])]
+    parts = [moves([(r, d) for r, d in groups.get("P", []) if r not in families])]
     for head in heads:
+        if head in families:
+            continue
+        parts.append(f"from {name(head)} ({fmt(values[head], metric)}): {moves(groups[head])}")
+    for head in families:
         base = baseline_of(head)
         clause = name(head) + (f" {fmt(values[head] - values[base], metric, diff=True)} vs {base}"
                                if base in values else "")
