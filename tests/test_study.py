@@ -78,8 +78,10 @@ def test_stages_are_ranked_apart_and_bad_names_refused(tmp_path):
 
 
 def test_attribution_against_the_baseline_reading_and_twice_the_seed_sd(tmp_path):
-    """P has two seeds (test Hits@10 0.88, 0.92: sd 0.0283); raw is +0.09 over P's mean (beyond 2 sd); the authors'
-    reading ac is compared with P, and ac-cosine (one switch turned back) with ac (-0.03: within 2 sd)."""
+    """P has two seeds (test Hits@10 0.88, 0.92: sd 0.0283); raw (seed 42) is +0.11 over P at seed 42 (paired on the
+    common seed; +0.09 over P's mean), beyond 2 sd; the authors' reading ac (0.95, 0.75: its family's sd 0.1414) is
+    compared with P, and ac-cosine (one switch turned back, seed 42) with ac at seed 42 (-0.03, within 2 sd of its
+    family; +0.07 against ac's mean)."""
     from lpbert_core.report.study import attribution, attribution_markdown
 
     runs_dir = tmp_path / "runs"
@@ -87,6 +89,7 @@ def test_attribution_against_the_baseline_reading_and_twice_the_seed_sd(tmp_path
     fake_run(runs_dir, "study-P-s43", 2, [0.80, 0.94], [0.92, 3.0, 0.60, 0.40])
     fake_run(runs_dir, "study-raw-s42", 1, [0.95, 0.90], [0.99, 1.5, 0.70, 0.50])
     fake_run(runs_dir, "study-ac-s42", 1, [0.85, 0.91], [0.95, 2.0, 0.60, 0.40], leaky=True)
+    fake_run(runs_dir, "study-ac-s43", 1, [0.85, 0.91], [0.75, 6.0, 0.40, 0.20], leaky=True)
     fake_run(runs_dir, "study-ac-cosine-s42", 1, [0.85, 0.90], [0.92, 2.5, 0.60, 0.40], leaky=True)
     fake_run(runs_dir, "study-ac-noleak-s42", 1, [0.85, 0.90], [0.94, 2.2, 0.60, 0.40])
     runs = runs_in_folder(runs_dir)
@@ -97,17 +100,23 @@ def test_attribution_against_the_baseline_reading_and_twice_the_seed_sd(tmp_path
     text = "\n".join(attribution_markdown(attribution(per_reading)))
     assert "| ac-noleak | ac ⚠ leaky |" in text and "| ac ⚠ leaky | P |" in text
     sd = math.sqrt(((0.88 - 0.90) ** 2 + (0.92 - 0.90) ** 2) / 1)
-    assert frame.loc["raw", "baseline"] == "P" and frame.loc["raw", "delta_test_hits@10"] == pytest.approx(0.09)
+    sd_ac = math.sqrt(((0.95 - 0.85) ** 2 + (0.75 - 0.85) ** 2) / 1)
+    assert frame.loc["raw", "baseline"] == "P" and frame.loc["raw", "delta_test_hits@10"] == pytest.approx(0.11)
+    assert frame.loc["raw", "paired_seeds"] == "42" and frame.loc["raw", "delta_test_mr"] == pytest.approx(-2.5)
     assert frame.loc["raw", "seed_sd"] == pytest.approx(sd) and frame.loc["raw", "beyond_2sd"]
     assert frame.loc["ac", "baseline"] == "P" and frame.loc["ac", "leaky"] and not frame.loc["ac", "baseline_leaky"]
+    # ac against P: paired on both seeds ((0.95 - 0.88) + (0.75 - 0.92)) / 2; the larger family sd
+    assert frame.loc["ac", "delta_test_hits@10"] == pytest.approx(-0.05) and frame.loc["ac", "paired_seeds"] == "42 43"
+    assert frame.loc["ac", "seed_sd"] == pytest.approx(sd_ac) and not frame.loc["ac", "beyond_2sd"]
     assert frame.loc["ac-cosine", "leaky"] and frame.loc["ac-cosine", "baseline_leaky"]
-    assert frame.loc["ac-cosine", "baseline"] == "ac"
-    assert frame.loc["ac-cosine", "delta_test_hits@10"] == pytest.approx(-0.03) and not frame.loc["ac-cosine", "beyond_2sd"]
+    assert frame.loc["ac-cosine", "baseline"] == "ac" and frame.loc["ac-cosine", "seed_sd"] == pytest.approx(sd_ac)
+    assert frame.loc["ac-cosine", "delta_test_hits@10"] == pytest.approx(-0.03)
+    assert frame.loc["ac-cosine", "beyond_2sd"] == False  # noqa: E712 (numpy bool; None would not pass)
     assert "P" not in frame.index  # the reference itself
     out = tmp_path / "out"
     write_study(runs, out / "s.md", out / "s.csv", out / "s.json", None, "Study")
     md = (out / "s.md").read_text()
-    assert "## Attribution" in md and "| study | raw | P | +0.030 | +0.090 | -2.00 | 1 / 2 | yes |" in md
+    assert "## Attribution" in md and "| study | raw | P | +0.050 | +0.110 | -2.50 | 1 / 2 | 42 | 0.0283 | yes |" in md
     assert "| study | ac-cosine ⚠ leaky | ac ⚠ leaky |" in md and "ac ⚠ leaky" in md
 
 

@@ -80,11 +80,15 @@ def _study_text(frame: pd.DataFrame, metric: str, top: int = 3) -> str:
     if "P" not in values or len(values) < 2:
         return MISSING
     leaky = {r: str(v).lower() == "true" for r, v in zip(sub["reading"], sub.get("leaky", [False] * len(sub)))}
+    # the study's Δ paired on the seeds both ran where the summary has it (study.summarise), else the means' difference
+    paired = {r: float(v) for r, v in zip(sub["reading"], pd.to_numeric(sub.get(f"delta_test_{metric}", math.nan),
+                                                                           errors="coerce"))
+              if not math.isnan(float(v))} if f"delta_test_{metric}" in sub.columns else {}
     groups: dict[str, list[tuple[str, float]]] = {}
     for reading, value in values.items():
         base = baseline_of(reading)
         if reading != "P" and base in values:
-            groups.setdefault(base, []).append((reading, value - values[base]))
+            groups.setdefault(base, []).append((reading, paired.get(reading, value - values[base])))
 
     def name(reading: str) -> str:
         return f"{reading}{' (leaky)' * leaky.get(reading, False)}"
@@ -109,7 +113,7 @@ def _study_text(frame: pd.DataFrame, metric: str, top: int = 3) -> str:
         parts.append(f"from {name(head)} ({fmt(values[head], metric)}): {moves(groups[head])}")
     for head in families:
         base = baseline_of(head)
-        clause = name(head) + (f" {fmt(values[head] - values[base], metric, diff=True)} vs {base}"
+        clause = name(head) + (f" {fmt(paired.get(head, values[head] - values[base]), metric, diff=True)} vs {base}"
                                if base in values else "")
         parts.append(f"{clause}, its switches vs {head} ({fmt(values[head], metric)}): {moves(groups[head])}")
     text = f"{stage} ({int(sub['_e'].max())} epochs{seeds}) vs P ({fmt(values['P'], metric)}): " + \
