@@ -330,7 +330,7 @@ def _attribution_panel(ax, frame: pd.DataFrame) -> None:
     sd = frame["seed_sd"].astype(float)
     if sd.notna().any():
         ax.errorbar([0] * len(frame), range(len(frame)), xerr=2 * sd.fillna(0), fmt="none", ecolor="grey",
-                    elinewidth=6, alpha=0.35, label="±2 seed sd (pooled per family)")
+                    elinewidth=6, alpha=0.35, label="±2 seed sd (pooled per family)", zorder=0)
         ax.legend(fontsize=7, loc="lower right")
     ax.axvline(0, color="black", lw=0.8)
     ax.set(xlabel="Δ test Hits@10 against the baseline reading",
