@@ -111,9 +111,8 @@ def _deltas(per_run: pd.DataFrame, per_reading: pd.DataFrame) -> pd.DataFrame:
         base = baseline_of(r["reading"])
         mine = per_run[(per_run["stage"] == r["stage"]) & (per_run["reading"] == r["reading"])].set_index("seed")
         theirs = per_run[(per_run["stage"] == r["stage"]) & (per_run["reading"] == base)].set_index("seed")
-        rec = {"baseline": base if len(theirs) else "", "paired_seeds": ""}
         common = sorted(set(mine.index) & set(theirs.index))
-        rec["paired_seeds"] = " ".join(str(s) for s in common)
+        rec = {"baseline": base if len(theirs) else "", "paired_seeds": " ".join(str(s) for s in common)}
         for c in columns:
             if not len(theirs):
                 rec[f"delta_{c}"] = math.nan
@@ -203,9 +202,10 @@ def attribution_markdown(frame: pd.DataFrame) -> list[str]:
             else ("yes" if r["beyond_2sd"] else "no")
         leak = " ⚠ leaky" if r["leaky"] else ""
         base_leak = " ⚠ leaky" if r["baseline_leaky"] else ""
-        lines.append(f"| {r['stage']} | {r['reading']}{leak} | {r['baseline']}{base_leak} | {r['delta_dev_hits@10']:+.3f} | "
-                     f"{r['delta_test_hits@10']:+.3f} | {r['delta_test_mr']:+.2f} | {r['n_seeds']} / "
-                     f"{r['baseline_n_seeds']} | {r['paired_seeds'] or 'none: means'} | {_sd_text(r['seed_sd'])} | {flag} |")
+        lines.append(f"| {r['stage']} | {r['reading']}{leak} | {r['baseline']}{base_leak} | "
+                     f"{r['delta_dev_hits@10']:+.3f} | {r['delta_test_hits@10']:+.3f} | {r['delta_test_mr']:+.2f} | "
+                     f"{r['n_seeds']} / {r['baseline_n_seeds']} | {r['paired_seeds'] or 'none: means'} | "
+                     f"{_sd_text(r['seed_sd'])} | {flag} |")
     return lines + [""]
 
 
