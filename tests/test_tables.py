@@ -464,7 +464,7 @@ def test_reproduction_attribution_from_a_study_summary(tmp_path, paper):
     frame["delta_test_hits@10"] = [float("nan"), 0.10, 0.01, 0.03, -0.25, 0.36, -0.15]
     frame.to_csv(with_switches, index=False)
     text = build_reproduction(specs, paper, with_switches)[0].set_index("metric").loc["hits@10", "attribution"]
-    assert "ac-cosine (leaky) +0.360" in text and "ac (leaky) -0.250 vs P" in text
+    assert "ac-cosine (leaky) +0.360" in text and "ac (leaky) -0.250 vs P" in text and "Δ paired by seed" in text
     bad = tmp_path / "bad.csv"
     bad.write_text("x,y\n1,2\n")
     with pytest.raises(InputError, match="attribution CSV needs"):

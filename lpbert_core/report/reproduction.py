@@ -115,7 +115,9 @@ def _study_text(frame: pd.DataFrame, metric: str, top: int = 3) -> str:
         base = baseline_of(head)
         clause = name(head) + (f" {fmt(paired.get(head, values[head] - values[base]), metric, diff=True)} vs {base}"
                                if base in values else "")
-        parts.append(f"{clause}, its switches vs {head} ({fmt(values[head], metric)}): {moves(groups[head])}")
+        pairing = ", Δ paired by seed" if paired else ""  # the head's value is its mean over seeds
+        parts.append(f"{clause}, its switches vs {head} ({fmt(values[head], metric)}{pairing}): "
+                     f"{moves(groups[head])}")
     text = f"{stage} ({int(sub['_e'].max())} epochs{seeds}) vs P ({fmt(values['P'], metric)}): " + \
         "; ".join(part for part in parts if part)
     for longer, rows in frame[frame["_e"] > sub["_e"].max()].groupby("stage"):
