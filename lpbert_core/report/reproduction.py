@@ -81,9 +81,9 @@ def _study_text(frame: pd.DataFrame, metric: str, top: int = 3) -> str:
         return MISSING
     leaky = {r: str(v).lower() == "true" for r, v in zip(sub["reading"], sub.get("leaky", [False] * len(sub)))}
     # the study's Δ paired on the seeds both ran where the summary has it (study.summarise), else the means' difference
-    paired = {r: float(v) for r, v in zip(sub["reading"], pd.to_numeric(sub.get(f"delta_test_{metric}", math.nan),
-                                                                           errors="coerce"))
-              if not math.isnan(float(v))} if f"delta_test_{metric}" in sub.columns else {}
+    delta = f"delta_test_{metric}"
+    paired = ({r: float(v) for r, v in zip(sub["reading"], pd.to_numeric(sub[delta], errors="coerce"))
+               if not math.isnan(v)} if delta in sub.columns else {})
     groups: dict[str, list[tuple[str, float]]] = {}
     for reading, value in values.items():
         base = baseline_of(reading)

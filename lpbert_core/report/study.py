@@ -140,8 +140,13 @@ def baseline_of(reading: str) -> str | None:
 def family_of(reading: str) -> str:
     """`authors` for the authors'-code reading and its switches (ac, ac-<switch>), `paper` for the rest: the two
     families train differently enough to have their own seed noise (measured: sd of test Hits@10 0.037 for ac,
-    0.001-0.007 for the paper-text readings)."""
-    return "authors" if reading == "ac" or reading.startswith("ac-") else "paper"
+    0.001-0.007 for the paper-text readings). Read from the baseline chain, so the naming rule stays in
+    `baseline_of`."""
+    while reading is not None:
+        if reading == "ac":
+            return "authors"
+        reading = baseline_of(reading)
+    return "paper"
 
 
 def pooled_sd(per_reading: pd.DataFrame, metric: str = "test_hits@10") -> dict[tuple[str, str], float]:
@@ -157,8 +162,8 @@ def pooled_sd(per_reading: pd.DataFrame, metric: str = "test_hits@10") -> dict[t
 
 
 def attribution(per_reading: pd.DataFrame, metric: str = "test_hits@10") -> pd.DataFrame:
-    """Per reading of each stage: Δ of the mean `metric` (and dev Hits@10, test MR) against its baseline reading
-    (`baseline_of`), and whether |Δ| exceeds twice the seed sd. The seed sd is pooled per family (`family_of`) over
+    """Per reading of each stage: Δ of `metric` (and dev Hits@10, test MR) against its baseline reading, paired on
+    seeds (both from `summarise`), and whether |Δ| exceeds twice the seed sd. The seed sd is pooled per family (`family_of`) over
     the readings of the stage that have several seeds; a comparison across families (ac against P) takes the larger
     of the two; NaN while neither family has a reading with several seeds. A reading whose baseline has not run is
     left out."""
@@ -167,8 +172,8 @@ def attribution(per_reading: pd.DataFrame, metric: str = "test_hits@10") -> pd.D
     for stage, g in per_reading.groupby("stage", sort=True):
         by = g.set_index("reading")
         for reading, r in by.iterrows():
-            base = baseline_of(reading)
-            if base is None or base not in by.index:
+            base = r["baseline"]  # summarise's: empty where the reading has none or it has not run
+            if not base:
                 continue
             b = by.loc[base]
             sds = [pooled[(stage, family_of(x))] for x in (reading, base) if (stage, family_of(x)) in pooled]
