@@ -120,6 +120,33 @@ def test_attribution_against_the_baseline_reading_and_twice_the_seed_sd(tmp_path
     assert "| study | ac-cosine ⚠ leaky | ac ⚠ leaky |" in md and "ac ⚠ leaky" in md
 
 
+def test_a_longer_schedule_is_compared_with_the_same_reading_in_the_screen(tmp_path):
+    """study30-raw against study-raw, paired on seed 42 (the seed both ran): +0.06; its sd is the larger of the two
+    stages' pooled sds (the screen's raw 0.88/0.92: 0.0283; study30's raw has one seed, so the screen's)."""
+    from lpbert_core.report.study import attribution, baseline_run_of
+
+    assert baseline_run_of("study", "raw") == ("study", "P") and baseline_run_of("study30", "raw") == ("study", "raw")
+    runs_dir = tmp_path / "runs"
+    fake_run(runs_dir, "study-P-s42", 1, [0.80], [0.85, 5.0, 0.50, 0.30])
+    fake_run(runs_dir, "study-raw-s42", 1, [0.90], [0.88, 4.0, 0.50, 0.30])
+    fake_run(runs_dir, "study-raw-s43", 1, [0.90], [0.92, 3.0, 0.60, 0.40])
+    fake_run(runs_dir, "study30-raw-s42", 1, [0.97], [0.94, 1.5, 0.80, 0.70])
+    fake_run(runs_dir, "study30-dist-none-s42", 1, [0.96], [0.93, 1.6, 0.80, 0.70])  # no 8-epoch run: left out
+    runs = runs_in_folder(runs_dir)
+    _, per_reading = summarise(runs)
+    frame = attribution(per_reading).set_index(["stage", "reading"])
+    row = frame.loc[("study30", "raw")]
+    assert row["baseline"] == "raw" and row["baseline_stage"] == "study" and row["paired_seeds"] == "42"
+    assert row["delta_test_hits@10"] == pytest.approx(0.06) and row["delta_test_mr"] == pytest.approx(-2.5)
+    assert row["seed_sd"] == pytest.approx(math.sqrt(0.0008)) and row["beyond_2sd"]
+    assert ("study30", "dist-none") not in frame.index
+    assert frame.loc[("study", "raw"), "baseline_stage"] == "study"
+    out = tmp_path / "out"
+    write_study(runs, out / "s.md", out / "s.csv", out / "s.json", out / "s.png", "Study")
+    assert "| study30 | raw | raw (study) | +0.070 | +0.060 | -2.50 | 1 / 2 | 42 |" in (out / "s.md").read_text()
+    assert pd.read_csv(out / "s.csv").set_index(["stage", "reading"]).loc[("study30", "raw"), "baseline"] == "raw"
+
+
 def test_the_figure_draws_the_papers_numbers():
     from lpbert_core.report.study import paper_reference
 

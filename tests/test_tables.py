@@ -465,6 +465,14 @@ def test_reproduction_attribution_from_a_study_summary(tmp_path, paper):
     frame.to_csv(with_switches, index=False)
     text = build_reproduction(specs, paper, with_switches)[0].set_index("metric").loc["hits@10", "attribution"]
     assert "ac-cosine (leaky) +0.360" in text and "ac (leaky) -0.250 vs P" in text and "Δ paired by seed" in text
+    # a longer stage's best reading with its Δ against the same reading's 8 epochs (study.baseline_run_of)
+    frame = pd.read_csv(study)
+    frame["baseline"] = ["", "P", "P", "raw", "selfneg"]
+    frame["baseline_stage"] = ["", "study", "study", "study", "study"]
+    frame["delta_test_hits@10"] = [float("nan"), -0.05, 0.1, 0.19, float("nan")]
+    frame.to_csv(study, index=False)
+    text = build_reproduction(specs, paper, study)[0].set_index("metric").loc["hits@10", "attribution"]
+    assert text.endswith("; study30 (30 epochs): raw 0.990 (+0.190 on its 8 epochs)")
     bad = tmp_path / "bad.csv"
     bad.write_text("x,y\n1,2\n")
     with pytest.raises(InputError, match="attribution CSV needs"):

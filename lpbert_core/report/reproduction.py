@@ -62,10 +62,11 @@ def read_attribution(path: str | Path | None):
 def _study_text(frame: pd.DataFrame, metric: str, top: int = 3) -> str:
     """`study (8 epochs, up to 2 seeds) vs P (0.856): sigmoid-mean +0.104, raw +0.074, learnable +0.053; from
     sigmoid-mean (0.960): nopre +0.003; from nopre (0.964): nopre-mpnet +0.030; ac (leaky) -0.250 vs P, its switches
-    vs ac (0.607): ac-cosine +0.325, ac-mean +0.262, ac-optim -0.158; study30 (30 epochs): sigmoid-mean 0.992`. In the
-    longest stage that has the paper-text reading P, each reading is compared with its own baseline
-    (`study.baseline_of`: paper-text readings with P, `ac-<switch>` with `ac`, a chain step with the step before), the
-    largest moves first; then the best reading (by dev Hits@10) of each longer stage."""
+    vs ac (0.607): ac-cosine +0.325, ac-mean +0.262, ac-optim -0.158; study30 (30 epochs): sigmoid-mean 0.992 (+0.032
+    on its 8 epochs)`. In the longest stage that has the paper-text reading P, each reading is compared with its own
+    baseline (`study.baseline_of`: paper-text readings with P, `ac-<switch>` with `ac`, a chain step with the step
+    before), the largest moves first; then the best reading (by dev Hits@10) of each longer stage, with what the
+    longer schedule adds to it where the summary has that Δ."""
     column = f"test_{metric}_mean"
     if column not in frame.columns:
         return MISSING
@@ -124,6 +125,10 @@ def _study_text(frame: pd.DataFrame, metric: str, top: int = 3) -> str:
         best = rows.sort_values("dev_hits@10_mean", ascending=False).iloc[0] if "dev_hits@10_mean" in rows \
             else rows.iloc[0]
         text += f"; {longer} ({int(best['_e'])} epochs): {best['reading']} {fmt(float(best[column]), metric)}"
+        # what the longer schedule adds to that reading (study.baseline_run_of: the same reading in the screen)
+        gain = pd.to_numeric(pd.Series([best.get(delta, "")]), errors="coerce").iloc[0]
+        if best.get("baseline_stage") == stage and best.get("baseline") == best["reading"] and not math.isnan(gain):
+            text += f" ({fmt(float(gain), metric, diff=True)} on its {int(sub['_e'].max())} epochs)"
     return text
 
 

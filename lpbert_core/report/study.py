@@ -102,17 +102,19 @@ def summarise(runs: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _deltas(per_run: pd.DataFrame, per_reading: pd.DataFrame) -> pd.DataFrame:
-    """Per reading: its baseline (`baseline_of`) and Δ of each metric against it, paired on the seeds both ran (the
-    mean of the per-seed differences: ac-hits at seed 42 is compared with ac at seed 42, not with ac's mean over
-    seeds 42 and 43); the difference of the means where they share no seed; NaN without a baseline run."""
+    """Per reading: its baseline (`baseline_run_of`: stage and reading) and Δ of each metric against it, paired on the
+    seeds both ran (the mean of the per-seed differences: ac-hits at seed 42 is compared with ac at seed 42, not with
+    ac's mean over seeds 42 and 43); the difference of the means where they share no seed; NaN without a baseline
+    run."""
     columns = ["dev_hits@10"] + [f"test_{k}" for k in TEST_METRICS]
     out = []
     for _, r in per_reading.iterrows():
-        base = baseline_of(r["reading"])
+        base_stage, base = baseline_run_of(r["stage"], r["reading"])
         mine = per_run[(per_run["stage"] == r["stage"]) & (per_run["reading"] == r["reading"])].set_index("seed")
-        theirs = per_run[(per_run["stage"] == r["stage"]) & (per_run["reading"] == base)].set_index("seed")
+        theirs = per_run[(per_run["stage"] == base_stage) & (per_run["reading"] == base)].set_index("seed")
         common = sorted(set(mine.index) & set(theirs.index))
-        rec = {"baseline": base if len(theirs) else "", "paired_seeds": " ".join(str(s) for s in common)}
+        rec = {"baseline": base if len(theirs) else "", "baseline_stage": base_stage if len(theirs) else "",
+               "paired_seeds": " ".join(str(s) for s in common)}
         for c in columns:
             if not len(theirs):
                 rec[f"delta_{c}"] = math.nan
@@ -127,6 +129,7 @@ def _deltas(per_run: pd.DataFrame, per_reading: pd.DataFrame) -> pd.DataFrame:
 # reading -> the reading it is compared with (None: the reference). nopre: the best reading without pre-training
 # (what pre-training adds); nopre-mpnet: the same on a base-size encoder (what encoder size adds)
 BASELINES = {"P": None, "ac": "P", "nopre": "sigmoid-mean", "nopre-mpnet": "nopre"}
+SCREEN = "study"  # the 8-epoch screen; study<N>: a longer schedule of some of its readings
 
 
 def baseline_of(reading: str) -> str | None:
@@ -135,6 +138,12 @@ def baseline_of(reading: str) -> str | None:
     if reading in BASELINES:
         return BASELINES[reading]
     return "ac" if reading.startswith("ac-") else "P"
+
+
+def baseline_run_of(stage: str, reading: str) -> tuple[str, str | None]:
+    """(stage, reading) a reading is compared with: in the screen (`SCREEN`) its `baseline_of`; in a longer schedule
+    (study30) the same reading in the screen, so that its Δ is what the longer schedule adds."""
+    return (stage, baseline_of(reading)) if stage == SCREEN else (SCREEN, reading)
 
 
 def family_of(reading: str) -> str:
@@ -163,23 +172,24 @@ def pooled_sd(per_reading: pd.DataFrame, metric: str = "test_hits@10") -> dict[t
 
 def attribution(per_reading: pd.DataFrame, metric: str = "test_hits@10") -> pd.DataFrame:
     """Per reading of each stage: Δ of `metric` (and dev Hits@10, test MR) against its baseline reading, paired on
-    seeds (both from `summarise`), and whether |Δ| exceeds twice the seed sd. The seed sd is pooled per family (`family_of`) over
-    the readings of the stage that have several seeds; a comparison across families (ac against P) takes the larger
-    of the two; NaN while neither family has a reading with several seeds. A reading whose baseline has not run is
-    left out."""
+    seeds (both from `summarise`), and whether |Δ| exceeds twice the seed sd. The seed sd is pooled per stage and
+    family (`family_of`) over the readings with several seeds; a comparison across families (ac against P) or stages
+    (study30 against study) takes the larger of the two sides; NaN while neither side has a reading with several
+    seeds. A reading whose baseline has not run is left out."""
     rows = []
     pooled = pooled_sd(per_reading, metric)
+    by = per_reading.set_index(["stage", "reading"])
     for stage, g in per_reading.groupby("stage", sort=True):
-        by = g.set_index("reading")
-        for reading, r in by.iterrows():
-            base = r["baseline"]  # summarise's: empty where the reading has none or it has not run
-            if not base:
+        for _, r in g.iterrows():
+            reading, base, base_stage = r["reading"], r["baseline"], r["baseline_stage"]
+            if not base:  # summarise's: empty where the reading has none or it has not run
                 continue
-            b = by.loc[base]
-            sds = [pooled[(stage, family_of(x))] for x in (reading, base) if (stage, family_of(x)) in pooled]
+            b = by.loc[(base_stage, base)]
+            sides = ((stage, family_of(reading)), (base_stage, family_of(base)))
+            sds = [pooled[side] for side in sides if side in pooled]
             sd = max(sds) if sds else math.nan
             delta = float(r[f"delta_{metric}"])  # paired on the common seeds (summarise)
-            rows.append({"stage": stage, "reading": reading, "baseline": base,
+            rows.append({"stage": stage, "reading": reading, "baseline": base, "baseline_stage": base_stage,
                          "delta_dev_hits@10": float(r["delta_dev_hits@10"]), f"delta_{metric}": delta,
                          "delta_test_mr": float(r["delta_test_mr"]), "paired_seeds": r["paired_seeds"],
                          "seed_sd": sd, "beyond_2sd": (abs(delta) > 2 * sd) if not math.isnan(sd) else None,
@@ -195,11 +205,12 @@ def attribution_markdown(frame: pd.DataFrame) -> list[str]:
     lines = ["## Attribution", "",
              "Each reading against its baseline: a paper-text reading against P; the authors'-code reading (ac) "
              "against P; `ac-<switch>` (one authors'-code switch turned back to the paper's text) against ac, so its Δ "
-             "is what that switch contributes with the sign reversed. Δ is paired on the seeds both ran (the mean of "
-             "the per-seed differences). Seed sd: pooled sample sd of test Hits@10 "
-             "over the readings of its family with several seeds (the authors'-code readings `ac`, `ac-<switch>` "
-             "and the rest apart: they differ in seed noise; ac against P takes the larger); `> 2 sd` marks a Δ "
-             "beyond twice it (– while no reading has 2 seeds).", "",
+             "is what that switch contributes with the sign reversed; a reading of a longer schedule (study30) "
+             "against the same reading in the 8-epoch screen (what the schedule adds). Δ is paired on the seeds both "
+             "ran (the mean of the per-seed differences). Seed sd: pooled sample sd of test Hits@10 "
+             "over the readings of its stage and family with several seeds (the authors'-code readings `ac`, "
+             "`ac-<switch>` and the rest apart: they differ in seed noise; a comparison across families or stages "
+             "takes the larger side); `> 2 sd` marks a Δ beyond twice it (– while no reading has 2 seeds).", "",
              "| stage | reading | vs | Δ dev Hits@10 | Δ test Hits@10 | Δ test MR | seeds (reading / baseline) | "
              "Δ paired on seeds | seed sd | > 2 sd |", "|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in frame.iterrows():
@@ -207,6 +218,7 @@ def attribution_markdown(frame: pd.DataFrame) -> list[str]:
             else ("yes" if r["beyond_2sd"] else "no")
         leak = " ⚠ leaky" if r["leaky"] else ""
         base_leak = " ⚠ leaky" if r["baseline_leaky"] else ""
+        base_leak += f" ({r['baseline_stage']})" if r["baseline_stage"] != r["stage"] else ""
         lines.append(f"| {r['stage']} | {r['reading']}{leak} | {r['baseline']}{base_leak} | "
                      f"{r['delta_dev_hits@10']:+.3f} | {r['delta_test_hits@10']:+.3f} | {r['delta_test_mr']:+.2f} | "
                      f"{r['n_seeds']} / {r['baseline_n_seeds']} | {r['paired_seeds'] or 'none: means'} | "
@@ -294,13 +306,15 @@ def study_figure(runs: list[dict], per_reading: pd.DataFrame, path, paper: dict 
     axes[0].legend(fontsize=7)
     axes[0].grid(alpha=0.3)
     per_run = pd.DataFrame([{k: v for k, v in r.items() if k != "dev_log"} for r in runs])
-    labels = [f"{r['reading']}\n({r['stage']})" for _, r in per_reading.iterrows()]
+    # one line per bar: the screen's readings bare, a longer schedule's with its stage (two-line labels overlapped)
+    labels = [r["reading"] if r["stage"] == SCREEN else f"{r['reading']} ({r['stage']})"
+              for _, r in per_reading.iterrows()]
     for ax, metric, title in ((axes[1], "test_hits@10", "test Hits@10"), (axes[2], "test_mr", "test MR")):
         for i, (_, r) in enumerate(per_reading.iterrows()):
             vals = per_run[(per_run["stage"] == r["stage"]) & (per_run["reading"] == r["reading"])][metric]
             ax.bar(i, vals.mean(), color=colours[r["reading"]], alpha=0.5)
             ax.scatter([i] * len(vals), vals, color="black", s=12, zorder=3)
-        ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
+        ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
         ax.set(title=f"{title} per reading", xlabel="readings ranked by dev Hits@10; dots: seeds")
         ax.grid(alpha=0.3, axis="y")
         reference = (paper or {}).get(metric.removeprefix("test_"))
@@ -325,9 +339,12 @@ def _attribution_panel(ax, frame: pd.DataFrame) -> None:
         ax.set_axis_off()
         return
     frame = frame.reindex(frame["delta_test_hits@10"].abs().sort_values().index)
-    labels = [f"{r['reading']}{' (leaky)' if r['leaky'] else ''} vs {r['baseline']}"
-              f"{' (leaky)' if r['baseline_leaky'] else ''} [{r['stage']}]"
-              for _, r in frame.iterrows()]
+    def label(r) -> str:
+        base_stage = f" ({r['baseline_stage']})" if r["baseline_stage"] != r["stage"] else ""
+        return (f"{r['reading']}{' (leaky)' if r['leaky'] else ''} vs {r['baseline']}"
+                f"{' (leaky)' if r['baseline_leaky'] else ''}{base_stage} [{r['stage']}]")
+
+    labels = [label(r) for _, r in frame.iterrows()]
     colours = ["tab:green" if d > 0 else "tab:red" for d in frame["delta_test_hits@10"]]
     ax.barh(range(len(frame)), frame["delta_test_hits@10"], color=colours, alpha=0.7)
     ax.set_yticks(range(len(frame)), labels, fontsize=7)
@@ -339,7 +356,8 @@ def _attribution_panel(ax, frame: pd.DataFrame) -> None:
         ax.legend(fontsize=7, loc="lower right")
     ax.axvline(0, color="black", lw=0.8)
     ax.set(xlabel="Δ test Hits@10 against the baseline reading",
-           title="Attribution: what each switch moves (paper-text readings vs P, authors'-code switches vs ac)")
+           title="Attribution: what each switch moves (paper-text readings vs P, authors'-code switches vs ac, "
+                 "a longer schedule vs the same reading's 8 epochs)")
     ax.grid(alpha=0.3, axis="x")
 
 
