@@ -139,6 +139,12 @@ def test_a_longer_schedule_is_compared_with_the_same_reading_in_the_screen(tmp_p
     assert row["baseline"] == "raw" and row["baseline_stage"] == "study" and row["paired_seeds"] == "42"
     assert row["delta_test_hits@10"] == pytest.approx(0.06) and row["delta_test_mr"] == pytest.approx(-2.5)
     assert row["seed_sd"] == pytest.approx(math.sqrt(0.0008)) and row["beyond_2sd"]
+    # a second 30-epoch seed with a wider spread (0.94, 0.84: sd 0.0707): the larger side's sd is taken, and the Δ is
+    # paired on both seeds ((0.94 - 0.88) + (0.84 - 0.92)) / 2
+    fake_run(runs_dir, "study30-raw-s43", 1, [0.97], [0.84, 1.5, 0.80, 0.70])
+    row = attribution(summarise(runs_in_folder(runs_dir))[1]).set_index(["stage", "reading"]).loc[("study30", "raw")]
+    assert row["paired_seeds"] == "42 43" and row["delta_test_hits@10"] == pytest.approx(-0.01)
+    assert row["seed_sd"] == pytest.approx(math.sqrt(0.005)) and not row["beyond_2sd"]
     assert ("study30", "dist-none") not in frame.index
     assert frame.loc[("study", "raw"), "baseline_stage"] == "study"
     out = tmp_path / "out"

@@ -472,7 +472,24 @@ def test_reproduction_attribution_from_a_study_summary(tmp_path, paper):
     frame["delta_test_hits@10"] = [float("nan"), -0.05, 0.1, 0.19, float("nan")]
     frame.to_csv(study, index=False)
     text = build_reproduction(specs, paper, study)[0].set_index("metric").loc["hits@10", "attribution"]
-    assert text.endswith("; study30 (30 epochs): raw 0.990 (+0.190 on its 8 epochs)")
+    assert text.endswith("; study30 (30 epochs): raw 0.990 (+0.190 over its 8-epoch run)")
+    frame.loc[3, "delta_test_hits@10"] = float("nan")  # no Δ in the summary: no gain quoted
+    frame.to_csv(study, index=False)
+    text = build_reproduction(specs, paper, study)[0].set_index("metric").loc["hits@10", "attribution"]
+    assert text.endswith("; study30 (30 epochs): raw 0.990")
+    frame.loc[3, ["delta_test_hits@10", "baseline"]] = [0.19, "P"]  # a Δ against another reading: not a schedule gain
+    frame.to_csv(study, index=False)
+    text = build_reproduction(specs, paper, study)[0].set_index("metric").loc["hits@10", "attribution"]
+    assert text.endswith("; study30 (30 epochs): raw 0.990")
+    # a longer stage with P of its own is the one read; its summary Δ (against the 8 epochs) is not quoted as a Δ
+    # against P: the means' difference is
+    longer = pd.DataFrame({"stage": ["study", "study", "study30", "study30"], "reading": ["P", "raw", "P", "raw"],
+                           "epochs": [8, 8, 30, 30], "test_hits@10_mean": [0.85, 0.90, 0.95, 0.99],
+                           "baseline": ["", "P", "P", "raw"], "baseline_stage": ["", "study", "study", "study"],
+                           "delta_test_hits@10": [float("nan"), 0.05, 0.10, 0.09]})
+    longer.to_csv(study, index=False)
+    text = build_reproduction(specs, paper, study)[0].set_index("metric").loc["hits@10", "attribution"]
+    assert text == "study30 (30 epochs) vs P (0.950): raw +0.040"
     bad = tmp_path / "bad.csv"
     bad.write_text("x,y\n1,2\n")
     with pytest.raises(InputError, match="attribution CSV needs"):

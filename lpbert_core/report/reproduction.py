@@ -7,7 +7,8 @@ Attribution CSVs (tables.reproduction.attribution), either
   metric of its dataset), or
 - the reading study's summary (`lpbert_core.report.study`, results/study/{dataset}/summary.csv: `stage`, `reading`,
   `test_{metric}_mean`; the dataset from a `dataset` column or the path): per metric, the readings that move the
-  test mean most against their baseline (paper-text readings against `P`, authors'-code switches against `ac`).
+  test mean most against their baseline (paper-text readings against `P`, authors'-code switches against `ac`), then
+  the best reading of each longer schedule with what that schedule adds to it over its 8-epoch run.
 """
 
 from __future__ import annotations
@@ -62,11 +63,11 @@ def read_attribution(path: str | Path | None):
 def _study_text(frame: pd.DataFrame, metric: str, top: int = 3) -> str:
     """`study (8 epochs, up to 2 seeds) vs P (0.856): sigmoid-mean +0.104, raw +0.074, learnable +0.053; from
     sigmoid-mean (0.960): nopre +0.003; from nopre (0.964): nopre-mpnet +0.030; ac (leaky) -0.250 vs P, its switches
-    vs ac (0.607): ac-cosine +0.325, ac-mean +0.262, ac-optim -0.158; study30 (30 epochs): sigmoid-mean 0.992 (+0.032
-    on its 8 epochs)`. In the longest stage that has the paper-text reading P, each reading is compared with its own
-    baseline (`study.baseline_of`: paper-text readings with P, `ac-<switch>` with `ac`, a chain step with the step
-    before), the largest moves first; then the best reading (by dev Hits@10) of each longer stage, with what the
-    longer schedule adds to it where the summary has that Δ."""
+    vs ac (0.607): ac-cosine +0.325, ac-mean +0.262, ac-optim -0.158; study30 (30 epochs): sigmoid-mean 0.992
+    (+0.032 over its 8-epoch run)`. In the longest stage that has the paper-text reading P, each reading is compared
+    with its own baseline (`study.baseline_of`: paper-text readings with P, `ac-<switch>` with `ac`, a chain step
+    with the step before), the largest moves first; then the best reading (by dev Hits@10) of each longer stage, with
+    what the longer schedule adds to it where the summary has that Δ."""
     column = f"test_{metric}_mean"
     if column not in frame.columns:
         return MISSING
@@ -81,9 +82,11 @@ def _study_text(frame: pd.DataFrame, metric: str, top: int = 3) -> str:
     if "P" not in values or len(values) < 2:
         return MISSING
     leaky = {r: str(v).lower() == "true" for r, v in zip(sub["reading"], sub.get("leaky", [False] * len(sub)))}
-    # the study's Δ paired on the seeds both ran where the summary has it (study.summarise), else the means' difference
+    # the study's Δ paired on the seeds both ran where the summary has it (study.summarise), else the means' difference;
+    # only a Δ against the reading's own baseline in this stage (a longer stage's summary Δ is against its 8 epochs)
     delta = f"delta_test_{metric}"
-    paired = ({r: float(v) for r, v in zip(sub["reading"], pd.to_numeric(sub[delta], errors="coerce"))
+    own = (sub["baseline_stage"] == stage) if "baseline_stage" in sub.columns else pd.Series(True, index=sub.index)
+    paired = ({r: float(v) for r, v in zip(sub.loc[own, "reading"], pd.to_numeric(sub.loc[own, delta], errors="coerce"))
                if not math.isnan(v)} if delta in sub.columns else {})
     groups: dict[str, list[tuple[str, float]]] = {}
     for reading, value in values.items():
@@ -125,10 +128,11 @@ def _study_text(frame: pd.DataFrame, metric: str, top: int = 3) -> str:
         best = rows.sort_values("dev_hits@10_mean", ascending=False).iloc[0] if "dev_hits@10_mean" in rows \
             else rows.iloc[0]
         text += f"; {longer} ({int(best['_e'])} epochs): {best['reading']} {fmt(float(best[column]), metric)}"
-        # what the longer schedule adds to that reading (study.baseline_run_of: the same reading in the screen)
+        # what the longer schedule adds to that reading (study.baseline_run_of: the same reading in the screen); the
+        # baseline checks make sure the Δ is against `stage`, whose epochs are sub's
         gain = pd.to_numeric(pd.Series([best.get(delta, "")]), errors="coerce").iloc[0]
         if best.get("baseline_stage") == stage and best.get("baseline") == best["reading"] and not math.isnan(gain):
-            text += f" ({fmt(float(gain), metric, diff=True)} on its {int(sub['_e'].max())} epochs)"
+            text += f" ({fmt(float(gain), metric, diff=True)} over its {int(sub['_e'].max())}-epoch run)"
     return text
 
 

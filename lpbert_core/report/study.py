@@ -283,7 +283,7 @@ def study_figure(runs: list[dict], per_reading: pd.DataFrame, path, paper: dict 
     """Top left: dev Hits@10 by epoch per reading (mean over seeds; one line style per stage). Top middle / right:
     test Hits@10 and MR per reading, every seed a dot, the bar the mean; `paper` ({metric: value}) draws the paper's
     numbers as dashed lines. Bottom: the attribution, each reading's Δ test Hits@10 against its baseline
-    (`baseline_of`), with the band of twice the pooled seed sd."""
+    (`baseline_run_of`), with the band of twice the pooled seed sd."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -348,11 +348,11 @@ def _attribution_panel(ax, frame: pd.DataFrame) -> None:
     colours = ["tab:green" if d > 0 else "tab:red" for d in frame["delta_test_hits@10"]]
     ax.barh(range(len(frame)), frame["delta_test_hits@10"], color=colours, alpha=0.7)
     ax.set_yticks(range(len(frame)), labels, fontsize=7)
-    # each bar's own ±2 sd (its family's pooled seed sd) as an error-bar-like whisker around zero
+    # each bar's own ±2 sd (pooled per stage and family, the larger side) as an error-bar-like whisker around zero
     sd = frame["seed_sd"].astype(float)
     if sd.notna().any():
         ax.errorbar([0] * len(frame), range(len(frame)), xerr=2 * sd.fillna(0), fmt="none", ecolor="grey",
-                    elinewidth=6, alpha=0.35, label="±2 seed sd (pooled per family)", zorder=0)
+                    elinewidth=6, alpha=0.35, label="±2 seed sd (pooled per stage and family; the larger side)", zorder=0)
         ax.legend(fontsize=7, loc="lower right")
     ax.axvline(0, color="black", lw=0.8)
     ax.set(xlabel="Δ test Hits@10 against the baseline reading",
