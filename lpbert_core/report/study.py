@@ -179,23 +179,22 @@ def attribution(per_reading: pd.DataFrame, metric: str = "test_hits@10") -> pd.D
     rows = []
     pooled = pooled_sd(per_reading, metric)
     by = per_reading.set_index(["stage", "reading"])
-    for stage, g in per_reading.groupby("stage", sort=True):
-        for _, r in g.iterrows():
-            reading, base, base_stage = r["reading"], r["baseline"], r["baseline_stage"]
-            if not base:  # summarise's: empty where the reading has none or it has not run
-                continue
-            b = by.loc[(base_stage, base)]
-            sides = ((stage, family_of(reading)), (base_stage, family_of(base)))
-            sds = [pooled[side] for side in sides if side in pooled]
-            sd = max(sds) if sds else math.nan
-            delta = float(r[f"delta_{metric}"])  # paired on the common seeds (summarise)
-            rows.append({"stage": stage, "reading": reading, "baseline": base, "baseline_stage": base_stage,
-                         "delta_dev_hits@10": float(r["delta_dev_hits@10"]), f"delta_{metric}": delta,
-                         "delta_test_mr": float(r["delta_test_mr"]), "paired_seeds": r["paired_seeds"],
-                         "seed_sd": sd, "beyond_2sd": (abs(delta) > 2 * sd) if not math.isnan(sd) else None,
-                         "n_seeds": int(r["n_seeds"]), "baseline_n_seeds": int(b["n_seeds"]),
-                         # each side's own leak: ac-noleak is clean, its baseline ac is not
-                         "leaky": bool(r["leaky"]), "baseline_leaky": bool(b["leaky"])})
+    for _, r in per_reading.sort_values("stage", kind="stable").iterrows():  # stage by stage, ranked within
+        stage, reading, base, base_stage = r["stage"], r["reading"], r["baseline"], r["baseline_stage"]
+        if not base:  # summarise's: empty where the reading has none or it has not run
+            continue
+        b = by.loc[(base_stage, base)]
+        sides = ((stage, family_of(reading)), (base_stage, family_of(base)))
+        sds = [pooled[side] for side in sides if side in pooled]
+        sd = max(sds) if sds else math.nan
+        delta = float(r[f"delta_{metric}"])  # paired on the common seeds (summarise)
+        rows.append({"stage": stage, "reading": reading, "baseline": base, "baseline_stage": base_stage,
+                     "delta_dev_hits@10": float(r["delta_dev_hits@10"]), f"delta_{metric}": delta,
+                     "delta_test_mr": float(r["delta_test_mr"]), "paired_seeds": r["paired_seeds"],
+                     "seed_sd": sd, "beyond_2sd": (abs(delta) > 2 * sd) if not math.isnan(sd) else None,
+                     "n_seeds": int(r["n_seeds"]), "baseline_n_seeds": int(b["n_seeds"]),
+                     # each side's own leak: ac-noleak is clean, its baseline ac is not
+                     "leaky": bool(r["leaky"]), "baseline_leaky": bool(b["leaky"])})
     return pd.DataFrame(rows)
 
 
