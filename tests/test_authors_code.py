@@ -271,6 +271,8 @@ def test_overlay_sets_every_authors_switch():
         "adam", "plateau", "pad", False)
     assert pt["lr_encoder"] == pt["lr_new"] == 1e-4 and pt["weight_decay"] == 0 and pt["warmup_fraction"] == 0
     assert "leaky" in cfg["tables"]["scale_note"]
+    # every run of the overlay is the authors' reading: its table puts `lpbert` in the authors'-code column
+    assert cfg["tables"]["reproduction"] == {"paper_text": None, "authors_code": "lpbert"}
     assert "# pre-training departures: see below" in (REPO / "configs" / "authors-code.yaml").read_text()
 
 

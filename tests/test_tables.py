@@ -14,6 +14,7 @@ import pytest
 from lpbert_core.errors import InputError
 from lpbert_core.ranking import metrics_from_ranks
 from lpbert_core.report.reproduction import build_reproduction
+from lpbert_core.report.table_render import CLEAN_NOTE
 from lpbert_core.results import METRICS, RANK_TYPES, SIDES, flat_key, json_key, read_metrics
 from lpbert_core.report.table_frames import build_table
 from lpbert_core.report.table_sources import (RowSpec, aggregate, epochs_timed, epochs_trained, inference_seconds, load_paper,
@@ -408,6 +409,7 @@ def test_reproduction_without_authors_code_or_attribution(tmp_path, paper):
     assert "0.450 ± 0.071 (n=2)" in mrr and "-0.032 ‡" in mrr and "not run (configs/authors-code.yaml) | – |" in mrr
     assert mrr.endswith("| – |")
     assert "results" not in lines[0] and (tmp_path / "r.tex").read_text().count("\\\\") > 10
+    assert CLEAN_NOTE in (tmp_path / "r.md").read_text()  # no row is leaky
 
 
 def test_reproduction_with_authors_code_leaky_and_attribution(tmp_path, paper):
@@ -505,3 +507,12 @@ def test_reproduction_of_a_config_whose_runs_are_the_authors_reading(tmp_path, p
     assert (frame["paper_text_status"] == "not run (tables.reproduction.paper_text)").all()
     assert frame["authors_code"].tolist() == [0.8, 40.0] and frame["authors_code_leaky"].all()
     assert facts["runs"] == {"paper_text": None, "authors_code": "lpbert"}
+    out = {"md": tmp_path / "r.md", "csv": tmp_path / "r.csv"}
+    build_tables([{"table": "reproduction", "row": "LP-BERT", "dataset": "umls", "role": "authors_code", **run}],
+                 PAPER_CSV, {"reproduction": out})
+    text = out["md"].read_text()
+    header = md_lines(out["md"])[0]
+    assert "Ours: paper text | Δ | Ours: authors' code (`lpbert`)" in header
+    assert "**Paper text:** not run here (tables.reproduction.paper_text is null" in text
+    # a leaky row: the leak note, never the claim that no dev or test triple was a label
+    assert "⚠ leaky:** the run's metrics.json says `leaky: true`" in text and CLEAN_NOTE not in text

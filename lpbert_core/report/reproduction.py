@@ -217,14 +217,17 @@ def reproduction_layout(frame: pd.DataFrame, runs: dict) -> Layout:
 def write_reproduction(frame: pd.DataFrame, facts: dict, paths: dict, scale_note: str | None = None,
                        notes: list[str] | None = None) -> None:
     runs = facts["runs"]
-    authors = (f"run `{runs['authors_code']}`: the same pipeline with the authors' code's switches as its finetune "
-               f"overrides (configs/authors-code.yaml)" if runs.get("authors_code") else
+    authors = (f"run `{runs['authors_code']}`: the pipeline with the authors' code's switches (configs/authors-code.yaml, "
+               f"which sets them for every run, or a run's own finetune overrides)" if runs.get("authors_code") else
                "not run: set tables.reproduction.authors_code to a run that carries the authors' code's switches "
                "(configs/authors-code.yaml; README, 'Reproduction table')")
+    paper = (f"run `{runs['paper_text']}` (config.yaml's reading of the paper's text)" if runs.get("paper_text") else
+             "not run here (tables.reproduction.paper_text is null: configs/authors-code.yaml sets its switches for "
+             "every run, pre-training included, so the paper-text column comes from a build without it)")
     all_notes = common_notes("reproduction", facts["ours"], scale_note, facts["scales"]) + [
         "**Paper:** the LP-BERT row of the paper's Table 1, with the metrics Table 1 reports for each dataset "
         "(UMLS: Hits@10 and MR); a dataset the paper lacks lists all five, paper '–'.",
-        f"**Paper text:** run `{runs.get('paper_text')}` (config.yaml's reading of the paper's text). "
+        f"**Paper text:** {paper}. "
         f"**Authors' code:** {authors}.",
         f"**Attribution:** {'`' + facts['attribution'] + '`' if facts['attribution'] else 'none configured'} "
         "(tables.reproduction.attribution: a study summary CSV; '–' = nothing to attribute the gap to).",
