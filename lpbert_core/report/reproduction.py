@@ -222,8 +222,9 @@ def write_reproduction(frame: pd.DataFrame, facts: dict, paths: dict, scale_note
                "not run: set tables.reproduction.authors_code to a run that carries the authors' code's switches "
                "(configs/authors-code.yaml; README, 'Reproduction table')")
     paper = (f"run `{runs['paper_text']}` (config.yaml's reading of the paper's text)" if runs.get("paper_text") else
-             "not run here (tables.reproduction.paper_text is null: configs/authors-code.yaml sets its switches for "
-             "every run, pre-training included, so the paper-text column comes from a build without it)")
+             "not run here (tables.reproduction.paper_text is null: an overlay such as configs/authors-code.yaml "
+             "changes every run's reading, pre-training included, so the paper-text column comes from a build "
+             "without it)")
     all_notes = common_notes("reproduction", facts["ours"], scale_note, facts["scales"]) + [
         "**Paper:** the LP-BERT row of the paper's Table 1, with the metrics Table 1 reports for each dataset "
         "(UMLS: Hits@10 and MR); a dataset the paper lacks lists all five, paper '–'.",
