@@ -501,18 +501,16 @@ def test_reproduction_attribution_from_a_study_summary(tmp_path, paper):
 def test_reproduction_of_a_config_whose_runs_are_the_authors_reading(tmp_path, paper):
     """tables.reproduction: {paper_text: null, authors_code: lpbert} (an overlay that changes every run's reading)."""
     run = make_run(tmp_path, "lpbert", 0.4, extra={"leaky": True})
-    specs = [RowSpec.from_mapping({"table": "reproduction", "row": "LP-BERT", "dataset": "umls", "role": "authors_code",
-                                   **run})]
+    spec = {"table": "reproduction", "row": "LP-BERT", "dataset": "umls", "role": "authors_code", **run}
+    specs = [RowSpec.from_mapping(spec)]
     frame, facts = build_reproduction(specs, paper)
     assert (frame["paper_text_status"] == "not run (tables.reproduction.paper_text)").all()
     assert frame["authors_code"].tolist() == [0.8, 40.0] and frame["authors_code_leaky"].all()
     assert facts["runs"] == {"paper_text": None, "authors_code": "lpbert"}
     out = {"md": tmp_path / "r.md", "csv": tmp_path / "r.csv"}
-    build_tables([{"table": "reproduction", "row": "LP-BERT", "dataset": "umls", "role": "authors_code", **run}],
-                 PAPER_CSV, {"reproduction": out})
+    build_tables([spec], PAPER_CSV, {"reproduction": out})
     text = out["md"].read_text()
-    header = md_lines(out["md"])[0]
-    assert "Ours: paper text | Δ | Ours: authors' code (`lpbert`)" in header
+    assert "Ours: paper text | Δ | Ours: authors' code (`lpbert`)" in md_lines(out["md"])[0]
     assert "**Paper text:** not run here (tables.reproduction.paper_text is null" in text
     # a leaky row: the leak note, never the claim that no dev or test triple was a label
     assert "⚠ leaky:** the run's metrics.json says `leaky: true`" in text and CLEAN_NOTE not in text
