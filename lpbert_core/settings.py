@@ -209,6 +209,7 @@ class FinetuneSettings(StageSettings):
     hard_negatives: int
     pre_batch: int
     pre_batch_weight: float
+    all_entity_negatives: bool
     precision: str
     eval_batch_size: int
     chunk_size: int

@@ -2,8 +2,8 @@
 spawn for the whole module) against 1 process.
 
 (a) one fine-tuning step of 2 ranks with the global batch 2n (each rank n rows) = 1 process with batch 2n: the same
-    loss, gradients and updated parameters, for the in-batch matrix, sampled negatives, self-negatives, InfoNCE and
-    the pair_linear scorer, with even, uneven and one-row batches (a rank without rows);
+    loss, gradients and updated parameters, for the in-batch matrix, sampled negatives, self-negatives, InfoNCE, the
+    pair_linear scorer and all-entity negatives, with even, uneven and one-row batches (a rank without rows);
     pre-training (LayerNorm EM head) and the cross-encoder: the same gradients and step as one process;
 (b) sharded scoring (entity / query encoding and rank chunks spread over the ranks) = the one-process ranks, exactly;
 (c) a 2-rank fine-tuning run killed mid-epoch and resumed = an uninterrupted 2-rank run (bit for bit, dropout on), and
@@ -36,6 +36,7 @@ STEP_MODES = {  # name -> (finetune settings, in_batch)
     "sampled_self_negatives": ({"self_negatives": True}, False),
     "infonce": ({"loss": "infonce"}, True),
     "pair_linear": ({"scorer": "pair_linear", "distance": "per_pair"}, True),
+    "all_entities": ({"loss": "infonce", "all_entity_negatives": True}, True),  # 10 entities: whole blocks, cycled
 }
 BATCHES = {"even": slice(0, 8), "uneven": slice(8, 15), "one_row": slice(15, 16)}  # 4+4, 4+3, 1+0 rows per rank
 FINETUNE_CFG = paper_section("finetune", batch_size=8, epochs=2, max_length=16, early_stop_patience=5, seed=3,

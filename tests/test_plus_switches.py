@@ -1,6 +1,6 @@
 """lpbert-plus switches (issue #13 item 3), each with its exact logits / labels: InfoNCE's additive margin and learnable
-temperature, graph-neighbourhood hard negatives, pre-batch negatives; and a run with all of them that resumes to the
-same result as an uninterrupted one."""
+temperature, graph-neighbourhood hard negatives, pre-batch negatives, all-entity negatives (small graphs); and runs
+with them that resume to the same result as an uninterrupted one."""
 import json
 import math
 
@@ -187,6 +187,73 @@ def test_pre_batch_columns_mask_answers_and_weight_the_logits():
     want_f = masked_loss(torch.cat([cos, bank], 1), torch.ones(2, 6), torch.cat([torch.eye(2), torch.zeros(2, 4)], 1),
                          all_valid, torch.arange(2), focal_cfg)["loss"].item()
     assert got_f == pytest.approx(want_f, rel=1e-7)
+
+
+# ------------------------------------------------------------------ all-entity negatives
+
+@pytest.mark.parametrize("loss", ["infonce", "focal_distance"])
+def test_all_entity_step_scores_every_entity_labelled_by_known_answers(setup, loss):
+    from lpbert_core.finetune.finetune_step import prepare_batch, prepared_step
+
+    kg, model, builder, _ = _step_setup(setup)
+    # (e0, likes) gets a second known answer, e3; row 2 is the dev triple (e0, likes, e5), not a known answer: its
+    # own tail is its target all the same, e1 and e3 leave its denominator
+    known = KnownAnswers(np.concatenate([kg.triples["train"], [[0, 0, 3]]]), kg.num_entities, 2 * kg.num_relations)
+    rows = np.array([[0, 0, 1], [2, 1, 5], [0, 0, 5]])
+    cfg = plain_loss(loss=loss, infonce_temperature=0.1, infonce_margin=0.02, all_entity_negatives=True)
+    with torch.no_grad():
+        prepared = prepare_batch(builder, rows, known, cfg, True, np.random.default_rng(7))
+        got = prepared_step(model, prepared, cfg, torch.device("cpu"), "fp32", True)["loss"].item()
+        q = _encode(model, builder, rows=rows)
+        c = _encode(model, builder, entities=range(kg.num_entities))
+    num = kg.num_entities
+    assert prepared.all_entities == num and prepared.inputs.blocks == -(-num // 3)  # 10 entities: 4 blocks of 3
+    assert prepared.inputs.cands["input_ids"].shape[0] == num  # each entity encoded once
+    answers = [{e for e in range(num) if known.contains(np.array([h]), np.array([r]), np.array([e]))[0]} | {t}
+               for h, r, t in rows]
+    assert answers == [{1, 3}, {5}, {1, 3, 5}]  # toy_kg: e0 likes e1, e2 eats e5; the added e3
+    assert prepared.labels.tolist() == [[float(t in a) for t in range(num)] for a in answers]
+    cos = (F.normalize(q, dim=-1) @ F.normalize(c, dim=-1).T).double()
+    want = []
+    for i, (h, r, t) in enumerate(rows):
+        if loss == "infonce":  # the margin on the target, other known answers out of the denominator
+            logits = [(cos[i, e].item() - (0.02 if e == t else 0.0)) / 0.1 for e in range(num)
+                      if e == t or e not in answers[i]]
+            target = (cos[i, t].item() - 0.02) / 0.1
+            want.append(-target + math.log(sum(math.exp(x) for x in logits)))
+        else:  # eqs. 11-12 over all E pairs of the row (affine mapping, per-pair distance on raw vectors)
+            for e in range(num):
+                p = (1 + cos[i, e].item()) / 2
+                d = torch.dist(q[i].double(), c[e].double()).item()
+                if e in answers[i]:
+                    focal = -cfg.alpha * (1 - p) ** cfg.gamma * math.log(p)
+                    dist = 1 / (1 + math.exp(-d))
+                else:
+                    focal = -(1 - cfg.alpha) * p ** cfg.gamma * math.log(1 - p)
+                    dist = 1 - 1 / (1 + math.exp(-d))
+                want.append(focal + cfg.distance_weight * dist)
+    assert got == pytest.approx(float(np.mean(want)), rel=1e-4)  # float32 scores
+
+
+def test_all_entity_negatives_refuse_the_columns_they_replace(setup, tmp_path):
+    base = {**CFG, "loss": "infonce", "all_entity_negatives": True}
+    with pytest.raises(ValueError, match="in_batch_negatives: true"):
+        _run(setup, tmp_path, cfg={**base, "in_batch_negatives": False})
+    for extra in ({"self_negatives": True}, {"hard_negatives": 1}, {"pre_batch": 2}):
+        with pytest.raises(ValueError, match="already scores every entity"):
+            _run(setup, tmp_path, cfg={**base, **extra})
+
+
+def test_all_entity_run_records_the_switch_and_resumes_exactly(setup, tmp_path):
+    cfg = {**CFG, "loss": "infonce", "infonce_learnable_temperature": True, "all_entity_negatives": True}
+    _run(setup, tmp_path / "a", cfg=cfg)
+    assert _run(setup, tmp_path / "c", cfg=cfg, stop_after=4)["killed"]
+    _run(setup, tmp_path / "c", cfg=cfg)
+    timing = ["train_seconds", "dev_seconds", "attempt", "steps_timed"]
+    la, lc = pd.read_csv(tmp_path / "a/log.csv"), pd.read_csv(tmp_path / "c/log.csv")
+    pd.testing.assert_frame_equal(la.drop(columns=timing), lc.drop(columns=timing))
+    info = json.loads((tmp_path / "a/model/lpbert_run.json").read_text())
+    assert info["all_entity_negatives"] is True and info["loss"]["all_entity_negatives"] is True
 
 
 # ------------------------------------------------------------------ the switches in a run

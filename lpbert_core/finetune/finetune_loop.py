@@ -109,6 +109,14 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: FinetuneSettings | dict, 
                          "in_batch_negatives: true")
     if hard_k < 0 or pre_batch < 0:
         raise ValueError("finetune.hard_negatives and finetune.pre_batch are counts >= 0")
+    if cfg.all_entity_negatives:
+        if not in_batch:
+            raise ValueError("finetune.all_entity_negatives replaces the in-batch candidates: it needs "
+                             "in_batch_negatives: true")
+        if hard_k or pre_batch or cfg.self_negatives:
+            raise ValueError("finetune.all_entity_negatives already scores every entity: set self_negatives: false, "
+                             "hard_negatives: 0 and pre_batch: 0")
+        log(f"all-entity negatives: {kg.num_entities} candidate columns per row, every entity encoded each step")
     rows = training_triples(kg, cfg.inverse_augmentation, cfg.train_subsample, seed)
     known = known_answers(kg, label_splits, cfg.inverse_augmentation)
     hood = Neighbourhood(kg.triples["train"], kg.num_entities) if hard_k else None
@@ -310,7 +318,7 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: FinetuneSettings | dict, 
                  "best_dev_loss": progress.get("best_dev_loss"), "dev_head_ranking": head_ranking,
                  "inverse_augmentation": cfg.inverse_augmentation, "in_batch_negatives": in_batch,
                  "batch_order": batch_order, "self_negatives": cfg.self_negatives,
-                 "hard_negatives": hard_k, "pre_batch": pre_batch,
+                 "hard_negatives": hard_k, "pre_batch": pre_batch, "all_entity_negatives": cfg.all_entity_negatives,
                  "best_epoch": progress["best_epoch"], "best_dev_hits@10": progress["best_hits10"],
                  "epochs_run": progress["epoch"], "train_rows": int(len(rows)),
                  "train_subsample": cfg.train_subsample, "dev_subsample": cfg.dev_subsample, "seed": seed,

@@ -37,7 +37,9 @@ initialised at 1/infonce_temperature, capped at 100 as SimKGC), held by the mode
 Extra candidate columns (lpbert-plus; extra_negatives.py builds them): graph-neighbourhood hard negatives and
 pre-batch negatives are more columns of the score matrix, with labels and a validity mask (`column_loss`); the
 pre-batch columns' InfoNCE logits are multiplied by `pre_batch_weight` (SimKGC: 0.5). The paper loss counts them as
-more (query, candidate) pairs of eqs. 11-12.
+more (query, candidate) pairs of eqs. 11-12. `all_entity_negatives` (small graphs) scores every entity instead of
+the batch's tails: one [n, E] matrix, labelled by each row's known answers, its own tail the InfoNCE target
+(finetune_step.all_entity_loss through `masked_loss`).
 
 `self_negatives` (SimKGC's self-negatives; not in the paper, off by default): one extra column per query row, the
 score of query (h_i, r_i) against its own anchor h_i encoded as a candidate, labelled 0. It is left out (not a
@@ -78,6 +80,7 @@ class LossConfig:
     infonce_margin: float
     self_negatives: bool
     pre_batch_weight: float
+    all_entity_negatives: bool
 
     def __post_init__(self):
         if self.loss not in LOSSES:

@@ -5,7 +5,9 @@ and the device half (`prepared_step`: encode, score, loss), and the two measurem
 
 Candidate layout of a batch of n rows (blocks of n, aligned with the rows, so each rank of a multi-GPU job encodes
 the same slice of every block): in-batch mode: tails | hard negatives (k blocks) | the rows' own heads
-(self-negatives); sampled mode ("BatchSample = N"): tails | one sampled negative per row | own heads.
+(self-negatives); sampled mode ("BatchSample = N"): tails | one sampled negative per row | own heads; all-entity mode
+(`all_entity_negatives`): entities 0 .. E-1, cycled up to a whole number of blocks (each distinct entity is encoded
+once per rank, the first E columns are scored).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import numpy as np
 import torch
 
 from lpbert_core import distributed
-from lpbert_core.finetune.extra_negatives import Neighbourhood, hard_negative_columns, pre_batch_valid, sample_hard_negatives
+from lpbert_core.finetune.extra_negatives import (Neighbourhood, column_labels, hard_negative_columns, pre_batch_valid,
+                                                  sample_hard_negatives)
 from lpbert_core.finetune.finetune_data import label_matrix, sample_negative_tails, self_negative_mask
 from lpbert_core.sequences import collate_pairs, SequenceBuilder
 from lpbert_core.finetune.finetune_loss import (LossConfig, ScoreColumns, add_self_column, batch_loss, column_loss, infonce_logits,
@@ -114,6 +117,8 @@ class PreparedBatch:
     hard_labels: torch.Tensor | None = None
     hard_valid: torch.Tensor | None = None
     bank_valid: torch.Tensor | None = None  # [n, B] for the pre-batch bank's B columns (None: no bank)
+    all_entities: int = 0  # all-entity mode: E, the number of entity columns (labels [n, E]); 0 = off
+    targets: torch.Tensor | None = None  # all-entity mode: each row's tail id = its target column
 
     @property
     def extra_columns(self) -> bool:
@@ -130,6 +135,8 @@ def prepare_batch(builder: SequenceBuilder, batch_rows: np.ndarray, known, loss_
     kg = builder.kg
     n = len(batch_rows)
     tails = batch_rows[:, 2]
+    if in_batch and loss_cfg.all_entity_negatives and n:
+        return _all_entity_batch(builder, batch_rows, known, rng, pin)
     self_neg = bool(loss_cfg.self_negatives)
     labels = mask = None
     extra = {}
@@ -164,6 +171,32 @@ def prepare_batch(builder: SequenceBuilder, batch_rows: np.ndarray, known, loss_
                          _pinned(labels, pin),
                          None if mask is None else _pinned(torch.as_tensor(mask, dtype=torch.bool), pin), state,
                          **extra)
+
+
+def _all_entity_batch(builder: SequenceBuilder, batch_rows: np.ndarray, known, rng, pin: bool) -> PreparedBatch:
+    """All-entity mode: every entity a candidate column of every row, labelled by the row's known answers (its own
+    tail always among them). No RNG is drawn."""
+    n, num = len(batch_rows), builder.kg.num_entities
+    entities = np.arange(num, dtype=np.int64)
+    labels = column_labels(batch_rows, known, entities)
+    labels[np.arange(n), batch_rows[:, 2]] = True  # the row's own triple, whatever `known` holds (dev rows)
+    cand_entities = np.resize(entities, -(-num // n) * n)  # whole blocks of n for the multi-GPU layout
+    state = rng.bit_generator.state if rng is not None else None
+    return PreparedBatch(batch_rows, encoding_inputs(builder, batch_rows, cand_entities, pin),
+                         _pinned(torch.from_numpy(labels.astype(np.float32)), pin), None, state, all_entities=num,
+                         targets=_pinned(torch.from_numpy(batch_rows[:, 2].astype(np.int64)), pin))
+
+
+def all_entity_loss(model: SiameseModel, prepared: PreparedBatch, qv: torch.Tensor, cv: torch.Tensor,
+                    labels: torch.Tensor, loss_cfg: LossConfig, device) -> dict:
+    """All-entity mode: the [n, E] score matrix against every entity; InfoNCE's target is the row's tail, its other
+    known answers leave the denominator; the paper loss takes all n x E pairs with their labels."""
+    entities = cv[:prepared.all_entities]
+    scores = model.score_matrix(qv, entities)
+    dist = None if loss_cfg.loss == "infonce" else distance_matrix(qv, entities)
+    valid = torch.ones_like(scores, dtype=torch.bool)
+    return masked_loss(scores, dist, labels, valid, prepared.targets.to(device, non_blocking=True), loss_cfg,
+                       model.prob_scale, model.prob_bias, model.inverse_temperature())
 
 
 def extra_column_loss(model: SiameseModel, prepared: PreparedBatch, qv: torch.Tensor, cv: torch.Tensor,
@@ -202,6 +235,8 @@ def prepared_step(model: SiameseModel, prepared: PreparedBatch, loss_cfg: LossCo
     labels = prepared.labels.to(device, non_blocking=True)
     mask = None if prepared.self_mask is None else prepared.self_mask.to(device, non_blocking=True)
     inv_t = model.inverse_temperature()
+    if prepared.all_entities:
+        return all_entity_loss(model, prepared, qv, cv, labels, loss_cfg, device)
     if in_batch and prepared.extra_columns:
         out = extra_column_loss(model, prepared, qv, cv, labels, mask, loss_cfg, device, bank)
         out["tail_vectors"] = cv[:n].detach()
