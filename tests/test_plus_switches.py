@@ -195,11 +195,16 @@ def test_pre_batch_columns_mask_answers_and_weight_the_logits():
 def test_all_entity_step_scores_every_entity_labelled_by_known_answers(setup, loss):
     from lpbert_core.finetune.finetune_step import prepare_batch, prepared_step
 
+    from lpbert_core.known_answers import augment_inverse
+
     kg, model, builder, _ = _step_setup(setup)
     # (e0, likes) gets a second known answer, e3; row 2 is the dev triple (e0, likes, e5), not a known answer: its
-    # own tail is its target all the same, e1 and e3 leave its denominator
-    known = KnownAnswers(np.concatenate([kg.triples["train"], [[0, 0, 3]]]), kg.num_entities, 2 * kg.num_relations)
-    rows = np.array([[0, 0, 1], [2, 1, 5], [0, 0, 5]])
+    # own tail is its target all the same, e1 and e3 leave its denominator. Row 3 is an inverse row (e3, likes^-1, e2):
+    # its answers are e2 (e2 likes e3) and e0 (the added triple)
+    train = np.concatenate([kg.triples["train"], [[0, 0, 3]]])
+    known = KnownAnswers(augment_inverse(train, kg.num_relations), kg.num_entities, 2 * kg.num_relations)
+    inv = kg.num_relations  # likes^-1
+    rows = np.array([[0, 0, 1], [2, 1, 5], [0, 0, 5], [3, inv, 2]])
     cfg = plain_loss(loss=loss, infonce_temperature=0.1, infonce_margin=0.02, all_entity_negatives=True)
     with torch.no_grad():
         prepared = prepare_batch(builder, rows, known, cfg, True, np.random.default_rng(7))
@@ -207,11 +212,11 @@ def test_all_entity_step_scores_every_entity_labelled_by_known_answers(setup, lo
         q = _encode(model, builder, rows=rows)
         c = _encode(model, builder, entities=range(kg.num_entities))
     num = kg.num_entities
-    assert prepared.all_entities == num and prepared.inputs.blocks == -(-num // 3)  # 10 entities: 4 blocks of 3
+    assert prepared.all_entities == num and prepared.inputs.blocks == 3  # 10 entities: 3 blocks of 4
     assert prepared.inputs.cands["input_ids"].shape[0] == num  # each entity encoded once
     answers = [{e for e in range(num) if known.contains(np.array([h]), np.array([r]), np.array([e]))[0]} | {t}
                for h, r, t in rows]
-    assert answers == [{1, 3}, {5}, {1, 3, 5}]  # toy_kg: e0 likes e1, e2 eats e5; the added e3
+    assert answers == [{1, 3}, {5}, {1, 3, 5}, {0, 2}]  # toy_kg: e0 likes e1, e2 eats e5; the added e3
     assert prepared.labels.tolist() == [[float(t in a) for t in range(num)] for a in answers]
     cos = (F.normalize(q, dim=-1) @ F.normalize(c, dim=-1).T).double()
     want = []
@@ -242,6 +247,38 @@ def test_all_entity_negatives_refuse_the_columns_they_replace(setup, tmp_path):
     for extra in ({"self_negatives": True}, {"hard_negatives": 1}, {"pre_batch": 2}):
         with pytest.raises(ValueError, match="already scores every entity"):
             _run(setup, tmp_path, cfg={**base, **extra})
+    with pytest.raises(ValueError, match="every dev / test answer"):  # the authors' leak, made total: refused
+        _run(setup, tmp_path, cfg={**base, "label_splits": ["train", "dev", "test"]})
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 3, 4, 8])
+def test_all_entity_columns_put_every_entity_once_on_one_rank(ranks):
+    """The first E columns are the entities in order, and the ranks' slices (what each encodes, once per distinct
+    entity) hold E encodings in all: the last block's padding sits on the rank that already encodes it."""
+    from lpbert_core.distributed import shard_range
+    from lpbert_core.finetune.finetune_step import all_entity_columns
+
+    for num in range(1, 40):
+        for n in range(1, 30):
+            columns = all_entity_columns(num, n)
+            assert len(columns) % n == 0 and columns[:num].tolist() == list(range(num))
+            blocks = columns.reshape(-1, n)
+            encoded = sum(len(np.unique(blocks[:, slice(*shard_range(n, r, ranks))])) for r in range(ranks))
+            assert encoded == num or (num < n and encoded <= n), (num, n, ranks, encoded)
+
+
+def test_all_entity_shift_is_measured_over_every_entity(setup):
+    from lpbert_core.finetune.finetune_step import measure_initial_shift
+
+    kg, model, builder, _ = _step_setup(setup)
+    rows = np.array([[0, 0, 1], [2, 1, 5], [3, 0, 4]])
+    got = measure_initial_shift(model, builder, rows, [np.array([0, 1]), np.array([2])], torch.device("cpu"),
+                                "fp32", all_entities=True)
+    c = F.normalize(_encode(model, builder, entities=range(kg.num_entities)), dim=-1)
+    cos = F.normalize(_encode(model, builder, rows=rows), dim=-1) @ c.T  # each batch's rows x every entity
+    assert got["pairs"] == 3 * kg.num_entities
+    assert got["shift"] == pytest.approx(cos.mean().item(), abs=1e-6)
+    assert got["diagonal_mean"] == pytest.approx(cos[[0, 1, 2], [1, 5, 4]].mean().item(), abs=1e-6)
 
 
 def test_all_entity_run_records_the_switch_and_resumes_exactly(setup, tmp_path):

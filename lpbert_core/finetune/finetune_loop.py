@@ -116,6 +116,9 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: FinetuneSettings | dict, 
         if hard_k or pre_batch or cfg.self_negatives:
             raise ValueError("finetune.all_entity_negatives already scores every entity: set self_negatives: false, "
                              "hard_negatives: 0 and pre_batch: 0")
+        if leak:  # in-batch labels leak a held-out answer only when it is a batch's tail; here every one, every step
+            raise ValueError("finetune.all_entity_negatives would make every dev / test answer a positive column of "
+                             f"every step ({leak}): use label_splits: [train]")
         log(f"all-entity negatives: {kg.num_entities} candidate columns per row, every entity encoded each step")
     rows = training_triples(kg, cfg.inverse_augmentation, cfg.train_subsample, seed)
     known = known_answers(kg, label_splits, cfg.inverse_augmentation)
@@ -163,7 +166,7 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: FinetuneSettings | dict, 
         if "initial_shift" not in progress:
             progress["initial_shift"] = measure_initial_shift(
                 model, builder, rows, training_batches(q_lengths, bs, batch_order, epoch_seed(seed, 0)), device,
-                precision)
+                precision, all_entities=cfg.all_entity_negatives)
             with torch.no_grad():  # the learnable mapping starts at the measured shift too (a resume restores it)
                 model.prob_bias.fill_(-progress["initial_shift"]["shift"] * init_scale)
         loss_cfg.shift = progress["initial_shift"]["shift"]

@@ -6,8 +6,7 @@ and the device half (`prepared_step`: encode, score, loss), and the two measurem
 Candidate layout of a batch of n rows (blocks of n, aligned with the rows, so each rank of a multi-GPU job encodes
 the same slice of every block): in-batch mode: tails | hard negatives (k blocks) | the rows' own heads
 (self-negatives); sampled mode ("BatchSample = N"): tails | one sampled negative per row | own heads; all-entity mode
-(`all_entity_negatives`): entities 0 .. E-1, cycled up to a whole number of blocks (each distinct entity is encoded
-once per rank, the first E columns are scored).
+(`all_entity_negatives`): entities 0 .. E-1 in whole blocks (`all_entity_columns`; the first E columns are scored).
 """
 
 from __future__ import annotations
@@ -173,6 +172,18 @@ def prepare_batch(builder: SequenceBuilder, batch_rows: np.ndarray, known, loss_
                          **extra)
 
 
+def all_entity_columns(num: int, n: int) -> np.ndarray:
+    """Entities 0 .. num-1 as whole blocks of n, the candidate layout of the multi-GPU sharding. Each slot of the last
+    block's padding repeats the entity one block up in the same column: it falls in the same rank's slice, which
+    encodes each distinct entity once, so the ranks encode num entities in all. A graph smaller than the batch
+    (num < n) is cycled through one block."""
+    if num < n:
+        return np.resize(np.arange(num, dtype=np.int64), n)
+    columns = np.arange(-(-num // n) * n, dtype=np.int64)
+    columns[num:] -= n
+    return columns
+
+
 def _all_entity_batch(builder: SequenceBuilder, batch_rows: np.ndarray, known, rng, pin: bool) -> PreparedBatch:
     """All-entity mode: every entity a candidate column of every row, labelled by the row's known answers (its own
     tail always among them). No RNG is drawn."""
@@ -180,7 +191,7 @@ def _all_entity_batch(builder: SequenceBuilder, batch_rows: np.ndarray, known, r
     entities = np.arange(num, dtype=np.int64)
     labels = column_labels(batch_rows, known, entities)
     labels[np.arange(n), batch_rows[:, 2]] = True  # the row's own triple, whatever `known` holds (dev rows)
-    cand_entities = np.resize(entities, -(-num // n) * n)  # whole blocks of n for the multi-GPU layout
+    cand_entities = all_entity_columns(num, n)
     state = rng.bit_generator.state if rng is not None else None
     return PreparedBatch(batch_rows, encoding_inputs(builder, batch_rows, cand_entities, pin),
                          _pinned(torch.from_numpy(labels.astype(np.float32)), pin), None, state, all_entities=num,
@@ -284,20 +295,30 @@ SHIFT_BATCHES = 8  # training batches whose in-batch pairs give `shift: initial_
 
 
 def measure_initial_shift(model: SiameseModel, builder: SequenceBuilder, rows: np.ndarray, batches: list,
-                          device, precision: str, max_batches: int = SHIFT_BATCHES) -> dict:
+                          device, precision: str, max_batches: int = SHIFT_BATCHES,
+                          all_entities: bool = False) -> dict:
     """`shift: initial_mean`: the mean cosine of all n x n in-batch (query, tail) pairs of the first `max_batches`
-    training batches, the model in eval mode (no dropout, no gradient, no RNG drawn), before the first step. Also
-    the positive-diagonal mean and the spread, for the record (lpbert_run.json `initial_shift`)."""
+    training batches (`all_entities`: all n x E (query, entity) pairs, the pairs that mode trains on), the model in
+    eval mode (no dropout, no gradient, no RNG drawn), before the first step. Also the positive pairs' mean (the
+    diagonal; all-entity: each row's tail column) and the spread, for the record (lpbert_run.json `initial_shift`)."""
     was_training = model.training
     model.eval()
     cos_all, diag = [], []
     with torch.no_grad():
         for idx in batches[:max_batches]:
             batch_rows = rows[idx]
-            qv, cv = encode_batch(model, builder, batch_rows, batch_rows[:, 2], device, precision)
-            cos = cosine_matrix(qv, cv)
-            cos_all.append(cos.flatten().cpu())
-            diag.append(cos.diagonal().cpu())
+            n, tails = len(batch_rows), torch.as_tensor(batch_rows[:, 2])
+            if all_entities:
+                num = builder.kg.num_entities
+                qv, cv = encode_batch(model, builder, batch_rows, all_entity_columns(num, n), device, precision)
+                cos = cosine_matrix(qv, cv[:num]).cpu()
+                positives = cos[torch.arange(n), tails]
+            else:
+                qv, cv = encode_batch(model, builder, batch_rows, batch_rows[:, 2], device, precision)
+                cos = cosine_matrix(qv, cv).cpu()
+                positives = cos.diagonal()
+            cos_all.append(cos.flatten())
+            diag.append(positives)
     model.train(was_training)
     cos_all, diag = torch.cat(cos_all), torch.cat(diag)
     return {"shift": float(cos_all.mean()), "std": float(cos_all.std()), "diagonal_mean": float(diag.mean()),
