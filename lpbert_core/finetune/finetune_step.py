@@ -307,18 +307,14 @@ def measure_initial_shift(model: SiameseModel, builder: SequenceBuilder, rows: n
     with torch.no_grad():
         for idx in batches[:max_batches]:
             batch_rows = rows[idx]
-            n, tails = len(batch_rows), torch.as_tensor(batch_rows[:, 2])
-            if all_entities:
-                num = builder.kg.num_entities
-                qv, cv = encode_batch(model, builder, batch_rows, all_entity_columns(num, n), device, precision)
-                cos = cosine_matrix(qv, cv[:num]).cpu()
-                positives = cos[torch.arange(n), tails]
-            else:
-                qv, cv = encode_batch(model, builder, batch_rows, batch_rows[:, 2], device, precision)
-                cos = cosine_matrix(qv, cv).cpu()
-                positives = cos.diagonal()
+            n, tails = len(batch_rows), batch_rows[:, 2]
+            num = builder.kg.num_entities
+            # columns, how many are scored, and each row's positive column
+            cands, width, pos = (all_entity_columns(num, n), num, tails) if all_entities else (tails, n, np.arange(n))
+            qv, cv = encode_batch(model, builder, batch_rows, cands, device, precision)
+            cos = cosine_matrix(qv, cv[:width]).cpu()
             cos_all.append(cos.flatten())
-            diag.append(positives)
+            diag.append(cos[torch.arange(n), torch.as_tensor(pos)])
     model.train(was_training)
     cos_all, diag = torch.cat(cos_all), torch.cat(diag)
     return {"shift": float(cos_all.mean()), "std": float(cos_all.std()), "diagonal_mean": float(diag.mean()),
