@@ -1,0 +1,119 @@
+"""Where does a siamese run put the query's own entity? For every test query (h, r, ?) scored by a run (the queries of
+its ranks.parquet, both directions), re-encode the query and every entity with the run's model and report how often
+the anchor (h, or t for a head query) is the top unfiltered-out candidate, and how often it outranks the gold answer.
+
+A siamese encoder embeds "h [SEP] r" and "h" from the same text, so before it has learnt otherwise the anchor is the
+nearest entity to its own query. In the filtered protocol the anchor stays a candidate unless (h, r, h) is a known
+triple, so an anchor at rank 1 costs Hits@1 on every such query (SimKGC's self-negatives train it away).
+`hits@1_anchor_removed` is a diagnostic only, the Hits@1 with the anchor taken out of the candidates: it is NOT the
+protocol, and no table reports it.
+
+    python benchmarks/anchor_rank.py RUN_DIR [RUN_DIR ...] --out benchmarks/results/<name>.json
+RUN_DIR = results/{dataset}/runs/{run} (its model/ folder and ranks.parquet); the dataset's text and tokens are read from
+results/{dataset}/. Transductive runs only (head_ranking inverse_query, the default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+
+COUNTS = ("anchor_is_top_candidate", "anchor_scores_above_gold", "anchor_filtered_as_known_answer",
+          "hits@1_unbroken_ties", "hits@1_anchor_removed")
+
+
+def anchor_counts(scores: torch.Tensor, anchors: torch.Tensor, gold: torch.Tensor, known: torch.Tensor) -> dict:
+    """Counts over a block of queries. scores [n, E]; anchors, gold [n]; known [n, E] True at every known answer of
+    the query (the gold among them). The filtered protocol: every known answer but the gold is out of the ranking.
+    `hits@1_unbroken_ties` counts a gold that is the argmax (the first maximum; a diagnostic, not the realistic
+    rank); `hits@1_anchor_removed` the same with the anchor also out, unless the anchor is the gold."""
+    rows = torch.arange(len(gold))
+    out_mask = known.clone()
+    out_mask[rows, gold] = False
+    scores = scores.float().masked_fill(out_mask, float("-inf"))
+    top = scores.argmax(1)
+    without = scores.clone()
+    without[rows, anchors] = torch.where(anchors == gold, without[rows, anchors], torch.tensor(float("-inf")))
+    return {
+        "anchor_is_top_candidate": int(((top == anchors) & ~out_mask[rows, anchors]).sum()),
+        "anchor_scores_above_gold": int((scores[rows, anchors] > scores[rows, gold]).sum()),
+        "anchor_filtered_as_known_answer": int(out_mask[rows, anchors].sum()),
+        "hits@1_unbroken_ties": int((top == gold).sum()),
+        "hits@1_anchor_removed": int((without.argmax(1) == gold).sum()),
+    }
+
+
+def anchor_report(run_dir: Path, batch_size: int = 256) -> dict:
+    from lpbert_core.evaluation import build_queries, encode_entities, encode_queries, known_triples
+    from lpbert_core.kg import load_tokenized_kg
+    from lpbert_core.ranking import build_filter_index
+    from lpbert_core.sequences import SequenceBuilder
+    from lpbert_core.siamese import load_run_model
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    if metrics.get("head_ranking", "inverse_query") != "inverse_query":
+        raise SystemExit(f"{run_dir}: head_ranking {metrics['head_ranking']!r}: only inverse_query runs are supported")
+    dataset_dir = run_dir.parent.parent
+    cpu = torch.device("cpu")
+    model, info = load_run_model(run_dir / "model", cpu)
+    if model.pair_head is not None:
+        raise SystemExit(f"{run_dir}: a pair_linear run; this diagnostic reads cosine runs")
+    encoder = info["encoder"]
+    kg = load_tokenized_kg(dataset_dir / "text", dataset_dir / "tokens" / encoder)
+    builder = SequenceBuilder(kg, int(info["max_length"]), int(info["max_length"]))
+    ranks = pd.read_parquet(run_dir / "ranks.parquet")
+    ent = {e: i for i, e in enumerate(kg.entity_ids)}
+    rel = {r: i for i, r in enumerate(kg.relation_ids)}
+    tails = ranks[ranks["direction"] == "tail"]
+    triples = np.stack([tails["head"].map(ent), tails["relation"].map(rel), tails["tail"].map(ent)], 1)
+    queries = build_queries(triples, kg.num_relations)  # tail queries then head queries, as the score rule
+    t0 = time.perf_counter()
+    entity_vecs = F.normalize(encode_entities(model, builder, cpu, batch_size, "fp32").float(), dim=-1)
+    query_vecs = F.normalize(encode_queries(model, builder, queries.anchor, queries.query_relation, cpu, batch_size,
+                                            "fp32").float(), dim=-1)
+    index = build_filter_index(known_triples(kg), kg.num_entities)
+    totals = dict.fromkeys(COUNTS, 0)
+    for start in range(0, len(queries), 512):
+        sl = slice(start, start + 512)
+        anchors = torch.as_tensor(queries.anchor[sl])
+        is_tail = torch.as_tensor(queries.direction[sl] == "tail")
+        known = torch.zeros(len(anchors), kg.num_entities, dtype=torch.bool)
+        for direction, rows in (("tail", is_tail), ("head", ~is_tail)):
+            sel = rows.nonzero().flatten()
+            if len(sel):
+                known[sel] = index.mask(anchors[sel], torch.as_tensor(queries.relation[sl])[sel], direction, cpu)
+        counts = anchor_counts(query_vecs[sl] @ entity_vecs.T, anchors, torch.as_tensor(queries.gold[sl]), known)
+        totals = {k: totals[k] + counts[k] for k in COUNTS}
+    n = len(queries)
+    return {
+        "run": str(run_dir), "queries": n, "encoder": encoder, "seconds": round(time.perf_counter() - t0, 1),
+        **{k: totals[k] / n for k in COUNTS},
+        "metrics_json_hits@1": metrics["metrics"]["both"]["hits@1"],
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    reports = [anchor_report(r) for r in args.runs]
+    for r in reports:
+        print(json.dumps(r))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"command": "python " + " ".join(sys.argv), "runs": reports}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

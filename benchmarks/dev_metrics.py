@@ -1,0 +1,60 @@
+"""Dev metrics of finished runs, for choosing among runs whose training kept no dev score (`finetune.dev_eval: false`,
+the CPU overlay's one-epoch WN18RR / FB15k-237 runs). The same ranking as fine-tuning's per-epoch dev scorer: the dev
+split (a seeded subset when --subsample is given), both directions, every entity a candidate, filtered by train + dev
+only, so the test split never enters the choice.
+
+    python benchmarks/dev_metrics.py RUN_DIR [RUN_DIR ...] --subsample 300 --out benchmarks/results/<name>.json
+RUN_DIR = results/{dataset}/runs/{run} (its model/ folder); the dataset's text and tokens are read from results/{dataset}/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def dev_report(run_dir: Path, subsample: int | None, seed: int, batch_size: int = 256) -> dict:
+    from lpbert_core.evaluation import evaluate_split
+    from lpbert_core.kg import load_tokenized_kg
+    from lpbert_core.sequences import SequenceBuilder
+    from lpbert_core.siamese import load_run_model
+
+    cpu = torch.device("cpu")
+    model, info = load_run_model(run_dir / "model", cpu)
+    dataset_dir = run_dir.parent.parent
+    kg = load_tokenized_kg(dataset_dir / "text", dataset_dir / "tokens" / info["encoder"])
+    builder = SequenceBuilder(kg, int(info["max_length"]), int(info["max_length"]))
+    t0 = time.perf_counter()
+    _, metrics, _ = evaluate_split(model, kg, builder, "dev", cpu, filter_splits=("train", "dev"),
+                                   subsample=subsample, seed=seed, batch_size=batch_size, chunk_size=1024,
+                                   precision="fp32", head_ranking="inverse_query")
+    both = metrics["both"]
+    return {"run": str(run_dir), "dev_triples": both["count"] // 2, "subsample": subsample, "seed": seed,
+            "seconds": round(time.perf_counter() - t0, 1),
+            **{k: both[k] for k in ("mrr", "mr", "hits@1", "hits@3", "hits@10")}}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--subsample", type=int, default=None, help="seeded subset of dev triples (default: all)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    reports = []
+    for run in args.runs:
+        reports.append(dev_report(run, args.subsample, args.seed))
+        print(json.dumps(reports[-1]), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"command": "python " + " ".join(sys.argv), "runs": reports}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

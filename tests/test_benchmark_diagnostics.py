@@ -1,0 +1,37 @@
+"""benchmarks/anchor_rank.py: the anchor counts of a hand-made score block (the filtered protocol's masking, the
+anchor left out or kept)."""
+import importlib.util
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _anchor_module():
+    spec = importlib.util.spec_from_file_location("anchor_rank", REPO / "benchmarks/anchor_rank.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_anchor_counts_hand_computed():
+    counts = _anchor_module().anchor_counts
+    scores = torch.tensor([[0.9, 0.1, 0.5, 0.3],     # anchor 0 first; gold 2 second, first once the anchor is out
+                           [0.95, 0.2, 0.1, 0.6],    # entity 0 is a known answer (filtered): gold 3 first
+                           [0.3, 0.4, 0.99, 0.1]])   # anchor 2 is itself a known answer: filtered, entity 1 first
+    anchors, gold = torch.tensor([0, 1, 2]), torch.tensor([2, 3, 0])
+    known = torch.zeros(3, 4, dtype=torch.bool)
+    known[0, 2] = known[1, 3] = known[1, 0] = known[2, 0] = known[2, 2] = True
+    assert counts(scores, anchors, gold, known) == {
+        "anchor_is_top_candidate": 1, "anchor_scores_above_gold": 1, "anchor_filtered_as_known_answer": 1,
+        "hits@1_unbroken_ties": 1, "hits@1_anchor_removed": 2}
+
+
+def test_anchor_that_is_the_gold_stays_in():
+    counts = _anchor_module().anchor_counts
+    scores = torch.tensor([[0.2, 0.8, 0.1]])  # a self-loop (h, r, h): the anchor is the answer and ranks first
+    known = torch.tensor([[False, True, False]])
+    out = counts(scores, torch.tensor([1]), torch.tensor([1]), known)
+    assert out["hits@1_unbroken_ties"] == 1 and out["hits@1_anchor_removed"] == 1
+    assert out["anchor_is_top_candidate"] == 1 and out["anchor_filtered_as_known_answer"] == 0
