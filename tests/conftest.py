@@ -13,12 +13,17 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _fixture_builder():
-    """`.test/make_fixtures.py`, the one place the tiny encoder and graph are made (also used by the whole-DAG test)."""
-    spec = importlib.util.spec_from_file_location("make_fixtures", REPO / ".test" / "make_fixtures.py")
+def load_script(relative: str, name: str):
+    """A script of the repository that is not a package module (`.test/`, `benchmarks/`), imported by its path."""
+    spec = importlib.util.spec_from_file_location(name, REPO / relative)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _fixture_builder():
+    """`.test/make_fixtures.py`, the one place the tiny encoder and graph are made (also used by the whole-DAG test)."""
+    return load_script(".test/make_fixtures.py", "make_fixtures")
 
 
 def paper_section(name: str, **overrides) -> dict:

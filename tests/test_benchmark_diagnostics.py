@@ -1,18 +1,12 @@
 """benchmarks/anchor_rank.py: the anchor counts of a hand-made score block (the filtered protocol's masking, the
 anchor left out or kept)."""
-import importlib.util
-from pathlib import Path
-
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import load_script
 
 
 def _anchor_module():
-    spec = importlib.util.spec_from_file_location("anchor_rank", REPO / "benchmarks/anchor_rank.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/anchor_rank.py", "anchor_rank")
 
 
 def test_anchor_counts_hand_computed():

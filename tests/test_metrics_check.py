@@ -1,21 +1,16 @@
 """benchmarks/check_metrics_from_ranks.py: the independent recomputation agrees with the project's metric code and
 names a metrics.json that does not match its ranks."""
-import importlib.util
 import json
 from pathlib import Path
 
 import pandas as pd
 
+from conftest import load_script
 from lpbert_core.ranking import metrics_from_ranks
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _checker():
-    spec = importlib.util.spec_from_file_location("check_metrics", REPO / "benchmarks/check_metrics_from_ranks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/check_metrics_from_ranks.py", "check_metrics")
 
 
 def _run(folder: Path, metrics=None) -> Path:
