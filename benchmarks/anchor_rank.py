@@ -52,24 +52,18 @@ def anchor_counts(scores: torch.Tensor, anchors: torch.Tensor, gold: torch.Tenso
     }
 
 
-def anchor_report(run_dir: Path, batch_size: int = 256) -> dict:
-    from lpbert_core.evaluation import build_queries, encode_entities, encode_queries, known_triples
-    from lpbert_core.kg import load_tokenized_kg
+def anchor_report(run_dir: Path) -> dict:
+    from lpbert_core.evaluate.predict import LinkPredictor
+    from lpbert_core.evaluation import build_queries, encode_queries, known_answer_mask, known_triples
     from lpbert_core.ranking import build_filter_index
-    from lpbert_core.sequences import SequenceBuilder
-    from lpbert_core.siamese import load_run_model
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     if metrics.get("head_ranking", "inverse_query") != "inverse_query":
         raise SystemExit(f"{run_dir}: head_ranking {metrics['head_ranking']!r}: only inverse_query runs are supported")
-    dataset_dir = run_dir.parent.parent
-    cpu = torch.device("cpu")
-    model, info = load_run_model(run_dir / "model", cpu)
-    if model.pair_head is not None:
+    lp = LinkPredictor.from_run(run_dir, device="cpu")
+    if lp.model.pair_head is not None:
         raise SystemExit(f"{run_dir}: a pair_linear run; this diagnostic reads cosine runs")
-    encoder = info["encoder"]
-    kg = load_tokenized_kg(dataset_dir / "text", dataset_dir / "tokens" / encoder)
-    builder = SequenceBuilder(kg, int(info["max_length"]), int(info["max_length"]))
+    kg = lp.kg
     ranks = pd.read_parquet(run_dir / "ranks.parquet")
     ent = {e: i for i, e in enumerate(kg.entity_ids)}
     rel = {r: i for i, r in enumerate(kg.relation_ids)}
@@ -77,25 +71,21 @@ def anchor_report(run_dir: Path, batch_size: int = 256) -> dict:
     triples = np.stack([tails["head"].map(ent), tails["relation"].map(rel), tails["tail"].map(ent)], 1)
     queries = build_queries(triples, kg.num_relations)  # tail queries then head queries, as the score rule
     t0 = time.perf_counter()
-    entity_vecs = F.normalize(encode_entities(model, builder, cpu, batch_size, "fp32").float(), dim=-1)
-    query_vecs = F.normalize(encode_queries(model, builder, queries.anchor, queries.query_relation, cpu, batch_size,
-                                            "fp32").float(), dim=-1)
+    entity_vecs = F.normalize(lp.entity_vectors().float(), dim=-1)
+    query_vecs = F.normalize(encode_queries(lp.model, lp.builder, queries.anchor, queries.query_relation, lp.device,
+                                            lp.batch_size).float(), dim=-1)
     index = build_filter_index(known_triples(kg), kg.num_entities)
+    anchors, relations = torch.as_tensor(queries.anchor), torch.as_tensor(queries.relation)
+    gold, is_tail = torch.as_tensor(queries.gold), torch.as_tensor(queries.direction == "tail")
     totals = dict.fromkeys(COUNTS, 0)
     for start in range(0, len(queries), 512):
         sl = slice(start, start + 512)
-        anchors = torch.as_tensor(queries.anchor[sl])
-        is_tail = torch.as_tensor(queries.direction[sl] == "tail")
-        known = torch.zeros(len(anchors), kg.num_entities, dtype=torch.bool)
-        for direction, rows in (("tail", is_tail), ("head", ~is_tail)):
-            sel = rows.nonzero().flatten()
-            if len(sel):
-                known[sel] = index.mask(anchors[sel], torch.as_tensor(queries.relation[sl])[sel], direction, cpu)
-        counts = anchor_counts(query_vecs[sl] @ entity_vecs.T, anchors, torch.as_tensor(queries.gold[sl]), known)
+        known = known_answer_mask(index, anchors[sl], relations[sl], is_tail[sl], lp.device)
+        counts = anchor_counts(query_vecs[sl] @ entity_vecs.T, anchors[sl], gold[sl], known)
         totals = {k: totals[k] + counts[k] for k in COUNTS}
     n = len(queries)
     return {
-        "run": str(run_dir), "queries": n, "encoder": encoder, "seconds": round(time.perf_counter() - t0, 1),
+        "run": str(run_dir), "queries": n, "encoder": lp.info["encoder"], "seconds": round(time.perf_counter() - t0, 1),
         **{k: totals[k] / n for k in COUNTS},
         "metrics_json_hits@1": metrics["metrics"]["both"]["hits@1"],
     }

@@ -18,21 +18,13 @@ from pathlib import Path
 import torch
 
 
-def dev_report(run_dir: Path, subsample: int | None, seed: int, batch_size: int = 256) -> dict:
-    from lpbert_core.evaluation import evaluate_split
-    from lpbert_core.kg import load_tokenized_kg
-    from lpbert_core.sequences import SequenceBuilder
-    from lpbert_core.siamese import load_run_model
+def dev_report(run_dir: Path, subsample: int | None, seed: int) -> dict:
+    from lpbert_core.evaluate.predict import LinkPredictor
 
-    cpu = torch.device("cpu")
-    model, info = load_run_model(run_dir / "model", cpu)
-    dataset_dir = run_dir.parent.parent
-    kg = load_tokenized_kg(dataset_dir / "text", dataset_dir / "tokens" / info["encoder"])
-    builder = SequenceBuilder(kg, int(info["max_length"]), int(info["max_length"]))
+    lp = LinkPredictor.from_run(run_dir, device="cpu")
     t0 = time.perf_counter()
-    _, metrics, _ = evaluate_split(model, kg, builder, "dev", cpu, filter_splits=("train", "dev"),
-                                   subsample=subsample, seed=seed, batch_size=batch_size, chunk_size=1024,
-                                   precision="fp32", head_ranking="inverse_query")
+    _, metrics = lp.evaluate("dev", filter_splits=("train", "dev"), test_subsample=subsample, seed=seed,
+                             head_ranking="inverse_query", precision="fp32", device="cpu")
     both = metrics["both"]
     return {"run": str(run_dir), "dev_triples": both["count"] // 2, "subsample": subsample, "seed": seed,
             "seconds": round(time.perf_counter() - t0, 1),

@@ -130,6 +130,18 @@ def build_queries(triples: np.ndarray, num_relations: int, directions=("tail", "
     return QuerySet(*cols)
 
 
+def known_answer_mask(filter_index, anchors: torch.Tensor, relations: torch.Tensor, is_tail: torch.Tensor,
+                      device) -> torch.Tensor:
+    """Bool [n, E]: the known answers of each query in its direction, tails of (h, r) for tail queries and heads of
+    (t, r) for head queries (anchors = h or t, relations = r, both directions in one block)."""
+    mask = torch.zeros(len(anchors), filter_index.num_entities, dtype=torch.bool, device=device)
+    for direction, rows in (("tail", is_tail), ("head", ~is_tail)):
+        if bool(rows.any()):
+            sel = rows.nonzero().flatten()
+            mask[sel] = filter_index.mask(anchors[sel], relations[sel], direction, device)
+    return mask
+
+
 @torch.inference_mode()
 def rank_queries(query_vecs: torch.Tensor, entity_vecs: torch.Tensor, queries: QuerySet, filter_index,
                  chunk_size: int = 1024, pair_head=None) -> dict[str, np.ndarray]:
@@ -153,13 +165,7 @@ def rank_queries(query_vecs: torch.Tensor, entity_vecs: torch.Tensor, queries: Q
     for start in starts:
         sl = slice(start, start + chunk_size)
         scores = qn[sl] @ ent.T if pair_head is None else pair_head.matrix(qn[sl], ent)
-        tail_rows = is_tail[sl]
-        # known answers in the query's direction: tails of (h, r) for tail queries, heads of (t, r) for head queries
-        mask = torch.zeros(scores.shape, dtype=torch.bool, device=device)
-        for direction, rows in (("tail", tail_rows), ("head", ~tail_rows)):
-            if bool(rows.any()):
-                sel = rows.nonzero().flatten()
-                mask[sel] = filter_index.mask(anchor[sl][sel], relation[sl][sel], direction, device)
+        mask = known_answer_mask(filter_index, anchor[sl], relation[sl], is_tail[sl], device)
         ranks = filtered_ranks(scores, gold[sl], mask)
         for k in outs:
             outs[k].append(ranks[k])

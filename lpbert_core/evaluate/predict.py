@@ -158,15 +158,17 @@ class LinkPredictor:
         return [{"rank": i + 1, "entity": self.kg.entity_ids[j], "text": self.entity_texts[j], "score": float(v)}
                 for i, (v, j) in enumerate(zip(vals.tolist(), idx.tolist()))]
 
-    def evaluate(self, split: str = "test", **overrides):
-        """Filtered ranks (both directions, filter train+dev+test) recomputed from the saved model, with the same code
-        path and the settings the score rule recorded in the run's metrics.json; returns (ranks frame, metrics)."""
+    def evaluate(self, split: str = "test", filter_splits=("train", "dev", "test"), **overrides):
+        """Filtered ranks (both directions, filtered by `filter_splits`: the score rule's train+dev+test, or train+dev
+        for a dev split that must not see test) recomputed from the saved model, with the same code path and the
+        settings the score rule recorded in the run's metrics.json; returns (ranks frame, metrics)."""
         s = ScoreSettings.from_mapping(
             {**self.score_settings, **overrides},
             "LinkPredictor.evaluate: the score rule's settings (the run's metrics.json) with the given overrides; a "
             "run without metrics.json needs every one given")
         frame, metrics, _ = evaluate_split(
-            self.model, self.kg, self.builder, split, self.device, subsample=s.test_subsample, seed=s.seed,
+            self.model, self.kg, self.builder, split, self.device, filter_splits=tuple(filter_splits),
+            subsample=s.test_subsample, seed=s.seed,
             batch_size=s.batch_size, chunk_size=s.chunk_size, precision=s.precision, head_ranking=s.head_ranking)
         return frame, metrics
 
