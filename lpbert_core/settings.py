@@ -210,6 +210,13 @@ class FinetuneSettings(StageSettings):
     pre_batch: int
     pre_batch_weight: float
     all_entity_negatives: bool
+    entity_bank: int
+    two_towers: bool
+    symmetric_closure: bool
+    zero_shot: bool
+    step_budget: int | None
+    dev_points: int
+    dev_diagnostics: bool
     precision: str
     eval_batch_size: int
     chunk_size: int

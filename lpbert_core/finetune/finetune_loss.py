@@ -59,7 +59,7 @@ from lpbert_core.siamese import cosine_matrix, distance_matrix, pair_cosine, pai
 
 PROBABILITIES = ("affine", "sigmoid", "learnable", "raw")
 DISTANCES = ("per_pair", "per_pair_normalized", "batch_sum", "none")
-SHIFTS = ("initial_mean",)  # measured shifts (a number is used as given)
+SHIFTS = ("initial_mean", "midpoint", "balanced")  # measured shifts (a number is used as given)
 LOSSES = ("focal_distance", "infonce")
 
 
