@@ -26,30 +26,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-
-COUNTS = ("anchor_is_top_candidate", "anchor_scores_above_gold", "anchor_filtered_as_known_answer",
-          "hits@1_unbroken_ties", "hits@1_anchor_removed")
-
-
-def anchor_counts(scores: torch.Tensor, anchors: torch.Tensor, gold: torch.Tensor, known: torch.Tensor) -> dict:
-    """Counts over a block of queries. scores [n, E]; anchors, gold [n]; known [n, E] True at every known answer of
-    the query (the gold among them). The filtered protocol: every known answer but the gold is out of the ranking.
-    `hits@1_unbroken_ties` counts a gold that is the argmax (the first maximum; a diagnostic, not the realistic
-    rank); `hits@1_anchor_removed` the same with the anchor also out, unless the anchor is the gold."""
-    rows = torch.arange(len(gold))
-    out_mask = known.clone()
-    out_mask[rows, gold] = False
-    scores = scores.float().masked_fill(out_mask, float("-inf"))
-    top = scores.argmax(1)
-    without = scores.clone()
-    without[rows, anchors] = torch.where(anchors == gold, without[rows, anchors], torch.tensor(float("-inf")))
-    return {
-        "anchor_is_top_candidate": int(((top == anchors) & ~out_mask[rows, anchors]).sum()),
-        "anchor_scores_above_gold": int((scores[rows, anchors] > scores[rows, gold]).sum()),
-        "anchor_filtered_as_known_answer": int(out_mask[rows, anchors].sum()),
-        "hits@1_unbroken_ties": int((top == gold).sum()),
-        "hits@1_anchor_removed": int((without.argmax(1) == gold).sum()),
-    }
+from lpbert_core.evaluate.anchor import COUNTS, anchor_counts  # the counting lives in the package
 
 
 def anchor_report(run_dir: Path) -> dict:

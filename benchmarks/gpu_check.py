@@ -8,6 +8,11 @@
   3. one WN18RR fine-tuning epoch (run t4-none, paper batch 64, max length 128) plus full filtered test scoring,
      timed;
   4. with the time left: the UMLS study's leading readings at the paper's settings on the same pre-training.
+With --proxy-calibration (issue #25) it runs instead the CPU proxy's calibration: the readings of configs/proxy.yaml
+named by --proxy-readings (default: the proxy's best paper-family reading, the paper reading, lpbert-plus with the
+entity bank), each two full WN18RR epochs (no step budget, config.yaml's max length 128, batch 64), dev each epoch
+on the proxy's dev subset with its diagnostics, then the full test split against all entities; the proxy is kept
+only if this orders the readings as the proxy does (docs/proxy.md).
 
 Steps:
   here:   python benchmarks/gpu_check.py pack            # .gpu/: MiniLM in fp16 (the call carries 64 MiB at most)
@@ -168,7 +173,9 @@ def run_summary(work: Path, dataset: str, run: str, records: list[dict]) -> dict
     folder = work / "results" / dataset / "runs" / run
     metrics = json.loads((folder / "metrics.json").read_text())
     log = pd.read_csv(folder / "train_log.csv")
-    keep = [c for c in ("epoch", "loss", "dev_hits@10", "dev_mrr", "train_seconds", "dev_seconds") if c in log]
+    keep = [c for c in ("epoch", "global_step", "loss", "dev_hits@10", "dev_mrr", "dev_anchor_first",
+                        "dev_mrr_anchor_removed", "dev_positive_gradient_share", "train_seconds", "dev_seconds")
+            if c in log]
     return {"records": records, "metrics": metrics, "train_log": log[keep].to_dict(orient="records")}
 
 
@@ -257,6 +264,59 @@ def main_run(args) -> None:
     print(json.dumps({k: v.get("ok", v) for k, v in report.data["parts"].items()}, indent=1))
 
 
+PROXY_READINGS = ["proxy-paper-bal", "proxy-paper", "proxy-plus-bank"]  # best paper-family, paper, lpbert-plus
+PROXY_SMOKE = {"finetune": {"per_dataset": {"WN18RR": {"train_subsample": 64, "dev_subsample": 16, "batch_size": 16,
+                                                        "epochs": 1}}},
+               "score": {"per_dataset": {"WN18RR": {"test_subsample": 16}}}}
+
+
+def proxy_calibration_config(readings: list[str], smoke: bool) -> dict:
+    """config.yaml with the named proxy readings as runs, each at two full WN18RR epochs (the paper's length and
+    batch; the proxy's dev subset and diagnostics, patience 2 so both epochs run) and the full test split."""
+    from lpbert_core.config_files import load_config, merge
+
+    config = load_config([REPO / "config.yaml"])
+    proxy = load_config([REPO / "configs/proxy.yaml"])
+    runs = {}
+    for name in readings:
+        spec = dict(proxy["runs"][name])
+        spec.pop("seeds", None)
+        spec["finetune"] = {**spec.get("finetune", {}), "epochs": 2, "step_budget": None, "dev_diagnostics": True,
+                            "dev_subsample": 1000, "early_stop_patience": 2}
+        runs[f"gpu-{name}"] = spec
+    config = merge(config, {"runs": runs, "score": {"per_dataset": {"WN18RR": {"test_subsample": None}}}})
+    return merge(config, PROXY_SMOKE) if smoke else config
+
+
+def main_proxy_calibration(args) -> None:
+    """Each reading's two epochs and full test scoring, one part each (gpu_check.json: the train log with its dev
+    trajectory and diagnostics, the test metrics, the wall time), in the order given."""
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    if not args.smoke:
+        os.environ["LPBERT_MINILM_DIR"] = str(work / "minilm-fp32")
+        widen(PACK / "minilm-fp16", work / "minilm-fp32")
+    import torch
+
+    from lpbert_core.direct_run import DirectRun
+    from lpbert_core.job_settings import JobSettings
+
+    report = Report(out, work, args.budget_s)
+    cuda = torch.cuda.is_available()
+    report.data["environment"] = {"device": torch.cuda.get_device_name(0) if cuda else "cpu",
+                                  "torch": torch.__version__, "smoke": args.smoke, "readings": args.proxy_readings}
+    report.save()
+    runner = DirectRun(JobSettings(proxy_calibration_config(args.proxy_readings, args.smoke)), work,
+                       threads=os.cpu_count() or 1)
+    for name in args.proxy_readings:
+        run = f"gpu-{name}"
+        report.part(f"proxy_{name}", lambda run=run: run_summary(work, "WN18RR", run, runner.run("WN18RR", run)),
+                    need_s=0 if args.smoke else 120)
+    print(json.dumps({k: v.get("ok", v) for k, v in report.data["parts"].items()}, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -267,9 +327,13 @@ def main() -> None:
     run.add_argument("--budget-s", type=float, default=480.0, help="parts that would not fit are skipped")
     run.add_argument("--only", nargs="*", help="run only these parts (names as in gpu_check.json)")
     run.add_argument("--smoke", action="store_true", help="tiny settings on whatever device there is (rehearsal)")
+    run.add_argument("--proxy-calibration", action="store_true", help="the CPU proxy's GPU calibration (issue #25)")
+    run.add_argument("--proxy-readings", nargs="+", default=PROXY_READINGS, help="runs of configs/proxy.yaml")
     args = parser.parse_args()
     if args.command == "pack":
         pack()
+    elif args.proxy_calibration:
+        main_proxy_calibration(args)
     else:
         main_run(args)
 

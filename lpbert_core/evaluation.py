@@ -35,27 +35,32 @@ from lpbert_core.ranking import build_filter_index, filtered_ranks, metrics_from
 from lpbert_core.training import autocast_context, length_sorted_batches, sync_device
 
 HEAD_RANKINGS = ("inverse_query", "relation_candidates")
+TOWERS = ("entity", "query")  # which encoder of a two-tower model (one tower: the same encoder)
 
 
 @torch.inference_mode()
 def encode_sequences(model, pairs: list[tuple[list[int], list[int]]], pad_id: int, device: torch.device,
-                     batch_size: int, precision: str = "auto") -> torch.Tensor:
+                     batch_size: int, precision: str = "auto", tower: str = "entity") -> torch.Tensor:
     """Encode token sequences ((ids, token types) pairs) in length-sorted batches with dynamic padding; returns
     float32 vectors [N, d] on `device`, in input order. In a multi-GPU job (every rank calls this with the same
     pairs) each rank encodes every K-th batch of the same batch list and all ranks get all vectors, each computed
-    exactly as one process computes it."""
+    exactly as one process computes it. `tower`: `entity` (candidates) or `query` (a two-tower model's query
+    encoder)."""
+    if tower not in TOWERS:
+        raise ValueError(f"tower must be one of {TOWERS}, got {tower!r}")
+    encode = getattr(model, f"encode_{tower}", None) or model.encode  # a model without towers: `encode`
     was_training = model.training
     model.eval()
     lengths = [len(p[0]) for p in pairs]
     out = None
     batches = length_sorted_batches(lengths, batch_size, shuffle=False)
     if distributed.world().size > 1:
-        return _encode_sequences_ranks(model, pairs, batches, pad_id, device, precision, was_training)
+        return _encode_sequences_ranks(model, pairs, batches, pad_id, device, precision, was_training, encode)
     for idx in batches:
         batch = collate_pairs([pairs[i] for i in idx], pad_id)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast_context(device, precision):
-            vec = model.encode(**batch).float()
+            vec = encode(**batch).float()
         if out is None:
             out = torch.empty(len(pairs), vec.shape[1], device=device)
         out[torch.as_tensor(idx, device=device)] = vec
@@ -65,16 +70,18 @@ def encode_sequences(model, pairs: list[tuple[list[int], list[int]]], pad_id: in
     return out
 
 
-def _encode_sequences_ranks(model, pairs, batches, pad_id: int, device, precision: str, was_training: bool):
+def _encode_sequences_ranks(model, pairs, batches, pad_id: int, device, precision: str, was_training: bool,
+                            encode=None):
     """encode_sequences in a multi-GPU job: batch b on rank b % K (the batches are sorted by length, so this shares
     the work evenly), rows summed over ranks into one zero tensor (exact: each row is filled by one rank)."""
     ranks = distributed.world()
+    encode = encode or model.encode
     vectors = []
     for idx in batches[ranks.rank::ranks.size]:
         batch = collate_pairs([pairs[i] for i in idx], pad_id)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast_context(device, precision):
-            vectors.append((idx, model.encode(**batch).float()))
+            vectors.append((idx, encode(**batch).float()))
     model.train(was_training)
     dim = distributed.max_int(vectors[0][1].shape[1] if vectors else 0)
     if dim == 0:
@@ -90,13 +97,14 @@ def entity_pairs(builder: SequenceBuilder) -> list[tuple[list[int], list[int]]]:
 
 
 def encode_entities(model, builder: SequenceBuilder, device, batch_size: int, precision: str = "auto"):
-    return encode_sequences(model, entity_pairs(builder), builder.kg.special.pad, device, batch_size, precision)
+    return encode_sequences(model, entity_pairs(builder), builder.kg.special.pad, device, batch_size, precision,
+                            tower="entity")
 
 
 def encode_queries(model, builder: SequenceBuilder, anchors, relations, device, batch_size: int,
                    precision: str = "auto"):
     pairs = [builder.query(int(a), int(r)) for a, r in zip(anchors, relations)]
-    return encode_sequences(model, pairs, builder.kg.special.pad, device, batch_size, precision)
+    return encode_sequences(model, pairs, builder.kg.special.pad, device, batch_size, precision, tower="query")
 
 
 @dataclass
@@ -183,8 +191,8 @@ def rank_heads_by_relation_candidates(model, builder: SequenceBuilder, entity_ve
                                       precision: str = "auto", progress: bool = True) -> dict[str, np.ndarray]:
     """`head_ranking: relation_candidates`: filtered ranks of head queries (?, r, t) (queries.anchor = t,
     queries.relation = r, queries.gold = h), every entity h' a candidate scored s(query(h', r), entity(t)).
-    One relation at a time: its E candidate queries are encoded (length-sorted, dynamic padding; tqdm counts the
-    sequences), then its head queries are scored in chunks, [chunk, E] on the device."""
+    One relation at a time: its E candidate queries are encoded (the query tower; length-sorted, dynamic padding; tqdm
+    counts the sequences), then its head queries are scored in chunks, [chunk, E] on the device."""
     from tqdm.auto import tqdm
 
     E = builder.kg.num_entities
@@ -231,9 +239,11 @@ def known_triples(kg: TokenizedKG, splits=("train", "dev", "test")) -> np.ndarra
 def evaluate_split(model, kg: TokenizedKG, builder: SequenceBuilder, split: str, device, *,
                    batch_size: int, chunk_size: int, precision: str, head_ranking: str,
                    filter_splits=("train", "dev", "test"), subsample: int | None = None, seed: int = 0,
-                   entity_vecs: torch.Tensor | None = None) -> tuple[pd.DataFrame, dict, dict]:
+                   entity_vecs: torch.Tensor | None = None,
+                   vectors: dict | None = None) -> tuple[pd.DataFrame, dict, dict]:
     """Filtered ranks of every query of `split` (both directions) against all entities; head queries ranked per
-    `head_ranking` (module docstring).
+    `head_ranking` (module docstring). `vectors`: a dict that receives what was encoded (entity_vecs, and for
+    inverse_query: query_vecs, queries, filter_index), for diagnostics and the entity bank to reuse.
 
     Returns (ranks frame, metrics, timings). Columns: query, direction, head, relation, tail (entity / relation
     string ids), gold (entity id), optimistic, pessimistic, realistic, num_candidates."""
@@ -248,6 +258,8 @@ def evaluate_split(model, kg: TokenizedKG, builder: SequenceBuilder, split: str,
         entity_vecs = encode_entities(model, builder, device, batch_size, precision)
     sync_device(device)
     t1 = time.perf_counter()
+    if vectors is not None:
+        vectors["entity_vecs"] = entity_vecs
     if head_ranking == "inverse_query":
         query_vecs = encode_queries(model, builder, queries.anchor, queries.query_relation, device, batch_size,
                                     precision)
@@ -255,6 +267,8 @@ def evaluate_split(model, kg: TokenizedKG, builder: SequenceBuilder, split: str,
         t2 = time.perf_counter()
         index = build_filter_index(known_triples(kg, filter_splits), kg.num_entities)
         ranks = rank_queries(query_vecs, entity_vecs, queries, index, chunk_size, pair_head)
+        if vectors is not None:
+            vectors.update(query_vecs=query_vecs, queries=queries, filter_index=index)
     else:
         tail = queries.direction == "tail"
         tq, hq = (QuerySet(*(getattr(queries, f)[sel] for f in QuerySet.__dataclass_fields__))

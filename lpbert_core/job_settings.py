@@ -121,6 +121,44 @@ class JobSettings:
         spec.update(self.config["tables"].get("reproduction") or {})
         return spec
 
+    # ---------------------------------------------------------------- the zero-shot floor (tables.floor)
+
+    def floor_runs(self) -> list[str]:
+        """tables.floor, checked: lpbert runs with finetune.zero_shot true, at most one per (encoder, pretrain)."""
+        names = list((self.config["tables"].get("floor") or []))
+        seen: dict[tuple[str, str], str] = {}
+        for name in names:
+            if name not in self.config["runs"]:
+                raise ConfigError(f"tables.floor: no run named {name!r} under runs: "
+                                  f"(configured: {', '.join(self.config['runs'])})")
+            spec = self.run_settings(name)
+            if spec["model"] != "lpbert" or not (spec.get("finetune") or {}).get("zero_shot"):
+                raise ConfigError(f"tables.floor: run {name!r} must be an lpbert run with finetune: "
+                                  "{zero_shot: true} (a trained run is no floor)")
+            key = (spec["encoder"], spec["pretrain"])
+            if key in seen:
+                raise ConfigError(f"tables.floor: {seen[key]!r} and {name!r} are both the floor of encoder "
+                                  f"{key[0]!r} with pretrain {key[1]!r}; keep one")
+            seen[key] = name
+        return names
+
+    def floor_of(self, run: str) -> str | None:
+        """The floor a row of `run` is compared with: the floor run on its encoder and pre-training variant, else
+        the one on its encoder with pretrain none (the untrained encoder is below every run); None for a floor run
+        itself or where no floor shares its encoder."""
+        floors = self.floor_runs()
+        base = self.instances[run][0] if run in self.instances else run
+        if base in floors:
+            return None
+        spec = self.run_settings(run)
+        by_key = {(self.run_settings(f)["encoder"], self.run_settings(f)["pretrain"]): f for f in floors}
+        return by_key.get((spec["encoder"], spec["pretrain"])) or by_key.get((spec["encoder"], "none"))
+
+    def floors_for(self, runs) -> list[str]:
+        """The floor runs a table whose rows are `runs` shows: every floor run on an encoder one of them uses."""
+        encoders = {self.run_settings(run)["encoder"] for run in runs}
+        return [f for f in self.floor_runs() if self.run_settings(f)["encoder"] in encoders and f not in runs]
+
     # ---------------------------------------------------------------- sources and data stages
 
     def source(self, dataset: str) -> dict:

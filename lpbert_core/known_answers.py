@@ -38,33 +38,89 @@ class KnownAnswers:
         pos = np.minimum(pos, len(self.keys) - 1) if len(self.keys) else pos
         return (self.keys[pos] == keys) if len(self.keys) else np.zeros(np.shape(keys), dtype=bool)
 
+    def answers_of(self, h, r) -> tuple[np.ndarray, np.ndarray]:
+        """Every known answer of each query (h_i, r_i) as (row_index, tail) int64 arrays, rows in order, tails
+        ascending within a row. The answers of (h, r) are the keys in [(h R2 + r) E, (h R2 + r + 1) E)."""
+        lo = self._key(np.ravel(h), np.ravel(r), 0)
+        start = np.searchsorted(self.keys, lo, side="left")
+        counts = np.searchsorted(self.keys, lo + self.E, side="left") - start
+        rows = np.repeat(np.arange(len(lo), dtype=np.int64), counts)
+        # position of each answer: its row's first key + its rank within the row
+        offset = np.arange(len(rows), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+        return rows, self.keys[np.repeat(start, counts) + offset] - np.repeat(lo, counts)
 
-def train_known_answers(kg: TokenizedKG, inverse_augmentation: bool = True) -> KnownAnswers:
+
+SYMMETRY_THRESHOLD = 0.9  # WN18RR: its 3 symmetric relations are 92.5-93.2 % self-reverse, the next (_also_see) 64 %
+
+
+def self_reverse_shares(train_triples: np.ndarray, num_relations: int) -> np.ndarray:
+    """[R] float: per relation r, the share of its distinct train triples (h, r, t), h != t, whose reverse (t, r, h)
+    is also in train. Self-loops are ignored (trivially their own reverse, no evidence either way); NaN for a
+    relation without a non-loop triple."""
+    t = np.unique(np.asarray(train_triples, dtype=np.int64).reshape(-1, 3), axis=0)
+    t = t[t[:, 0] != t[:, 2]]
+    kn = KnownAnswers(t, int(t[:, [0, 2]].max(initial=-1)) + 1, num_relations)
+    reversed_ = kn.contains(t[:, 2], t[:, 1], t[:, 0])
+    total = np.bincount(t[:, 1], minlength=num_relations)
+    hits = np.bincount(t[:, 1], weights=reversed_, minlength=num_relations)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return hits / total
+
+
+def symmetric_relations(train_triples: np.ndarray, num_relations: int,
+                        threshold: float = SYMMETRY_THRESHOLD) -> np.ndarray:
+    """Ids (0..R-1, ascending) of the relations whose train triples are at least `threshold` self-reverse
+    (`self_reverse_shares`: self-loops ignored, a relation with only self-loops is not symmetric)."""
+    shares = self_reverse_shares(train_triples, num_relations)
+    return np.flatnonzero(np.nan_to_num(shares, nan=-1.0) >= threshold).astype(np.int64)
+
+
+def close_symmetric(rows: np.ndarray, symmetric: np.ndarray, num_relations: int) -> np.ndarray:
+    """`rows` plus (t, r, h) for every row (h, r, t) whose relation r or inverse id r + R belongs to a symmetric
+    relation: the row set closed under reversal, for the original relation and its inverse id alike."""
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1, 3)
+    sym = np.isin(rows[:, 1] % num_relations, np.asarray(symmetric, dtype=np.int64))
+    return np.concatenate([rows, rows[sym][:, ::-1]], axis=0)
+
+
+def _closed(kg: TokenizedKG, rows: np.ndarray, symmetric_closure: bool) -> np.ndarray:
+    """The closure, symmetry detected on the TRAIN split only (dev / test never decide which relations close)."""
+    if not symmetric_closure:
+        return rows
+    return close_symmetric(rows, symmetric_relations(kg.triples["train"], kg.num_relations), kg.num_relations)
+
+
+def train_known_answers(kg: TokenizedKG, inverse_augmentation: bool = True,
+                        symmetric_closure: bool = False) -> KnownAnswers:
     """Known answers from the FULL train split only (original + inverse rows). Dev and test never enter the
-    training labels by default (the authors' labels used them: `known_answers(kg, ("train", "dev", "test"))`)."""
+    training labels by default (the authors' labels used them: `known_answers(kg, ("train", "dev", "test"))`).
+    `symmetric_closure` (`finetune.symmetric_closure`): (t, r, h) is also known wherever (h, r, t) is, for r a
+    symmetric relation (`symmetric_relations` on train) or its inverse id."""
     rows = augment_inverse(kg.triples["train"], kg.num_relations)
     if not inverse_augmentation:
         rows = kg.triples["train"]
-    return KnownAnswers(rows, kg.num_entities, 2 * kg.num_relations)
+    return KnownAnswers(_closed(kg, rows, symmetric_closure), kg.num_entities, 2 * kg.num_relations)
 
 
 LABEL_SPLITS = ("train", "dev", "test")
 
 
-def known_answers(kg: TokenizedKG, splits=("train",), inverse_augmentation: bool = True) -> KnownAnswers:
+def known_answers(kg: TokenizedKG, splits=("train",), inverse_augmentation: bool = True,
+                  symmetric_closure: bool = False) -> KnownAnswers:
     """Known answers from the named splits (`finetune.label_splits`; train must be one of them): the in-batch
     labels, the negative sampler's and the self-negatives' "known answer" test. ("train",) is
-    `train_known_answers`; ("train", "dev", "test") is the authors' code, a test-set leak (`label_leak`)."""
+    `train_known_answers`; ("train", "dev", "test") is the authors' code, a test-set leak (`label_leak`).
+    `symmetric_closure`: as in `train_known_answers`, applied to the rows of every named split."""
     splits = tuple(splits)
     bad = [s for s in splits if s not in LABEL_SPLITS]
     if bad or "train" not in splits:
         raise ValueError(f"finetune.label_splits must hold 'train' and only {LABEL_SPLITS}, got {list(splits)}")
     if splits == ("train",):
-        return train_known_answers(kg, inverse_augmentation)
+        return train_known_answers(kg, inverse_augmentation, symmetric_closure)
     rows = np.concatenate([np.asarray(kg.triples[s], dtype=np.int64).reshape(-1, 3) for s in splits])
     if inverse_augmentation:
         rows = augment_inverse(rows, kg.num_relations)
-    return KnownAnswers(rows, kg.num_entities, 2 * kg.num_relations)
+    return KnownAnswers(_closed(kg, rows, symmetric_closure), kg.num_entities, 2 * kg.num_relations)
 
 
 def label_leak(splits) -> str | None:

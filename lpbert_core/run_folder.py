@@ -1,7 +1,8 @@
 """The folder of a trained run (`results/{dataset}/runs/{run}/model/`), one format for the siamese LP-BERT and the
 KG-BERT-style cross-encoder: the encoder as a Hugging Face folder (safetensors) with its tokenizer, each new layer as
-its own `<name>.safetensors`, and `lpbert_run.json` holding everything else needed to rebuild the scorer (pooling,
-max lengths, scorer kind, settings, new-layer values)."""
+its own `<name>.safetensors`, a second encoder (a two-tower run's query tower) as an HF subfolder, and
+`lpbert_run.json` holding everything else needed to rebuild the scorer (pooling, max lengths, scorer kind, settings,
+new-layer values)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,13 @@ RUN_FILE = "lpbert_run.json"
 
 
 def write_run_folder(directory: str | Path, encoder, tokenizer, info: dict,
-                     layers: dict[str, dict[str, torch.Tensor]] | None = None) -> None:
-    """Write into `directory` (the caller makes it atomic): encoder + tokenizer, `layers` {file: state dict}, info."""
+                     layers: dict[str, dict[str, torch.Tensor]] | None = None, towers: dict | None = None) -> None:
+    """Write into `directory` (the caller makes it atomic): encoder + tokenizer, `layers` {file: state dict},
+    `towers` {subfolder: another encoder (HF folder, e.g. a two-tower model's query tower)}, info."""
     directory = Path(directory)
     encoder.save_pretrained(directory, safe_serialization=True)
+    for subfolder, tower in (towers or {}).items():
+        tower.save_pretrained(directory / subfolder, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)
     for filename, state in (layers or {}).items():

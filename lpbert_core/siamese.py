@@ -17,10 +17,16 @@ the `pair_linear` layer and InfoNCE's learnable inverse temperature (`finetune.i
 only when switched on: `log_inv_t`, 1/tau = exp(log_inv_t) capped at MAX_INVERSE_TEMPERATURE). Their names do not start with `encoder.`, so `build_optimizer(model, "encoder.", ...)` gives
 them the new-layer LR. The pair layer is created only for `pair_linear` (a cosine model draws no extra random
 numbers and has the same state dict as before) and saved next to the encoder as `pair_scorer.safetensors`.
+
+Two towers (`finetune.two_towers`, lpbert-plus; SimKGC's design): `set_two_towers()` deep-copies the encoder into
+`query_encoder` (no random numbers drawn), queries then go through it and entities through `encoder`, both trained at
+the encoder LR (`build_optimizer(model, ENCODER_PREFIXES, ...)`). Saved as the HF folder `query_encoder/` inside the
+run folder (lpbert_run.json `two_towers: true`). Off: one shared encoder, the state dict and folder as before.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -35,6 +41,8 @@ SCORERS = ("cosine", "pair_linear")
 PAIR_SCORER_FILE = "pair_scorer.safetensors"
 PAIR_DROPOUT = 0.1  # authors' code: Dropout(0.1) on the concatenated pair features
 MAX_INVERSE_TEMPERATURE = 100.0  # SimKGC: 1/tau clamped at 100 (tau >= 0.01)
+QUERY_ENCODER_DIR = "query_encoder"  # the query tower's HF folder inside a two-tower run folder
+ENCODER_PREFIXES = ("encoder.", "query_encoder.")  # parameter names of the pre-trained towers (encoder LR)
 
 
 class PairLinear(nn.Module):
@@ -84,7 +92,19 @@ class SiameseModel(nn.Module):
         self.prob_scale = nn.Parameter(torch.tensor(float(init_scale)))
         self.prob_bias = nn.Parameter(torch.tensor(float(init_bias)))
         self.log_inv_t = None
+        self.query_encoder = None  # two towers: the query tower (set_two_towers); None: one shared encoder
         self.set_scorer(scorer)
+
+    @property
+    def two_towers(self) -> bool:
+        return self.query_encoder is not None
+
+    def set_two_towers(self, query_encoder: nn.Module | None = None) -> None:
+        """Separate query tower: `query_encoder` (loading a run) or a deep copy of the encoder (same weights, same
+        device; no random numbers drawn)."""
+        if self.query_encoder is not None:
+            raise RuntimeError("the model has two towers already")
+        self.query_encoder = copy.deepcopy(self.encoder) if query_encoder is None else query_encoder
 
     def set_learnable_temperature(self, temperature: float) -> None:
         """InfoNCE's 1/tau as a new-layer parameter, initialised at 1/temperature (lpbert-plus)."""
@@ -118,9 +138,20 @@ class SiameseModel(nn.Module):
         return self.encode(input_ids, attention_mask, token_type_ids)
 
     def encode(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+        """The (entity) encoder's pooled vectors: with one tower, queries and entities alike."""
+        return self._pooled(self.encoder, input_ids, attention_mask, token_type_ids)
+
+    def encode_entity(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+        return self._pooled(self.encoder, input_ids, attention_mask, token_type_ids)
+
+    def encode_query(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+        tower = self.encoder if self.query_encoder is None else self.query_encoder
+        return self._pooled(tower, input_ids, attention_mask, token_type_ids)
+
+    def _pooled(self, tower: nn.Module, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
         if not self._token_types:
             token_type_ids = None  # RoBERTa-style encoders have a single token type; MPNet has none
-        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        out = tower(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
         if self.pooling == "pooler":
             return out.pooler_output
         hidden = out.last_hidden_state
@@ -185,7 +216,12 @@ def save_run_model(model: SiameseModel, tokenizer, directory: Path, run_info: di
     if model.pair_head is not None:
         layers[PAIR_SCORER_FILE] = model.pair_head.state_dict()
         info["new_layers"]["pair_scorer"] = PAIR_SCORER_FILE
-    write_run_folder(directory, model.encoder, tokenizer, info, layers)
+    towers = {}
+    if model.query_encoder is not None:
+        info["two_towers"] = True
+        info["query_encoder"] = QUERY_ENCODER_DIR
+        towers[QUERY_ENCODER_DIR] = model.query_encoder
+    write_run_folder(directory, model.encoder, tokenizer, info, layers, towers)
 
 
 def load_run_model(directory: str | Path, device: torch.device | str = "cpu") -> tuple[SiameseModel, dict]:
@@ -196,6 +232,8 @@ def load_run_model(directory: str | Path, device: torch.device | str = "cpu") ->
                          nl.get("prob_bias", 0.0), scorer)
     if model.pair_head is not None:
         model.pair_head.load_state_dict(read_layer(directory, nl.get("pair_scorer", PAIR_SCORER_FILE)))
+    if info.get("two_towers"):
+        model.set_two_towers(read_encoder(Path(directory) / info.get("query_encoder", QUERY_ENCODER_DIR)))
     if "infonce_temperature" in nl:  # the trained temperature (training-only: ranks are by the score itself)
         model.set_learnable_temperature(nl["infonce_temperature"])
     model.to(device).eval()

@@ -118,7 +118,7 @@ def compute_record(device: torch.device, precision: str = "auto", world_size: in
 
 def build_optimizer(
     model: torch.nn.Module,
-    encoder_prefix: str,
+    encoder_prefix: str | tuple[str, ...],
     lr_encoder: float,
     lr_new: float,
     weight_decay: float = 0.01,
@@ -126,11 +126,12 @@ def build_optimizer(
     eps: float = 1e-8,
     kind: str = "adamw",
 ) -> torch.optim.Optimizer:
-    """AdamW with the paper's two learning rates: parameters whose name starts with `encoder_prefix`
-    (the pre-trained encoder) get `lr_encoder`, all others (new layers) get `lr_new`. Bias and LayerNorm /
-    BatchNorm weights get no weight decay, as is standard for BERT. `betas` / `eps`: torch's defaults unless given
-    (the authors' fine-tuning: (0.9, 0.98), 1e-6). `kind="adam"`: torch Adam over the same groups (the authors'
-    pre-training: Adam, one LR 1e-4 for all, no weight decay; a non-zero weight_decay would be Adam's coupled L2)."""
+    """AdamW with the paper's two learning rates: parameters whose name starts with `encoder_prefix` (the
+    pre-trained encoder; a tuple: any of them, e.g. a two-tower model's two encoders) get `lr_encoder`, all others
+    (new layers) get `lr_new`. Bias and LayerNorm / BatchNorm weights get no weight decay, as is standard for BERT.
+    `betas` / `eps`: torch's defaults unless given (the authors' fine-tuning: (0.9, 0.98), 1e-6). `kind="adam"`: torch
+    Adam over the same groups (the authors' pre-training: Adam, one LR 1e-4 for all, no weight decay; a non-zero
+    weight_decay would be Adam's coupled L2)."""
     if kind not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {kind!r}")
     groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}

@@ -98,6 +98,8 @@ run_settings = JOBS.run_settings
 reproduction_spec = JOBS.reproduction_spec
 runs_of = JOBS.runs_of
 source_settings = JOBS.source
+floor_of = JOBS.floor_of
+floors_for = JOBS.floors_for
 
 
 def check_table_runs():
@@ -111,6 +113,7 @@ def check_table_runs():
             raise WorkflowError(
                 f"{key_path}: no run named {run!r} under runs: (configured: {', '.join(config['runs'])})"
             )
+    JOBS.floor_runs()  # zero-shot lpbert runs, one per encoder and pre-training variant
 
 
 check_table_runs()
@@ -215,16 +218,24 @@ def inductive_pairs():
 
 
 def _beyond_rows(table, datasets):
-    rows = []
-    for run, label in config["tables"][table]["rows"].items():
+    """The table's rows of ours, then its zero-shot floor rows (tables.floor) on the same graphs."""
+    from lpbert_core.report.table_sources import floor_label
+
+    labels = dict(config["tables"][table]["rows"])
+    for run in labels:
         if run not in config["runs"] or run_entry(run).get("model") != "lpbert":
             raise WorkflowError(f"tables.{table}.rows: {run!r} is not an lpbert run of `runs`")
+    floors = floors_for(list(labels))
+    labels.update({run: floor_label(run_settings(run)["pretrain"]) for run in floors})
+    rows = []
+    for run, label in labels.items():
         for dataset in datasets:
             candidates = None
             if table == "inductive" and source_settings(dataset).get("candidates"):
                 candidates = f"results/{dataset}/runs/{run}/candidates/metrics.json"
             rows.append({"dataset": dataset, "run": run, "label": label,
-                         "metrics": f"results/{dataset}/runs/{run}/metrics.json", "candidates": candidates})
+                         "metrics": f"results/{dataset}/runs/{run}/metrics.json", "candidates": candidates,
+                         "floor": run in floors, "floor_run": None if run in floors else floor_of(run)})
     return rows
 
 
@@ -318,11 +329,25 @@ def run_files(dataset, run):
     return files
 
 
+def table_floor_specs(table):
+    """(dataset, floor run) of the zero-shot floor rows a table shows: each floor run on an encoder of its rows
+    (JobSettings.floors_for), on every dataset of its rows."""
+    specs = table_row_specs(table)
+    datasets = dict.fromkeys(dataset for dataset, *_ in specs)
+    return [(dataset, run) for run in floors_for(list(dict.fromkeys(run for _, run, *_ in specs)))
+            for dataset in datasets]
+
+
 def table_rows(wildcards):
-    """Row specs of lpbert_core.report.tables (workflow_scripts/tables.py documents the keys): one per row, listing the files
-    of every instance (seed) of its run."""
+    """Row specs of lpbert_core.report.tables (workflow_scripts/tables.py documents the keys): one per row, listing the
+    files of every instance (seed) of its run; then the table's zero-shot floor rows (`floor: true`, no paper row)."""
+    from lpbert_core.report.table_sources import floor_label
+
     rows = []
-    for dataset, run, paper_row, role in table_row_specs(wildcards.table):
+    specs = [(dataset, run, paper_row, role, False) for dataset, run, paper_row, role in
+             table_row_specs(wildcards.table)]
+    specs += [(dataset, run, None, None, True) for dataset, run in table_floor_specs(wildcards.table)]
+    for dataset, run, paper_row, role, floor in specs:
         settings = run_settings(run)
         row = {
             "table": wildcards.table,
@@ -333,6 +358,10 @@ def table_rows(wildcards):
             "encoder": settings["encoder"],
             "encoder_source": config["encoders"][settings["encoder"]],
         }
+        if floor:
+            row.update(floor=True, label=floor_label(settings["pretrain"]))
+        else:
+            row["floor_run"] = floor_of(run)
         if role:
             row["role"] = role
         reason = run_skip_reason(run)
@@ -360,6 +389,31 @@ def table_inputs(wildcards):
 def table_attribution(wildcards):
     """The reproduction table's attribution summary (a CSV path), None for the other tables or when not configured."""
     return reproduction_spec()["attribution"] if wildcards.table == "reproduction" else None
+
+
+# ---- used by tables.smk's proxy_table (issue #25: the CPU proxy, configs/proxy.yaml)
+
+def proxy_rows(wildcards=None):
+    """The floor (tables.floor) and every reading of tables.proxy.rows on each of tables.proxy.datasets, each with
+    its seed instances' files."""
+    spec = config["tables"].get("proxy") or {}
+    labels = dict(spec.get("rows") or {})
+    floors = [run for run in config["tables"].get("floor", []) if run in config["runs"]]
+    rows = []
+    for dataset in spec.get("datasets", []):
+        for run in floors + list(labels):
+            if run not in config["runs"]:
+                raise WorkflowError(f"tables.proxy.rows: {run!r} is not a run of `runs`")
+            rows.append({"dataset": dataset, "run": run, "floor": run in floors,
+                         "label": labels.get(run, "zero-shot (no fine-tuning)"),
+                         "instances": [{"run": name, "seed": seed, **run_files(dataset, name)}
+                                       for name, seed in run_instances(run)]})
+    return rows
+
+
+def proxy_inputs(wildcards=None):
+    keys = ("metrics", "train_log", "finetune_benchmark", "score_benchmark")
+    return [inst[k] for row in proxy_rows() for inst in row["instances"] for k in keys]
 
 
 # ---- used by study.smk
@@ -404,6 +458,7 @@ def breakdown_targets():
     spec = reproduction_spec()
     pairs |= {(dataset, spec[key]) for key in ("paper_text", "authors_code") if spec[key]
               for dataset in config["datasets"]}
+    pairs |= {pair for table in TABLES for pair in table_floor_specs(table)}
     return [
         f"results/{dataset}/runs/{run}/breakdown.{ext}"
         for dataset, run in sorted(pairs)

@@ -70,3 +70,23 @@ rule plus_table:
         "../envs/data.yaml"
     script:
         "../workflow_scripts/beyond_tables.py"
+
+
+rule proxy_table:
+    """The CPU proxy's readings against the zero-shot floor (configs/proxy.yaml; outside `all`)."""
+    input:
+        proxy_inputs,
+    output:
+        md=report("results/tables/proxy.md", caption="../report/tables.rst", category="Tables"),
+        csv=report("results/tables/proxy.csv", caption="../report/tables.rst", category="Tables"),
+        figure=report("results/figures/proxy/trajectories.png", caption="../report/tables.rst", category="Figures"),
+    params:
+        rows=proxy_rows,
+        scale_note=config["tables"].get("scale_note", ""),
+    log:
+        "logs/tables/proxy.log",
+    localrule: True
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow_scripts/proxy_table.py"

@@ -156,7 +156,9 @@ def test_dev_loss_selection_early_stops(setup, tmp_path, monkeypatch):
 
     kg, tok, enc_dir = setup
     losses = iter([1.0, 0.5, 0.7, 0.8, 0.9])
-    monkeypatch.setattr(loop, "dev_in_batch_loss", lambda *a, **k: next(losses))
+    from lpbert_core.finetune import dev_point
+
+    monkeypatch.setattr(dev_point, "dev_in_batch_loss", lambda *a, **k: next(losses))
     res = loop.finetune(kg, AutoModel.from_pretrained(enc_dir), tok,
                         {**CFG, "epochs": 5, "selection": "dev_loss", "early_stop_patience": 2}, tmp_path / "model",
                         tmp_path / "log.csv", tmp_path / "ckpt", torch.device("cpu"), {"dataset": "toy"},

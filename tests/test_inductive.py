@@ -189,3 +189,52 @@ def test_inductive_and_plus_tables(tmp_path):
     assert "| umls | LP-BERT (paper, Table 1) | – | – | – | 1.000 | 1.18 |" in text
     assert "| umls | ours: lpbert-plus | 0.900 | 0.800 | 0.800 | 1.000 | 1.11 |" in text
     assert set(plus["kind"]) == {"published", "ours"} and np.isclose(plus.loc[plus["kind"] == "ours", "mrr"], 0.9)
+
+
+def test_beyond_tables_show_the_zero_shot_floor_and_mark_rows_below_it(tmp_path):
+    """Each section ends with its floor rows; a row at or below its floor (MRR; UMLS: Hits@10) gets ▽ per protocol."""
+    from lpbert_core.report.beyond_tables import OurRun, build_inductive, build_plus
+    from lpbert_core.report.table_sources import floor_label
+
+    published = tmp_path / "pub.csv"
+    published.write_text("method,dataset,version,protocol,hits@1,hits@10,mrr,source,quote\n")
+    pairs = [{"train": "WN18RR_v1", "test": "WN18RR_v1_ind", "family": "WN18RR", "version": "v1"}]
+    rows = [OurRun("WN18RR_v1_ind", "lpbert", "pre-trained on vN", _metrics(tmp_path / "a/metrics.json", 0.3, 0.2, 0.5),
+                   _metrics(tmp_path / "a/candidates/metrics.json", 0.8, 0.7, 0.9), floor_run="zero-shot-pretrained"),
+            OurRun("WN18RR_v1_ind", "zero-shot-pretrained", floor_label("mem-mrm-mlm"),
+                   _metrics(tmp_path / "z/metrics.json", 0.4, 0.3, 0.6),
+                   _metrics(tmp_path / "z/candidates/metrics.json", 0.5, 0.4, 0.7), floor=True)]
+    paths = {"md": tmp_path / "inductive.md", "csv": tmp_path / "inductive.csv"}
+    frame = build_inductive(pairs, rows, published, paths)
+    md = paths["md"].read_text()
+    # full ranking: 0.3 <= 0.4 (marked); 50 candidates: 0.8 > 0.5 (not)
+    assert "| WN18RR_v1_ind | ours: pre-trained on vN | 0.200 | 0.500 | 0.300 ▽ | 0.700 | 0.900 | 0.800 |" in md
+    assert ("| WN18RR_v1_ind | ours: zero-shot (no fine-tuning): encoder after pre-training mem-mrm-mlm (run "
+            "`zero-shot-pretrained`) | 0.300 | 0.600 | 0.400 |") in md
+    assert md.index("ours: pre-trained on vN") < md.index("run `zero-shot-pretrained`")
+    assert "`lpbert` on WN18RR_v1_ind (MRR 0.300 ≤ 0.400 of `zero-shot-pretrained`)" in md
+    ours = frame[frame["kind"] == "ours"].set_index("protocol")
+    assert ours.loc["full ranking", "below_floor"] and not ours.loc["50 candidates (BERTRL lists)", "below_floor"]
+    assert set(frame["kind"]) == {"ours", "floor"}
+
+    paper = tmp_path / "paper.csv"
+    paper.write_text("table,row,label,dataset,method,metric,value\n"
+                     "table1,LP-BERT,LP-BERT,UMLS,LP-BERT,hits@10,1.0\ntable1,LP-BERT,LP-BERT,UMLS,LP-BERT,mr,1.18\n")
+    simkgc = tmp_path / "simkgc.csv"
+    simkgc.write_text("method,dataset,mrr,hits@1,hits@3,hits@10,source,quote\n")
+    # UMLS compares Hits@10: lpbert-plus has the lower MRR but the higher Hits@10 (not marked); lpbert ties (marked)
+    plus_rows = [OurRun("umls", "lpbert-plus", "lpbert-plus", _metrics(tmp_path / "p/metrics.json", 0.5, 0.4, 0.95),
+                        floor_run="zero-shot"),
+                 OurRun("umls", "lpbert", "LP-BERT (paper reading)",
+                        _metrics(tmp_path / "l/metrics.json", 0.7, 0.6, 0.9), floor_run="zero-shot"),
+                 OurRun("umls", "zero-shot", floor_label("none"), _metrics(tmp_path / "zs/metrics.json", 0.6, 0.5, 0.9),
+                        floor=True)]
+    ppaths = {"md": tmp_path / "plus.md", "csv": tmp_path / "plus.csv"}
+    plus = build_plus(["umls"], plus_rows, paper, simkgc, ppaths)
+    text = ppaths["md"].read_text()
+    assert "| umls | ours: lpbert-plus | 0.500 | 0.400 | 0.400 | 0.950 | 2 |" in text
+    assert "| umls | ours: LP-BERT (paper reading) | 0.700 | 0.600 | 0.600 | 0.900 ▽ | 1.43 |" in text
+    assert "| umls | ours: zero-shot (no fine-tuning): bare encoder (run `zero-shot`) | 0.600 |" in text
+    assert "`lpbert` on umls (Hits@10 0.900 ≤ 0.900 of `zero-shot`)" in text
+    assert plus.set_index("run").loc["lpbert", "below_floor"] and not plus.set_index("run").loc["lpbert-plus",
+                                                                                                  "below_floor"]

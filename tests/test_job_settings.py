@@ -171,3 +171,32 @@ def test_old_key_names_fail_with_their_new_names(cpu_jobs):
     assert "pretrain.lr_head is now pretrain.lr_new" in message
     assert "pretrain.per_dataset.umls.train_max_triples is now pretrain.per_dataset.umls.train_subsample" in message
     assert "runs.lpbert.finetune.score_chunk_size is now runs.lpbert.finetune.chunk_size" in message
+
+
+def test_zero_shot_floor_runs_and_which_floor_a_row_meets(cpu_jobs):
+    """tables.floor: the bare and the pre-trained encoder without fine-tuning, scored with the very score settings of
+    every run (per dataset: the CPU overlay's test subsample too)."""
+    assert cpu_jobs.floor_runs() == ["zero-shot", "zero-shot-pretrained"]
+    for dataset in ("umls", "WN18RR", "FB15k-237"):
+        for floor in cpu_jobs.floor_runs():
+            assert cpu_jobs.finetune_params(dataset, floor)["finetune"]["zero_shot"] is True
+            assert (cpu_jobs.score_params(dataset, floor)["settings"]
+                    == cpu_jobs.score_params(dataset, "lpbert")["settings"])
+    assert cpu_jobs.score_params("WN18RR", "zero-shot")["settings"]["test_subsample"] == 300
+    assert cpu_jobs.training_inputs("WN18RR", "zero-shot-pretrained")["pretrained"] == \
+        "results/WN18RR/pretrain/mem-mrm-mlm/model"
+    assert "pretrained" not in cpu_jobs.training_inputs("WN18RR", "zero-shot")
+    # same encoder and pre-training variant, else the bare encoder's floor; a floor has none
+    assert cpu_jobs.floor_of("lpbert") == "zero-shot-pretrained" and cpu_jobs.floor_of("t4-none") == "zero-shot"
+    assert cpu_jobs.floor_of("t4-mlm") == "zero-shot" and cpu_jobs.floor_of("kgbert") == "zero-shot"
+    assert cpu_jobs.floor_of("zero-shot") is None and cpu_jobs.floor_of("lpbert-roberta-base") is None
+    assert cpu_jobs.floors_for(["lpbert"]) == ["zero-shot", "zero-shot-pretrained"]
+    assert cpu_jobs.floors_for(["lpbert-roberta-base"]) == []
+    for floor, message in ((["nope"], "tables.floor: no run named 'nope'"),
+                           (["t4-none"], "tables.floor: run 't4-none' must be an lpbert run with finetune"),
+                           (["zero-shot", "zs2"], "are both the floor of encoder 'minilm' with pretrain 'none'")):
+        config = merge(cpu_jobs.config, {"tables": {"floor": floor}, "runs": {"zs2": {
+            "model": "lpbert", "pretrain": "none", "in_batch_negatives": True, "finetune": {"zero_shot": True}}}})
+        with pytest.raises(ConfigError, match=message):
+            JobSettings(config).floor_runs()
+    assert JobSettings(merge(cpu_jobs.config, {"tables": {"floor": []}})).floor_of("lpbert") is None

@@ -17,8 +17,8 @@ from lpbert_core.report.reproduction import build_reproduction
 from lpbert_core.report.table_render import CLEAN_NOTE
 from lpbert_core.results import METRICS, RANK_TYPES, SIDES, flat_key, json_key, read_metrics
 from lpbert_core.report.table_frames import build_table
-from lpbert_core.report.table_sources import (RowSpec, aggregate, epochs_timed, epochs_trained, inference_seconds, load_paper,
-                                       read_benchmark_seconds)
+from lpbert_core.report.table_sources import (RowSpec, aggregate, epochs_timed, epochs_trained, floor_label,
+                                              inference_seconds, load_paper, read_benchmark_seconds)
 from lpbert_core.report.tables import build_tables
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -514,3 +514,106 @@ def test_reproduction_of_a_config_whose_runs_are_the_authors_reading(tmp_path, p
     assert "**Paper text:** not run here (tables.reproduction.paper_text is null" in text
     # a leaky row: the leak note, never the claim that no dev or test triple was a label
     assert "⚠ leaky:** the run's metrics.json says `leaky: true`" in text and CLEAN_NOTE not in text
+
+
+# ------------------------------------------------------------------------------------------------- zero-shot floor
+def floor_spec(root: Path, table: str, dataset: str, run: str, pretrain: str, mrr: float, **kwargs) -> dict:
+    """A zero-shot floor row (tables.floor) as rules/common.smk passes it."""
+    return {"table": table, "dataset": dataset, "encoder": "minilm", "row": None, "floor": True,
+            "label": floor_label(pretrain), **make_run(root / dataset, run, mrr, epochs=0, **kwargs)}
+
+
+def block(mrr: float, hits10: float) -> dict:
+    """metrics.json `metrics` whose MRR and Hits@10 move apart (make_run ties Hits@10 to the MRR)."""
+    side = {"mrr": mrr, "mr": 5.0, "hits@1": mrr / 2, "hits@3": mrr, "hits@10": hits10, "count": 20}
+    return {"metrics": {"both": side, "head": side, "tail": side}}
+
+
+def test_table4_floor_rows_and_a_row_below_its_floor(tmp_path, paper):
+    specs = [
+        {"table": "table4", "row": "MEM+MRM+MLM|Y", "dataset": "WN18RR", "encoder": "minilm",
+         "floor_run": "zero-shot-pretrained", **make_run(tmp_path, "lpbert", 0.40)},
+        {"table": "table4", "row": "N|N", "dataset": "WN18RR", "encoder": "minilm", "floor_run": "zero-shot",
+         **make_run(tmp_path, "t4-none-nobatch", 0.05)},
+        floor_spec(tmp_path, "table4", "WN18RR", "zero-shot", "none", 0.08),
+        floor_spec(tmp_path, "table4", "WN18RR", "zero-shot-pretrained", "mem-mrm-mlm", 0.12),
+    ]
+    out = {"md": tmp_path / "t4.md", "csv": tmp_path / "t4.csv", "tex": tmp_path / "t4.tex"}
+    frame = build_tables(specs, PAPER_CSV, {"table4": out})["table4"]
+    floors = frame[frame.source == "floor"].set_index("run")
+    assert list(floors.index) == ["zero-shot", "zero-shot-pretrained"] and floors.loc["zero-shot", "mrr"] == 0.08
+    assert (frame.source == "floor").sum() == 2 and not (frame[frame.source == "diff"].run.str.startswith("zero")).any()
+    ours = frame[frame.source == "ours"].set_index("run")
+    assert ours.loc["t4-none-nobatch", "below_floor"] and ours.loc["t4-none-nobatch", "floor_value"] == 0.08
+    assert ours.loc["t4-none-nobatch", "floor_metric"] == "mrr" and ours.loc["lpbert", "below_floor"] is False
+    assert ours.loc["lpbert", "floor_run"] == "zero-shot-pretrained"
+    lines = md_lines(out["md"])
+    section = next(i for i, line in enumerate(lines) if "*Zero-shot floor (ours; the paper has no such row)*" in line)
+    assert lines[section + 1].startswith("| zero-shot (no fine-tuning): bare encoder (run `zero-shot`) |  | 0.040 | "
+                                         "0.080 | 0.160 | 40 | 0.080 |")
+    assert lines[section + 2].startswith("| zero-shot (no fine-tuning): encoder after pre-training mem-mrm-mlm (run "
+                                         "`zero-shot-pretrained`) |")
+    assert section == len(lines) - 3  # the floor rows close the table, without Δ lines
+    low = next(line for line in lines if "run `t4-none-nobatch`" in line)
+    assert "▽ below the zero-shot floor |" in low and low.endswith("| 0.050 ▽ |")
+    assert not any("▽" in line for line in lines if "run `lpbert`" in line)
+    text = out["md"].read_text()
+    assert ("**▽ below the zero-shot floor:** `t4-none-nobatch` on WN18RR (MRR 0.050 ≤ 0.080 of `zero-shot`)"
+            in text)
+    assert ("**Zero-shot floor** (ours; the paper has no such row): `zero-shot` (bare encoder), `zero-shot-pretrained` "
+            "(encoder after pre-training mem-mrm-mlm): the initial encoder scored exactly like every run") in text
+    assert f"run `zero-shot`: `{tmp_path / 'WN18RR' / 'zero-shot' / 'metrics.json'}`" in text  # provenance
+    assert "encoder=minilm, epochs=2" in text and "$\\triangledown$" in out["tex"].read_text()
+    csv = pd.read_csv(out["csv"])
+    assert {"floor_run", "floor_metric", "floor_value", "below_floor"} <= set(csv.columns)
+    assert set(csv["source"]) == {"paper", "ours", "diff", "floor"}
+
+
+def test_table1_floor_line_spans_the_datasets_and_umls_is_compared_on_hits10(tmp_path):
+    lp = {"wn": make_run(tmp_path / "WN18RR", "lpbert", 0.12), "fb": make_run(tmp_path / "FB15k-237", "lpbert", 0.2),
+          "umls": make_run(tmp_path / "umls", "lpbert", 0.4, extra=block(0.4, 0.8))}
+    specs = [{"table": "table1", "row": "LP-BERT", "dataset": d, "encoder": "minilm",
+              "floor_run": "zero-shot-pretrained", **lp[k]}
+             for k, d in (("wn", "WN18RR"), ("fb", "FB15k-237"), ("umls", "umls"))]
+    specs += [floor_spec(tmp_path, "table1", "WN18RR", "zero-shot-pretrained", "mem-mrm-mlm", 0.12),  # at: marked
+              floor_spec(tmp_path, "table1", "FB15k-237", "zero-shot-pretrained", "mem-mrm-mlm", 0.1),
+              # UMLS: the floor's MRR is higher, its Hits@10 (the paper's UMLS metric) lower: not marked
+              floor_spec(tmp_path, "table1", "umls", "zero-shot-pretrained", "mem-mrm-mlm", 0.5,
+                         extra=block(0.5, 0.7))]
+    out = {"md": tmp_path / "t1.md"}
+    frame = build_tables(specs, PAPER_CSV, {"table1": out})["table1"]
+    ours = frame[frame.source == "ours"].set_index("dataset")
+    assert ours.loc["WN18RR", "below_floor"] and not ours.loc["FB15k-237", "below_floor"]
+    assert ours.loc["UMLS", "floor_metric"] == "hits@10" and not ours.loc["UMLS", "below_floor"]
+    lines = md_lines(out["md"])
+    row = next(line for line in lines if "run `lpbert`" in line)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[0].endswith("▽ below the zero-shot floor on WN18RR") and cells[5] == "0.120 ▽"
+    assert "▽" not in "".join(cells[6:])
+    floor = next(line for line in lines if "run `zero-shot-pretrained`" in line)
+    floor = [c.strip() for c in floor.strip("|").split("|")]
+    assert floor[5] == "0.120" and floor[10] == "0.100" and floor[11:13] == ["0.700", "5"]  # one line, three datasets
+
+
+def test_reproduction_floor_columns_and_marker(tmp_path, paper):
+    row = make_run(tmp_path / "WN18RR", "lpbert", 0.10)
+    specs = [RowSpec.from_mapping(s) for s in (
+        {"table": "reproduction", "row": "LP-BERT", "dataset": "WN18RR", "role": "paper_text",
+         "floor_run": "zero-shot-pretrained", **row},
+        floor_spec(tmp_path, "reproduction", "WN18RR", "zero-shot", "none", 0.08),
+        floor_spec(tmp_path, "reproduction", "WN18RR", "zero-shot-pretrained", "mem-mrm-mlm", 0.11))]
+    frame, facts = build_reproduction(specs, paper)
+    by = frame.set_index("metric")
+    assert by.loc["mrr", "floor_zero-shot"] == 0.08 and by.loc["mrr", "floor_zero-shot-pretrained"] == 0.11
+    assert by.loc["mrr", "paper_text_below_floor"] and not by.loc["hits@10", "paper_text_below_floor"]
+    assert facts["floor_runs"] == ["zero-shot", "zero-shot-pretrained"]
+    out = {"md": tmp_path / "r.md", "tex": tmp_path / "r.tex"}
+    build_tables([s for s in specs], PAPER_CSV, {"reproduction": out})
+    lines = md_lines(out["md"])
+    assert ("| Zero-shot, no fine-tuning (`zero-shot`) | Zero-shot, no fine-tuning (`zero-shot-pretrained`) | Scale "
+            in lines[0])
+    mrr = next(line for line in lines if "| MRR | 0.482 |" in line)
+    assert "| 0.100 ▽ | -0.382 ‡ |" in mrr and "| 0.080 | 0.110 |" in mrr
+    text = out["md"].read_text()
+    assert "`lpbert` on WN18RR (MRR 0.100 ≤ 0.110 of `zero-shot-pretrained`)" in text
+    assert "zero-shot (no fine-tuning): bare encoder · WN18RR · run `zero-shot`" in text  # provenance

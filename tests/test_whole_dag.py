@@ -119,6 +119,27 @@ def test_tables_name_every_row(dag):
     assert list((wd / "results/figures/table4").glob("*.png"))
 
 
+def test_every_table_shows_the_zero_shot_floor(dag):
+    """tables.floor: each table ends with the floor rows of its graphs (the CSV's source `floor`; the reproduction
+    table's floor columns), read from the floor runs' own metrics.json."""
+    wd, config = dag["wd"], dag["config"]
+    floors = config["tables"]["floor"]
+    for table in ("table1", "table3", "table4"):
+        csv = pd.read_csv(wd / f"results/tables/{table}.csv")
+        assert sorted(csv.loc[csv["source"] == "floor", "run"]) == sorted(floors), table
+        assert "below_floor" in csv.columns and "Zero-shot floor" in (wd / f"results/tables/{table}.md").read_text()
+    reproduction = pd.read_csv(wd / "results/tables/reproduction.csv")
+    assert {f"floor_{run}" for run in floors} <= set(reproduction.columns)
+    for table, graph in (("inductive", "tiny_v1_ind"), ("plus", "tinykg")):
+        md = (wd / f"results/tables/{table}.md").read_text()
+        for run in floors:
+            assert f"run `{run}`" in md and f"results/{graph}/runs/{run}/metrics.json" in md, (table, run)
+    test_triples = len((wd / ".test/data/tinykg/test.txt").read_text().splitlines())
+    for run in floors:  # ranked like every run: all test triples, both directions
+        record = json.loads((wd / f"results/tinykg/runs/{run}/metrics.json").read_text())
+        assert record["metrics"]["both"]["count"] == 2 * test_triples
+
+
 def test_a_run_with_two_seeds_is_two_instances_and_one_row(dag):
     """t4-none lists seeds [42, 7]: t4-none (seed 42) and t4-none.s7 (seed 7) are trained and scored apart, and
     Table 4 shows their mean ± sd in one row, with n and both metrics.json."""

@@ -86,6 +86,32 @@ def test_a_run_with_seeds_is_one_instance_per_seed(tmp_path):
     assert "logs/WN18RR/finetune/lpbert.s43.log" in out and "benchmarks/WN18RR/score/lpbert.s43.tsv" in out
 
 
+@pytest.mark.parametrize("overlays", [[], ["configs/cpu.yaml"]], ids=["paper", "cpu"])
+def test_all_includes_the_zero_shot_floor_runs(tmp_path, overlays):
+    """tables.floor: `all` trains (zero_shot: writes the initial encoder) and scores both floor runs on every dataset,
+    and each table of the paper reads them, under the paper config and the CPU overlay alike."""
+    wd = workdir(tmp_path)
+    (wd / "configs").symlink_to(REPO / "configs")
+    result = snakemake("all", "-n", *(["--configfile", *overlays] if overlays else []), cwd=wd)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    tables = {re.search(r"results/tables/(\w+)\.md", b).group(1): b for b in out.split("\n\n") if "rule tables:" in b}
+    for dataset in ("umls", "WN18RR", "FB15k-237"):
+        for run in ("zero-shot", "zero-shot-pretrained"):
+            assert (f"output: results/{dataset}/runs/{run}/ranks.parquet, results/{dataset}/runs/{run}/metrics.json"
+                    in out), (dataset, run)
+            assert f"output: results/{dataset}/runs/{run}/model, results/{dataset}/runs/{run}/train_log.csv" in out
+            for table in ("table1", "reproduction"):
+                assert f"results/{dataset}/runs/{run}/metrics.json" in tables[table], (table, dataset, run)
+    for table in ("table3", "table4"):
+        assert "results/WN18RR/runs/zero-shot/metrics.json" in tables[table]
+        assert "results/umls/runs/zero-shot/metrics.json" not in tables[table]  # the table's own dataset only
+    # the pre-trained floor starts from the pre-training output, the bare one from the encoder
+    assert ("manifest.json, results/WN18RR/pretrain/mem-mrm-mlm/model\n"
+            "    output: results/WN18RR/runs/zero-shot-pretrained/model") in out
+    assert "manifest.json\n    output: results/WN18RR/runs/zero-shot/model" in out
+
+
 def test_lint_has_no_remarks():
     result = snakemake("--lint")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -118,6 +144,9 @@ def test_lint_has_no_remarks():
         ({"tables": {"reproduction": {"authors_code": "lpbert-authors"}}},
          "tables.reproduction.authors_code: no run named 'lpbert-authors'"),
         ({"runs": {"t4-none": {"seeds": [42, 42]}}}, "has non-unique elements"),
+        ({"tables": {"floor": ["zero-shot", "t4-none"]}},
+         "tables.floor: run 't4-none' must be an lpbert run with finetune: {zero_shot: true}"),
+        ({"tables": {"floor": ["zero"]}}, "tables.floor: no run named 'zero' under runs:"),
         ({"runs": {"t4-none": {"seeds": [42, 7]}, "t4-none.s7": {"model": "lpbert", "pretrain": "none",
                                                                  "in_batch_negatives": True}}},
          "runs: 't4-none.s7' is both a configured run and the instance of run 't4-none' for seed 7"),

@@ -21,7 +21,10 @@ params:
                   skipped (reason string: the row is listed as "skipped: <reason>" with no numbers),
                   kind ("lpbert" | "cross-encoder"; default from the paper row / `model: kgbert`),
                   speed_reference (bool: the LP-BERT row Table 3's Infer ratio divides by; default the first LP-BERT
-                  row with the same encoder); any other key (e.g. model) is kept and ignored.
+                  row with the same encoder),
+                  floor (bool: a zero-shot floor row of tables.floor, listed last, no paper row; its label names it),
+                  floor_run (a row of ours: the floor run it is compared with on the same dataset, marked ▽ at or
+                  below it); any other key (e.g. model) is kept and ignored.
   notes=        optional {table: [extra note lines]} appended to the built-in notes of each table
   scale_note=   optional string printed as the tables' "Scale:" note (e.g. "CPU-sized run, configs/cpu.yaml")
   attribution=  optional path of the reproduction table's study summary CSV (lpbert_core.report.reproduction)

@@ -134,7 +134,7 @@ class LinkPredictor:
                 target = self.entity_vectors()[anchor:anchor + 1]
             else:
                 s = self.builder.candidate(0, tokens=free)
-                target = encode_sequences(self.model, [(s, [0] * len(s))], pad, self.device, 1)
+                target = encode_sequences(self.model, [(s, [0] * len(s))], pad, self.device, 1, tower="entity")
             E = self.kg.num_entities
             cands = encode_queries(self.model, self.builder, range(E), [r] * E, self.device, self.batch_size)
             with torch.inference_mode():
@@ -142,7 +142,7 @@ class LinkPredictor:
         else:
             qrel = r if head is not None else r + R
             ids, types = self.builder.query(anchor if anchor is not None else 0, qrel, head_tokens=free)
-            q = encode_sequences(self.model, [(ids, types)], pad, self.device, 1)
+            q = encode_sequences(self.model, [(ids, types)], pad, self.device, 1, tower="query")
             with torch.inference_mode():
                 scores = self.model.score_matrix(q, self.entity_vectors())[0]
         if filter_known and anchor is not None:

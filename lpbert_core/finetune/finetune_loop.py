@@ -51,14 +51,17 @@ from lpbert_core.finetune.finetune_data import split_rows, training_triples
 from lpbert_core.known_answers import known_answers, label_leak
 from lpbert_core.sequences import SequenceBuilder
 from lpbert_core.finetune.finetune_loss import LossConfig
-from lpbert_core.finetune.finetune_step import dev_in_batch_loss, measure_initial_shift, prepare_batch, prepared_step
+from lpbert_core.finetune.dev_point import evaluate_dev
+from lpbert_core.finetune.entity_bank import EntityBank
+from lpbert_core.finetune.finetune_step import measure_initial_shift, prepare_batch, prepared_step
+from lpbert_core.finetune.step_budget import BatchPlan
+from lpbert_core.finetune.zero_shot import write_zero_shot
 from lpbert_core.kg import TokenizedKG
 from lpbert_core.finetune.rng_state import rank_torch_rng, set_torch_rng_state, store_rng
-from lpbert_core.evaluation import evaluate_split
 from lpbert_core.settings import FinetuneSettings
-from lpbert_core.siamese import SiameseModel, save_run_model
+from lpbert_core.siamese import ENCODER_PREFIXES, SiameseModel, save_run_model
 from lpbert_core.training import (BATCH_ORDERS, build_optimizer, build_scheduler, epoch_seed, needs_grad_scaler, optimizer_step,
-                       resume_checkpoint, save_checkpoint, set_seed, training_batches)
+                       resume_checkpoint, save_checkpoint, set_seed)
 
 SELECTIONS = ("dev_hits10", "dev_loss")
 
@@ -99,6 +102,8 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: FinetuneSettings | dict, 
     model = SiameseModel(encoder, cfg.pooling, init_scale,
                          0.0 if measured_shift else -loss_cfg.shift * init_scale).to(device)
     model.set_scorer(cfg.scorer)  # pair_linear: a new layer (default init); cosine: nothing
+    if cfg.two_towers:  # the query tower: a copy of the encoder (no random numbers drawn)
+        model.set_two_towers()
     if cfg.infonce_learnable_temperature:
         if loss_cfg.loss != "infonce":
             raise ValueError("finetune.infonce_learnable_temperature needs loss: infonce")
@@ -120,8 +125,18 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: FinetuneSettings | dict, 
             raise ValueError("finetune.all_entity_negatives would make every dev / test answer a positive column of "
                              f"every step ({leak}): use label_splits: [train]")
         log(f"all-entity negatives: {kg.num_entities} candidate columns per row, every entity encoded each step")
+    if cfg.entity_bank:
+        if not in_batch or cfg.all_entity_negatives:
+            raise ValueError("finetune.entity_bank adds columns to the in-batch matrix: it needs in_batch_negatives: "
+                             "true and all_entity_negatives: false")
+        if cfg.scorer != "cosine":
+            raise ValueError("finetune.entity_bank scores [batch x all entities]: use scorer: cosine (pair_linear "
+                             "builds a feature vector per pair)")
+        if leak:
+            raise ValueError(f"finetune.entity_bank would make held-out answers positive columns ({leak}): use "
+                             "label_splits: [train]")
     rows = training_triples(kg, cfg.inverse_augmentation, cfg.train_subsample, seed)
-    known = known_answers(kg, label_splits, cfg.inverse_augmentation)
+    known = known_answers(kg, label_splits, cfg.inverse_augmentation, symmetric_closure=cfg.symmetric_closure)
     hood = Neighbourhood(kg.triples["train"], kg.num_entities) if hard_k else None
     bank = PreBatchBank(pre_batch)
     if leak:
@@ -129,16 +144,18 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: FinetuneSettings | dict, 
     # dev loss: the dev rows as training sees them, labelled with label_splits + dev (dev may inform selection)
     dev_rows = split_rows(kg, "dev", cfg.inverse_augmentation, cfg.dev_subsample, seed)
     dev_known = known_answers(kg, tuple(s for s in ("train", "dev", "test") if s in label_splits or s == "dev"),
-                              cfg.inverse_augmentation)
+                              cfg.inverse_augmentation, symmetric_closure=cfg.symmetric_closure)
     q_lengths = [builder.query_length(int(h), int(r)) for h, r, _ in rows]
     bs = cfg.batch_size
     batch_order = cfg.batch_order
     if batch_order not in BATCH_ORDERS:
         raise ValueError(f"finetune.batch_order must be one of {BATCH_ORDERS}, got {batch_order!r}")
-    steps_per_epoch = len(training_batches(q_lengths, bs, batch_order, seed=0))
-    epochs = cfg.epochs
-    total_steps = steps_per_epoch * epochs
-    optimizer = build_optimizer(model, "encoder.", cfg.lr_encoder, cfg.lr_new,
+    if cfg.zero_shot:  # the floor: the initial encoder as the run's model, one dev point at step 0
+        return write_zero_shot(model, tokenizer, kg, builder, cfg, loss_cfg, dev_rows, dev_known, device,
+                               head_ranking, model_dir, log_csv, run_info, log)
+    plan = BatchPlan(q_lengths, bs, batch_order, seed, cfg.epochs, cfg.step_budget, cfg.dev_points)
+    epochs, total_steps = plan.epochs, plan.total_steps
+    optimizer = build_optimizer(model, ENCODER_PREFIXES, cfg.lr_encoder, cfg.lr_new,
                                 cfg.weight_decay, betas=cfg.adam_betas,
                                 eps=cfg.adam_eps)
     scheduler = build_scheduler(optimizer, total_steps, cfg.warmup_fraction)
@@ -159,23 +176,33 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: FinetuneSettings | dict, 
         progress = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_hits10": -1.0, "best_epoch": -1,
                     "bad_epochs": 0, "log": [], "stopped": False, "epoch_loss": [0.0, 0.0, 0.0, 0],
                     "fingerprint": fingerprint, "attempt": 1}
-        log(f"fine-tuning from scratch: {len(rows)} training rows, {steps_per_epoch} steps/epoch, {epochs} epochs")
+        log(f"fine-tuning from scratch: {len(rows)} training rows, {len(plan.batches(0))} steps/epoch, {epochs} "
+            f"{'dev segments of a step budget' if cfg.step_budget else 'epochs'}, {total_steps} steps")
     else:
         log(f"resumed from {checkpoint_dir / 'last'} at epoch {progress['epoch']} step {progress['step_in_epoch']}")
     if measured_shift:
         if "initial_shift" not in progress:
             progress["initial_shift"] = measure_initial_shift(
-                model, builder, rows, training_batches(q_lengths, bs, batch_order, epoch_seed(seed, 0)), device,
-                precision, all_entities=cfg.all_entity_negatives)
+                model, builder, rows, plan.batches(0), device, precision, all_entities=cfg.all_entity_negatives,
+                mode=loss_cfg.shift, loss_cfg=loss_cfg)
             with torch.no_grad():  # the learnable mapping starts at the measured shift too (a resume restores it)
                 model.prob_bias.fill_(-progress["initial_shift"]["shift"] * init_scale)
         loss_cfg.shift = progress["initial_shift"]["shift"]
-        log(f"shift initial_mean: {json.dumps(progress['initial_shift'])}")
+        log(f"shift {cfg.shift}: {json.dumps(progress['initial_shift'])}")
     log(f"truncation at max_length={max_len}: {json.dumps(builder.truncation_report())}")
+
+    ebank = EntityBank(cfg.entity_bank)
+    if ebank.on and progress.get("entity_bank"):
+        ebank.load(checkpoint_dir, progress["entity_bank"]["file"], progress["entity_bank"]["refreshed_at"], device)
 
     def save_last(extra_rng=None):
         if distributed.is_main():  # every rank holds the same weights and progress
+            if ebank.on:  # the bank file first: the checkpoint that names it is written after it
+                progress["entity_bank"] = {"file": ebank.save(checkpoint_dir, progress["global_step"]),
+                                           "refreshed_at": ebank.refreshed_at}
             save_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler, progress, scaler)
+            if ebank.on:
+                ebank.prune(checkpoint_dir, progress["entity_bank"]["file"])
 
     steps_this_call = 0
     while progress["epoch"] < epochs and not progress["stopped"]:
@@ -183,7 +210,7 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: FinetuneSettings | dict, 
         es = epoch_seed(seed, epoch)
         # rebuilt from (lengths, batch size, order, epoch seed) alone: a run resumed at step_in_epoch continues the
         # same list
-        batches = training_batches(q_lengths, bs, batch_order, es)
+        batches = plan.batches(epoch)
         if progress["step_in_epoch"] == 0:
             torch.manual_seed(distributed.rank_seed(es))  # dropout: one stream per rank (rank 0: the usual one)
             rng = np.random.default_rng(es)
@@ -206,7 +233,8 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: FinetuneSettings | dict, 
         pin = device.type == "cuda"
         feed = BatchFeed(lambda b: prepare_batch(
             builder, rows[batches[b]], known, loss_cfg, in_batch, rng, pin, hood, hard_k,
-            bank_entities(rows, batches, b, pre_batch) if pre_batch else None), range(first_step, len(batches)), prefetch)
+            bank_entities(rows, batches, b, pre_batch) if pre_batch else None, ebank.on),
+            range(first_step, len(batches)), prefetch)
 
         def read_loss():
             if loss_sum is not None:
@@ -214,10 +242,15 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: FinetuneSettings | dict, 
 
         try:
             for b, prepared in zip(range(first_step, len(batches)), feed):
-                out = prepared_step(model, prepared, loss_cfg, device, precision, in_batch, bank.vectors())
+                if ebank.due(progress["global_step"]):
+                    ebank.refresh(model, builder, device, cfg.eval_batch_size, precision, progress["global_step"])
+                out = prepared_step(model, prepared, loss_cfg, device, precision, in_batch, bank.vectors(),
+                                    ebank.vectors)
                 optimizer_step(out["loss"], model, optimizer, scheduler, scaler, cfg.max_grad_norm)
                 if pre_batch:
                     bank.push(out["tail_vectors"])
+                if ebank.on:
+                    ebank.update(prepared.rows[:, 2], out["tail_vectors"])
                 last_state = prepared.rng_state
                 parts = [out[k].detach() for k in ("loss", "focal", "distance")]
                 if loss_sum is not None:
@@ -253,14 +286,15 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: FinetuneSettings | dict, 
         t_dev = time.perf_counter()
         dev_metrics = {}
         dev_loss = None
+        diagnostics = {}
         if cfg.dev_eval:  # off only where selection is moot (e.g. one epoch on CPU): the last epoch is kept
-            _, dev_metrics, _ = evaluate_split(
-                model, kg, builder, "dev", device, filter_splits=("train", "dev"), subsample=cfg.dev_subsample,
-                seed=seed, batch_size=cfg.eval_batch_size, chunk_size=cfg.chunk_size,
-                precision=precision, head_ranking=head_ranking)
-            # logged either way (cheap: 2 encodings per dev row); the selection key under `selection: dev_loss`
-            dev_loss = dev_in_batch_loss(model, builder, dev_rows, dev_known, loss_cfg, device, precision, in_batch,
-                                         bs, seed)
+            # the dev in-batch loss is logged either way (cheap: 2 encodings per dev row); the selection key under
+            # `selection: dev_loss`
+            dev = evaluate_dev(model, kg, builder, cfg, dev_rows, dev_known, loss_cfg, device, precision, in_batch,
+                               seed, head_ranking, cfg.dev_diagnostics)
+            dev_metrics, dev_loss, diagnostics = {"both": dev["metrics"]}, dev["dev_loss"], dev["diagnostics"]
+            if ebank.on:  # the current weights' vectors, encoded anyway: the bank's refresh
+                ebank.set(dev["entity_vecs"], progress["global_step"])
         dev_seconds = time.perf_counter() - t_dev
         both = dev_metrics.get("both", {})
         hits10 = float(both.get("hits@10") or 0.0)
@@ -268,7 +302,8 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: FinetuneSettings | dict, 
         k = max(el[3], 1)
         row = {"epoch": epoch + 1, "steps": el[3], "loss": el[0] / k, "focal": el[1] / k, "distance": el[2] / k,
                "dev_mrr": both.get("mrr"), "dev_mr": both.get("mr"), "dev_hits@1": both.get("hits@1"),
-               "dev_hits@10": hits10, "dev_loss": dev_loss, "lr_encoder": scheduler.get_last_lr()[-1],
+               "dev_hits@3": both.get("hits@3"), "dev_hits@10": hits10, "dev_loss": dev_loss, **{f"dev_{k}": v for k, v in diagnostics.items()},
+               "global_step": progress["global_step"], "lr_encoder": scheduler.get_last_lr()[-1],
                "prob_scale": float(model.prob_scale.detach()), "prob_bias": float(model.prob_bias.detach()),
                **({"infonce_temperature": model.new_layer_state()["infonce_temperature"]}
                   if model.log_inv_t is not None else {}),
@@ -322,10 +357,12 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: FinetuneSettings | dict, 
                  "inverse_augmentation": cfg.inverse_augmentation, "in_batch_negatives": in_batch,
                  "batch_order": batch_order, "self_negatives": cfg.self_negatives,
                  "hard_negatives": hard_k, "pre_batch": pre_batch, "all_entity_negatives": cfg.all_entity_negatives,
+                 "entity_bank": cfg.entity_bank, "symmetric_closure": cfg.symmetric_closure,
+                 "step_budget": cfg.step_budget, "dev_points": cfg.dev_points if cfg.step_budget else None,
                  "best_epoch": progress["best_epoch"], "best_dev_hits@10": progress["best_hits10"],
                  "epochs_run": progress["epoch"], "train_rows": int(len(rows)),
                  "train_subsample": cfg.train_subsample, "dev_subsample": cfg.dev_subsample, "seed": seed,
-                 "eval_batch_size": cfg.eval_batch_size})
+                 "eval_batch_size": cfg.eval_batch_size, "two_towers": cfg.two_towers})
     if measured_shift:
         info["initial_shift"] = progress["initial_shift"]
     if leak:

@@ -19,6 +19,7 @@ import torch
 from lpbert_core import distributed
 from lpbert_core.finetune.extra_negatives import (Neighbourhood, column_labels, hard_negative_columns, pre_batch_valid,
                                                   sample_hard_negatives)
+from lpbert_core.finetune.entity_bank import bank_known_pairs, bank_valid
 from lpbert_core.finetune.finetune_data import label_matrix, sample_negative_tails, self_negative_mask
 from lpbert_core.sequences import collate_pairs, SequenceBuilder
 from lpbert_core.finetune.finetune_loss import (LossConfig, ScoreColumns, add_self_column, batch_loss, column_loss, infonce_logits,
@@ -78,8 +79,8 @@ def encode_inputs(model: SiameseModel, inputs: EncodingInputs, device, precision
     multi-GPU job all ranks' vectors come back with gradient, each block whole, in global order."""
     if inputs.hi > inputs.lo:
         with autocast_context(device, precision):
-            qv = model.encode(**_device_batch(inputs.queries, device))
-            cv = model.encode(**_device_batch(inputs.cands, device))
+            qv = model.encode_query(**_device_batch(inputs.queries, device))
+            cv = model.encode_entity(**_device_batch(inputs.cands, device))
         qv, cv = qv.float(), cv.float()[inputs.inverse.to(device, non_blocking=True)]
     else:
         qv = cv = torch.zeros(0, model.encoder.config.hidden_size, device=device)
@@ -118,15 +119,16 @@ class PreparedBatch:
     bank_valid: torch.Tensor | None = None  # [n, B] for the pre-batch bank's B columns (None: no bank)
     all_entities: int = 0  # all-entity mode: E, the number of entity columns (labels [n, E]); 0 = off
     targets: torch.Tensor | None = None  # all-entity mode: each row's tail id = its target column
+    entity_bank: tuple | None = None  # (rows, entities) of the known answers left out of the entity bank's columns
 
     @property
     def extra_columns(self) -> bool:
-        return self.hard > 0 or self.bank_valid is not None
+        return self.hard > 0 or self.bank_valid is not None or self.entity_bank is not None
 
 
 def prepare_batch(builder: SequenceBuilder, batch_rows: np.ndarray, known, loss_cfg: LossConfig, in_batch: bool,
                   rng: np.random.Generator | None = None, pin: bool = False, hood: Neighbourhood | None = None,
-                  hard: int = 0, bank_ids: np.ndarray | None = None) -> PreparedBatch:
+                  hard: int = 0, bank_ids: np.ndarray | None = None, entity_bank: bool = False) -> PreparedBatch:
     """The host half of a training step: sampled negatives and hard negatives (the only RNG draws, numpy; called in
     batch order from one thread), candidate list, token tensors, label matrix / pair labels, self-negative mask,
     the hard-negative and pre-batch columns' labels / masks (`bank_ids`: the entities the bank holds, None: no
@@ -152,6 +154,8 @@ def prepare_batch(builder: SequenceBuilder, batch_rows: np.ndarray, known, loss_
             scored = np.concatenate([scored, np.where(hard_valid, drawn.T.reshape(1, -1), -1)], 1)
         if bank_ids is not None:
             extra["bank_valid"] = _pinned(torch.from_numpy(pre_batch_valid(batch_rows, known, bank_ids)), pin)
+        if entity_bank:
+            extra["entity_bank"] = tuple(_pinned(torch.from_numpy(a), pin) for a in bank_known_pairs(batch_rows, known))
         if self_neg:
             mask = self_negative_mask(batch_rows, known, scored)
     else:
@@ -211,9 +215,11 @@ def all_entity_loss(model: SiameseModel, prepared: PreparedBatch, qv: torch.Tens
 
 
 def extra_column_loss(model: SiameseModel, prepared: PreparedBatch, qv: torch.Tensor, cv: torch.Tensor,
-                      labels: torch.Tensor, mask, loss_cfg: LossConfig, device, bank: torch.Tensor | None) -> dict:
-    """In-batch loss with hard-negative and / or pre-batch columns: blocks tails | hard | self | bank, one loss
-    (finetune_loss.column_loss). The self column and the pre-batch columns are negatives (label 0) where valid."""
+                      labels: torch.Tensor, mask, loss_cfg: LossConfig, device, bank: torch.Tensor | None,
+                      entity_bank: torch.Tensor | None = None) -> dict:
+    """In-batch loss with hard-negative, pre-batch and / or entity-bank columns: blocks tails | hard | self |
+    pre-batch | entity bank, one loss (finetune_loss.column_loss). The self, pre-batch and entity-bank columns are
+    negatives (label 0) where valid."""
     n = len(prepared.rows)
     k = prepared.hard
     dist_of = (lambda v: None) if loss_cfg.loss == "infonce" else (lambda v: distance_matrix(qv, v))  # noqa: E731
@@ -233,11 +239,16 @@ def extra_column_loss(model: SiameseModel, prepared: PreparedBatch, qv: torch.Te
     if bank is not None and prepared.bank_valid is not None:
         blocks.append(ScoreColumns(model.score_matrix(qv, bank), dist_of(bank), labels.new_zeros(n, bank.shape[0]),
                                    prepared.bank_valid.to(device, non_blocking=True), loss_cfg.pre_batch_weight))
+    if entity_bank is not None and prepared.entity_bank is not None:
+        rows, cols = prepared.entity_bank
+        valid = bank_valid(entity_bank.shape[0], rows, cols, torch.as_tensor(prepared.rows[:, 2]), n, device)
+        blocks.append(ScoreColumns(model.score_matrix(qv, entity_bank), dist_of(entity_bank),
+                                   labels.new_zeros(n, entity_bank.shape[0]), valid))
     return column_loss(blocks, loss_cfg, model.prob_scale, model.prob_bias, model.inverse_temperature())
 
 
 def prepared_step(model: SiameseModel, prepared: PreparedBatch, loss_cfg: LossConfig, device, precision: str,
-                  in_batch: bool, bank: torch.Tensor | None = None) -> dict:
+                  in_batch: bool, bank: torch.Tensor | None = None, entity_bank: torch.Tensor | None = None) -> dict:
     """The device half of a training step: encode, score, loss (no backward); no host synchronisation. `bank`: the
     pre-batch vectors [B, d] (None: none). With extra columns the result also holds `tail_vectors` (the batch's
     tail vectors, for the pre-batch bank)."""
@@ -249,7 +260,7 @@ def prepared_step(model: SiameseModel, prepared: PreparedBatch, loss_cfg: LossCo
     if prepared.all_entities:
         return all_entity_loss(model, prepared, qv, cv, labels, loss_cfg, device)
     if in_batch and prepared.extra_columns:
-        out = extra_column_loss(model, prepared, qv, cv, labels, mask, loss_cfg, device, bank)
+        out = extra_column_loss(model, prepared, qv, cv, labels, mask, loss_cfg, device, bank, entity_bank)
         out["tail_vectors"] = cv[:n].detach()
         return out
     anchors = None
@@ -296,14 +307,18 @@ SHIFT_BATCHES = 8  # training batches whose in-batch pairs give `shift: initial_
 
 def measure_initial_shift(model: SiameseModel, builder: SequenceBuilder, rows: np.ndarray, batches: list,
                           device, precision: str, max_batches: int = SHIFT_BATCHES,
-                          all_entities: bool = False) -> dict:
-    """`shift: initial_mean`: the mean cosine of all n x n in-batch (query, tail) pairs of the first `max_batches`
-    training batches (`all_entities`: all n x E (query, entity) pairs, the pairs that mode trains on), the model in
-    eval mode (no dropout, no gradient, no RNG drawn), before the first step. Also the positive pairs' mean (the
-    diagonal; all-entity: each row's tail column) and the spread, for the record (lpbert_run.json `initial_shift`)."""
+                          all_entities: bool = False, mode: str = "initial_mean",
+                          loss_cfg: LossConfig | None = None) -> dict:
+    """The measured shift of eq. 11's mapping (`shift: initial_mean | midpoint | balanced`, finetune/calibration.py)
+    from the n x n in-batch (query, tail) pairs of the first `max_batches` training batches (`all_entities`: all n x E
+    (query, entity) pairs, the pairs that mode trains on), the model in eval mode (no dropout, no gradient, no RNG
+    drawn), before the first step. `initial_mean` = the mean cosine of all pairs; the record also holds the positive
+    pairs' mean (the diagonal; all-entity: each row's tail column) and the spread (lpbert_run.json `initial_shift`)."""
+    from lpbert_core.finetune.calibration import measured_shift
+
     was_training = model.training
     model.eval()
-    cos_all, diag = [], []
+    cos_all, diag, off = [], [], []
     with torch.no_grad():
         for idx in batches[:max_batches]:
             batch_rows = rows[idx]
@@ -315,10 +330,17 @@ def measure_initial_shift(model: SiameseModel, builder: SequenceBuilder, rows: n
             cos = cosine_matrix(qv, cv[:width]).cpu()
             cos_all.append(cos.flatten())
             diag.append(cos[torch.arange(n), torch.as_tensor(pos)])
+            is_pos = torch.zeros_like(cos, dtype=torch.bool)
+            is_pos[torch.arange(n), torch.as_tensor(pos)] = True
+            off.append(cos[~is_pos])
     model.train(was_training)
-    cos_all, diag = torch.cat(cos_all), torch.cat(diag)
-    return {"shift": float(cos_all.mean()), "std": float(cos_all.std()), "diagonal_mean": float(diag.mean()),
-            "batches": min(max_batches, len(batches)), "pairs": int(cos_all.numel())}
+    cos_all, diag, off = torch.cat(cos_all), torch.cat(diag), torch.cat(off)
+    record = {"shift": float(cos_all.mean()), "std": float(cos_all.std()), "diagonal_mean": float(diag.mean()),
+              "batches": min(max_batches, len(batches)), "pairs": int(cos_all.numel())}
+    if mode != "initial_mean":
+        record.update(mode=mode, initial_mean=record["shift"], negative_mean=float(off.mean()),
+                      shift=measured_shift(mode, diag, off, record["shift"], loss_cfg))
+    return record
 
 
 def dev_in_batch_loss(model: SiameseModel, builder: SequenceBuilder, rows: np.ndarray, known, loss_cfg: LossConfig,

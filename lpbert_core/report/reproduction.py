@@ -21,10 +21,11 @@ import pandas as pd
 
 from lpbert_core.errors import InputError
 from lpbert_core.report.study import BASELINES, baseline_of
-from lpbert_core.report.table_frames import FLAG_ENCODER, delta_rule
-from lpbert_core.report.table_render import (COMMON_NOTES, DISPLAY, MISSING, TITLES, Layout, common_notes, fmt, fmt_ours, missing,
-                           provenance, write_files)
-from lpbert_core.report.table_sources import ACCURACY, HEADER_SCALE_KEYS, RowSpec, canonical_dataset, paper_rows, read_row
+from lpbert_core.report.table_frames import FLAG_ENCODER, delta_rule, floor_comparison, read_floors
+from lpbert_core.report.table_render import (COMMON_NOTES, DISPLAY, MISSING, TITLES, Layout, common_notes, floor_names,
+                                             floor_notes, fmt, fmt_ours, missing, provenance, row_name, write_files)
+from lpbert_core.report.table_sources import (ACCURACY, FLOOR_MARK, HEADER_SCALE_KEYS, RowSpec, canonical_dataset,
+                                              paper_rows, read_row)
 
 ROLES = ("paper_text", "authors_code")
 ROLE_NAMES = {"paper_text": "paper text", "authors_code": "authors' code"}
@@ -138,11 +139,16 @@ def _study_text(frame: pd.DataFrame, metric: str, top: int = 3) -> str:
 
 # ------------------------------------------------------------------------------------------------ frame
 def build_reproduction(specs: list[RowSpec], paper: pd.DataFrame, attribution=None) -> tuple[pd.DataFrame, dict]:
-    specs = [s for s in specs if s.table == "reproduction"]
+    """One record per (dataset, metric); the zero-shot floor runs (tables.floor) as columns `floor_{run}`, and
+    `{role}_below_floor` on the dataset's floor metric where that reading is at or below its floor."""
+    floor_specs = [s for s in specs if s.table == "reproduction" and s.floor]
+    floors = read_floors(floor_specs)
+    floor_runs = list(dict.fromkeys(s.run for s in floor_specs))
+    specs = [s for s in specs if s.table == "reproduction" and not s.floor]
     lp = next((r for r in paper_rows(paper, "table1") if r["row"] == "LP-BERT"), {"values": {}})
     attribute = read_attribution(attribution)
     by_role = {(s.dataset, s.role or "paper_text"): read_row(s) for s in specs}
-    records, ours = [], list(by_role.values())
+    records, ours, below = [], list(by_role.values()), []
     for dataset in dict.fromkeys(s.dataset for s in specs):
         paper_values = lp["values"].get(dataset)
         metrics = [m for m in ACCURACY if m in (paper_values or {})] or list(ACCURACY)
@@ -169,13 +175,27 @@ def build_reproduction(specs: list[RowSpec], paper: pd.DataFrame, attribution=No
                     f"{role}_seeds": " ".join(str(s) for s in row.seeds) if row else "",
                     f"{role}_metrics": " ".join(row.metrics_paths) if row else "",
                 })
+                cmp = floor_comparison(row.spec, {m: a.mean for m, a in row.values.items()}, floors) if row else {}
+                on_metric = cmp.get("floor_metric") == metric
+                rec[f"{role}_floor_run"] = cmp.get("floor_run", "")
+                rec[f"{role}_below_floor"] = bool(on_metric and cmp["below_floor"])
+                if rec[f"{role}_below_floor"]:
+                    below.append({"run": row.spec.run, "dataset": dataset, "metric": metric, "value": mean,
+                                  "floor_run": cmp["floor_run"], "floor_value": cmp["floor_value"]})
+            for run in floor_runs:
+                floor = floors.get((dataset, run))
+                agg = floor.values.get(metric) if floor else None
+                rec[f"floor_{run}"] = agg.mean if agg else None
+                rec[f"floor_{run}_status"] = floor.status if floor else "not run"
             rec["scale"] = scale
             rec["attribution"] = attribute(dataset, metric)
             records.append(rec)
     frame = pd.DataFrame.from_records(records)
-    facts = {"ours": ours, "scales": sorted({o.scale(HEADER_SCALE_KEYS) for o in ours if o.has_numbers}),
+    facts = {"ours": ours + list(floors.values()),
+             "scales": sorted({o.scale(HEADER_SCALE_KEYS) for o in ours if o.has_numbers}),
              "runs": {role: next((s.run for s in specs if (s.role or "paper_text") == role), None) for role in ROLES},
-             "attribution": str(attribution) if attribution else None}
+             "attribution": str(attribution) if attribution else None,
+             "floor_runs": floor_runs, "floors": list(floors.values()), "below": below}
     return frame, facts
 
 
@@ -187,7 +207,13 @@ def _ours_cell(rec, role: str) -> str:
     text = fmt_ours(rec[role], rec[f"{role}_sd"], rec["metric"])
     if int(rec[f"{role}_n"] or 0) > 1:
         text += f" (n={int(rec[f'{role}_n'])})"
+    text += f" {FLOOR_MARK}" if str(rec.get(f"{role}_below_floor")) == "True" else ""
     return text + (" ⚠ leaky" if rec[f"{role}_leaky"] else "")
+
+
+def _floor_cell(rec, run: str) -> str:
+    status = str(rec[f"floor_{run}_status"])
+    return fmt(rec[f"floor_{run}"], rec["metric"]) if status.startswith("ours") else status
 
 
 def _delta_cell(rec, role: str) -> str:
@@ -197,10 +223,11 @@ def _delta_cell(rec, role: str) -> str:
     return fmt(rec[f"{role}_delta"], rec["metric"], diff=True) + (f" {FLAG_ENCODER}" if "encoder" in rule else "")
 
 
-def reproduction_layout(frame: pd.DataFrame, runs: dict) -> Layout:
+def reproduction_layout(frame: pd.DataFrame, runs: dict, floor_runs: list[str] = ()) -> Layout:
     titles = ["Paper"]
     for role in ROLES:
         titles += [f"Ours: {ROLE_NAMES[role]}" + (f" (`{runs[role]}`)" if runs.get(role) else ""), "Δ"]
+    titles += [f"Zero-shot, no fine-tuning (`{run}`)" for run in floor_runs]
     layout = Layout(["Dataset", "Metric"], [("", titles)], ["Scale", "Attribution"])
     shown = None
     for _, rec in frame.iterrows():
@@ -209,6 +236,7 @@ def reproduction_layout(frame: pd.DataFrame, runs: dict) -> Layout:
         cells = [rec["dataset"] if first else "", DISPLAY[rec["metric"]], fmt(rec["paper"], rec["metric"])]
         for role in ROLES:
             cells += [_ours_cell(rec, role), _delta_cell(rec, role)]
+        cells += [_floor_cell(rec, run) for run in floor_runs]
         cells += [(rec["scale"] or MISSING) if first else "", rec["attribution"]]
         layout.lines.append(("ours", cells))
     return layout
@@ -232,13 +260,15 @@ def write_reproduction(frame: pd.DataFrame, facts: dict, paths: dict, scale_note
         f"**Authors' code:** {authors}.",
         f"**Attribution:** {'`' + facts['attribution'] + '`' if facts['attribution'] else 'none configured'} "
         "(tables.reproduction.attribution: a study summary CSV; '–' = nothing to attribute the gap to).",
-    ] + list(COMMON_NOTES) + list(notes or [])
+    ] + floor_notes(floor_names(facts.get("floors", [])), facts.get("below", []))
+    all_notes += list(COMMON_NOTES) + list(notes or [])
     caption = (f"Scale: {scale_note}. " if scale_note else "") + "Δ = ours − paper."
 
     def label_of(row):
-        return ROLE_NAMES.get(row.spec.role or "paper_text", "ours")
+        return row_name(row) if row.spec.floor else ROLE_NAMES.get(row.spec.role or "paper_text", "ours")
 
-    write_files(paths, TITLES["reproduction"], reproduction_layout(frame, runs), all_notes,
+    layout = reproduction_layout(frame, runs, facts.get("floor_runs", []))
+    write_files(paths, TITLES["reproduction"], layout, all_notes,
                 provenance(facts["ours"], label_of), frame, "reproduction", caption)
 
 

@@ -1,10 +1,11 @@
 """Tables 1, 3 and 4 as frames laid out like the paper's: every paper row, our row(s) directly under the paper row they
 reproduce, a Δ row under each of ours.
 
-The frame is long: one record per (row, dataset, source), `source` = `paper` | `ours` | `diff`, with one column per
-metric (for ours the mean over seeds, plus `{metric}_sd` and `{metric}_n`) and the provenance columns. Records of one
-paper row and its rows of ours share a `group` number; `line` numbers the displayed lines (a Table 1 line spans the
-datasets). The CSV is this frame; `table_render` lays it out for Markdown and LaTeX.
+The frame is long: one record per (row, dataset, source), `source` = `paper` | `ours` | `diff` | `floor` (the
+zero-shot floor rows of tables.floor, last; each row of ours carries `floor_run`, `floor_value`, `below_floor`), with
+one column per metric (for ours the mean over seeds, plus `{metric}_sd` and `{metric}_n`) and the provenance columns.
+Records of one paper row and its rows of ours share a `group` number; `line` numbers the displayed lines (a Table 1
+line spans the datasets). The CSV is this frame; `table_render` lays it out for Markdown and LaTeX.
 
 Δ rule (written into the notes): Table 3's rows differ by their initial weights, so a row of ours on another encoder
 than its paper row gets no Δ ("encoder differs"). Tables 1 and 4 (and the reproduction table) compare against the
@@ -19,7 +20,8 @@ from typing import Any
 
 import pandas as pd
 
-from lpbert_core.report.table_sources import ACCURACY, DATASETS, HEADER_SCALE_KEYS, TIMES, OurRow, RowSpec, paper_rows, read_row
+from lpbert_core.report.table_sources import (ACCURACY, DATASETS, FLOOR_LABEL, HEADER_SCALE_KEYS, TIMES, OurRow, RowSpec,
+                                              below_floor, floor_metric, paper_rows, read_row)
 
 log = logging.getLogger("lpbert.tables")
 
@@ -86,11 +88,36 @@ def _ours_fields(ours: OurRow, metrics: list[str]) -> dict[str, Any]:
     return rec
 
 
+def read_floors(specs: list[RowSpec]) -> dict[tuple[str, str], OurRow]:
+    """(dataset, run) -> the zero-shot floor row of that run on that dataset."""
+    return {(s.dataset, s.run): read_row(s) for s in specs if s.floor}
+
+
+def floor_comparison(spec: RowSpec, values: dict, floors: dict[tuple[str, str], OurRow]) -> dict[str, Any]:
+    """A row of ours against its floor on the dataset's floor metric: `floor_run`, `floor_metric`, `floor_value`,
+    `below_floor` (at or below it). `values`: metric -> our value (the mean over seeds)."""
+    floor = floors.get((spec.dataset, spec.floor_run)) if spec.floor_run else None
+    metric = floor_metric(spec.dataset)
+    agg = floor.values.get(metric) if floor else None
+    value = agg.mean if agg else None
+    return {"floor_run": spec.floor_run if floor else "", "floor_metric": metric if floor else "",
+            "floor_value": value, "below_floor": below_floor(values.get(metric), value)}
+
+
+def below_list(records: list[dict]) -> list[dict]:
+    """The rows of ours at or below their floor, for the note under the table."""
+    return [{"run": r["run"], "dataset": r["dataset"], "metric": r["floor_metric"], "value": r[r["floor_metric"]],
+             "floor_run": r["floor_run"], "floor_value": r["floor_value"]} for r in records if r.get("below_floor")]
+
+
 def build_table(table: str, specs: list[RowSpec], paper: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """One of Tables 1, 3, 4 as a long frame plus `facts` for the notes (scales, rows of ours)."""
+    """One of Tables 1, 3, 4 as a long frame plus `facts` for the notes (scales, rows of ours, the zero-shot floor
+    rows and the rows at or below them)."""
     if table not in ("table1", "table3", "table4"):
         raise ValueError(f"unknown table {table!r}; expected table1, table3 or table4")
-    specs = [s for s in specs if s.table == table]
+    floor_specs = [s for s in specs if s.table == table and s.floor]
+    floors = read_floors(floor_specs)
+    specs = [s for s in specs if s.table == table and not s.floor]
     rows = paper_rows(paper, table)
     if table == "table1":  # the paper's section order: translational distance, then semantic matching
         genres = list(dict.fromkeys(r["genre"] for r in rows))
@@ -135,14 +162,25 @@ def build_table(table: str, specs: list[RowSpec], paper: pd.DataFrame) -> tuple[
                           "paper_dataset": ", ".join((paper_row or {}).get("values", {})),
                           "kind": kind_of(spec, (paper_row or {}).get("method")),
                           "speed_reference": spec.speed_reference}
-                records.append({**common, **fields, "line": line_ours, "source": "ours",
-                                "label": spec.label or "ours"})
+                records.append({**common, **fields, **floor_comparison(spec, fields, floors), "line": line_ours,
+                                "source": "ours", "label": spec.label or "ours"})
                 diff = {m: (fields[m] - paper_values[m]
                             if rule.startswith("shown") and fields[m] is not None
                             and paper_values.get(m) is not None else None) for m in metrics}
                 records.append({**common, "line": line_diff, "source": "diff", "label": "Δ ours − paper",
                                 "status": fields["status"], "run": fields["run"], "n": fields["n"],
                                 "encoder": fields["encoder"], "leaky": fields["leaky"], **diff})
+    below = below_list(records)
+    # the floor rows last, one line per floor run (Table 1: its datasets side by side); no paper row, no Δ
+    group = len(rows) + 1
+    for run in dict.fromkeys(s.run for s in floor_specs):
+        line += 1
+        for spec in (s for s in floor_specs if s.run == run):
+            row = floors[(spec.dataset, spec.run)]
+            records.append({**_base(table, group, None), **_ours_fields(row, metrics), "dataset": spec.dataset,
+                            "line": line, "source": "floor", "label": spec.label or FLOOR_LABEL,
+                            "delta": "none: zero-shot floor", "kind": "floor", "paper_encoder": "",
+                            "speed_reference": False})
     frame = pd.DataFrame.from_records(records)
     if frame.empty:
         frame = pd.DataFrame(columns=["table", "group", "line", "row", "label", "dataset", "source", "status", "run"])
@@ -152,7 +190,9 @@ def build_table(table: str, specs: list[RowSpec], paper: pd.DataFrame) -> tuple[
                   + [c for c in frame.columns if c not in _column_order(table, metrics)]]
     facts = {
         "scales": sorted({o.scale(HEADER_SCALE_KEYS) for o in ours_rows if o.has_numbers}),
-        "ours": ours_rows,
+        "ours": ours_rows + list(floors.values()),
+        "floors": list(floors.values()),
+        "below": below,
     }
     return frame, facts
 
@@ -162,8 +202,9 @@ def _column_order(table: str, metrics: list[str]) -> list[str]:
     attrs = {"table1": ["genre"], "table3": ["initial_weights"], "table4": ["pretrain", "batch_sample"]}[table]
     return (["table", "group", "line", "row", *attrs, "dataset", "source", "label", "status", "run", "seeds", "n"]
             + [c for m in metrics for c in (m, f"{m}_sd", f"{m}_n")]
-            + ["params", "infer_vs_lpbert", "delta", "encoder", "paper_encoder", "paper_dataset", "leaky", "leak",
-               "metrics_paths", "scale", "infer_note", "test_queries", "epochs_trained", "kind", "speed_reference"])
+            + ["params", "infer_vs_lpbert", "delta", "floor_run", "floor_metric", "floor_value", "below_floor",
+               "encoder", "paper_encoder", "paper_dataset", "leaky", "leak", "metrics_paths", "scale", "infer_note",
+               "test_queries", "epochs_trained", "kind", "speed_reference"])
 
 
 def _base(table: str, group: int, paper_row: dict | None) -> dict:
@@ -245,5 +286,6 @@ def dataset_columns(table: str, frame: pd.DataFrame) -> list[tuple[str, list[str
     return groups
 
 
-__all__ = ["FLAG_ENCODER", "PAPER_ENCODERS", "PAPER_ENCODER_NAMES", "build_table", "dataset_columns", "delta_rule",
-           "encoder_matches", "paired", "paper_encoder", "table_metrics"]
+__all__ = ["FLAG_ENCODER", "PAPER_ENCODERS", "PAPER_ENCODER_NAMES", "below_list", "build_table", "dataset_columns",
+           "delta_rule", "encoder_matches", "floor_comparison", "paired", "paper_encoder", "read_floors",
+           "table_metrics"]

@@ -11,7 +11,7 @@ import pandas as pd
 
 from lpbert_core.atomic import atomic_path
 from lpbert_core.report.table_frames import FLAG_ENCODER, PAPER_ENCODER_NAMES, dataset_columns, table_metrics
-from lpbert_core.report.table_sources import ACCURACY, OurRow, scale_text
+from lpbert_core.report.table_sources import ACCURACY, FLOOR_LABEL, FLOOR_MARK, OurRow, scale_text
 
 DISPLAY = {"hits@1": "Hits@1", "hits@3": "Hits@3", "hits@10": "Hits@10", "mr": "MR", "mrr": "MRR",
            "t_per_epoch": "T/Ep (h)", "infer": "Infer (h)"}
@@ -73,6 +73,7 @@ SEEDS_NOTE = (
 LEAKY_NOTE = ("**⚠ leaky:** the run's metrics.json says `leaky: true` (its training saw what the test measures): "
               "its numbers are not a clean measurement. Leaky instances: ")
 MISSING = "–"
+FLOOR_SECTION = "Zero-shot floor (ours; the paper has no such row)"
 
 
 # ------------------------------------------------------------------------------------------------ cells
@@ -134,7 +135,7 @@ def latex_escape(text: str) -> str:
     text = text.replace("\\textbackslash\\{\\}", "\\textbackslash{}")
     for a, b in (("Δ", "$\\Delta$"), ("−", "-"), ("–", "--"), ("↳", "$\\hookrightarrow$"), ("±", "$\\pm$"),
                  ("‡", "$\\ddagger$"), ("†", "$\\dagger$"), ("⚠", "(!)"), ("÷", "/"), ("×", "$\\times$"),
-                 ("≠", "$\\neq$")):
+                 ("≠", "$\\neq$"), (FLOOR_MARK, "$\\triangledown$"), ("≤", "$\\leq$")):
         text = text.replace(a, b)
     parts = text.split("`")  # `code` -> \texttt{code}
     return "".join(p if i % 2 == 0 else f"\\texttt{{{p}}}" for i, p in enumerate(parts))
@@ -233,10 +234,13 @@ def table_layout(table: str, frame: pd.DataFrame) -> Layout:
         shown = recs[recs["delta"].astype(str).str.startswith("shown")] if "delta" in recs else recs.iloc[:0]
         # the record that speaks for the line: one with numbers (ours) / with a Δ (diff), else the first
         first = (shown.iloc[0] if source == "diff" and len(shown) else
-                 recs[has_numbers].iloc[0] if source == "ours" and has_numbers.any() else recs.iloc[0])
+                 recs[has_numbers].iloc[0] if source in ("ours", "floor") and has_numbers.any() else recs.iloc[0])
         if table == "table1" and source == "paper" and first.get("genre") and first["genre"] != genre:
             genre = first["genre"]
             layout.lines.append(("section", [f"{genre} models"]))
+        if source == "floor" and genre != FLOOR_SECTION:
+            genre = FLOOR_SECTION
+            layout.lines.append(("section", [FLOOR_SECTION]))
         by_dataset = {r["dataset"]: r for _, r in recs.iterrows()}
 
         def rec_for(dataset):
@@ -256,15 +260,20 @@ def table_layout(table: str, frame: pd.DataFrame) -> Layout:
                 cells.append("skipped" if partly else MISSING)
             else:
                 text = fmt_ours(rec.get(m), rec.get(f"{m}_sd"), m)
-                cells.append(text + ("†" if m == "infer" and rec.get("infer_note") and text != MISSING else ""))
+                text += "†" if m == "infer" and rec.get("infer_note") and text != MISSING else ""
+                cells.append(text + (f" {FLOOR_MARK}" if is_below(rec) and m == rec.get("floor_metric") else ""))
         if source == "paper" and table == "table1":
             lead = [first["label"]]
         elif source == "paper" and table == "table3":
             lead = [str(first["row"]).split("|")[0], first["initial_weights"]]
         elif source == "paper":
             lead = [first["pretrain"], first["batch_sample"]]
-        elif source == "ours":
-            lead = [ours_label(first, table, recs["status"])]
+        elif source in ("ours", "floor"):
+            lead = [ours_label(first, table, recs["status"]) if source == "ours" else floor_line_label(first, recs)]
+            below = [r["dataset"] for _, r in recs.iterrows() if is_below(r)]
+            if below:
+                lead[0] += f" {FLOOR_MARK} below the zero-shot floor" + (f" on {', '.join(below)}"
+                                                                          if table == "table1" else "")
             lead += [first["encoder"] or MISSING] if table == "table3" else [""] * (len(layout.lead) - 1)
         else:
             lead = [diff_label(first, table)] + [""] * (len(layout.lead) - 1)
@@ -275,6 +284,38 @@ def table_layout(table: str, frame: pd.DataFrame) -> Layout:
             trailing = [fmt(first.get("infer_vs_lpbert"), "infer_vs_lpbert") if source != "diff" else MISSING]
         layout.lines.append((source, lead + cells + trailing))
     return layout
+
+
+def is_below(rec) -> bool:
+    """A row of ours at or below its zero-shot floor (`below_floor`; missing on other records)."""
+    return str(rec.get("below_floor")) == "True"
+
+
+def floor_line_label(rec: pd.Series, recs: pd.DataFrame) -> str:
+    """`zero-shot (no fine-tuning): bare encoder (run `zero-shot`)`, plus why a floor without numbers has none."""
+    text = f"{rec['label']} (run `{rec['run']}`)"
+    statuses = list(dict.fromkeys(s for s in recs["status"].astype(str) if not s.startswith("ours")))
+    return text + (": " + "; ".join(statuses) if statuses else "")
+
+
+def floor_notes(floors: list[tuple[str, str]], below: list[dict]) -> list[str]:
+    """What the floor rows are (`floors`: (run, label)) and which rows of ours are at or below them (`below`: run,
+    dataset, metric, value, floor_run, floor_value); nothing when the table has no floor row."""
+    if not floors:
+        return []
+    runs = ", ".join(dict.fromkeys(f"`{run}` ({label.removeprefix(FLOOR_LABEL + ': ')})" for run, label in floors))
+    notes = [f"**Zero-shot floor** (ours; the paper has no such row): {runs}: the initial encoder scored exactly like "
+             "every run (same test triples, same filtered ranking), without fine-tuning. Each row of ours is compared "
+             "with the floor on its encoder and pre-training variant (else its encoder's bare floor) in MRR (UMLS: "
+             "Hits@10, the metric the paper reports there)."]
+    if below:
+        items = "; ".join(f"`{b['run']}` on {b['dataset']} ({DISPLAY[b['metric']]} {fmt(b['value'], b['metric'])} ≤ "
+                          f"{fmt(b['floor_value'], b['metric'])} of `{b['floor_run']}`)" for b in below)
+        notes.append(f"**{FLOOR_MARK} below the zero-shot floor:** {items}: at or below the untrained encoder, so "
+                     "fine-tuning added nothing there.")
+    else:
+        notes.append("No row of ours is at or below its zero-shot floor.")
+    return notes
 
 
 def encoder_note(ours: list[OurRow]) -> str:
@@ -305,7 +346,16 @@ def common_notes(table: str, ours: list[OurRow], scale_note: str | None, scales:
     return notes
 
 
-def provenance(ours: list[OurRow], label_of=lambda row: row.spec.row or "no paper row") -> list[str]:
+def floor_names(floors: list[OurRow]) -> list[tuple[str, str]]:
+    return [(row.spec.run, row.spec.label or FLOOR_LABEL) for row in floors]
+
+
+def row_name(row: OurRow) -> str:
+    """A row's name in the provenance list: its paper row, or the floor's label."""
+    return (row.spec.label or FLOOR_LABEL) if row.spec.floor else row.spec.row or "no paper row"
+
+
+def provenance(ours: list[OurRow], label_of=row_name) -> list[str]:
     lines = []
     for row in ours:
         head = f"{label_of(row)} · {row.spec.dataset}"
@@ -324,6 +374,7 @@ def write_table(table: str, frame: pd.DataFrame, facts: dict, paths: dict, notes
                 scale_note: str | None = None) -> None:
     ours = facts["ours"]
     all_notes = common_notes(table, ours, scale_note, facts["scales"]) + list(COMMON_NOTES)
+    all_notes += floor_notes(floor_names(facts.get("floors", [])), facts.get("below", []))
     all_notes += list(DEFAULT_NOTES.get(table, ())) + list(notes or [])
     if not frame.empty and (frame.get("infer_note") is not None) and frame["infer_note"].fillna("").astype(bool).any():
         all_notes.append("† inference time extrapolated from a sample of test queries (see provenance); the accuracy "
@@ -333,5 +384,6 @@ def write_table(table: str, frame: pd.DataFrame, facts: dict, paths: dict, notes
     write_files(paths, TITLES[table], table_layout(table, frame), all_notes, provenance(ours), frame, table, caption)
 
 
-__all__ = ["ACCURACY", "CLEAN_NOTE", "COMMON_NOTES", "DEFAULT_NOTES", "DISPLAY", "Layout", "TITLES", "fmt", "fmt_ours",
-           "latex_escape", "md_table", "table_layout", "tex_table", "write_files", "write_table"]
+__all__ = ["ACCURACY", "CLEAN_NOTE", "COMMON_NOTES", "DEFAULT_NOTES", "DISPLAY", "FLOOR_SECTION", "Layout", "TITLES",
+           "floor_names", "floor_notes", "fmt", "fmt_ours", "is_below", "latex_escape", "md_table", "row_name",
+           "table_layout", "tex_table", "write_files", "write_table"]

@@ -30,6 +30,29 @@ TIMES = ("t_per_epoch", "infer")  # hours, as in the paper's Table 3
 DATASETS = ("WN18RR", "FB15k-237", "UMLS")  # the paper's, in its order
 FILE_KEYS = ("metrics", "train_log", "finetune_benchmark", "score_benchmark", "ranks", "pretrain_log")
 
+# The zero-shot floor (config tables.floor): the initial encoder scored without fine-tuning. A row of ours is compared
+# with its floor on one metric per dataset: MRR, or Hits@10 where the paper reports no MRR (UMLS).
+FLOOR_LABEL = "zero-shot (no fine-tuning)"
+FLOOR_MARK = "▽"
+FLOOR_METRIC = {"UMLS": "hits@10"}
+
+
+def floor_label(pretrain: str | None) -> str:
+    """`zero-shot (no fine-tuning): bare encoder` / `...: encoder after pre-training mem-mrm-mlm`."""
+    start = "bare encoder" if pretrain in (None, "", "none") else f"encoder after pre-training {pretrain}"
+    return f"{FLOOR_LABEL}: {start}"
+
+
+def floor_metric(dataset: str) -> str:
+    return FLOOR_METRIC.get(canonical_dataset(dataset), "mrr")
+
+
+def below_floor(value, floor) -> bool:
+    """At or below the floor (the compared metrics are higher-is-better); False where either is missing."""
+    def ok(v):
+        return v is not None and not (isinstance(v, float) and math.isnan(v))
+    return ok(value) and ok(floor) and float(value) <= float(floor)
+
 
 def canonical_dataset(name: str) -> str:
     """`umls` -> `UMLS`, `wn18rr` -> `WN18RR`; unknown names stay as they are."""
@@ -74,6 +97,8 @@ class RowSpec:
     encoder: str | None = None  # key of `encoders`
     encoder_source: str | None = None  # Hugging Face name or folder
     role: str | None = None  # reproduction table: paper_text | authors_code
+    floor: bool = False  # a zero-shot floor row (tables.floor), not a row of the paper's table
+    floor_run: str | None = None  # the floor this row is compared with (same encoder and pre-training, else none)
     instances: list[Instance] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
@@ -346,6 +371,7 @@ def read_row(spec: RowSpec) -> OurRow:
     return OurRow(spec, status, results, values)
 
 
-__all__ = ["ACCURACY", "DATASETS", "TABLES", "TIMES", "Aggregate", "Instance", "InstanceResult", "OurRow", "RowSpec",
-           "aggregate", "canonical_dataset", "epochs_timed", "epochs_trained", "inference_seconds", "load_paper",
-           "paper_rows", "read_benchmark_seconds", "read_instance", "read_row", "scale_text"]
+__all__ = ["ACCURACY", "DATASETS", "FLOOR_LABEL", "FLOOR_MARK", "TABLES", "TIMES", "Aggregate", "Instance",
+           "InstanceResult", "OurRow", "RowSpec", "aggregate", "below_floor", "canonical_dataset", "epochs_timed",
+           "epochs_trained", "floor_label", "floor_metric", "inference_seconds", "load_paper", "paper_rows",
+           "read_benchmark_seconds", "read_instance", "read_row", "scale_text"]
