@@ -117,6 +117,7 @@ class DirectRun:
         spec = self.jobs.run_settings(run)
         if spec.get("model", "lpbert") != "lpbert":
             raise ValueError(f"run {run!r}: DirectRun drives lpbert runs only (model {spec.get('model')!r})")
+        self.jobs.finetune_params(dataset, run)  # settings checked before any stage runs (settings.check_finetune)
         self.data(dataset, spec["encoder"])
         if spec["pretrain"] != "none":  # run_settings refused any other encoder than the top-level one here
             self.pretrain(dataset, spec["pretrain"])

@@ -18,3 +18,8 @@ class InputError(ValueError):
 
 class ConfigError(ValueError):
     """Raised for a config value that cannot work (an unknown run, a conflicting name); the message names the key."""
+
+
+class DeviceError(RuntimeError):
+    """The configured device cannot be used here (e.g. GPUs in the machine, a torch without CUDA); the message names
+    the fix. run_stage reports it as one line."""

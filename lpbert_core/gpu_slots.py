@@ -5,13 +5,17 @@ them when the job ends, however it ends (a crash or `kill -9` included).
 
 With `--resources gpu=N` on an N-GPU host, Snakemake runs at most N GPU jobs at once and each claims its own card.
 Without a `--resources gpu=N` limit, surplus GPU jobs start and wait here for a card.
-Not used where a scheduler already assigns cards (SLURM sets `CUDA_VISIBLE_DEVICES` per job: `SLURM_JOB_ID` present).
+Inside a SLURM allocation (`SLURM_JOB_ID` set) jobs claim the same way among the allocation's cards only (SLURM's
+`CUDA_VISIBLE_DEVICES`, else `SLURM_STEP_GPUS` / `SLURM_JOB_GPUS`; none of them: no card), with one lock folder per
+allocation: several jobs of one `salloc --gpus=4` land on 4 cards, and a job that SLURM gave its own card (the executor
+plugin: one sbatch per job) claims that card at once, whatever other allocations on the node hold.
 
 A job that claims K > 1 cards runs its stage as K processes, one per card (lpbert_core.distributed: the stage's entry
 point asks `requested_gpus()` and starts K ranks under torchrun, which inherit `CUDA_VISIBLE_DEVICES`).
 
 Device count: `LPBERT_GPU_COUNT` (tests fake a multi-GPU host with it; also for hosts where `nvidia-smi` is absent),
-else the ids in an inherited `CUDA_VISIBLE_DEVICES` (the user's own restriction is kept), else `nvidia-smi -L`.
+else the ids in an inherited `CUDA_VISIBLE_DEVICES` (the user's own restriction is kept), else (in a SLURM
+allocation) its GPU list, else `nvidia-smi -L`.
 torch is not asked: `torch.cuda.device_count()` is cached for the process and would go stale once we narrow it.
 """
 
@@ -31,7 +35,7 @@ log = logging.getLogger(__name__)
 
 _HELD: list[int] = []  # open lock descriptors: the claim lasts as long as the process
 _CLAIM: dict = {}  # what claim_gpus did, for the job's log once logging is set up (see describe_claim)
-_REQUESTED: dict = {}  # {"count": K}: the job's request (resources gpu), also where no card is claimed (CPU, SLURM)
+_REQUESTED: dict = {}  # {"count": K}: the job's request (resources gpu), also where no card is claimed (CPU)
 
 
 def requested_gpus() -> int:
@@ -40,8 +44,11 @@ def requested_gpus() -> int:
 
 
 def lock_dir() -> Path:
-    """One lock folder per user and host, shared by every workflow run there (two runs must not share a card)."""
+    """One lock folder per user and host, shared by every workflow run there (two runs must not share a card); in a
+    SLURM allocation one per allocation (its card ids are its own: another job's `0` may be another card)."""
     folder = Path(os.environ.get("LPBERT_GPU_LOCK_DIR") or Path(tempfile.gettempdir()) / f"lpbert-gpu-locks-{os.getuid()}")
+    if os.environ.get("SLURM_JOB_ID"):
+        folder = folder / f"slurm-{os.environ['SLURM_JOB_ID']}"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -53,15 +60,30 @@ def visible_gpu_ids() -> list[str]:
         return [str(i) for i in range(int(fake))]
     inherited = os.environ.get("CUDA_VISIBLE_DEVICES")
     if inherited is not None:
-        return [part.strip() for part in inherited.split(",") if part.strip() and part.strip() != "-1"]
+        return _id_list(inherited)
+    if os.environ.get("SLURM_JOB_ID"):  # the allocation's cards only, never the whole node's
+        return _id_list(os.environ.get("SLURM_STEP_GPUS") or os.environ.get("SLURM_JOB_GPUS") or "")
+    return [str(i) for i in range(nvidia_gpu_count())]
+
+
+def _id_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip() and part.strip() != "-1"]
+
+
+def nvidia_gpu_count() -> int:
+    """NVIDIA cards in this machine, whatever torch can use: `LPBERT_GPU_COUNT`, else `nvidia-smi -L`, else the
+    driver's /proc folder (0 where none answers)."""
+    fake = os.environ.get("LPBERT_GPU_COUNT")
+    if fake is not None:
+        return int(fake)
     if shutil.which("nvidia-smi") is not None:
         try:
             listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30, check=True).stdout
-            return [str(i) for i, line in enumerate(listing.splitlines()) if line.startswith("GPU ")]
+            return sum(line.startswith("GPU ") for line in listing.splitlines())
         except (OSError, subprocess.SubprocessError):
             pass
     driver = Path("/proc/driver/nvidia/gpus")  # one folder per card where the driver is loaded (no nvidia-smi needed)
-    return [str(i) for i in range(len(list(driver.iterdir())))] if driver.is_dir() else []
+    return len(list(driver.iterdir())) if driver.is_dir() else 0
 
 
 def _try_lock(path: Path) -> int | None:
@@ -79,15 +101,15 @@ def _try_lock(path: Path) -> int | None:
 def claim_gpus(count: int, *, timeout_s: float | None = None, poll_s: float = 1.0) -> list[str]:
     """Claim `count` free GPU ids for this process and narrow `CUDA_VISIBLE_DEVICES` to them.
 
-    Returns the claimed ids ([] when nothing was claimed: count 0, no GPU on the host, or a scheduler that assigns
-    cards itself). Waits while no card is free (more GPU jobs than cards, or another workflow run on the same host):
+    Returns the claimed ids ([] when nothing was claimed: count 0, or no GPU on the host / in the SLURM allocation).
+    Waits while no card is free (more GPU jobs than cards, or another workflow run on the same host):
     for ever by default, logging once a minute, or `timeout_s` (env `LPBERT_GPU_WAIT_S`), then raises with the
     lock holders' pids. Waiting is safe: a lock dies with its process, so a card can never stay taken by a dead job.
     """
     if timeout_s is None and os.environ.get("LPBERT_GPU_WAIT_S"):
         timeout_s = float(os.environ["LPBERT_GPU_WAIT_S"])
-    if count <= 0 or os.environ.get("SLURM_JOB_ID"):
-        _REQUESTED["count"] = max(int(count), 0)
+    if count <= 0:
+        _REQUESTED["count"] = 0
         return []
     ids = visible_gpu_ids()
     if not ids:

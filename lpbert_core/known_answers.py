@@ -50,6 +50,21 @@ class KnownAnswers:
         return rows, self.keys[np.repeat(start, counts) + offset] - np.repeat(lo, counts)
 
 
+    def matrix(self, h, r, columns) -> np.ndarray:
+        """[n, m] bool: column entity columns[j] is a known answer of query (h_i, r_i). The same values as
+        `contains` on the n x m grid, from the n queries' answer lists (n + answers lookups, not n m)."""
+        columns = np.asarray(columns, dtype=np.int64).reshape(-1)
+        rows, answers = self.answers_of(h, r)
+        out = np.zeros((len(np.ravel(h)), len(columns)), dtype=bool)
+        order = np.argsort(columns, kind="stable")
+        ordered = columns[order]
+        lo = np.searchsorted(ordered, answers, side="left")
+        counts = np.searchsorted(ordered, answers, side="right") - lo  # columns holding this answer (repeats too)
+        offset = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+        out[np.repeat(rows, counts), order[np.repeat(lo, counts) + offset]] = True
+        return out
+
+
 SYMMETRY_THRESHOLD = 0.9  # WN18RR: its 3 symmetric relations are 92.5-93.2 % self-reverse, the next (_also_see) 64 %
 
 

@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     call = json.loads(Path(argv[0]).read_text())
     from lpbert_core.distributed import barrier, init_from_env, shutdown
-    from lpbert_core.errors import InputError
+    from lpbert_core.errors import DeviceError, InputError
+    from lpbert_core.preemption import EXIT_CODE, Preempted
     from lpbert_core.stage import setup_logging
     from lpbert_core.training import torch_threads
 
@@ -54,10 +55,13 @@ def main(argv: list[str] | None = None) -> int:
         # all ranks leave together: a rank that tore the gloo group down while rank 0 was still writing its outputs
         # aborted now and then ("terminate called without an active exception", SIGABRT; seen twice on 2 CPU cores)
         barrier()
-    except InputError as exc:
+    except (InputError, DeviceError) as exc:
         logging.getLogger("lpbert").error("%s", exc)
         sys.stderr.write(f"\nERROR (rank {w.rank}): {exc}\n")
         return 1
+    except Preempted as exc:  # every rank stops at the same step (preemption.CheckpointClock); rank 0 saved
+        logging.getLogger("lpbert").warning("PREEMPTED (rank %d): %s", w.rank, exc)
+        return EXIT_CODE
     finally:
         shutdown()
     return 0

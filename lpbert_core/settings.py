@@ -158,6 +158,7 @@ class PretrainSettings(StageSettings):
     threads: int
     dev_subsample: int | None
     train_subsample: int | None
+    checkpoint_every_minutes: float
     keep_checkpoint: bool
     progress_bar: bool
     device: str
@@ -224,6 +225,60 @@ class FinetuneSettings(StageSettings):
     keep_checkpoint: bool
     device: str
 
+    def __post_init__(self):
+        check_finetune(self)
+
+
+FINETUNE_SELECTIONS = ("dev_hits10", "dev_loss")
+FINETUNE_BATCH_ORDERS = ("random", "length")
+
+
+def check_finetune(s: "FinetuneSettings") -> None:
+    """Flag combinations that cannot work, refused where settings are made (every entry point: Snakemake's params,
+    DirectRun, the GPU check, a direct finetune() call), before any training starts. Same messages everywhere."""
+    held_out = [x for x in s.label_splits if x != "train"]
+    leak = f"label_splits {list(s.label_splits)}" if held_out else None
+    problems = []
+    if s.selection not in FINETUNE_SELECTIONS:
+        problems.append(f"finetune.selection must be one of {FINETUNE_SELECTIONS}, got {s.selection!r}")
+    if s.batch_order not in FINETUNE_BATCH_ORDERS:
+        problems.append(f"finetune.batch_order must be one of {FINETUNE_BATCH_ORDERS}, got {s.batch_order!r}")
+    if s.scorer != "cosine" and s.distance == "per_pair_normalized":
+        problems.append("finetune.distance per_pair_normalized is computed from the cosine; with scorer "
+                        f"{s.scorer!r} use per_pair, batch_sum or none")
+    if s.infonce_learnable_temperature and s.loss != "infonce":
+        problems.append("finetune.infonce_learnable_temperature needs loss: infonce")
+    if (s.hard_negatives or s.pre_batch) and not s.in_batch_negatives:
+        problems.append("finetune.hard_negatives / pre_batch add columns to the in-batch matrix: they need "
+                        "in_batch_negatives: true")
+    if s.hard_negatives < 0 or s.pre_batch < 0:
+        problems.append("finetune.hard_negatives and finetune.pre_batch are counts >= 0")
+    if s.all_entity_negatives:
+        if not s.in_batch_negatives:
+            problems.append("finetune.all_entity_negatives replaces the in-batch candidates: it needs "
+                            "in_batch_negatives: true")
+        if s.hard_negatives or s.pre_batch or s.self_negatives:
+            problems.append("finetune.all_entity_negatives already scores every entity: set self_negatives: false, "
+                            "hard_negatives: 0 and pre_batch: 0")
+        if leak:  # in-batch labels leak a held-out answer only when it is a batch's tail; here every one, every step
+            problems.append("finetune.all_entity_negatives would make every dev / test answer a positive column of "
+                            f"every step ({leak}): use label_splits: [train]")
+    if s.entity_bank:
+        if not s.in_batch_negatives or s.all_entity_negatives:
+            problems.append("finetune.entity_bank adds columns to the in-batch matrix: it needs in_batch_negatives: "
+                            "true and all_entity_negatives: false")
+        if s.scorer != "cosine":
+            problems.append("finetune.entity_bank scores [batch x all entities]: use scorer: cosine (pair_linear "
+                            "builds a feature vector per pair)")
+        if leak:
+            problems.append(f"finetune.entity_bank would make held-out answers positive columns ({leak}): use "
+                            "label_splits: [train]")
+    if s.step_budget is not None and s.dev_points > s.step_budget:
+        problems.append(f"finetune.dev_points ({s.dev_points}) exceeds step_budget ({s.step_budget}): a dev point "
+                        "needs a step")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
 
 @dataclasses.dataclass(frozen=True)
 class KgbertSettings(StageSettings):
@@ -247,6 +302,7 @@ class KgbertSettings(StageSettings):
     eval_batch_size: int
     precision: str
     score_queries: int | None
+    checkpoint_every_minutes: float
     keep_checkpoint: bool
     device: str
 

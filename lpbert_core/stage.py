@@ -1,5 +1,6 @@
 """How a Snakemake script runs a stage: log to the rule's log file and stderr, and turn bad input into
-one readable line (file:line: message) instead of a traceback."""
+one readable line (file:line: message) instead of a traceback; a training stage stopped by a signal after its
+checkpoint (lpbert_core.preemption) exits with code 75."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from lpbert_core.errors import InputError
+from lpbert_core.errors import DeviceError, InputError
 
 
 _LOG: dict = {}  # the job's log file (a multi-GPU job's rank 0 appends to it too: lpbert_core.distributed)
@@ -37,9 +38,14 @@ def run_stage(log_path: str | Path | None, fn: Callable[[], object]) -> None:
     claim = describe_claim()  # made before logging existed (it must precede CUDA start-up)
     if claim:
         logging.getLogger("lpbert").info("%s", claim)
+    from lpbert_core.preemption import EXIT_CODE, Preempted
+
     try:
         fn()
-    except InputError as exc:
+    except (InputError, DeviceError) as exc:
         logging.getLogger("lpbert").error("%s", exc)
         sys.stderr.write(f"\nERROR: {exc}\n")
         raise SystemExit(1) from None
+    except Preempted as exc:  # checkpoint written: non-zero, so a retry / --rerun-incomplete resumes the job
+        logging.getLogger("lpbert").warning("PREEMPTED: %s (exit code %d)", exc, EXIT_CODE)
+        raise SystemExit(EXIT_CODE) from None

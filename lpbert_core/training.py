@@ -29,6 +29,21 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def torch_rng_state() -> dict:
+    """torch's RNG states (CPU, and every visible card's), as JSON-able lists: a mid-epoch checkpoint's dropout stream
+    (lpbert_core.finetune.rng_state has the same pair for fine-tuning)."""
+    state = {"cpu": torch.get_rng_state().tolist()}
+    if torch.cuda.is_available():
+        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def set_torch_rng_state(state: dict) -> None:
+    torch.set_rng_state(torch.tensor(state["cpu"], dtype=torch.uint8))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """The seed of one epoch: fixed per (seed, epoch), different across epochs (fresh tasks and masks)."""
     return seed * 1_000_003 + epoch
@@ -39,16 +54,23 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 
 def pick_device(requested: str = "auto") -> torch.device:
-    """`auto`: the GPU when CUDA works, else the CPU. `cuda`: the GPU or a clear error (never a silent CPU run).
+    """`auto`: the GPU when CUDA works, the CPU on a machine without NVIDIA GPUs, and an error (DeviceError, one
+    line naming the fix) on a machine that has NVIDIA GPUs but a torch that cannot use them (a CPU-only wheel, a driver
+    mismatch): such a run would silently take days on the CPU. GPUs hidden on purpose (CUDA_VISIBLE_DEVICES empty or
+    -1) mean the CPU. `cuda`: the GPU or a clear error (never a silent CPU run).
     `cuda:N` is accepted for a card chosen by hand; with the per-job card claim (gpu_slots) the job's card is cuda:0.
     In a multi-GPU job (lpbert_core.distributed) `auto` / `cuda` is the rank's own card, cuda:LOCAL_RANK."""
     from lpbert_core.distributed import rank_device
+    from lpbert_core.errors import DeviceError
 
     if requested == "auto":
-        return rank_device(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        if torch.cuda.is_available():
+            return rank_device(torch.device("cuda"))
+        _refuse_cpu_on_a_gpu_machine()
+        return torch.device("cpu")
     if requested.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError(
+            raise DeviceError(
                 f"device {requested!r} was asked for but CUDA is not available here (torch {torch.__version__}, "
                 f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); install a CUDA build of "
                 "torch, or set device: auto / cpu to run on the CPU on purpose"
@@ -57,6 +79,21 @@ def pick_device(requested: str = "auto") -> torch.device:
     if requested == "cpu":
         return torch.device("cpu")
     raise ValueError(f"device must be one of {DEVICES} (or cuda:N), got {requested!r}")
+
+
+def _refuse_cpu_on_a_gpu_machine() -> None:
+    from lpbert_core.errors import DeviceError
+    from lpbert_core.gpu_slots import nvidia_gpu_count
+
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1")
+    cards = 0 if hidden else nvidia_gpu_count()
+    if cards:
+        build = ("a CPU-only build" if torch.version.cuda is None
+                 else f"built for CUDA {torch.version.cuda} but cannot reach the driver (version mismatch?)")
+        raise DeviceError(
+            f"device auto: this machine has {cards} NVIDIA GPU(s) but torch {torch.__version__} is {build}; install a "
+            "CUDA build of torch (https://pytorch.org/get-started/locally/) or set `device: cpu` in the stage's "
+            "config section to run on the CPU on purpose")
 
 
 def gpu_has_native_bf16() -> bool:
@@ -332,10 +369,10 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def save_checkpoint(directory: str | Path, model, optimizer, scheduler, progress: dict, scaler=None) -> None:
+def save_checkpoint(directory: str | Path, model, optimizer, scheduler, progress: dict, scaler=None) -> int:
     """Write model, optimizer, scheduler, the fp16 grad scaler (if any) and a JSON `progress` dict (epoch, best
     score, log rows...). The folder is replaced atomically, so a kill during the write leaves the previous
-    checkpoint intact."""
+    checkpoint intact. Returns the bytes written (preemption.CheckpointClock tallies them)."""
     with atomic_dir(directory) as tmp:
         model_state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(model_state, str(tmp / "model.safetensors"))
@@ -345,6 +382,8 @@ def save_checkpoint(directory: str | Path, model, optimizer, scheduler, progress
                 # plain floats/ints; without it a resumed fp16 run restarts at scale 65536 and skips steps
                 "grad_scaler": scaler.state_dict() if scaler is not None else None}
         (tmp / "state.json").write_text(json.dumps(meta, default=float))
+        written = sum(f.stat().st_size for f in tmp.iterdir())
+    return written
 
 
 def _checkpoint_folder(directory: str | Path) -> Path | None:

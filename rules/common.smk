@@ -200,6 +200,8 @@ def all_targets():
         spec = config["tables"].get(table)
         if spec and spec.get("in_all", True):
             targets += expand("results/tables/{table}.{ext}", table=table, ext=["md", "csv"])
+    if (config["tables"].get("proxy") or {}).get("in_all", False):  # the CPU proxy: its own target by default
+        targets += ["results/tables/proxy.md", "results/tables/proxy.csv"]
     return targets
 
 
@@ -230,17 +232,38 @@ def _beyond_rows(table, datasets):
     rows = []
     for run, label in labels.items():
         for dataset in datasets:
-            candidates = None
+            candidates = grail = None
             if table == "inductive" and source_settings(dataset).get("candidates"):
                 candidates = f"results/{dataset}/runs/{run}/candidates/metrics.json"
+            if table == "inductive":  # GraIL's protocol on every test graph (rules grail_lists, score_grail50)
+                grail = f"results/{dataset}/runs/{run}/grail50/metrics.json"
             rows.append({"dataset": dataset, "run": run, "label": label,
                          "metrics": f"results/{dataset}/runs/{run}/metrics.json", "candidates": candidates,
-                         "floor": run in floors, "floor_run": None if run in floors else floor_of(run)})
+                         "grail": grail, "floor": run in floors,
+                         "floor_run": None if run in floors else floor_of(run)})
+    return rows
+
+
+def inductive_baseline_rows(datasets):
+    """tables.inductive.baselines on every test graph, all three protocols: `ppr` (rule ppr_score) and cross-encoder
+    runs (model: kgbert; rules kgbert_score, kgbert_lists)."""
+    rows = []
+    for name, label in ((config["tables"].get("inductive") or {}).get("baselines") or {}).items():
+        if name != "ppr" and (name not in config["runs"] or run_entry(name).get("model") != "kgbert"):
+            raise WorkflowError(f"tables.inductive.baselines: {name!r} is neither `ppr` nor a kgbert run of `runs`")
+        for dataset in datasets:
+            base = f"results/{dataset}/baselines/ppr" if name == "ppr" else f"results/{dataset}/runs/{name}"
+            rows.append({"dataset": dataset, "run": name, "label": label, "baseline": True,
+                         "metrics": f"{base}/full/metrics.json" if name == "ppr" else f"{base}/metrics.json",
+                         "candidates": f"{base}/candidates/metrics.json"
+                         if source_settings(dataset).get("candidates") else None,
+                         "grail": f"{base}/grail50/metrics.json", "floor": False, "floor_run": None})
     return rows
 
 
 def inductive_rows(wildcards=None):
-    return _beyond_rows("inductive", [p["test"] for p in inductive_pairs()])
+    tests = [p["test"] for p in inductive_pairs()]
+    return _beyond_rows("inductive", tests) + inductive_baseline_rows(tests)
 
 
 def plus_rows(wildcards=None):
@@ -254,15 +277,43 @@ def plus_rows(wildcards=None):
 def beyond_inputs(rows):
     """The rows' metrics files, and each run's per-relation breakdown (built with the table: every run a table shows
     has one)."""
-    paths = [path for row in rows for path in (row["metrics"], row["candidates"]) if path]
+    paths = [path for row in rows for path in (row["metrics"], row["candidates"], row.get("grail")) if path]
     return paths + [f"results/{row['dataset']}/runs/{row['run']}/breakdown.{ext}" for row in rows
-                    for ext in ("csv", "png")]
+                    if not row.get("baseline") for ext in ("csv", "png")]
 
 
 # ---- GPUs per job (config `gpus_per_job`): rules pretrain, finetune, kgbert_train and score request gpu=K, and the
 # job's stage runs in K torchrun ranks (lpbert_core.distributed). A resource, not a param: batches stay global, so K
 # changes no result beyond float rounding and dropout masks, and changing it reruns nothing.
 GPUS_PER_JOB = int(config.get("gpus_per_job", 1))
+
+
+# ---- Threads of a GPU job: the configured count (`gpu_job_threads`; pre-training: `pretrain.threads`), but at most
+# --cores divided by the GPU jobs that fit at once (cards from `--resources gpu=N`, else the host's, / gpus_per_job),
+# so that N cards run N GPU jobs under --cores N (a fixed 8 took every core of --cores 4: one GPU job at a time).
+# Under a cluster executor --cores is not a local limit (each job is granted its own cores): the configured count.
+def gpu_threads(wanted):
+    def threads(wildcards):
+        from lpbert_core.gpu_slots import visible_gpu_ids
+
+        cores = workflow.global_resources.get("_cores").value
+        if not cores or cores >= 2**31:  # unlimited (e.g. --executor slurm without --cores)
+            return int(wanted)
+        cards = workflow.global_resources.get("gpu").value or len(visible_gpu_ids())
+        slots = max(int(cards) // GPUS_PER_JOB, 1)
+        return max(1, min(int(wanted), int(cores) // slots))
+
+    return threads
+
+
+GPU_JOB_THREADS = gpu_threads(config.get("gpu_job_threads", 8))
+
+
+# ---- Priorities (rules pretrain 100+, finetune / kgbert_train 50, score / kgbert_score / score_candidates 10): among
+# ready GPU jobs, pre-training first (the longest jobs; every run but `pretrain: none` waits for one), and among
+# pre-training variants the one most runs start from; scoring last (short, and nothing but the tables waits for it).
+def pretrain_priority(wildcards):
+    return 100 + sum(JOBS.run_entry(run).get("pretrain") == wildcards.variant for run in config["runs"])
 
 
 # ---- used by pretrain.smk
@@ -298,6 +349,40 @@ def score_inputs(wildcards):
 
 def kgbert_params(wildcards):
     return JOBS.kgbert_params(wildcards.dataset, wildcards.run)
+
+
+# ---- used by inductive.smk (issue #27: GraIL's sampled negatives, PPR, the cross-encoder on the lists)
+
+TEST_GRAPHS = _alternatives([n for n, s in config["sources"].items() if s.get("inductive_of")]) or "$^"
+
+
+def inductive_eval(key):
+    spec = (config.get("inductive_eval") or {}).get(key)
+    if spec is None:
+        raise WorkflowError(f"inductive_eval.{key} is not configured (config.yaml sets it)")
+    return dict(spec)
+
+
+def lists_input(dataset, protocol):
+    """The candidate lists a list-protocol job ranks: BERTRL's (in the raw folder) or our GraIL-protocol sample."""
+    if protocol == "grail50":
+        return {"lists": f"results/{dataset}/lists/grail50/lists.json"}
+    if not source_settings(dataset).get("candidates"):
+        raise WorkflowError(f"results/{dataset}/.../candidates: sources.{dataset} has no `candidates` lists")
+    return {"raw": f"results/{dataset}/raw"}
+
+
+def kgbert_list_inputs(wildcards):
+    return {**score_inputs(wildcards), **lists_input(wildcards.dataset, wildcards.protocol)}
+
+
+def ppr_inputs(wildcards):
+    text = {k: f"results/{wildcards.dataset}/text/{k}.parquet" for k in ("entities", "relations", "triples")}
+    return text if wildcards.protocol == "full" else {**text, **lists_input(wildcards.dataset, wildcards.protocol)}
+
+
+def ppr_params(wildcards):
+    return {"protocol": wildcards.protocol, "dataset": wildcards.dataset, "ppr": inductive_eval("ppr")}
 
 
 # ---- used by tables.smk

@@ -17,7 +17,8 @@ rule finetune:
         "logs/{dataset}/finetune/{run}.log",
     benchmark:
         "benchmarks/{dataset}/finetune/{run}.tsv"
-    threads: 8  # capped at --cores by Snakemake
+    threads: GPU_JOB_THREADS  # gpu_job_threads, at most --cores per GPU slot (common.smk)
+    priority: 50  # after pre-training, before scoring (common.smk)
     resources:
         gpu=GPUS_PER_JOB,
     conda:

@@ -19,7 +19,8 @@ rule kgbert_train:
         "logs/{dataset}/kgbert_train/{run}.log",
     benchmark:
         "benchmarks/{dataset}/finetune/{run}.tsv"  # same pattern as rule finetune: Table 3 reads both alike
-    threads: 8  # capped at --cores by Snakemake
+    threads: GPU_JOB_THREADS  # gpu_job_threads, at most --cores per GPU slot (common.smk)
+    priority: 50  # after pre-training, before scoring (common.smk)
     resources:
         gpu=GPUS_PER_JOB,
     conda:
@@ -42,7 +43,8 @@ rule kgbert_score:
         "logs/{dataset}/kgbert_score/{run}.log",
     benchmark:
         "benchmarks/{dataset}/score/{run}.tsv"
-    threads: 8  # capped at --cores by Snakemake
+    threads: GPU_JOB_THREADS  # gpu_job_threads, at most --cores per GPU slot (common.smk)
+    priority: 10  # scoring last (common.smk)
     resources:
         gpu=1,  # one card whatever gpus_per_job: its per-query time is Table 3's
     conda:

@@ -18,7 +18,8 @@ rule pretrain:
         "logs/{dataset}/pretrain/{variant}.log",
     benchmark:
         "benchmarks/{dataset}/pretrain/{variant}.tsv"
-    threads: config["pretrain"]["threads"]
+    threads: gpu_threads(config["pretrain"]["threads"])  # at most --cores per GPU slot (common.smk)
+    priority: pretrain_priority  # the critical path first (common.smk)
     resources:
         gpu=GPUS_PER_JOB,
     conda:

@@ -15,7 +15,8 @@ rule score:
         "logs/{dataset}/score/{run}.log",
     benchmark:
         "benchmarks/{dataset}/score/{run}.tsv"
-    threads: 8  # capped at --cores by Snakemake
+    threads: GPU_JOB_THREADS  # gpu_job_threads, at most --cores per GPU slot (common.smk)
+    priority: 10  # scoring last (common.smk)
     resources:
         gpu=GPUS_PER_JOB,
     conda:
@@ -41,7 +42,8 @@ rule score_candidates:
         "logs/{dataset}/score_candidates/{run}.log",
     benchmark:
         "benchmarks/{dataset}/score_candidates/{run}.tsv"
-    threads: 8  # capped at --cores by Snakemake
+    threads: GPU_JOB_THREADS  # gpu_job_threads, at most --cores per GPU slot (common.smk)
+    priority: 10  # scoring last (common.smk)
     resources:
         gpu=1,  # one card, claimed like the other GPU jobs' (a small job: never split over gpus_per_job ranks)
     conda:

@@ -72,8 +72,8 @@ rule plus_table:
         "../workflow_scripts/beyond_tables.py"
 
 
+# The CPU proxy's readings against the zero-shot floor (configs/proxy.yaml; in `all` only with tables.proxy.in_all)
 rule proxy_table:
-    """The CPU proxy's readings against the zero-shot floor (configs/proxy.yaml; outside `all`)."""
     input:
         proxy_inputs,
     output:

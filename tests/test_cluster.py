@@ -70,3 +70,76 @@ def test_partition_and_account_from_the_command_line(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     for line in job_resources(result.stdout)["finetune"]:
         assert "slurm_partition=big" in line and "slurm_account=lab7" in line and "mem_mb=32000" in line
+
+
+def local_rules() -> set[str]:
+    """Rules marked `localrule: True` in rules/*.smk, and the target rule `all`: never submitted to SLURM."""
+    names = {"all"}
+    for smk in (REPO / "rules").glob("*.smk"):
+        for name, body in re.findall(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", smk.read_text(), flags=re.M):
+            if re.search(r"^\s+localrule: True", body, flags=re.M):
+                names.add(name)
+    return names
+
+
+def test_every_job_has_runtime_and_memory_cpu_rules_their_partition_gpu_jobs_one_node(tmp_path):
+    """`snakemake -n --profile profiles/slurm` (the plugin plans, nothing is submitted): every job SLURM would get has
+    runtime and mem_mb, also when --default-resources on the command line replaces the profile's; CPU-only rules go
+    to LPBERT_CPU_PARTITION, GPU rules stay on one node, the training rules ask for the advance SIGTERM, and
+    pre-training comes first."""
+    env = {"SBATCH_PARTITION": "gpuq", "LPBERT_CPU_PARTITION": "cpuq"}
+    for args in ((), ("--default-resources", "slurm_partition=big", "slurm_account=lab7")):
+        result = dry_run(tmp_path, *args, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        jobs = job_resources(result.stdout)
+        submitted = set(jobs) - local_rules()  # localrules run on the submitting machine
+        assert submitted == {"download", "join_text", "tokenize", "breakdown", "tables", "score_candidates",
+                             *GPU_RULES}
+        jobs = {rule: lines for rule, lines in jobs.items() if rule in submitted}
+        for rule, lines in jobs.items():
+            for line in lines:
+                assert re.search(r"\bruntime=\d+", line) and re.search(r"\bmem_mb=\d+", line), (rule, line)
+                if "gpu=" in line:
+                    assert "nodes=1" in line, (rule, line)
+        for rule in ("download", "join_text", "tokenize", "breakdown", "tables"):
+            assert all("slurm_partition=cpuq" in line and "gpu=" not in line for line in jobs[rule]), rule
+        gpu_partition = "big" if args else "gpuq"
+        for rule in (*GPU_RULES, "score_candidates"):
+            assert all(f"slurm_partition={gpu_partition}," in line for line in jobs[rule]), rule
+        for rule in ("pretrain", "finetune", "kgbert_train"):
+            assert all("slurm_extra=--signal=TERM@180" in line for line in jobs[rule]), rule
+    priorities = {}
+    for block in result.stdout.split("\n\n"):
+        rule = re.search(r"^(?:local)?rule (\w+):", block, flags=re.M)
+        priority = re.search(r"^\s+priority: (\d+)$", block, flags=re.M)
+        if rule:
+            priorities.setdefault(rule.group(1), set()).add(int(priority.group(1)) if priority else 0)
+    assert min(priorities["pretrain"]) > max(priorities["finetune"] | priorities["kgbert_train"])
+    assert min(priorities["finetune"]) > max(priorities["score"] | priorities["kgbert_score"]) > 0
+    # the variant most runs start from (mem-mrm-mlm: Table 1's lpbert and others) before the single-run ablations
+    mem_mrm_mlm = {int(p) for p in re.findall(r"variant=mem-mrm-mlm\n\s+priority: (\d+)", result.stdout)}
+    assert mem_mrm_mlm == {max(priorities["pretrain"])} and len(priorities["pretrain"]) > 1
+
+
+def test_gpu_job_threads_follow_cores_on_a_four_gpu_host(tmp_path):
+    """Planning on a fake 4-GPU host: `--cores 4 --resources gpu=4` gives every GPU job 1 thread (4 fit at once);
+    `--cores 32` gives them gpu_job_threads (8); one card and `--cores 8`: 8 (rules/common.smk gpu_threads). The real
+    run of 4 jobs at once is tests/test_gpu_slots.py::test_cores_4_runs_four_gpu_jobs_at_once_on_four_cards."""
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    (tmp_path / "resources").symlink_to(REPO / "resources")
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES" and not k.startswith("SLURM_")}
+    env["LPBERT_GPU_COUNT"] = "4"
+    for cores, gpus, expected in (("4", "4", 1), ("32", "4", 8), ("8", "1", 8), ("4", None, 1)):
+        resources = ["--resources", f"gpu={gpus}"] if gpus else []  # no cap: the host's 4 cards
+        result = subprocess.run(
+            [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "all", "-n", "--cores", cores,
+             *resources], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        threads = {}
+        for block in result.stdout.split("\n\n"):
+            rule = re.search(r"^(?:local)?rule (\w+):", block, flags=re.M)
+            if rule and rule.group(1) in (*GPU_RULES, "score_candidates"):
+                count = re.search(r"^\s+threads: (\d+)$", block, flags=re.M)  # printed when above 1
+                threads.setdefault(rule.group(1), set()).add(int(count.group(1)) if count else 1)
+        assert set(threads) == {*GPU_RULES, "score_candidates"}
+        assert all(found == {expected} for found in threads.values()), (cores, gpus, threads)

@@ -26,8 +26,17 @@ HOLDER = textwrap.dedent("""
 
 
 def fake_host(tmp_path: Path, count: int) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID")}
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES" and not k.startswith("SLURM_")}
     env.update(LPBERT_GPU_COUNT=str(count), LPBERT_GPU_LOCK_DIR=str(tmp_path / "locks"))
+    return env
+
+
+def fake_allocation(tmp_path: Path, job_id: str, cards: str, **slurm) -> dict:
+    """A SLURM allocation's environment as SLURM sets it: its cards in CUDA_VISIBLE_DEVICES and SLURM_JOB_GPUS."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("CUDA_VISIBLE_DEVICES", "LPBERT_GPU_COUNT") and not k.startswith("SLURM_")}
+    env.update(SLURM_JOB_ID=job_id, SLURM_JOB_GPUS=cards, CUDA_VISIBLE_DEVICES=cards,
+               LPBERT_GPU_LOCK_DIR=str(tmp_path / "locks"), **slurm)
     return env
 
 
@@ -66,18 +75,52 @@ def test_multi_gpu_claims_are_all_or_nothing(tmp_path):
         proc.wait()
 
 
-def test_no_claim_without_gpus_or_under_a_scheduler(tmp_path, monkeypatch):
+def test_no_claim_without_gpus(tmp_path, monkeypatch):
     from lpbert_core import gpu_slots
 
     monkeypatch.setenv("LPBERT_GPU_LOCK_DIR", str(tmp_path))
     monkeypatch.setenv("LPBERT_GPU_COUNT", "0")
     assert gpu_slots.claim_gpus(1) == []
     monkeypatch.setenv("LPBERT_GPU_COUNT", "2")
-    monkeypatch.setenv("SLURM_JOB_ID", "123")  # SLURM assigns the cards itself
-    assert gpu_slots.claim_gpus(1) == []
-    monkeypatch.delenv("SLURM_JOB_ID")
     with pytest.raises(RuntimeError, match="needs 3 GPUs but the host has 2"):
         gpu_slots.claim_gpus(3)
+
+
+def test_a_slurm_allocation_offers_its_own_cards_only(tmp_path, monkeypatch):
+    from lpbert_core import gpu_slots
+
+    for name in ("LPBERT_GPU_COUNT", "CUDA_VISIBLE_DEVICES", "SLURM_JOB_GPUS", "SLURM_STEP_GPUS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LPBERT_GPU_LOCK_DIR", str(tmp_path))
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setattr(gpu_slots, "nvidia_gpu_count", lambda: 8)  # the node's cards: not this allocation's
+    assert gpu_slots.visible_gpu_ids() == []  # an allocation without GPUs claims none of the node's
+    monkeypatch.setenv("SLURM_JOB_GPUS", "2,3")
+    assert gpu_slots.visible_gpu_ids() == ["2", "3"]
+    monkeypatch.setenv("SLURM_STEP_GPUS", "3")  # inside a job step (srun): the step's
+    assert gpu_slots.visible_gpu_ids() == ["3"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # what SLURM set for CUDA wins (cgroup-relative numbering)
+    assert gpu_slots.visible_gpu_ids() == ["0"]
+    assert gpu_slots.lock_dir() == tmp_path / "slurm-77"  # one lock folder per allocation
+
+
+def test_jobs_in_one_slurm_allocation_claim_distinct_cards(tmp_path):
+    """`salloc --gpus=4`, then snakemake with local jobs: 4 jobs on the allocation's 4 cards, a 5th waits; another
+    allocation on the same node (its own card, numbered 0 there) and the executor plugin's one-card job claim at once."""
+    env = fake_allocation(tmp_path, "4242", "4,5,6,7")
+    jobs = [holder(env) for _ in range(4)]
+    lines = [job.stdout.readline().split() for job in jobs]
+    assert sorted(line[0] for line in lines) == ["4", "5", "6", "7"]
+    assert all(line[1] == line[0] for line in lines)  # CUDA_VISIBLE_DEVICES narrowed to the claimed card
+    fifth = holder(env, timeout=0.5)
+    assert fifth.wait(timeout=30) != 0 and "no 1 free GPU(s) of ['4', '5', '6', '7']" in fifth.stderr.read()
+    other = holder(fake_allocation(tmp_path, "4243", "0"), timeout=5)
+    assert other.stdout.readline().split() == ["0", "0"]
+    plugin_job = holder(fake_allocation(tmp_path, "4244", "0", SLURM_STEP_GPUS="1"), timeout=5)
+    assert plugin_job.stdout.readline().split() == ["0", "0"]
+    for proc in (*jobs, other, plugin_job):
+        proc.kill()
+        proc.wait()
 
 
 def test_inherited_visible_devices_are_kept(monkeypatch):
@@ -89,8 +132,11 @@ def test_inherited_visible_devices_are_kept(monkeypatch):
 
 
 @pytest.mark.slow
-def test_resources_gpu_2_runs_two_gpu_jobs_at_once_on_different_cards(tmp_path, fixture_builder, tiny_encoder_dir):
-    """The project's own rules on the whole-DAG test config: two fine-tuning jobs, `--resources gpu=2`, 2 fake cards."""
+@pytest.mark.parametrize("host", ["workstation", "slurm"])
+def test_cores_4_runs_four_gpu_jobs_at_once_on_four_cards(tmp_path, fixture_builder, tiny_encoder_dir, host):
+    """The project's own rules on the whole-DAG test config: four fine-tuning jobs with `--cores 4 --resources gpu=4`
+    on 4 fake cards, on a workstation and inside a fake SLURM allocation: GPU jobs' threads follow --cores (one each,
+    rules/common.smk gpu_threads), so all four run at once, each on its own card."""
     wd = tmp_path / "wd"
     (wd / ".test").mkdir(parents=True)
     shutil.copy(REPO / "config.yaml", wd / "config.yaml")
@@ -98,20 +144,21 @@ def test_resources_gpu_2_runs_two_gpu_jobs_at_once_on_different_cards(tmp_path, 
     shutil.copy(REPO / ".test" / "config.yaml", wd / ".test" / "config.yaml")
     fixture_builder.write_graph(wd / ".test" / "data" / "tinykg")
     shutil.copytree(tiny_encoder_dir, wd / ".test" / "tiny-bert")
-    targets = ["results/tinykg/runs/t4-none/model", "results/tinykg/runs/t4-none-nobatch/model"]
+    runs = ["t4-none", "t4-none-nobatch", "study-P-s42", "study-raw-s42"]
+    env = fake_host(tmp_path, 4) if host == "workstation" else fake_allocation(tmp_path, "31337", "0,1,2,3")
     result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), *targets, "--cores", "2",
-         "--set-threads", "finetune=1", "--configfile", ".test/config.yaml", "--resources", "gpu=2"],
-        cwd=wd, env=fake_host(tmp_path, 2), capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
+         *[f"results/tinykg/runs/{run}/model" for run in runs], "--cores", "4", "--configfile", ".test/config.yaml",
+         "--config", "finetune={device: cpu}", "--resources", "gpu=4"],
+        cwd=wd, env=env, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     cards, spans = {}, {}
-    for run in ("t4-none", "t4-none-nobatch"):
+    for run in runs:
         text = (wd / f"logs/tinykg/finetune/{run}.log").read_text()
-        cards[run] = re.search(r"GPU slot: claimed (\S+) of 0,1", text).group(1)
+        cards[run] = re.search(r"GPU slot: claimed (\S+) of 0,1,2,3", text).group(1)
         stamps = [datetime.strptime(s, "%Y-%m-%d %H:%M:%S,%f") for s in
                   re.findall(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})", text, flags=re.M)]
         spans[run] = (min(stamps), max(stamps))
-    assert set(cards.values()) == {"0", "1"}
-    (a0, a1), (b0, b1) = spans.values()
-    assert a0 < b1 and b0 < a1, f"the two GPU jobs did not overlap in time: {spans}"
+    assert sorted(cards.values()) == ["0", "1", "2", "3"]
+    assert max(a for a, _ in spans.values()) < min(b for _, b in spans.values()), f"not all 4 at once: {spans}"

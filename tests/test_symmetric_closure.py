@@ -110,3 +110,18 @@ def test_answers_of_matches_brute_force():
     assert known.answers_of(np.array([], dtype=np.int64), np.array([], dtype=np.int64))[0].shape == (0,)
     empty = KnownAnswers(np.empty((0, 3)), E, R2).answers_of(h, r)
     assert empty[0].shape == empty[1].shape == (0,)
+
+
+def test_known_matrix_equals_contains_on_the_grid():
+    """KnownAnswers.matrix (the label matrix's fast path) against `contains` on every (row, column) pair, with
+    repeated columns and queries without answers."""
+    from lpbert_core.known_answers import KnownAnswers
+
+    rng = np.random.default_rng(3)
+    triples = np.stack([rng.integers(0, 12, 200), rng.integers(0, 4, 200), rng.integers(0, 12, 200)], 1)
+    known = KnownAnswers(triples, 12, 4)
+    h, r = rng.integers(0, 12, 30), rng.integers(0, 4, 30)
+    columns = rng.integers(0, 12, 25)
+    grid = known.contains(np.repeat(h, 25), np.repeat(r, 25), np.tile(columns, 30)).reshape(30, 25)
+    assert np.array_equal(known.matrix(h, r, columns), grid)
+    assert known.matrix(h, r, columns[:0]).shape == (30, 0)

@@ -459,7 +459,8 @@ def test_reproduction_attribution_from_a_study_summary(tmp_path, paper):
     by = build_reproduction(specs, paper, with_switches)[0].set_index("metric")
     assert by.loc["hits@10", "attribution"] == ("study (8 epochs) vs P (0.850): sigmoid-mean +0.100; from sigmoid-mean "
                                                 "(0.950): nopre +0.010; from nopre (0.960): nopre-mpnet +0.030; ac "
-                                                "(leaky) -0.250 vs P, its switches vs ac (0.600): ac-cosine (leaky) "
+                                                "(leaky) -0.250 vs P, its switches one at a time vs ac (0.600; they interact "
+                                                "and do not add up): ac-cosine (leaky) "
                                                 "+0.330, ac-optim (leaky) -0.150")
     # where the study summary carries Δ paired on common seeds (study.summarise), that Δ is quoted, not the means'
     frame = pd.read_csv(with_switches)

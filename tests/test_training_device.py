@@ -3,6 +3,8 @@ natively, CPU bf16 autocast on request (how the whole-DAG test runs every loop u
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -57,3 +59,46 @@ def test_compute_record_names_what_ran():
     record = compute_record(CPU, "bf16", world_size=2)
     assert record["device"] == "cpu" and record["gpu_name"] is None
     assert record["precision"] == "bf16" and record["world_size"] == 2
+
+
+def test_auto_on_a_gpu_machine_with_a_torch_without_cuda_stops_with_one_line(monkeypatch, tmp_path):
+    """NVIDIA cards present (nvidia-smi lists one, or LPBERT_GPU_COUNT says so) but torch cannot use CUDA (a CPU-only
+    wheel, a driver mismatch): `auto` must not train for days on the CPU; GPUs hidden on purpose still mean the CPU."""
+    import subprocess
+    import sys
+
+    from lpbert_core.errors import DeviceError
+
+    # a stage stops with the one line (run_stage), not a traceback; this machine's torch may have CUDA: faked off
+    code = ("import torch; torch.cuda.is_available = lambda: False\n"
+            "from lpbert_core.stage import run_stage\nfrom lpbert_core.training import pick_device\n"
+            "run_stage(None, lambda: pick_device('auto'))\n")
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    env["LPBERT_GPU_COUNT"] = "1"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR:")]
+    assert len(errors) == 1 and "install a CUDA build of torch" in errors[0] and "device: cpu" in errors[0]
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("LPBERT_GPU_COUNT", "2")
+    with pytest.raises(DeviceError, match=r"has 2 NVIDIA GPU\(s\) but torch .* install a CUDA build of torch .*"
+                                          r"set `device: cpu`") as caught:
+        pick_device("auto")
+    assert "\n" not in str(caught.value)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # hidden on purpose
+    assert pick_device("auto") == CPU
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+
+    monkeypatch.delenv("LPBERT_GPU_COUNT")  # the real detection: a (fake) nvidia-smi on PATH listing one card
+    smi = tmp_path / "bin" / "nvidia-smi"
+    smi.parent.mkdir()
+    smi.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-0000)'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{smi.parent}:{os.environ['PATH']}")
+    with pytest.raises(DeviceError, match=r"has 1 NVIDIA GPU\(s\)"):
+        pick_device("auto")
+    monkeypatch.setenv("PATH", "/nonexistent")  # no nvidia-smi, no driver: a CPU machine
+    if not os.path.isdir("/proc/driver/nvidia/gpus"):
+        assert pick_device("auto") == CPU

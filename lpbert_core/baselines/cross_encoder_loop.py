@@ -2,10 +2,13 @@
 
 Training: binary cross-entropy on train triples (label 1) and k corrupted triples each (label 0), fresh negatives
 every epoch; AdamW with two learning rates (encoder / classifier), linear warmup and decay; autocast on GPU; a
-checkpoint after every epoch (outside the rule's outputs) so a killed job resumes at the next epoch. Determinism: an
+checkpoint after every epoch (outside the rule's outputs) so a killed job resumes at the next epoch, and mid-epoch
+every `checkpoint_every_minutes` and on a stop signal (lpbert_core.preemption: then the job exits non-zero; the
+checkpoint's `partial` holds the step, the epoch's loss sum so far and each rank's dropout RNG state). Determinism: an
 epoch's negatives, batch order and dropout derive from `epoch_seed(seed, epoch)` only, so on CPU a resumed run ends
-with the same weights as an uninterrupted one. Dev accuracy: dev positives vs one fixed sampled corruption each
-(rejecting known train and dev triples), logit > 0 counts as "true".
+with the same weights as an uninterrupted one, whether it resumes at an epoch boundary or mid-epoch. Dev accuracy:
+dev positives vs one fixed sampled corruption each (rejecting known train and dev triples), logit > 0 counts as
+"true".
 
 Ranking (timed, sampled): lpbert_core.baselines.cross_encoder_ranking.
 
@@ -25,14 +28,15 @@ from typing import Callable
 import numpy as np
 import torch
 
-from lpbert_core import distributed
+from lpbert_core import distributed, preemption
 from lpbert_core.atomic import atomic_dir, write_log_csv
 from lpbert_core.baselines.cross_encoder import (CrossEncoder, TripleSequenceBuilder, collate_triples, save_cross_encoder, train_triple_set, training_examples)
 from lpbert_core.known_answers import KnownAnswers
 from lpbert_core.kg import TokenizedKG, seeded_subset
 from lpbert_core.settings import KgbertSettings
 from lpbert_core.training import (autocast_context, build_optimizer, compute_record, build_scheduler, epoch_seed, length_sorted_batches,
-                       needs_grad_scaler, optimizer_step, resume_checkpoint, save_checkpoint, set_seed)
+                       needs_grad_scaler, optimizer_step, resume_checkpoint, save_checkpoint, set_seed,
+                       set_torch_rng_state, torch_rng_state)
 
 log_ = logging.getLogger("lpbert.kgbert")
 
@@ -117,12 +121,17 @@ def train_cross_encoder(kg: TokenizedKG, encoder, tokenizer, cfg: KgbertSettings
     fingerprint = _fingerprint(cfg, positives, kg, model)
     progress = distributed.main_first(lambda: resume_checkpoint(  # rank 0 discards a stale one first
         checkpoint_dir / "last", fingerprint, model, optimizer, scheduler, device, scaler, warn=log))
+    resumed = progress is not None
     if progress is None:
         progress = {"epoch": 0, "global_step": 0, "log": [], "fingerprint": fingerprint, "attempt": 1}
         log(f"cross-encoder training from scratch: {len(positives)} positives x (1 + {k} negatives), "
             f"{steps_per_epoch} steps/epoch, {epochs} epochs, batch {bs}")
     else:
-        log(f"resumed from {checkpoint_dir / 'last'} after epoch {progress['epoch']}")
+        step = f" step {progress['partial']['step']}" if progress.get("partial") else ""
+        log(f"resumed from {checkpoint_dir / 'last'} after epoch {progress['epoch']}{step}")
+    clock = preemption.CheckpointClock(cfg.checkpoint_every_minutes, progress)  # timed / signalled checkpoints
+    if resumed:
+        clock.resumed_from(checkpoint_dir / "last")
     log(f"truncation at max_length={builder.max_length}: {builder.truncation_report(positives)}")
 
     from tqdm import tqdm
@@ -132,22 +141,47 @@ def train_cross_encoder(kg: TokenizedKG, encoder, tokenizer, cfg: KgbertSettings
         epoch = progress["epoch"]
         es = epoch_seed(seed, epoch)
         rng = np.random.default_rng(es)
-        torch.manual_seed(distributed.rank_seed(es))  # dropout: one stream per rank (rank 0: the usual one)
+        partial = progress.pop("partial", None)  # a mid-epoch checkpoint of this epoch: continue after its step
+        ranks = distributed.world()
+        if partial is None:
+            torch.manual_seed(distributed.rank_seed(es))  # dropout: one stream per rank (rank 0: the usual one)
+        elif len(partial["torch_rng"]) == ranks.size:
+            set_torch_rng_state(partial["torch_rng"][ranks.rank])
+        else:  # another number of ranks: dropout streams differ anyway
+            torch.manual_seed(distributed.rank_seed(es + partial["step"]))
         triples, labels = training_examples(positives, known, kg.num_entities, k, rng, cfg.negative_side)
         lengths = [builder.length(int(h), int(r), int(t)) for h, r, t in triples]
         batches = length_sorted_batches(lengths, bs, shuffle=True, seed=es)
         model.train()
         t0 = time.perf_counter()
-        total_loss, steps = 0.0, 0
-        ranks = distributed.world()
-        for idx in tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", leave=False, mininterval=10.0,
-                        disable=not distributed.is_main()):
+        first = partial["step"] if partial else 0
+        # the loss sum so far: rank 0 carries the ranks' sum (added up at the epoch's end)
+        total_loss = partial["loss_sum"] if partial and distributed.is_main() else 0.0
+        steps = first
+
+        def boundary(step, loss_sum, epoch=epoch):
+            save, stop = clock.decide(step)
+            if save:  # mid-epoch: `last` with the epoch's position (a collective in a multi-rank job)
+                parts = distributed.all_gather_object({"loss_sum": loss_sum, "rng": torch_rng_state()})
+                progress["partial"] = {"epoch": epoch, "step": step, "loss_sum": sum(x["loss_sum"] for x in parts),
+                                       "torch_rng": [x["rng"] for x in parts]}
+                written = save_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler, progress, scaler) \
+                    if distributed.is_main() else 0
+                clock.saved(written)
+                del progress["partial"]
+            if stop:
+                preemption.stop(checkpoint_dir / "last", log)
+
+        for b, idx in enumerate(tqdm(batches[first:], desc=f"epoch {epoch + 1}/{epochs}", leave=False,
+                                     mininterval=10.0, disable=not distributed.is_main(), initial=first,
+                                     total=len(batches)), start=first + 1):
             if ranks.size > 1:
                 loss = _rank_slice_loss(model, builder, kg, triples, labels, idx, device, precision)
                 optimizer_step(loss, model, optimizer, scheduler, scaler, cfg.max_grad_norm)
                 total_loss += float(loss.detach()) / ranks.size  # this rank's part of the global batch's mean
                 steps += 1
                 progress["global_step"] += 1
+                boundary(b, total_loss)
                 continue
             batch = _batch_to(collate_triples([builder.build(*map(int, triples[i])) for i in idx],
                                               kg.special.pad), device)
@@ -159,6 +193,7 @@ def train_cross_encoder(kg: TokenizedKG, encoder, tokenizer, cfg: KgbertSettings
             total_loss += float(loss.detach())
             steps += 1
             progress["global_step"] += 1
+            boundary(b, total_loss)
         if ranks.size > 1:
             total_loss = sum(distributed.all_gather_object(total_loss))
         train_seconds = time.perf_counter() - t0
@@ -167,16 +202,18 @@ def train_cross_encoder(kg: TokenizedKG, encoder, tokenizer, cfg: KgbertSettings
         row = {"epoch": epoch + 1, "steps": steps, "examples": int(len(triples)),
                "loss": total_loss / max(steps, 1), **dev, "lr_encoder": scheduler.get_last_lr()[-1],
                "train_seconds": round(train_seconds, 3), "dev_seconds": round(time.perf_counter() - t1, 3),
-               "attempt": progress["attempt"], "steps_timed": steps}  # resumes happen between epochs here
+               "attempt": progress["attempt"], "steps_timed": steps - first}  # this attempt's steps of the epoch
         progress["log"].append(row)
         progress["epoch"] = epoch + 1
         log(" ".join(f"{k_}={v:.4g}" if isinstance(v, float) else f"{k_}={v}" for k_, v in row.items()))
-        if distributed.is_main():
-            save_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler, progress, scaler)
+        clock.saved(save_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler, progress, scaler)
+                    if distributed.is_main() else 0)
         epochs_this_call += 1
         if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs and progress["epoch"] < epochs:
             log(f"stopping after {epochs_this_call} epoch(s) (simulated kill)")
             return {"killed": True, "progress": progress, "model": model}
+        if progress["epoch"] < epochs and clock.stop_agreed():  # a signal during the epoch's dev evaluation
+            preemption.stop(checkpoint_dir / "last", log)
 
     if not distributed.is_main():  # rank 0 writes the model folder and the log (every rank holds the same weights)
         return {"killed": False, "progress": progress, "model": model}
@@ -188,6 +225,7 @@ def train_cross_encoder(kg: TokenizedKG, encoder, tokenizer, cfg: KgbertSettings
     with atomic_dir(model_dir) as tmp:
         save_cross_encoder(model, tokenizer, tmp, info)
     write_log_csv(log_csv, progress["log"])
+    log(clock.summary())
     if not cfg.keep_checkpoint:  # outputs are complete: the resume state is no longer needed
         import shutil
 
@@ -231,6 +269,7 @@ def _fingerprint(cfg: KgbertSettings, positives: np.ndarray, kg: TokenizedKG, mo
 
 
 # ---------------------------------------------------------------------------------------------------- ranking
+@preemption.preemptible  # SIGTERM / SIGUSR1: checkpoint at the next step boundary, then exit non-zero
 @distributed.multi_gpu_stage("kgbert_train")  # gpus_per_job > 1: this call in K ranks
 def run_kgbert_train(*, settings: dict, inputs: dict, outputs: dict) -> dict:
     """The kgbert_train rule: load the graph and the initial encoder (bare, or the run's pre-trained one), train.

@@ -118,10 +118,16 @@ def rank_candidate_lists(model, kg: TokenizedKG, builder: SequenceBuilder, block
     # the run's own pair scorer (cosine or pair_linear; eval mode) on every (query, listed entity) pair of a block
     scores = model.score_pairs(query_vecs.repeat_interleave(per_block, 0),
                                entity_vecs[cand.reshape(-1)]).reshape(len(cand), per_block)
-    ranks = list_ranks(scores)
+    return list_frame(kg, blocks, scores)
+
+
+def list_frame(kg, blocks: CandidateBlocks, scores: torch.Tensor) -> pd.DataFrame:
+    """The ranks frame of `blocks` from any model's scores [blocks, per_query] (column 0 = the true line); `kg` needs
+    entity_ids / relation_ids only (shared by the LP-BERT, cross-encoder and PPR list scorers)."""
+    ranks = list_ranks(torch.as_tensor(scores))
     ent_ids = np.asarray(kg.entity_ids, dtype=object)
     rel_ids = np.asarray(kg.relation_ids, dtype=object)
-    gold = np.where(is_tail, blocks.tail, blocks.head)
+    gold = np.where(blocks.direction == "tail", blocks.tail, blocks.head)
     return pd.DataFrame({
         "query": np.arange(len(gold), dtype=np.int64),
         "direction": blocks.direction.astype(str),
@@ -133,12 +139,34 @@ def rank_candidate_lists(model, kg: TokenizedKG, builder: SequenceBuilder, block
     })
 
 
-def run_score_candidates(*, settings, inputs: dict, outputs: dict, log=print) -> dict:
-    """Rule score_candidates: rank the presampled lists with a fine-tuned run; ranks.parquet + metrics.json.
-
-    settings: as run_score's. inputs: model, triples, manifest, raw (the test graph's raw folder, which holds the
-    lists in CANDIDATES_FOLDER). outputs: ranks, metrics."""
+def lists_folder(inputs: dict) -> Path:
+    """The folder of the lists a scoring job ranks: `lists` (a sampled lists' lists.json, or a folder) where given,
+    else BERTRL's lists in the raw folder (`raw`/CANDIDATES_FOLDER)."""
     from lpbert_core.kg_files import CANDIDATES_FOLDER
+
+    if inputs.get("lists"):
+        path = Path(inputs["lists"])
+        return path.parent if path.is_file() else path
+    return Path(inputs["raw"]) / CANDIDATES_FOLDER
+
+
+def lists_summary(folder: Path, blocks: CandidateBlocks, kg, frame: pd.DataFrame) -> dict:
+    """metrics.json's `lists` block: where the lists are and what they hold (same keys for every scorer)."""
+    test = {tuple(t) for t in np.asarray(kg.triples["test"]).tolist()}
+    not_test = sum((h, r, t) not in test for h, r, t in zip(blocks.head, blocks.relation, blocks.tail))
+    return {"folder": str(folder), "blocks": int(len(frame)), "per_query": int(blocks.candidates.shape[1]),
+            "true_triples_not_in_test": int(not_test),
+            "known_triples_among_corruptions": int(blocks.known_corruptions),
+            "duplicate_lines": int(blocks.duplicate_lines)}
+
+
+def run_score_candidates(*, settings, inputs: dict, outputs: dict, log=print) -> dict:
+    """Rules score_candidates and score_grail50: rank candidate lists with a fine-tuned run; ranks.parquet +
+    metrics.json.
+
+    settings: as run_score's. inputs: model, triples, manifest, and raw (the test graph's raw folder, which holds
+    BERTRL's lists in CANDIDATES_FOLDER) or lists (sampled lists: their lists.json). outputs: ranks, metrics."""
+    from lpbert_core.evaluate.sampled_negatives import list_record
     from lpbert_core.atomic import write_json, write_parquet
     from lpbert_core.kg import load_tokenized_kg
     from lpbert_core.settings import ScoreSettings
@@ -149,11 +177,10 @@ def run_score_candidates(*, settings, inputs: dict, outputs: dict, log=print) ->
     device = pick_device(s.device)
     model, info = load_run_model(inputs["model"], device)
     kg = load_tokenized_kg(Path(inputs["triples"]).parent, Path(inputs["manifest"]).parent)
-    lists_dir = Path(inputs["raw"]) / CANDIDATES_FOLDER
+    lists_dir = lists_folder(inputs)
+    spec = list_record(lists_dir)
     builder = SequenceBuilder(kg, int(info["max_length"]), int(info["max_length"]))
-    blocks = read_candidate_lists(lists_dir, kg)
-    test = {tuple(t) for t in np.asarray(kg.triples["test"]).tolist()}
-    not_test = sum((h, r, t) not in test for h, r, t in zip(blocks.head, blocks.relation, blocks.tail))
+    blocks = read_candidate_lists(lists_dir, kg, int(spec["per_query"]))
     t0 = time.perf_counter()
     frame = rank_candidate_lists(model, kg, builder, blocks, device, s.batch_size, s.precision)
     seconds = time.perf_counter() - t0
@@ -161,11 +188,8 @@ def run_score_candidates(*, settings, inputs: dict, outputs: dict, log=print) ->
     out = {
         "metrics": metrics,
         "rank_type": "realistic (mean of optimistic and pessimistic ranks among the listed lines)",
-        "protocol": f"presampled candidate lists ({blocks.candidates.shape[1]} per query, the true triple first), "
-                    "used exactly as given: no filtering, duplicate lines kept",
-        "lists": {"folder": str(lists_dir), "blocks": int(len(frame)), "true_triples_not_in_test": int(not_test),
-                  "known_triples_among_corruptions": int(blocks.known_corruptions),
-                  "duplicate_lines": int(blocks.duplicate_lines)},
+        "protocol": spec["protocol"],
+        "lists": lists_summary(lists_dir, blocks, kg, frame),
         "num_entities": int(kg.num_entities),
         "leaky": bool(info.get("leaky", False)),
         "run": info,

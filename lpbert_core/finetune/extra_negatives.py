@@ -80,9 +80,7 @@ def sample_hard_negatives(batch: np.ndarray, known, hood: Neighbourhood, k: int,
 def column_labels(batch: np.ndarray, known, columns: np.ndarray) -> np.ndarray:
     """[n, m] bool: column entity j is a known answer of row i's query (h_i, r_i)."""
     batch = np.asarray(batch, dtype=np.int64).reshape(-1, 3)
-    columns = np.asarray(columns, dtype=np.int64).reshape(-1)
-    n, m = len(batch), len(columns)
-    return known.contains(np.repeat(batch[:, 0], m), np.repeat(batch[:, 1], m), np.tile(columns, n)).reshape(n, m)
+    return known.matrix(batch[:, 0], batch[:, 1], columns)
 
 
 def hard_negative_columns(batch: np.ndarray, known, hard: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -21,7 +21,8 @@ from lpbert_core.finetune.extra_negatives import (Neighbourhood, column_labels, 
                                                   sample_hard_negatives)
 from lpbert_core.finetune.entity_bank import bank_known_pairs, bank_valid
 from lpbert_core.finetune.finetune_data import label_matrix, sample_negative_tails, self_negative_mask
-from lpbert_core.sequences import collate_pairs, SequenceBuilder
+from lpbert_core.sequences import SequenceBuilder
+from lpbert_core.token_table import TokenTable
 from lpbert_core.finetune.finetune_loss import (LossConfig, ScoreColumns, add_self_column, batch_loss, column_loss, infonce_logits,
                             masked_loss, pair_loss)
 from lpbert_core.siamese import SiameseModel, cosine_matrix, distance_matrix, pair_distance
@@ -50,6 +51,14 @@ class EncodingInputs:
     n: int
 
 
+def token_table(builder: SequenceBuilder) -> TokenTable:
+    """The builder's pre-tokenized id arrays, made once per builder (vectorised batch assembly)."""
+    table = getattr(builder, "_token_table", None)
+    if table is None:
+        table = builder._token_table = TokenTable.from_builder(builder)
+    return table
+
+
 def encoding_inputs(builder: SequenceBuilder, batch_rows: np.ndarray, cand_entities: np.ndarray,
                     pin: bool = False) -> EncodingInputs:
     """The CPU half of `encode_batch` (no model, no RNG): this rank's slice of the rows and of every candidate block
@@ -59,12 +68,12 @@ def encoding_inputs(builder: SequenceBuilder, batch_rows: np.ndarray, cand_entit
     lo, hi = distributed.shard_range(n) if distributed.world().size > 1 else (0, n)
     if hi <= lo:  # a short last batch can leave a rank without rows: it still takes part in the gathers
         return EncodingInputs({}, {}, torch.zeros(0, dtype=torch.long), lo, hi, len(blocks), n)
-    pad = builder.kg.special.pad
+    table = token_table(builder)
     local_rows = batch_rows[lo:hi]
     local_cands = blocks[:, lo:hi].reshape(-1)
-    queries = collate_pairs([builder.query(int(h), int(r)) for h, r, _ in local_rows], pad)
+    queries = table.queries(local_rows[:, 0], local_rows[:, 1])
     uniq, inverse = np.unique(local_cands, return_inverse=True)
-    cands = collate_pairs([(s, [0] * len(s)) for s in (builder.candidate(int(e)) for e in uniq)], pad)
+    cands = table.candidates(uniq)
     inverse = torch.as_tensor(inverse.reshape(-1))
     if pin:
         queries = {k: v.pin_memory() for k, v in queries.items()}

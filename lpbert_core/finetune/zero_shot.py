@@ -2,7 +2,8 @@
 or the bare encoder for `pretrain: none`) written as the run's model without a training step, so the score rule ranks
 it exactly as every fine-tuned run. A fine-tuned row at or below its floor has damaged the encoder more than it
 taught it. With `dev_eval` one dev point at step 0 is logged (and its diagnostics with `dev_diagnostics`): the start
-of every proxy trajectory.
+of every proxy trajectory. The floor scores by the cosine whatever `scorer` says (a `pair_linear` layer would be
+untrained), and is never leaky (no label ever trained it).
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from lpbert_core.siamese import save_run_model
 
 def write_zero_shot(model, tokenizer, kg, builder, cfg, loss_cfg, dev_rows, dev_known, device, head_ranking: str,
                     model_dir, log_csv, run_info: dict | None, log) -> dict:
+    if model.scorer != "cosine":  # an untrained pair layer would score at random: the floor is the encoder's cosine
+        log(f"zero-shot: scorer {model.scorer} replaced by the cosine (its layer would be untrained)")
+        model.set_scorer("cosine")
     row = {"epoch": 0, "steps": 0, "global_step": 0}
     if cfg.dev_eval:
         dev = evaluate_dev(model, kg, builder, cfg, dev_rows, dev_known, loss_cfg, device, cfg.precision,

@@ -13,7 +13,11 @@
 * Split-level loss = mean CE over all EM-labelled tokens + mean CE over all MLM-labelled tokens (eq. 8 over the split).
 * Checkpoints (outside the rule's outputs): `ckpt_dir/last/` (model, optimizer, scheduler, progress) after every
   epoch and `ckpt_dir/best-EEE/` (model state of the best dev epoch). The progress dict names the best folder, so a
-  kill between the two writes never pairs a progress record with the wrong best weights.
+  kill between the two writes never pairs a progress record with the wrong best weights. Mid-epoch, `last/` is also
+  written every `checkpoint_every_minutes` and on a stop signal (lpbert_core.preemption: then the job exits non-zero);
+  it adds `partial` to the progress (the step, the epoch's token sums so far, each rank's dropout RNG state), and a
+  resumed run continues after that step with the same samples and batches (both rebuilt from the epoch seed), so on
+  CPU it ends exactly as an uninterrupted run.
 * Authors'-code switches (configs/authors-code.yaml; defaults = the paper): `optimizer: adam` (torch Adam),
   `lr_schedule: plateau` (ReduceLROnPlateau on the dev loss, factor 0.5, patience 0, stepped after each epoch's dev
   loss, before the checkpoint, so a resumed run carries its halvings), `mlm_mask_token: pad`, `segment_separators:
@@ -44,7 +48,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from lpbert_core import distributed
+from lpbert_core import distributed, preemption
 from lpbert_core.atomic import atomic_dir, write_log_csv
 from lpbert_core.encoders import load_encoder, load_tokenizer
 from lpbert_core.kg import TokenizedKG, seeded_subset
@@ -67,6 +71,8 @@ from lpbert_core.training import (
     pick_device,
     save_checkpoint,
     set_seed,
+    set_torch_rng_state,
+    torch_rng_state,
     torch_threads,
 )
 
@@ -80,7 +86,7 @@ LOG_COLUMNS = (
 )
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 # Settings that do not change the result; a checkpoint made under other values of these is still resumed.
-RESULT_NEUTRAL = ("threads", "device", "keep_checkpoint", "progress_bar")
+RESULT_NEUTRAL = ("threads", "device", "keep_checkpoint", "progress_bar", "checkpoint_every_minutes")
 
 
 
@@ -131,6 +137,9 @@ def train(
     ckpt_dir = Path(ckpt_dir)
     progress = distributed.main_first(  # rank 0 discards a stale checkpoint before the others read
         lambda: _resume(ckpt_dir, model, optimizer, scheduler, device, _fingerprint(cfg), scaler))
+    clock = preemption.CheckpointClock(cfg.checkpoint_every_minutes, progress)  # timed / signalled checkpoints
+    if progress.get("attempt"):  # resumed: count the checkpoint it came from
+        clock.resumed_from(ckpt_dir / "last")
     dev_samples = _make_samples(kg, dev_triples, cfg, np.random.default_rng(epoch_seed(cfg.seed, 0)))
 
     for epoch in range(progress["epoch"] + 1, cfg.epochs + 1):
@@ -138,21 +147,44 @@ def train(
             break
         started = time.perf_counter()
         seed = epoch_seed(cfg.seed, epoch)
-        torch.manual_seed(distributed.rank_seed(seed))  # dropout of this epoch (one stream per rank)
+        partial = progress.pop("partial", None)  # a mid-epoch checkpoint of this epoch: continue after its step
+        if partial is None:
+            torch.manual_seed(distributed.rank_seed(seed))  # dropout of this epoch (one stream per rank)
+        else:
+            _restore_rng(partial, seed)
         samples = _make_samples(kg, train_triples, cfg, np.random.default_rng(seed))
         batches = training_batches([len(s.input_ids) for s in samples], cfg.batch_size, cfg.batch_order, seed)
+
+        def boundary(step, totals, epoch=epoch):
+            save, stop = clock.decide(step)
+            if save:  # mid-epoch: `last` with the epoch's position (a collective in a multi-rank job)
+                progress["partial"] = _partial_state(epoch, step, totals)
+                written = save_checkpoint(ckpt_dir / "last", model, optimizer, scheduler, progress, scaler) \
+                    if distributed.is_main() else 0
+                clock.saved(written)
+                del progress["partial"]
+            if stop:
+                preemption.stop(ckpt_dir / "last", log.warning)
+
         train_stats = _run_epoch(model, samples, batches, kg.special.pad, device, cfg, epoch,
-                                 optimizer, scheduler, scaler, step_hook)
+                                 optimizer, scheduler, scaler, step_hook, boundary, partial)
         dev_batches = length_sorted_batches([len(s.input_ids) for s in dev_samples], cfg.batch_size, False)
         dev_stats = _run_epoch(model, dev_samples, dev_batches, kg.special.pad, device, cfg, epoch)
         row = _log_row(epoch, train_stats, dev_stats, optimizer, time.perf_counter() - started)
         scheduler_epoch_end(scheduler, row["dev_loss"])  # plateau: halve the LR after a non-improving epoch
         progress["rows"].append(row)
+        best_before = progress["best_dir"]
         _update_progress(progress, row, model, ckpt_dir, cfg.early_stop_patience)
         if distributed.is_main():
-            save_checkpoint(ckpt_dir / "last", model, optimizer, scheduler, progress, scaler)
+            if progress["best_dir"] != best_before:
+                clock.saved(preemption.folder_bytes(ckpt_dir / progress["best_dir"]))
+            clock.saved(save_checkpoint(ckpt_dir / "last", model, optimizer, scheduler, progress, scaler))
             _remove_stale_best(ckpt_dir, progress["best_dir"])
+        else:
+            clock.saved(0)
         log.info("epoch %d: %s", epoch, json.dumps(row))
+        if epoch < cfg.epochs and not progress["stopped"] and clock.stop_agreed():  # a signal during the epoch's end
+            preemption.stop(ckpt_dir / "last", log.warning)
 
     if not distributed.is_main():  # rank 0 writes the encoder folder and the log
         return progress["rows"]
@@ -162,6 +194,7 @@ def train(
         log.info("best dev loss %.4f at epoch %d", progress["best_loss"], progress["best_epoch"])
     save_encoder_folder(model.encoder, tokenizer, out_dir)
     write_log_csv(log_csv, progress["rows"], LOG_COLUMNS)
+    log.info("%s", clock.summary())
     if not cfg.keep_checkpoint:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     return progress["rows"]
@@ -195,18 +228,21 @@ def _check_vocabulary(kg: TokenizedKG, tokenizer) -> None:
 # ---------------------------------------------------------------- one pass
 
 def _run_epoch(model, samples, batches, pad_id, device, cfg, epoch, optimizer=None, scheduler=None, scaler=None,
-               step_hook=None) -> dict:
-    """Train (when an optimizer is given) or evaluate over `batches`; returns per-task token sums and counts."""
+               step_hook=None, boundary=None, partial=None) -> dict:
+    """Train (when an optimizer is given) or evaluate over `batches`; returns per-task token sums and counts.
+    Training: `boundary(step, totals)` after every step (timed / signalled checkpoints); `partial` (a mid-epoch
+    checkpoint's) starts after its step with its token sums."""
     training = optimizer is not None
     model.train(training)
-    totals: dict[str, dict[str, torch.Tensor]] = {}
+    totals: dict[str, dict[str, torch.Tensor]] = _resumed_totals(partial, device)
+    first = partial["step"] if partial else 0
     ranks = distributed.world()
     if ranks.size > 1 and not training:
         batches = batches[ranks.rank::ranks.size]  # dev: whole batches spread over the ranks, sums added up below
     desc = f"pretrain epoch {epoch} {'train' if training else 'dev'}"
-    bar = tqdm(batches, desc=desc, disable=not cfg.progress_bar or not distributed.is_main(), file=sys.stderr,
-               mininterval=5, leave=False)
-    for step, idx in enumerate(bar, start=1):
+    bar = tqdm(batches[first:], desc=desc, disable=not cfg.progress_bar or not distributed.is_main(), file=sys.stderr,
+               mininterval=5, leave=False, initial=first, total=len(batches))
+    for step, idx in enumerate(bar, start=first + 1):
         if ranks.size > 1 and training:  # forward and update on this rank's slice (out None: an empty slice)
             out = _data_parallel_step(model, samples, idx, pad_id, device, cfg, optimizer, scheduler, scaler)
         else:
@@ -226,6 +262,8 @@ def _run_epoch(model, samples, batches, pad_id, device, cfg, epoch, optimizer=No
             acc = totals.setdefault(task, {})
             for key, value in entry.items():
                 acc[key] = acc.get(key, 0) + value.detach()
+        if training and boundary is not None:
+            boundary(step, totals)
     stats = {task: {k: float(v) for k, v in entry.items()} for task, entry in totals.items()}
     if ranks.size > 1:  # every rank gets the sums over all ranks (a rank may have seen no token of some task)
         merged: dict[str, dict[str, float]] = {}
@@ -235,6 +273,39 @@ def _run_epoch(model, samples, batches, pad_id, device, cfg, epoch, optimizer=No
                     merged.setdefault(task, {})[key] = merged.get(task, {}).get(key, 0.0) + value
         stats = {task: merged[task] for task in sorted(merged)}
     return stats
+
+
+def _partial_state(epoch: int, step: int, totals: dict) -> dict:
+    """A mid-epoch checkpoint's position: the step, the epoch's token sums so far (summed over ranks, with their
+    dtypes: a resumed run adds to exactly these values) and each rank's torch RNG state (dropout)."""
+    local = {task: {key: [value.item(), str(value.dtype).removeprefix("torch.")] for key, value in entry.items()}
+             for task, entry in totals.items()}
+    parts = distributed.all_gather_object({"totals": local, "rng": torch_rng_state()})
+    merged: dict = {}
+    for part in parts:
+        for task, entry in part["totals"].items():
+            for key, (value, dtype) in entry.items():
+                before = merged.setdefault(task, {}).get(key)
+                merged[task][key] = [value if before is None else before[0] + value, dtype]
+    return {"epoch": epoch, "step": step, "totals": merged, "torch_rng": [part["rng"] for part in parts]}
+
+
+def _resumed_totals(partial: dict | None, device) -> dict:
+    """The token sums a resumed epoch starts from (rank 0 carries the ranks' sum; the epoch end adds ranks up)."""
+    if not partial or not distributed.is_main():
+        return {}
+    return {task: {key: torch.tensor(value, dtype=getattr(torch, dtype), device=device)
+                   for key, (value, dtype) in entry.items()} for task, entry in partial["totals"].items()}
+
+
+def _restore_rng(partial: dict, seed: int) -> None:
+    """Each rank's dropout stream where the checkpoint left it; another number of ranks: a fresh seeded stream."""
+    states, w = partial["torch_rng"], distributed.world()
+    if len(states) == w.size:
+        set_torch_rng_state(states[w.rank])
+    else:
+        log.warning("resumed with %d ranks from a checkpoint of %d: fresh dropout streams", w.size, len(states))
+        torch.manual_seed(distributed.rank_seed(seed + int(partial["step"])))
 
 
 def _labelled_counts(samples, idx) -> dict[str, int]:
@@ -325,7 +396,9 @@ def _resume(ckpt_dir: Path, model, optimizer, scheduler, device, fingerprint: st
     progress = resume_checkpoint(last, fingerprint, model, optimizer, scheduler, device, scaler, discard=ckpt_dir,
                                  warn=log.warning)
     if progress is not None:
-        log.info("resuming from %s after epoch %d", last, progress["epoch"])
+        partial = progress.get("partial")
+        step = f" step {partial['step']} of epoch {partial['epoch']}" if partial else ""
+        log.info("resuming from %s after epoch %d%s", last, progress["epoch"], step)
         _remove_stale_best(ckpt_dir, progress["best_dir"])
         return progress
     if ckpt_dir.exists() and distributed.is_main():
@@ -367,6 +440,7 @@ def save_encoder_folder(encoder, tokenizer, out_dir: str | Path) -> None:
             raise RuntimeError(f"encoder folder must hold safetensors and no pickle files; found {pickles}")
 
 
+@preemption.preemptible  # SIGTERM / SIGUSR1: checkpoint at the next step boundary, then exit non-zero
 @distributed.multi_gpu_stage("pretrain")  # gpus_per_job > 1: this call in K ranks
 def run_pretrain(*, settings: PretrainSettings | dict, inputs: dict, outputs: dict) -> list[dict]:
     """The `pretrain` stage: load the tokenized graph and train (the Snakemake script calls only this).

@@ -1,9 +1,10 @@
 """Tables beyond the paper (issue #13): the inductive table and the lpbert-plus ("beyond") table.
 
 - **inductive** (results/tables/inductive.{md,csv}): per GraIL pair (training graph vN, test graph vN_ind) the
-  published numbers of other methods (resources/inductive_published.csv: BERTRL's table, 50-candidate protocol), then
-  each configured run of ours trained on vN and scored on vN_ind under both protocols: every vN_ind entity a
-  candidate (filtered by all vN_ind triples), and BERTRL's 50-candidate lists where they exist (v1).
+  published numbers of other methods (resources/inductive_published.csv, each with its source), each in the column of
+  its own protocol, then each configured run of ours trained on vN and scored on vN_ind, then the baselines we run
+  ourselves (PPR, the cross-encoder), under three protocols: every vN_ind entity a candidate (filtered by all vN_ind
+  triples), BERTRL's 50-candidate lists where they exist (v1), and GraIL's 50 sampled negatives (our seeded sample).
 - **plus** (results/tables/plus.{md,csv}): per dataset the paper's LP-BERT row (resources/paper_results.csv), SimKGC's
   published row (resources/simkgc_published.csv), and our runs (the paper reading and lpbert-plus) at the scale they
   were run, which their notes state.
@@ -29,6 +30,10 @@ from lpbert_core.report.table_sources import (FLOOR_LABEL, FLOOR_MARK, below_flo
 INDUCTIVE_METRICS = ("hits@1", "hits@10", "mrr")
 PLUS_METRICS = ("mrr", "hits@1", "hits@3", "hits@10", "mr")
 FULL, LISTS = "full ranking", "50 candidates (BERTRL lists)"
+GRAIL = "50 sampled negatives (GraIL protocol)"
+# the OurRun attribute holding each protocol's metrics file, in column order
+PROTOCOL_FILES = {FULL: "metrics", LISTS: "candidates", GRAIL: "grail"}
+FAMILY_ALIASES = {"fb237": "FB15k-237"}  # GraIL's folder names -> the published rows' dataset names
 
 
 @dataclass
@@ -42,6 +47,8 @@ class OurRun:
     candidates: str | None = None
     floor: bool = False  # a zero-shot floor row (tables.floor)
     floor_run: str | None = None  # the floor a row of ours is compared with
+    grail: str | None = None  # the GraIL-protocol metrics (inductive table)
+    baseline: bool = False  # a baseline we run ourselves (tables.inductive.baselines)
 
 
 def _ours_cells(path: str | None, metrics) -> tuple[list[str], dict, str | None, str]:
@@ -59,7 +66,33 @@ def _ordered(rows: list[OurRun], dataset: str) -> list[OurRun]:
 
 
 def _label(row: OurRun) -> str:
+    if row.baseline:
+        return f"ours, baseline: {row.label}"
     return f"ours: {row.label or FLOOR_LABEL}" + (f" (run `{row.run}`)" if row.floor else "")
+
+
+def published_protocol(text: str, path) -> str:
+    """The table column of a published row's protocol; a protocol no column holds is an error, never a guess."""
+    low = text.lower()
+    if low.startswith("full"):
+        return FULL
+    if "sampled negatives" in low or "grail protocol" in low:
+        return GRAIL
+    if "candidates" in low or "bertrl" in low:
+        return LISTS
+    from lpbert_core.errors import InputError
+    raise InputError(path, f"protocol {text!r} is none of: {FULL} | {LISTS} | {GRAIL}")
+
+
+def _sampled_note(path: str | None) -> str:
+    """' [full ranking: k of n test triples]' where a row's full-ranking metrics cover a sample (the cross-encoder)."""
+    if path is None or not Path(path).exists():
+        return ""
+    scale = read_metrics(path).scale
+    used, total = scale.get("test_triples_used"), scale.get("test_triples_total")
+    if scale.get("sampled_queries") and used is not None and total is not None and used < total:
+        return f" [full ranking: {used} of {total} test triples]"
+    return ""
 
 
 class _Floors:
@@ -116,45 +149,66 @@ def load_published(path: str | Path) -> pd.DataFrame:
 def build_inductive(pairs: list[dict], rows: list[OurRun], published_csv: str | Path, paths: dict) -> pd.DataFrame:
     """`pairs`: [{"train": "WN18RR_v1", "test": "WN18RR_v1_ind", "family": "WN18RR", "version": "v1"}, ...]."""
     published = load_published(published_csv)
-    layout = Layout(lead=["graph", "method"], groups=[(FULL, list(INDUCTIVE_METRICS)),
-                                                     ("50 cand.", list(INDUCTIVE_METRICS))], trailing=["source"])
+    protocols = list(PROTOCOL_FILES)
+    titles = {FULL: FULL, LISTS: "50 cand. (BERTRL)", GRAIL: "50 sampled neg. (GraIL)"}
+    layout = Layout(lead=["graph", "method"], groups=[(titles[p], list(INDUCTIVE_METRICS)) for p in protocols],
+                    trailing=["source"])
     records, provenance, scales, floors = [], [], set(), _Floors()
+    shown_published = 0
     for pair in pairs:
         layout.lines.append(("section", [f"{pair['train']} → {pair['test']}"]))
-        pub = published[(published["dataset"] == pair["family"]) & (published["version"] == pair["version"])]
+        family = FAMILY_ALIASES.get(pair["family"], pair["family"]).lower()
+        pub = published[(published["dataset"].str.lower() == family) & (published["version"] == pair["version"])]
         for rec in pub.to_dict("records"):
-            cells = [fmt(rec.get(m), m) if rec.get(m) != "" else MISSING for m in INDUCTIVE_METRICS]
-            layout.lines.append(("paper", [pair["test"], rec["method"], *[MISSING] * 3, *cells, rec["source"]]))
+            column = published_protocol(rec["protocol"], published_csv)
+            cells = [fmt(rec.get(m), m) if rec.get(m) != "" and not pd.isna(rec.get(m)) else MISSING
+                     for m in INDUCTIVE_METRICS]
+            layout.lines.append(("paper", [pair["test"], f"{rec['method']} (published)",
+                                           *[c for p in protocols
+                                             for c in (cells if p == column else [MISSING] * len(cells))],
+                                           rec["source"]]))
             records.append({"train_graph": pair["train"], "test_graph": pair["test"], "method": rec["method"],
-                            "kind": "published", "protocol": LISTS,
+                            "kind": "published", "protocol": column, "published_protocol": rec["protocol"],
                             **{m: rec.get(m) for m in INDUCTIVE_METRICS}, "source": rec["source"]})
-        floors.read(rows, pair["test"], {FULL: "metrics", LISTS: "candidates"})
-        for row in _ordered(rows, pair["test"]):
-            full, full_values, full_src, scale = _ours_cells(row.metrics, INDUCTIVE_METRICS)
-            lists, list_values, list_src, _ = _ours_cells(row.candidates, INDUCTIVE_METRICS)
-            below = {protocol: floors.mark(row, protocol, values, INDUCTIVE_METRICS, cells)
-                     for protocol, values, cells in ((FULL, full_values, full), (LISTS, list_values, lists))}
-            layout.lines.append(("floor" if row.floor else "ours",
-                                 [pair["test"], _label(row), *full, *lists, "this pipeline"]))
-            for protocol, values, src in ((FULL, full_values, full_src), (LISTS, list_values, list_src)):
+            shown_published += 1
+        floors.read(rows, pair["test"], PROTOCOL_FILES)
+        ordered = sorted((r for r in rows if r.dataset == pair["test"]), key=lambda r: (r.floor, r.baseline))
+        for row in ordered:
+            label = _label(row) + _sampled_note(row.metrics)
+            cells, kind = [], "floor" if row.floor else "baseline" if row.baseline else "ours"
+            for protocol, attribute in PROTOCOL_FILES.items():
+                part, values, src, scale = _ours_cells(getattr(row, attribute), INDUCTIVE_METRICS)
+                below = floors.mark(row, protocol, values, INDUCTIVE_METRICS, part)
+                cells += part
                 if src:
-                    records.append({"train_graph": pair["train"], "test_graph": pair["test"],
-                                    "method": _label(row), "kind": "floor" if row.floor else "ours", "run": row.run,
-                                    "protocol": protocol, **values, "source": src,
-                                    "floor_run": row.floor_run or "", "below_floor": below[protocol]})
+                    records.append({"train_graph": pair["train"], "test_graph": pair["test"], "method": label,
+                                    "kind": kind, "run": row.run, "protocol": protocol, **values, "source": src,
+                                    "floor_run": row.floor_run or "", "below_floor": below})
                     provenance.append(f"{pair['test']} {row.label} ({protocol}): {src}")
-            if scale:
-                scales.add(scale)
+                if scale and protocol == FULL:
+                    scales.add(scale)
+            layout.lines.append(("floor" if row.floor else "ours", [pair["test"], label, *cells, "this pipeline"]))
     notes = [
-        "Protocol: train and select on vN; at test time only vN_ind's entities are encoded. **full ranking**: each "
-        "test triple of vN_ind, both directions, against every vN_ind entity, filtered by all vN_ind triples "
-        "(realistic ranks). **50 candidates**: BERTRL's presampled lists (the true triple + 49 corruptions per "
-        "side), used exactly as given, no filtering (v1 only: the only lists published).",
-        ("Published rows (GraIL, KG-BERT, BERTRL, ...): as reported in the BERTRL paper (AAAI 2022), 50-candidate "
-         f"protocol; source and quoted row per line of {Path(published_csv).name}." if len(published) else
-         f"No published rows: {Path(published_csv).name} is empty. BERTRL's table (GraIL, KG-BERT, BERTRL, "
-         "50-candidate protocol) could not be retrieved on the machine that built this pipeline, and numbers are "
-         "never typed from memory: add its rows, each with its source, to compare."),
+        "Protocols (one column group each; a number is only compared within its own group). Train and select on vN; "
+        "at test time only vN_ind's entities are encoded. **full ranking**: each test triple of vN_ind, both "
+        "directions, against every vN_ind entity, filtered by all vN_ind triples (realistic ranks). **50 cand. "
+        "(BERTRL)**: BERTRL's presampled lists (the true triple + 49 corruptions per side), used exactly as given, no "
+        "filtering (v1 only: the only lists published). **50 sampled neg. (GraIL)**: the true answer + 50 negative "
+        "entities per test triple and side, drawn with a fixed seed from vN_ind's entities, never a known vN_ind "
+        "triple nor the anchor (realistic ranks). Our sample is not GraIL's or NodePiece's (GraIL's code: 49 draws "
+        "with replacement, filtered by vN_ind/train.txt only): the published numbers in that column are the same "
+        "protocol on other draws.",
+        (f"Published rows: numbers only, each with its source and protocol ({Path(published_csv).name}), in the "
+         "column of its own protocol. The Personalized PageRank row (Shomer et al. 2024) is a full filtered ranking "
+         "whose filter and tie handling are its authors' (NBFNet's inductive code: the test graph's observed "
+         "triples); ours is the row 'ours, baseline: Personalized PageRank'." if shown_published else
+         f"No published rows for these pairs in {Path(published_csv).name}."),
+        "BERTRL's own table (50-candidate protocol) could not be read from any stored source: no published row in "
+        "that column.",
+        "Baselines we run ourselves (tables.inductive.baselines): PPR from the query's entity over vN_ind's observed "
+        "triples (config inductive_eval.ppr: no text, no training), and the KG-BERT-style cross-encoder trained on "
+        "vN (its full ranking scores a seeded sample of test triples where the label says so; the 50-candidate "
+        "columns rank every test triple).",
         *floors.notes(),
         *(f"Scale of ours: {s}" for s in sorted(scales)),
         "Provenance: " + ("; ".join(provenance) if provenance else "no run of ours finished"),

@@ -62,13 +62,15 @@ def read_attribution(path: str | Path | None):
 
 
 def _study_text(frame: pd.DataFrame, metric: str, top: int = 3) -> str:
-    """`study (8 epochs, up to 2 seeds) vs P (0.856): sigmoid-mean +0.104, raw +0.074, learnable +0.053; from
-    sigmoid-mean (0.960): nopre +0.003; from nopre (0.964): nopre-mpnet +0.030; ac (leaky) -0.250 vs P, its switches
-    vs ac (0.607): ac-cosine +0.325, ac-mean +0.262, ac-optim -0.158; study30 (30 epochs): sigmoid-mean 0.992
-    (+0.032 over its 8-epoch run)`. In the longest stage that has the paper-text reading P, each reading is compared
-    with its own baseline (`study.baseline_of`: paper-text readings with P, `ac-<switch>` with `ac`, a chain step
-    with the step before), the largest moves first; then the best reading (by dev Hits@10) of each longer stage, with
-    what the longer schedule adds to it where the summary has that Δ."""
+    """`study (8 epochs, up to 2 seeds) vs P (0.856): sigmoid-mean +0.104, raw +0.074, learnable +0.052; from
+    sigmoid-mean (0.960): nopre +0.006; from nopre (0.966): nopre-mpnet +0.030; ac (leaky) -0.223 vs P, its switches
+    vs ac (0.633, Δ paired by seed): ac-cosine (leaky) +0.295, ac-mean (leaky) +0.234, ac-optim (leaky) -0.178;
+    study30 (30 epochs): sigmoid-mean 0.992 (+0.032 over its 8-epoch run)` (Hits@10 of the final committed study,
+    benchmarks/results/study_umls/summary.csv; each `ac-<switch>` Δ turns one switch back alone: the effects interact
+    and do not add up, the seven sum to +0.394 against the +0.223 gap). In the longest stage that has the paper-text
+    reading P, each reading is compared with its own baseline (`study.baseline_of`: paper-text readings with P,
+    `ac-<switch>` with `ac`, a chain step with the step before), the largest moves first; then the best reading (by
+    dev Hits@10) of each longer stage, with what the longer schedule adds to it where the summary has that Δ."""
     column = f"test_{metric}_mean"
     if column not in frame.columns:
         return MISSING
@@ -121,7 +123,8 @@ def _study_text(frame: pd.DataFrame, metric: str, top: int = 3) -> str:
         clause = name(head) + (f" {fmt(paired.get(head, values[head] - values[base]), metric, diff=True)} vs {base}"
                                if base in values else "")
         pairing = ", Δ paired by seed" if paired else ""  # the head's value is its mean over seeds
-        parts.append(f"{clause}, its switches vs {head} ({fmt(values[head], metric)}{pairing}): "
+        parts.append(f"{clause}, its switches one at a time vs {head} ({fmt(values[head], metric)}{pairing}; "
+                     "they interact and do not add up): "
                      f"{moves(groups[head])}")
     text = f"{stage} ({int(sub['_e'].max())} epochs{seeds}) vs P ({fmt(values['P'], metric)}): " + \
         "; ".join(part for part in parts if part)

@@ -204,7 +204,8 @@ def attribution_markdown(frame: pd.DataFrame) -> list[str]:
     lines = ["## Attribution", "",
              "Each reading against its baseline: a paper-text reading against P; the authors'-code reading (ac) "
              "against P; `ac-<switch>` (one authors'-code switch turned back to the paper's text) against ac, so its Δ "
-             "is what that switch contributes with the sign reversed; a reading of a longer schedule (study30) "
+             "is that switch's effect one at a time, sign reversed (the switches interact: their effects do not add up "
+             "to the gap between P and ac); a reading of a longer schedule (study30) "
              "against the same reading in the 8-epoch screen (what the schedule adds). Δ is paired on the seeds both "
              "ran (the mean of the per-seed differences). Seed sd: pooled sample sd of test Hits@10 "
              "over the readings of its stage and family with several seeds (the authors'-code readings `ac`, "

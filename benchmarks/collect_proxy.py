@@ -1,0 +1,73 @@
+"""Commit what the CPU proxy has finished so far (issue #25): copy each finished proxy run's record (metrics.json,
+train_log.csv, lpbert_run.json, the Snakemake benchmark TSVs) from a working folder into benchmarks/results/proxy/,
+then build the proxy table and figure from the copies (lpbert_core.report.proxy_table), listing the readings of
+configs/proxy.yaml that have not finished yet. The Snakemake target results/tables/proxy.md needs every run; this
+writes the partial table a session can commit while the rest are queued.
+
+    python benchmarks/collect_proxy.py --root /work/proxy --out benchmarks/results/proxy
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lpbert_core.report.proxy_table import build_proxy  # noqa: E402
+
+FILES = {"metrics.json": "results/{d}/runs/{r}/metrics.json", "train_log.csv": "results/{d}/runs/{r}/train_log.csv",
+         "lpbert_run.json": "results/{d}/runs/{r}/model/lpbert_run.json",
+         "finetune_benchmark.tsv": "benchmarks/{d}/finetune/{r}.tsv", "score_benchmark.tsv": "benchmarks/{d}/score/{r}.tsv"}
+
+
+def instances(name: str, spec: dict) -> list[tuple[str, int | None]]:
+    seeds = spec.get("seeds") or [None]
+    return [(name if i == 0 else f"{name}.s{seed}", seed) for i, seed in enumerate(seeds)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", type=Path, required=True, help="the folder the proxy runs were made in")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/proxy")
+    ap.add_argument("--config", type=Path, default=ROOT / "configs/proxy.yaml")
+    args = ap.parse_args()
+    proxy = yaml.safe_load(args.config.read_text())
+    spec = proxy["tables"]["proxy"]
+    labels = {**{run: "zero-shot (no fine-tuning)" for run in proxy["tables"]["floor"]}, **spec["rows"]}
+    rows, pending = [], []
+    for dataset in spec["datasets"]:
+        for run, label in labels.items():
+            row = {"dataset": dataset, "run": run, "label": label, "floor": run in proxy["tables"]["floor"],
+                   "instances": []}
+            for name, seed in instances(run, proxy["runs"][run]):
+                source = {key: args.root / pattern.format(d=dataset, r=name) for key, pattern in FILES.items()}
+                if not source["metrics.json"].exists():
+                    pending.append(f"{dataset}/{name}")
+                    continue
+                folder = args.out / dataset / name
+                folder.mkdir(parents=True, exist_ok=True)
+                for key, path in source.items():
+                    if path.exists():
+                        shutil.copy2(path, folder / key)
+                row["instances"].append({"run": name, "seed": seed, "metrics": folder / "metrics.json",
+                                         "train_log": folder / "train_log.csv",
+                                         "finetune_benchmark": folder / "finetune_benchmark.tsv",
+                                         "score_benchmark": folder / "score_benchmark.tsv"})
+            if row["instances"]:
+                rows.append(row)
+    note = proxy["tables"].get("scale_note", "")
+    if pending:
+        note += f" Not finished yet: {', '.join(pending)}."
+    build_proxy(rows, {"md": args.out / "proxy.md", "csv": args.out / "proxy.csv",
+                       "figure": args.out / "trajectories.png"}, note)
+    print((args.out / "proxy.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Flag combinations that cannot work are refused where settings are made (issue #28 item 2): by a direct finetune()
+call, by DirectRun and by Snakemake while it builds the DAG, with the same message and before any stage runs."""
+import pytest
+
+from conftest import paper_section
+from lpbert_core.errors import ConfigError
+from lpbert_core.settings import FinetuneSettings
+
+from test_workflow import snakemake, workdir
+
+BAD = {"all_entity_negatives": True, "self_negatives": True}
+MESSAGE = "finetune.all_entity_negatives already scores every entity"
+
+
+@pytest.mark.parametrize("bad, message", [
+    (BAD, MESSAGE),
+    ({"entity_bank": 10, "scorer": "pair_linear"}, "finetune.entity_bank scores"),
+    ({"infonce_learnable_temperature": True}, "needs loss: infonce"),
+    ({"selection": "dev_mrr"}, "finetune.selection must be one of"),
+    ({"step_budget": 2, "dev_points": 3}, "exceeds step_budget"),
+])
+def test_settings_refuse_bad_combinations(bad, message):
+    with pytest.raises(ConfigError, match=message):
+        FinetuneSettings.from_mapping(paper_section("finetune", **bad))
+
+
+def test_direct_run_and_snakemake_refuse_before_any_stage(tmp_path):
+    from lpbert_core.config_files import load_config, merge
+    from lpbert_core.direct_run import DirectRun
+    from lpbert_core.job_settings import JobSettings
+    from test_workflow import REPO
+
+    overlay = {"runs": {"bad": {"model": "lpbert", "pretrain": "none", "in_batch_negatives": True,
+                                "finetune": BAD}}}
+    config = merge(load_config([REPO / "config.yaml"]), overlay)
+    with pytest.raises(ConfigError, match=MESSAGE):
+        DirectRun(JobSettings(config), tmp_path / "direct").run("umls", "bad")
+    assert not (tmp_path / "direct").exists()  # nothing ran, not even the data stages
+    folder = workdir(tmp_path / "sm", overlay) if (tmp_path / "sm").mkdir() is None else None
+    done = snakemake("-n", "results/umls/runs/bad/metrics.json", "--configfile", "overlay.yaml", cwd=folder)
+    assert done.returncode != 0 and MESSAGE in done.stdout + done.stderr
