@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from lpbert_core.evaluate.anchor import COUNTS, anchor_counts  # the counting lives in the package
+from lpbert_core.anchor_diagnostics import COUNTS, anchor_counts  # the counting lives in the package
 
 
 def anchor_report(run_dir: Path) -> dict:

@@ -222,6 +222,7 @@ class FinetuneSettings(StageSettings):
     eval_batch_size: int
     chunk_size: int
     checkpoint_every_steps: int
+    checkpoint_every_minutes: float
     keep_checkpoint: bool
     device: str
 

@@ -93,19 +93,16 @@ def test_every_job_has_runtime_and_memory_cpu_rules_their_partition_gpu_jobs_one
         assert result.returncode == 0, result.stderr[-3000:]
         jobs = job_resources(result.stdout)
         submitted = set(jobs) - local_rules()  # localrules run on the submitting machine
-        assert submitted == {"download", "join_text", "tokenize", "breakdown", "tables", "score_candidates",
-                             *GPU_RULES}
+        assert {"download", "join_text", "tokenize", "breakdown", "tables", "score_candidates", *GPU_RULES} <= submitted
         jobs = {rule: lines for rule, lines in jobs.items() if rule in submitted}
-        for rule, lines in jobs.items():
+        gpu_partition = "big" if args else "gpuq"
+        for rule, lines in jobs.items():  # a new rule fails here until profiles/slurm/config.yaml lists it
             for line in lines:
                 assert re.search(r"\bruntime=\d+", line) and re.search(r"\bmem_mb=\d+", line), (rule, line)
-                if "gpu=" in line:
-                    assert "nodes=1" in line, (rule, line)
-        for rule in ("download", "join_text", "tokenize", "breakdown", "tables"):
-            assert all("slurm_partition=cpuq" in line and "gpu=" not in line for line in jobs[rule]), rule
-        gpu_partition = "big" if args else "gpuq"
-        for rule in (*GPU_RULES, "score_candidates"):
-            assert all(f"slurm_partition={gpu_partition}," in line for line in jobs[rule]), rule
+                if re.search(r"\bgpu=[1-9]", line):
+                    assert "nodes=1" in line and f"slurm_partition={gpu_partition}," in line, (rule, line)
+                else:
+                    assert "slurm_partition=cpuq," in line, (rule, line)
         for rule in ("pretrain", "finetune", "kgbert_train"):
             assert all("slurm_extra=--signal=TERM@180" in line for line in jobs[rule]), rule
     priorities = {}

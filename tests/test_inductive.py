@@ -170,7 +170,7 @@ def test_inductive_and_plus_tables(tmp_path):
     paths = {"md": tmp_path / "inductive.md", "csv": tmp_path / "inductive.csv"}
     frame = build_inductive(pairs, rows, published, paths)
     md = paths["md"].read_text()
-    assert "| WN18RR_v1_ind | BERTRL | – | – | – | 0.500 | – | 0.600 | somewhere |" in md
+    assert "| WN18RR_v1_ind | BERTRL (published) | – | – | – | 0.500 | – | 0.600 | – | – | – | somewhere |" in md
     assert "| WN18RR_v1_ind | ours: lpbert-plus | 0.600 | 0.900 | 0.700 | 0.700 | 0.950 | 0.800 |" in md
     assert "| WN18RR_v1_ind | ours: no pre-training | – | – | – | – | – | – |" in md
     assert str(tmp_path / "a/candidates/metrics.json") in md

@@ -214,7 +214,7 @@ def test_anchor_report_by_hand():
     """Two tail queries over 4 entities. Query 0 (anchor 0, gold 2): the anchor scores highest, so it is first and
     the gold is second; with the anchor out the gold is first. Query 1 (anchor 1, gold 3, entity 2 a known answer):
     the gold is first."""
-    from lpbert_core.evaluate.anchor import anchor_report
+    from lpbert_core.anchor_diagnostics import anchor_report
     from lpbert_core.evaluation import build_queries
     from lpbert_core.ranking import build_filter_index
 

@@ -243,6 +243,17 @@ def test_inductive_pair_keeps_the_test_graph_out_of_training_and_ranks_both_prot
     md = (wd / "results/tables/inductive.md").read_text()
     assert "ours: no pre-training" in md and "ours: lpbert-plus" in md
     assert "results/tiny_v1_ind/runs/lpbert-plus/candidates/metrics.json" in md
+    # issue #27: GraIL's protocol (our sampled lists) for every model, and the baselines in all three protocols
+    grail = json.loads((wd / "results/tiny_v1_ind/lists/grail50/lists.json").read_text())
+    for folder in ("runs/lpbert-plus/grail50", "runs/kgbert/grail50", "runs/kgbert/candidates", "baselines/ppr/full",
+                   "baselines/ppr/candidates", "baselines/ppr/grail50"):
+        record = json.loads((wd / f"results/tiny_v1_ind/{folder}/metrics.json").read_text())
+        assert record["metrics"]["both"]["count"] == 2 * len(test_lines), folder
+        if folder.endswith("grail50"):
+            assert record["lists"]["per_query"] == grail["per_query"], folder
+            assert record["lists"]["known_triples_among_corruptions"] == 0, folder
+    assert "ours, baseline: Personalized PageRank" in md and "ours, baseline: KG-BERT-style cross-encoder" in md
+    assert "results/tiny_v1_ind/baselines/ppr/grail50/metrics.json" in md
     plus = pd.read_csv(wd / "results/tables/plus.csv")
     assert {"lpbert", "lpbert-plus"} <= set(plus["run"].dropna())
     info = json.loads((wd / "results/tinykg/runs/lpbert-plus/model/lpbert_run.json").read_text())

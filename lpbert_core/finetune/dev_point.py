@@ -2,7 +2,7 @@
 against all entities (filter: train + dev; test never informs selection), the dev in-batch loss, and with
 `finetune.dev_diagnostics` what tells a reading that learns from one that does not (issue #25):
 
-- the anchor-first rate and the MRR with the anchor left out (evaluate/anchor.py; diagnostics, never the protocol);
+- the anchor-first rate and the MRR with the anchor left out (anchor_diagnostics.py; diagnostics, never the protocol);
 - the mean positive and negative cosine and the positives' share of the loss gradient, on the n x n in-batch matrix
   of the first DIAGNOSTIC_BATCHES dev batches (file order, dropout off; no extra columns), under the run's loss
   (for the paper loss: eq. 11 with the measured shift; the distance term left out, calibration.gradient_share).
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lpbert_core.evaluate.anchor import anchor_report
+from lpbert_core.anchor_diagnostics import anchor_report
 from lpbert_core.evaluation import evaluate_split
 from lpbert_core.finetune.calibration import gradient_share
 from lpbert_core.finetune.finetune_data import label_matrix

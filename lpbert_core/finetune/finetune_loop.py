@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from lpbert_core import distributed
+from lpbert_core import distributed, preemption
 from lpbert_core.atomic import atomic_dir, write_log_csv
 from lpbert_core.finetune.batch_feed import BatchFeed
 from lpbert_core.finetune.extra_negatives import Neighbourhood, PreBatchBank, bank_entities
@@ -129,7 +129,7 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: FinetuneSettings | dict, 
     # number of ranks: a multi-GPU checkpoint holds one dropout stream per rank)
     world = distributed.world()
     fingerprint = hashlib.sha256(json.dumps(
-        {"cfg": cfg.as_dict(), "rows": int(len(rows)), "rows_sum": int(rows.sum()), "entities": kg.num_entities,
+        {"cfg": {k: v for k, v in cfg.as_dict().items() if k != "checkpoint_every_minutes"}, "rows": int(len(rows)), "rows_sum": int(rows.sum()), "entities": kg.num_entities,
          "init": (run_info or {}).get("initial_weights"), "head_ranking": head_ranking,
          **({"world_size": world.size} if world.size > 1 else {})},
         sort_keys=True, default=str).encode()).hexdigest()
@@ -144,6 +144,9 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: FinetuneSettings | dict, 
             f"{'dev segments of a step budget' if cfg.step_budget else 'epochs'}, {total_steps} steps")
     else:
         log(f"resumed from {checkpoint_dir / 'last'} at epoch {progress['epoch']} step {progress['step_in_epoch']}")
+    clock = preemption.CheckpointClock(cfg.checkpoint_every_minutes, progress)  # timed / signalled checkpoints
+    if progress["attempt"] > 1:  # resumed: count the checkpoint it came from
+        clock.resumed_from(checkpoint_dir / "last")
     if measured_shift:
         if "initial_shift" not in progress:
             progress["initial_shift"] = measure_initial_shift(
@@ -164,9 +167,11 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: FinetuneSettings | dict, 
             if ebank.on:  # the bank file first: the checkpoint that names it is written after it
                 progress["entity_bank"] = {"file": ebank.save(checkpoint_dir, progress["global_step"]),
                                            "refreshed_at": ebank.refreshed_at}
-            save_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler, progress, scaler)
+            clock.saved(save_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler, progress, scaler))
             if ebank.on:
                 ebank.prune(checkpoint_dir, progress["entity_bank"]["file"])
+        else:
+            clock.saved(0)  # restarts the interval on every rank
 
     steps_this_call = 0
     while progress["epoch"] < epochs and not progress["stopped"]:
@@ -235,7 +240,8 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: FinetuneSettings | dict, 
                         f"loss {el[0] / el[3]:.4f} ({time.perf_counter() - t_epoch:.0f} s)")
                 every = cfg.checkpoint_every_steps
                 killed = stop_after_steps is not None and steps_this_call >= stop_after_steps
-                if (every and progress["global_step"] % every == 0) or killed:
+                timed, stop = clock.decide(progress["step_in_epoch"])  # wall-clock interval; SIGTERM / SIGUSR1
+                if (every and progress["global_step"] % every == 0) or killed or timed:
                     read_loss()
                     store_rng(progress, last_state)
                     if pre_batch:
@@ -244,6 +250,8 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: FinetuneSettings | dict, 
                 if killed:
                     log(f"stopping after {steps_this_call} steps (simulated kill)")
                     return {"killed": True, "progress": progress}
+                if stop:
+                    preemption.stop(checkpoint_dir / "last", log)
         finally:
             feed.close()
         read_loss()
@@ -311,6 +319,8 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: FinetuneSettings | dict, 
         progress.pop("torch_rng_ranks", None)
         progress.pop("pre_batch_bank", None)
         save_last()
+        if progress["epoch"] < epochs and not progress["stopped"] and clock.stop_agreed():  # signal during dev
+            preemption.stop(checkpoint_dir / "last", log)
 
     if not distributed.is_main():  # rank 0 writes the run's model and log (every rank holds the same weights)
         return {"killed": False, "progress": progress}
@@ -337,12 +347,14 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: FinetuneSettings | dict, 
     with atomic_dir(model_dir) as tmp:
         save_run_model(model, tokenizer, tmp, info)
     write_log_csv(log_csv, progress["log"])
+    log(clock.summary())
     if not cfg.keep_checkpoint:
         # a finished run leaves no resume state: a later rerun (e.g. after pre-training changed) starts afresh
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return {"killed": False, "progress": progress, "info": info}
 
 
+@preemption.preemptible  # SIGTERM / SIGUSR1: checkpoint at the next step boundary, then exit non-zero
 @distributed.multi_gpu_stage("finetune")  # gpus_per_job > 1: this call in K ranks
 def run_finetune(*, settings: dict, inputs: Mapping, outputs: Mapping) -> dict:
     """The finetune rule: load the graph and the initial encoder (the pre-training output, or the bare encoder

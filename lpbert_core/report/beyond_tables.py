@@ -149,6 +149,8 @@ def load_published(path: str | Path) -> pd.DataFrame:
 def build_inductive(pairs: list[dict], rows: list[OurRun], published_csv: str | Path, paths: dict) -> pd.DataFrame:
     """`pairs`: [{"train": "WN18RR_v1", "test": "WN18RR_v1_ind", "family": "WN18RR", "version": "v1"}, ...]."""
     published = load_published(published_csv)
+    for text in published["protocol"]:  # every row, shown or not: a protocol no column holds fails here
+        published_protocol(text, published_csv)
     protocols = list(PROTOCOL_FILES)
     titles = {FULL: FULL, LISTS: "50 cand. (BERTRL)", GRAIL: "50 sampled neg. (GraIL)"}
     layout = Layout(lead=["graph", "method"], groups=[(titles[p], list(INDUCTIVE_METRICS)) for p in protocols],
@@ -157,8 +159,8 @@ def build_inductive(pairs: list[dict], rows: list[OurRun], published_csv: str | 
     shown_published = 0
     for pair in pairs:
         layout.lines.append(("section", [f"{pair['train']} → {pair['test']}"]))
-        family = FAMILY_ALIASES.get(pair["family"], pair["family"]).lower()
-        pub = published[(published["dataset"].str.lower() == family) & (published["version"] == pair["version"])]
+        names = {pair["family"].lower(), FAMILY_ALIASES.get(pair["family"], pair["family"]).lower()}
+        pub = published[published["dataset"].str.lower().isin(names) & (published["version"] == pair["version"])]
         for rec in pub.to_dict("records"):
             column = published_protocol(rec["protocol"], published_csv)
             cells = [fmt(rec.get(m), m) if rec.get(m) != "" and not pd.isna(rec.get(m)) else MISSING
