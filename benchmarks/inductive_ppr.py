@@ -57,8 +57,10 @@ def hits10_nbfnet_reading(graph, ppr: dict) -> float:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--graphs", nargs="+", default=["WN18RR_v1_ind", "WN18RR_v2_ind", "fb237_v1_ind", "fb237_v2_ind"])
-    parser.add_argument("--config", nargs="+", default=["config.yaml"], help="config.yaml and overlays, merged in order")
+    parser.add_argument("--graphs", nargs="+",
+                        default=["WN18RR_v1_ind", "WN18RR_v2_ind", "fb237_v1_ind", "fb237_v2_ind"])
+    parser.add_argument("--config", nargs="+", default=["config.yaml"],
+                        help="config.yaml and overlays, merged in order")
     parser.add_argument("--published", default="resources/inductive_published.csv")
     parser.add_argument("--out", default="benchmarks/results/inductive_ppr.json")
     args = parser.parse_args(argv)
@@ -111,13 +113,16 @@ def main(argv=None) -> int:
                                                  "within_0.05": abs(out["full"]["hits@10"] - value) <= 0.05}
             out["seconds"] = round(time.perf_counter() - t0, 2)
             results[name] = out
-            print(name, json.dumps({k: out[k] for k in ("full", "published_hits@10_full") if k in out}, default=str)[:400],
-                  flush=True)
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = None
-    record = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "git_commit": commit,
+            print(name, f"full Hits@10 {out['full']['hits@10']:.4f}",
+                  json.dumps(out.get("published_hits@10_full"), default=str), flush=True)
+    def git(*cmd):
+        try:
+            return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        except OSError:
+            return None
+
+    record = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "git_commit": git("rev-parse", "HEAD"),
+              "git_uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")),
               "ppr_settings": ppr, "grail_negatives": grail, "results": results,
               "note": "ours: exact power iteration, realistic filtered ranks over every vN_ind entity (filter: all "
                       "vN_ind triples), anchor scored last; published: Shomer et al. 2024 (see their row's source)"}

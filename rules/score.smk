@@ -27,6 +27,7 @@ rule score:
 
 # The presampled-candidate protocol (BERTRL's 50 candidates per test triple and side, sources with `candidates:`):
 # the same model ranks the true triple among its listed corruptions, used exactly as given (lpbert_core/evaluate/candidate_lists.py).
+# GraIL's protocol (our sampled lists, every test graph): rule score_grail50 in rules/inductive.smk, the same scorer.
 rule score_candidates:
     input:
         unpack(score_inputs),

@@ -1,9 +1,10 @@
 """The KG-BERT-style cross-encoder (Table 3) on candidate lists: BERTRL's 50-candidate lists or our GraIL-protocol
-sample (lpbert_core.evaluate.sampled_negatives), the rule kgbert_lists' entry point.
+sample (lpbert_core.evaluate.sampled_negatives), the rule kgbert_lists' entry point; lists read by
+lpbert_core.candidate_blocks.
 
 Each listed line is one encoder pass over [CLS] head [SEP] relation [SEP] tail [SEP] (the model trained on vN, the
 text of vN_ind); the rank of the true line among its block's lines, ties optimistic / pessimistic / realistic, as
-every other model of the inductive table is ranked (lpbert_core.evaluate.candidate_lists.list_frame).
+every other model of the inductive table is ranked (lpbert_core.candidate_blocks.list_frame).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lpbert_core.evaluate.candidate_lists import CandidateBlocks, list_frame
+from lpbert_core.candidate_blocks import CandidateBlocks, list_frame
 
 log_ = logging.getLogger("lpbert.kgbert")
 
@@ -45,8 +46,7 @@ def run_kgbert_lists(*, settings: dict, inputs: dict, outputs: dict, log=log_.in
     lists) or lists (our sampled lists' lists.json). outputs: ranks, metrics."""
     from lpbert_core.atomic import write_json, write_parquet
     from lpbert_core.baselines.cross_encoder import TripleSequenceBuilder, load_cross_encoder
-    from lpbert_core.evaluate.candidate_lists import lists_folder, lists_summary, read_candidate_lists
-    from lpbert_core.evaluate.sampled_negatives import list_record
+    from lpbert_core.candidate_blocks import list_record, lists_folder, lists_summary, read_candidate_lists
     from lpbert_core.kg import load_tokenized_kg
     from lpbert_core.ranking import assert_finite_metrics, metrics_from_ranks
     from lpbert_core.settings import KgbertSettings
@@ -71,7 +71,8 @@ def run_kgbert_lists(*, settings: dict, inputs: dict, outputs: dict, log=log_.in
         "rank_type": "realistic (mean of optimistic and pessimistic ranks among the listed lines)",
         "protocol": spec["protocol"],
         "lists": lists_summary(folder, blocks, kg, frame),
-        "scale": {"encoder": info.get("encoder"), "pretrain": info.get("pretrain"), "epochs_run": info.get("epochs_run"),
+        "scale": {"encoder": info.get("encoder"), "pretrain": info.get("pretrain"),
+                  "epochs_run": info.get("epochs_run"),
                   "train_subsample": info.get("train_subsample"), "train_rows_used": info.get("train_positives"),
                   "test_triples_used": n_test, "test_triples_total": n_test, "num_entities": int(kg.num_entities),
                   "full_protocol": info.get("train_subsample") is None},

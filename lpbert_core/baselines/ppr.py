@@ -97,7 +97,8 @@ class PprScorer:
     def graph_record(self) -> dict:
         return {"edges_from": list(self.graph_splits), "weighting": self.weighting, "restart": self.restart,
                 "iterations": self.iterations, "exclude_anchor": self.exclude_anchor,
-                "undirected_edges": int(self.adj.nnz // 2), "isolated_entities": int((self.adj.getnnz(axis=1) == 0).sum())}
+                "undirected_edges": int(self.adj.nnz // 2),
+                "isolated_entities": int((self.adj.getnnz(axis=1) == 0).sum())}
 
 
 def rank_full(scorer: PprScorer, chunk: int = 256) -> pd.DataFrame:
@@ -129,7 +130,7 @@ def rank_full(scorer: PprScorer, chunk: int = 256) -> pd.DataFrame:
 
 def rank_lists(scorer: PprScorer, blocks) -> pd.DataFrame:
     """Ranks of the true line of each candidate block (column 0) among its lines."""
-    from lpbert_core.evaluate.candidate_lists import list_frame
+    from lpbert_core.candidate_blocks import list_frame
 
     anchors = np.where(blocks.direction == "tail", blocks.head, blocks.tail)
     full = scorer.scores(anchors)
@@ -139,8 +140,7 @@ def rank_lists(scorer: PprScorer, blocks) -> pd.DataFrame:
 
 def evaluate(graph, protocol: str, settings: dict, lists_dir: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
     """(ranks frame, metrics.json object) of PPR on `graph` under one protocol (PROTOCOLS)."""
-    from lpbert_core.evaluate.candidate_lists import lists_summary, read_candidate_lists
-    from lpbert_core.evaluate.sampled_negatives import list_record
+    from lpbert_core.candidate_blocks import list_record, lists_summary, read_candidate_lists
 
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
@@ -182,8 +182,7 @@ def run_ppr_score(*, settings: dict, inputs: dict, outputs: dict, log=print) -> 
     exclude_anchor}}. inputs: triples (text/triples.parquet; entities / relations beside it), and for the list
     protocols raw (BERTRL's lists) or lists (our sampled lists' lists.json). outputs: ranks, metrics."""
     from lpbert_core.atomic import write_json, write_parquet
-    from lpbert_core.evaluate.candidate_lists import lists_folder
-    from lpbert_core.evaluate.sampled_negatives import load_graph_index
+    from lpbert_core.candidate_blocks import lists_folder, load_graph_index
 
     graph = load_graph_index(Path(inputs["triples"]).parent)
     protocol = settings["protocol"]

@@ -4,7 +4,7 @@
 entities of that graph with a fixed seed, never a known true answer (any train / valid / test triple of the graph with
 the same anchor and relation) and never the anchor itself (GraIL's `neg_head != neg_tail`). The blocks are written as
 BERTRL-style list files (`ranking_head.txt`: the head fixed, tails varying; `ranking_tail.txt`: the reverse; the true
-triple first), so every model is ranked on the same lines by lpbert_core.evaluate.candidate_lists.
+triple first), so every model is ranked on the same lines (lpbert_core.candidate_blocks reads them).
 
 Departures from GraIL's test_ranking.py (`get_neg_samples_replacing_head_tail`), stated in lists.json: GraIL's code
 keeps 49 draws with replacement beside the true triple (50 lines; its paper says "50 other ... negative triplets"),
@@ -15,79 +15,13 @@ known triple. Our sample is not GraIL's: numbers on it are comparable with each 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from lpbert_core.atomic import atomic_path
-from lpbert_core.evaluate.candidate_lists import LIST_FILES, CandidateBlocks
-
-SPLITS = ("train", "dev", "test")
-LISTS_RECORD = "lists.json"  # beside the list files: what they are (per_query, protocol, seed)
-
-
-@dataclass
-class GraphIndex:
-    """A graph's ids and integer triples (the order of its text tables), no tokens: what the structural baselines and
-    the list sampler need. Duck-types TokenizedKG for read_candidate_lists."""
-
-    entity_ids: list[str]
-    relation_ids: list[str]
-    triples: dict[str, np.ndarray] = field(default_factory=dict)  # split -> int64 [n, 3], original direction
-
-    @property
-    def num_entities(self) -> int:
-        return len(self.entity_ids)
-
-    @property
-    def num_relations(self) -> int:
-        return len(self.relation_ids)
-
-    def known(self) -> np.ndarray:
-        return np.concatenate([self.triples[s] for s in SPLITS])
-
-
-def load_graph_index(text_dir: str | Path) -> GraphIndex:
-    """From join_text's tables (entities / relations / triples.parquet in `text_dir`)."""
-    text_dir = Path(text_dir)
-    entities = list(pd.read_parquet(text_dir / "entities.parquet", columns=["id"])["id"])
-    relations = list(pd.read_parquet(text_dir / "relations.parquet", columns=["id"])["id"])
-    frame = pd.read_parquet(text_dir / "triples.parquet")
-    frame = frame[~frame["inverse"]]
-    ent = {e: i for i, e in enumerate(entities)}
-    rel = {r: i for i, r in enumerate(relations)}
-    triples = {}
-    for split in SPLITS:
-        part = frame[frame["split"] == split]
-        triples[split] = np.stack([part["head"].map(ent).to_numpy(dtype=np.int64),
-                                   part["relation"].map(rel).to_numpy(dtype=np.int64),
-                                   part["tail"].map(ent).to_numpy(dtype=np.int64)], axis=1).reshape(-1, 3)
-    return GraphIndex(entities, relations, triples)
-
-
-def graph_index_from_raw(folder: str | Path) -> GraphIndex:
-    """From a raw folder (ConvE or KG-BERT layout), ids numbered as join_text numbers them (entities.txt /
-    relations.txt where present, else first appearance over train, dev, test)."""
-    from lpbert_core.kg_files import SPLIT_FILES, detect_layout, read_ids, read_triples
-
-    folder = Path(folder)
-    layout = detect_layout(folder)
-    rows = {split: [(h, r, t) for h, r, t, _ in read_triples(folder / name)]
-            for split, name in SPLIT_FILES[layout].items()}
-    seen_e: dict[str, None] = {}
-    seen_r: dict[str, None] = {}
-    for split in SPLITS:
-        for h, r, t in rows[split]:
-            seen_e.setdefault(h), seen_e.setdefault(t), seen_r.setdefault(r)
-    entities = read_ids(folder / "entities.txt") if (folder / "entities.txt").is_file() else list(seen_e)
-    relations = read_ids(folder / "relations.txt") if (folder / "relations.txt").is_file() else list(seen_r)
-    ent = {e: i for i, e in enumerate(entities)}
-    rel = {r: i for i, r in enumerate(relations)}
-    triples = {split: np.asarray([(ent[h], rel[r], ent[t]) for h, r, t in rows[split]], dtype=np.int64).reshape(-1, 3)
-               for split in SPLITS}
-    return GraphIndex(entities, relations, triples)
+from lpbert_core.candidate_blocks import (LIST_FILES, LISTS_RECORD, SPLITS, CandidateBlocks,  # noqa: F401
+                                          GraphIndex, graph_index_from_raw, list_record, load_graph_index)
 
 
 def _answers(known: np.ndarray) -> dict[tuple[str, int, int], set[int]]:
@@ -151,16 +85,6 @@ def write_candidate_lists(folder: str | Path, graph: GraphIndex, blocks: Candida
     with atomic_path(folder / LISTS_RECORD) as tmp:
         Path(tmp).write_text(json.dumps(out, indent=2) + "\n")
     return out
-
-
-def list_record(folder: str | Path) -> dict:
-    """lists.json of a folder of sampled lists; BERTRL's folders have none: their protocol, 50 lines per block."""
-    path = Path(folder) / LISTS_RECORD
-    if path.is_file():
-        return json.loads(path.read_text())
-    return {"per_query": 50, "filtered": False,
-            "protocol": "presampled candidate lists (50 per query, the true triple first), used exactly as given: "
-                        "no filtering, duplicate lines kept"}
 
 
 def run_grail_lists(*, settings: dict, inputs: dict, outputs: dict) -> dict:
