@@ -42,3 +42,14 @@ def test_proxy_table_floor_seeds_and_marks(tmp_path):
     assert "0.200 → 0.310" in md  # the dev trajectory, mean over seeds per point
     assert "Scale: test scale" in md and paths["figure"].stat().st_size > 0
     assert pd.read_csv(paths["csv"])["run"].tolist() == ["floor", "good", "bad"]
+
+
+def test_proxy_table_without_diagnostics_columns(tmp_path):
+    """Runs trained without dev_diagnostics (no anchor columns in their train log) still make a table and figure."""
+    inst = _instance(tmp_path, "g", "plain", 42, 0.2, [0.2], [None])
+    log = pd.read_csv(inst["train_log"]).drop(columns=["dev_anchor_first"])
+    log.to_csv(inst["train_log"], index=False)
+    rows = [{"dataset": "g", "run": "plain", "label": "plain", "floor": False, "instances": [inst]}]
+    paths = {"md": tmp_path / "p.md", "csv": tmp_path / "p.csv", "figure": tmp_path / "p.png"}
+    build_proxy(rows, paths)
+    assert paths["figure"].exists() and "plain" in paths["md"].read_text()

@@ -128,8 +128,11 @@ def trajectory_figure(trajectories: pd.DataFrame, table: pd.DataFrame, path: str
     for col, dataset in enumerate(datasets):
         part = trajectories[trajectories["dataset"] == dataset]
         for run, runs in part.groupby("run", sort=False):
-            mean = runs.groupby("global_step")[["dev_mrr", "dev_anchor_first"]].mean()
+            metrics = [m for m in ("dev_mrr", "dev_anchor_first") if m in runs and runs[m].notna().any()]
+            mean = runs.groupby("global_step")[metrics].mean()
             for row, metric in enumerate(("dev_mrr", "dev_anchor_first")):
+                if metric not in metrics:  # a run logged without dev_diagnostics has no anchor column
+                    continue
                 ax = axes[row][col]
                 if (dataset, run) in floors:
                     ax.axhline(mean[metric].iloc[0], color="grey", linestyle="--", label=labels[(dataset, run)])
