@@ -179,7 +179,8 @@ def run_summary(work: Path, dataset: str, run: str, records: list[dict]) -> dict
     return {"records": records, "metrics": metrics, "train_log": log[keep].to_dict(orient="records")}
 
 
-def main_run(args) -> None:
+def prepare_folders(args) -> tuple[Path, Path]:
+    """$OUT and the work folder; on a GPU machine also the encoder widened back to fp32 (LPBERT_MINILM_DIR)."""
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     work = Path(args.work).resolve()
@@ -187,6 +188,11 @@ def main_run(args) -> None:
     if not args.smoke:
         os.environ["LPBERT_MINILM_DIR"] = str(work / "minilm-fp32")
         widen(PACK / "minilm-fp16", work / "minilm-fp32")
+    return out, work
+
+
+def main_run(args) -> None:
+    out, work = prepare_folders(args)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
     import torch
@@ -292,13 +298,7 @@ def proxy_calibration_config(readings: list[str], smoke: bool) -> dict:
 def main_proxy_calibration(args) -> None:
     """Each reading's two epochs and full test scoring, one part each (gpu_check.json: the train log with its dev
     trajectory and diagnostics, the test metrics, the wall time), in the order given."""
-    out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    work = Path(args.work).resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    if not args.smoke:
-        os.environ["LPBERT_MINILM_DIR"] = str(work / "minilm-fp32")
-        widen(PACK / "minilm-fp16", work / "minilm-fp32")
+    out, work = prepare_folders(args)
     import torch
 
     from lpbert_core.direct_run import DirectRun

@@ -287,7 +287,7 @@ def test_stages_driven_without_snakemake_give_the_same_run(dag, tmp_path, monkey
     for name in ("config.yaml", "resources", ".test"):
         (tmp_path / name).symlink_to(wd / name)
     monkeypatch.chdir(tmp_path)  # relative paths of the config (sources, encoders) resolve as under Snakemake
-    runner = DirectRun(JobSettings(config), tmp_path, threads=2)
+    runner = DirectRun(JobSettings(config), tmp_path, threads=1)  # the test config's jobs: 1 thread
     records = runner.run("tinykg", "lpbert")
     assert [r["stage"] for r in records] == ["download", "join_text", "tokenize", "pretrain", "finetune", "score"]
     assert not any(r["skipped"] for r in records)
