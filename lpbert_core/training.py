@@ -31,7 +31,7 @@ def set_seed(seed: int) -> None:
 
 def torch_rng_state() -> dict:
     """torch's RNG states (CPU, and every visible card's), as JSON-able lists: a mid-epoch checkpoint's dropout stream
-    (lpbert_core.finetune.rng_state has the same pair for fine-tuning)."""
+    (every training loop's, fine-tuning's through lpbert_core.finetune.rng_state)."""
     state = {"cpu": torch.get_rng_state().tolist()}
     if torch.cuda.is_available():
         state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]

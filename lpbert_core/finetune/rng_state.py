@@ -3,16 +3,8 @@ and torch's (dropout; one per rank in a multi-GPU job)."""
 
 from __future__ import annotations
 
-import torch
-
 from lpbert_core import distributed
-
-
-def torch_rng_state() -> dict:
-    state = {"cpu": torch.get_rng_state().tolist()}
-    if torch.cuda.is_available():
-        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
-    return state
+from lpbert_core.training import set_torch_rng_state, torch_rng_state  # noqa: F401  (re-exported: the loop's imports)
 
 
 def store_rng(progress: dict, numpy_state: dict) -> None:
@@ -28,9 +20,3 @@ def store_rng(progress: dict, numpy_state: dict) -> None:
 def rank_torch_rng(progress: dict) -> dict:
     ranks = progress.get("torch_rng_ranks")
     return ranks[distributed.world().rank] if ranks else progress["torch_rng"]
-
-
-def set_torch_rng_state(state: dict) -> None:
-    torch.set_rng_state(torch.tensor(state["cpu"], dtype=torch.uint8))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
