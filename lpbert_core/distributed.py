@@ -11,13 +11,22 @@ single-process identity (`world()` is rank 0 of 1), so a job with K = 1 runs exa
 * Batches are GLOBAL: every rank draws the same global batch (same seed) and takes its contiguous slice
   (`shard_range`). Fine-tuning gathers all ranks' embeddings with gradient (`gather_rows`: all_gather forward, the
   summed gradient back to the owner) and computes the loss on the full in-batch matrix; pre-training and the
-  cross-encoder weight each rank's mean loss by its share of the global batch. `average_gradients` (called by
-  training.optimizer_step) then makes every rank's update the update of one device with the global batch.
+  cross-encoder weight each rank's mean loss by its share of the global batch.
+* Gradients: every training stage runs its step through `data_parallel` (torch's DistributedDataParallel), whose
+  bucketed all-reduce overlaps the backward pass and makes every rank's update the update of one device with the
+  global batch. The stage's whole loss is computed inside the wrapped module's forward, so DDP sees every parameter the
+  loss uses (fine-tuning's logit mapping lives outside the encoder: finetune_step.FinetuneStep). A rank whose slice of a
+  short last batch is empty still runs its forward on one padding row and keeps none of it: every parameter takes part
+  in its backward pass with a zero gradient, so all ranks reduce the same buckets in the same order.
+* Batch statistics: the pre-training head's BatchNorm normalises over the GLOBAL batch's labelled tokens
+  (`sum_with_grad`, pretrain_model.GlobalBatchNorm1d), as one device would: its statistics and running averages do
+  not depend on the number of ranks.
 * Only rank 0 writes (checkpoints, logs, outputs); all ranks read the same checkpoint on resume (`main_first`).
 * Scoring: entity and query encoding is split by whole length-sorted batches, so every vector is computed exactly as
   in one process, and summed back (`sum_disjoint_rows`); rank chunks come back with `gather_variable`.
-* No overlap of gradient communication with the backward pass (DDP's buckets would give that); one flat all-reduce per
-  step is simple and exact, and small next to a BERT step.
+* Why not torch.distributed.nn.functional.all_gather / all_reduce: deprecated since torch 2.13 (inside this project's
+  pin), and on gloo their backward goes through all_to_all. `gather_rows` and `sum_with_grad` are the same maths on
+  all_gather / all_reduce, which every backend has.
 """
 
 from __future__ import annotations
@@ -222,57 +231,53 @@ def main_first(fn: Callable[[], object]):
     return fn()
 
 
-def average_gradients(model: torch.nn.Module, bucket_elements: int = 1 << 24) -> None:
-    """Sum the parameter gradients over ranks and divide by the world size (after backward, before clipping and the
-    step), so every rank holds the same gradient and takes the same step. A parameter with a gradient on some rank
-    but not on this one counts as zeros here; a parameter without a gradient on every rank keeps None (AdamW skips
-    it, exactly as in one process)."""
-    size = world().size
-    if size == 1:
-        return
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        return
-    device = params[0].device
-    has = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)
-    dist.all_reduce(has, op=dist.ReduceOp.MAX)
-    grads = []
-    for param, flag in zip(params, has.tolist()):
-        if flag:
-            if param.grad is None:
-                param.grad = torch.zeros_like(param)
-            grads.append(param.grad)
-    by_dtype: dict = {}
-    for grad in grads:
-        by_dtype.setdefault((grad.dtype, grad.device), []).append(grad)
-    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+class _SumWithGrad(torch.autograd.Function):
+    """all_reduce (sum) with gradient: every rank's loss uses the sum, so the gradient of each rank's input is the sum
+    of all ranks' gradients of the output."""
 
-    for group in by_dtype.values():
-        start = 0
-        while start < len(group):
-            bucket, filled = [], 0
-            while start < len(group) and (not bucket or filled + group[start].numel() <= bucket_elements):
-                bucket.append(group[start])
-                filled += group[start].numel()
-                start += 1
-            flat = _flatten_dense_tensors(bucket)
-            dist.all_reduce(flat)
-            flat /= size
-            for dst, src in zip(bucket, _unflatten_dense_tensors(flat, bucket)):
-                dst.copy_(src)
+    @staticmethod
+    def forward(ctx, local: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        out = local.contiguous().clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: D102
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad
 
 
-def average_batchnorm_statistics(model: torch.nn.Module) -> None:
-    """Average BatchNorm running statistics over ranks (each rank's BatchNorm sees only its slice of the batch), so
-    every rank keeps the same model state."""
+def sum_with_grad(local: torch.Tensor) -> torch.Tensor:
+    """The sum of every rank's equally shaped `local`, differentiable (identity in one process)."""
     if world().size == 1:
-        return
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
-            for buf in (module.running_mean, module.running_var):
-                if buf is not None:
-                    dist.all_reduce(buf)
-                    buf /= world().size
+        return local
+    return _SumWithGrad.apply(local)
+
+
+def data_parallel(module: torch.nn.Module) -> torch.nn.Module:
+    """The module a training step runs through: DistributedDataParallel in a multi-rank job, the module itself in one
+    process (the same code and numbers as before). Inputs are placed by the caller (device_ids None: DDP moves
+    nothing). find_unused_parameters: a run's module holds parameters its loss may not use (the pooler under mean
+    pooling, the logit mapping under InfoNCE); those keep no gradient, exactly as in one process. Buffers are not
+    broadcast: the only ones a step changes are the pre-training BatchNorm's, identical on every rank already
+    (GlobalBatchNorm1d)."""
+    if world().size == 1:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(module, device_ids=None, broadcast_buffers=False, find_unused_parameters=True)
+
+
+def is_data_parallel(module: torch.nn.Module) -> bool:
+    from torch.nn.parallel import DistributedDataParallel
+
+    return isinstance(module, DistributedDataParallel)
+
+
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a data_parallel wrapper (the module itself otherwise)."""
+    return module.module if is_data_parallel(module) else module
 
 
 # ---------------------------------------------------------------- launching K ranks

@@ -199,18 +199,20 @@ OPTIMIZERS = ("adamw", "adam")
 
 def optimizer_step(loss, model, optimizer, scheduler, scaler=None, max_grad_norm: float | None = None) -> None:
     """One update: backward (through the fp16 grad scaler when there is one), optional clipping, step, schedule.
-    In a multi-GPU job the gradients are averaged over the ranks right after backward (distributed.average_gradients),
-    so clipping, the scaler's overflow check and the step see the same gradient on every rank."""
-    from lpbert_core.distributed import average_gradients
+    In a multi-GPU job `model` is the step's DistributedDataParallel wrapper (distributed.data_parallel), whose
+    backward averages the gradients over the ranks, so clipping, the scaler's overflow check and the step see the same
+    gradient on every rank; a bare module there would train each rank on its own slice, so it is refused."""
+    from lpbert_core import distributed
 
+    if distributed.world().size > 1 and not distributed.is_data_parallel(model):
+        raise RuntimeError("optimizer_step in a multi-rank job needs the step's distributed.data_parallel wrapper: "
+                           "a bare module's gradients would not be averaged over the ranks")
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(loss).backward()
-        average_gradients(model)
         scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
     else:
         loss.backward()
-        average_gradients(model)
     if max_grad_norm:
         torch.nn.utils.clip_grad_norm_(model.parameters(), float(max_grad_norm))
     if scaler is not None:

@@ -4,7 +4,9 @@ spawn for the whole module) against 1 process.
 (a) one fine-tuning step of 2 ranks with the global batch 2n (each rank n rows) = 1 process with batch 2n: the same
     loss, gradients and updated parameters, for the in-batch matrix, sampled negatives, self-negatives, InfoNCE, the
     pair_linear scorer and all-entity negatives, with even, uneven and one-row batches (a rank without rows);
-    pre-training (LayerNorm EM head) and the cross-encoder: the same gradients and step as one process;
+    pre-training (the LayerNorm EM head, and the BatchNorm head normalising over the global batch) and the
+    cross-encoder: the same gradients, step and running statistics as one process, all through
+    DistributedDataParallel (a bare module is refused);
 (b) sharded scoring (entity / query encoding and rank chunks spread over the ranks) = the one-process ranks, exactly;
 (c) a 2-rank fine-tuning run killed mid-epoch and resumed = an uninterrupted 2-rank run (bit for bit, dropout on), and
     without dropout = 1 process with the same global batch (to float tolerance);
@@ -62,6 +64,12 @@ if DEVICE.type == "cuda" and not torch.cuda.is_available():
 # columns split unevenly over the ranks) failed the CPU bound on one token-type gradient element that cancels to
 # about 0, by 6.5e-7 (|difference| 2e-7 max|b|, float32 rounding): 1e-6 max|b| on CPU.
 GRAD_TOL = {"rtol": 1e-4, "atol": 1e-7, "scale": 1e-5 if DEVICE.type == "cuda" else 1e-6}
+
+# The BatchNorm head's gradients: its statistics are a mean and a variance over the batch's tokens, computed by one
+# fused kernel in one process and by two all-reduced sums over 2 ranks; the gradient of the dense layer's bias
+# before BatchNorm nearly cancels (BatchNorm removes the mean), so float32 rounding shows there at ~1e-4 of max|b|
+# (CPU, measured: 4e-7 on a max of 3.6e-3). Per-rank statistics miss by far more (the control test below).
+BATCHNORM_GRAD_TOL = {**GRAD_TOL, "scale": 1e-3}
 
 
 # Learning rates of each step test's optimizer (encoder group, new layers), for the parameter bound below.
@@ -121,7 +129,8 @@ def one_step(enc_dir: str, out: Path, rank: int) -> None:
     from lpbert_core.finetune.finetune_data import training_triples
     from lpbert_core.known_answers import known_answers
     from lpbert_core.sequences import SequenceBuilder
-    from lpbert_core.finetune.finetune_step import training_step
+    from lpbert_core.distributed import data_parallel
+    from lpbert_core.finetune.finetune_step import FinetuneStep, training_step
     from lpbert_core.finetune.finetune_loss import LossConfig
     from lpbert_core.settings import FinetuneSettings
     from lpbert_core.training import build_optimizer, build_scheduler, optimizer_step
@@ -140,9 +149,11 @@ def one_step(enc_dir: str, out: Path, rank: int) -> None:
             model.load_state_dict(initial[cfg.scorer])
             optimizer = build_optimizer(model, "encoder.", *STEP_LR["finetune"], 0.01)
             scheduler = build_scheduler(optimizer, 10, 0.0)
-            step = training_step(model, builder, rows[sl], known, LossConfig.from_settings(cfg), DEVICE,
+            step_module = data_parallel(FinetuneStep(model))  # DDP on 2 ranks, the model itself in 1 process
+            step = training_step(step_module, builder, rows[sl], known, LossConfig.from_settings(cfg), DEVICE,
                                  PRECISION, in_batch, np.random.default_rng(7))
-            optimizer_step(step["loss"], model, optimizer, scheduler)
+            optimizer_step(step["loss"], step_module, optimizer, scheduler)
+            del step_module  # its gradient hooks go with it
             tensors = {f"param.{k}": v.detach().clone() for k, v in model.named_parameters()}
             tensors.update({f"grad.{k}": v.grad.clone() for k, v in model.named_parameters() if v.grad is not None})
             tensors["loss"] = step["loss"].detach().reshape(1)
@@ -150,8 +161,10 @@ def one_step(enc_dir: str, out: Path, rank: int) -> None:
 
 
 def data_parallel_steps(enc_dir: str, out: Path, rank: int) -> None:
-    """One pre-training step (LayerNorm EM head: the exact case) and one cross-encoder step on a global batch of 7
-    (4 + 3 per rank), dropout off; in one process the plain step of each loop."""
+    """One pre-training step and one cross-encoder step on a global batch of 7 (4 + 3 per rank), dropout off; in one
+    process the plain step of each loop. Pre-training twice: the LayerNorm EM head, and the paper's BatchNorm head in
+    train mode (global batch statistics over both ranks' tokens, GlobalBatchNorm1d), its running statistics saved
+    too."""
     from lpbert_core import distributed
     from lpbert_core.baselines.cross_encoder import CrossEncoder, TripleSequenceBuilder, train_triple_set, training_examples
     from lpbert_core.baselines.cross_encoder_loop import _rank_slice_loss
@@ -169,20 +182,29 @@ def data_parallel_steps(enc_dir: str, out: Path, rank: int) -> None:
                                                       encoder_key="tiny", encoder_source=str(enc_dir),
                                                       precision=PRECISION))
     samples = _make_samples(kg, kg.triples["train"], cfg, np.random.default_rng(4))
-    idx = np.arange(3, 10)
-    torch.manual_seed(0)
-    model = PretrainModel(AutoModel.from_pretrained(enc_dir), kg.special.vocab_size, "layernorm").to(DEVICE).eval()
-    optimizer = build_optimizer(model, "encoder.", *STEP_LR["pretrain"], 0.01)
-    scheduler = build_scheduler(optimizer, 10, 0.0)
-    if distributed.world().size > 1:
-        _data_parallel_step(model, samples, idx, kg.special.pad, DEVICE, cfg,
-                            optimizer, scheduler, None)
-    else:
-        batch = {k: v.to(DEVICE) for k, v in collate([samples[i] for i in idx], kg.special.pad).items()}
-        optimizer_step(model(**batch)["loss"], model, optimizer, scheduler)
-    tensors = {f"grad.{k}": v.grad for k, v in model.named_parameters() if v.grad is not None}
-    tensors.update({f"param.{k}": v.detach() for k, v in model.named_parameters()})
-    save_file(_cpu(tensors), str(out / f"dp-pretrain-rank{rank}.safetensors"))
+    cases = [("layernorm", np.arange(3, 10)), ("batchnorm", np.arange(3, 10)),
+             ("batchnorm-one", np.arange(3, 4))]  # one sample: rank 1 has an empty slice
+    if distributed.world().size > 1:  # the control: torch's BatchNorm1d, statistics of each rank's slice
+        cases.append(("batchnorm-per-rank", np.arange(3, 10)))
+    for norm, batch_idx in cases:
+        torch.manual_seed(0)
+        model = PretrainModel(AutoModel.from_pretrained(enc_dir, **NO_DROPOUT), kg.special.vocab_size,
+                              norm.split("-")[0]).to(DEVICE)
+        if norm == "batchnorm-per-rank":
+            model.em_head.norm.__class__ = torch.nn.BatchNorm1d
+        model.train(norm != "layernorm")  # BatchNorm: batch statistics (dropout is off either way)
+        optimizer = build_optimizer(model, "encoder.", *STEP_LR["pretrain"], 0.01)
+        scheduler = build_scheduler(optimizer, 10, 0.0)
+        if distributed.world().size > 1:
+            _data_parallel_step(distributed.data_parallel(model), samples, batch_idx, kg.special.pad, DEVICE, cfg,
+                                optimizer, scheduler, None)
+        else:
+            batch = {k: v.to(DEVICE) for k, v in collate([samples[i] for i in batch_idx], kg.special.pad).items()}
+            optimizer_step(model(**batch)["loss"], model, optimizer, scheduler)
+        tensors = {f"grad.{k}": v.grad for k, v in model.named_parameters() if v.grad is not None}
+        tensors.update({f"param.{k}": v.detach() for k, v in model.named_parameters()})
+        tensors.update({f"buffer.{k}": v.detach().float() for k, v in model.named_buffers() if "norm" in k})
+        save_file(_cpu(tensors), str(out / f"dp-pretrain-{norm}-rank{rank}.safetensors"))
 
     torch.manual_seed(0)
     model = CrossEncoder(AutoModel.from_pretrained(enc_dir)).to(DEVICE).eval()
@@ -191,16 +213,19 @@ def data_parallel_steps(enc_dir: str, out: Path, rank: int) -> None:
                                         np.random.default_rng(5))
     optimizer = build_optimizer(model, "encoder.", *STEP_LR["kgbert"], 0.01)
     scheduler = build_scheduler(optimizer, 10, 0.0)
+    idx = np.arange(3, 10)
     if distributed.world().size > 1:
-        loss = _rank_slice_loss(model, builder, kg, triples, labels, idx, DEVICE, PRECISION)
+        step_model = distributed.data_parallel(model)
+        loss = _rank_slice_loss(step_model, builder, kg, triples, labels, idx, DEVICE, PRECISION)
     else:
         from lpbert_core.baselines.cross_encoder import collate_triples
 
+        step_model = model
         batch = {k: v.to(DEVICE) for k, v in
                  collate_triples([builder.build(*map(int, triples[i])) for i in idx], kg.special.pad).items()}
         loss = torch.nn.functional.binary_cross_entropy_with_logits(model(**batch).float(),
                                                                     torch.as_tensor(labels[idx], device=DEVICE))
-    optimizer_step(loss, model, optimizer, scheduler, None, 1.0)  # the cross-encoder clips at 1.0
+    optimizer_step(loss, step_model, optimizer, scheduler, None, 1.0)  # the cross-encoder clips at 1.0
     tensors = {f"grad.{k}": v.grad for k, v in model.named_parameters() if v.grad is not None}
     tensors.update({f"param.{k}": v.detach() for k, v in model.named_parameters()})
     save_file(_cpu(tensors), str(out / f"dp-kgbert-rank{rank}.safetensors"))
@@ -242,6 +267,20 @@ def finetune_runs(enc_dir: str, out: Path, rank: int) -> None:
     run("no_dropout", **NO_DROPOUT)
 
 
+def bare_module_step(enc_dir: str, out: Path, rank: int) -> None:
+    """optimizer_step with a module that is not the data_parallel wrapper: refused on every rank before backward."""
+    from lpbert_core.training import build_optimizer, build_scheduler, optimizer_step
+
+    model = siamese(enc_dir)
+    optimizer = build_optimizer(model, "encoder.", 1e-5, 1e-4, 0.0)
+    loss = model.prob_scale * 1.0
+    try:
+        optimizer_step(loss, model, optimizer, build_scheduler(optimizer, 1, 0.0))
+    except RuntimeError as err:
+        if rank == 0:
+            (out / "bare-refused.txt").write_text(str(err))
+
+
 def _worker(rank: int, size: int, port: int, enc_dir: str, out: str) -> None:
     import torch.distributed as dist
 
@@ -254,7 +293,7 @@ def _worker(rank: int, size: int, port: int, enc_dir: str, out: str) -> None:
         from lpbert_core.training import compute_record
 
         (Path(out) / f"compute-rank{rank}.json").write_text(json.dumps(compute_record(DEVICE, PRECISION)))
-        for job in (one_step, data_parallel_steps, sharded_scoring, finetune_runs):
+        for job in (one_step, data_parallel_steps, sharded_scoring, finetune_runs, bare_module_step):
             job(enc_dir, Path(out), rank)
         dist.barrier()  # leave together (as lpbert_core.launch does): no rank tears gloo down under another
     finally:
@@ -325,18 +364,42 @@ def test_one_step_on_two_ranks_equals_one_process_with_the_global_batch(two_rank
     assert set(other) == set(multi) and all(torch.equal(other[k], multi[k]) for k in multi)
 
 
-@pytest.mark.parametrize("stage", ["pretrain", "kgbert"])
+@pytest.mark.parametrize("stage", ["pretrain-layernorm", "pretrain-batchnorm", "pretrain-batchnorm-one", "kgbert"])
 def test_data_parallel_step_equals_one_process_with_the_global_batch(two_ranks, one_rank, stage):
-    """Pre-training and the cross-encoder: each rank's loss weighted by its share of the global batch."""
+    """Pre-training and the cross-encoder through DistributedDataParallel: each rank's loss weighted by its share of the
+    global batch. The BatchNorm head normalises over the global batch, so gradients, step and running statistics
+    equal one process's (its statistics do not depend on the number of ranks); with a one-sample batch rank 1's slice
+    is empty and the step is still one process's."""
     single = _load(one_rank / f"dp-{stage}-rank0.safetensors")
+    lrs = STEP_LR[stage.split("-")[0]]
     for rank in (0, 1):
         multi = _load(two_ranks / f"dp-{stage}-rank{rank}.safetensors")
         assert set(multi) == set(single)
         for key in single:
             if key.startswith("grad."):
-                _close(multi[key], single[key], what=key, **GRAD_TOL)
+                _close(multi[key], single[key], what=key, **(BATCHNORM_GRAD_TOL if "batchnorm" in stage else GRAD_TOL))
+            elif key.startswith("buffer."):
+                _close(multi[key], single[key], 1e-5, 1e-6, key)
             else:
-                _close_after_first_adam_step(multi, single, key, STEP_LR[stage])
+                _close_after_first_adam_step(multi, single, key, lrs)
+    if stage == "pretrain-batchnorm":  # the running statistics moved (the check above is not vacuous)
+        assert float(single["buffer.em_head.norm.num_batches_tracked"]) == 1
+        assert not torch.allclose(single["buffer.em_head.norm.running_mean"], torch.zeros(1))
+
+
+def test_per_rank_batchnorm_statistics_fail_the_same_check(two_ranks, one_rank):
+    """The control of the BatchNorm case: torch's BatchNorm1d on each rank's slice (what the step did before
+    GlobalBatchNorm1d) is outside BATCHNORM_GRAD_TOL, so that bound tells global statistics from per-rank ones."""
+    single = _load(one_rank / "dp-pretrain-batchnorm-rank0.safetensors")
+    multi = _load(two_ranks / "dp-pretrain-batchnorm-per-rank-rank0.safetensors")
+    with pytest.raises(AssertionError):
+        for key in single:
+            if key.startswith("grad.em_head"):
+                _close(multi[key], single[key], what=key, **BATCHNORM_GRAD_TOL)
+
+
+def test_a_bare_module_in_a_multi_rank_step_is_refused(two_ranks):
+    assert (two_ranks / "bare-refused.txt").read_text().startswith("optimizer_step in a multi-rank job needs")
 
 
 def test_compute_record_says_world_size(two_ranks):

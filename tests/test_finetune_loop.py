@@ -171,7 +171,7 @@ def test_checkpoint_of_other_settings_is_not_resumed(setup, tmp_path):
 # ------------------------------------------------------------------ batch order through the loop
 
 def _record_batches(monkeypatch):
-    import lpbert_core.finetune.finetune_loop as loop
+    import lpbert_core.finetune.finetune_step as loop  # the loop's FinetuneStep calls prepared_step from there
 
     seen = []
     real = loop.prepared_step

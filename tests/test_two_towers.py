@@ -87,7 +87,8 @@ def test_step_scores_query_tower_queries_against_entity_tower_candidates(setup):
 
 
 def test_one_step_moves_the_towers_apart_and_one_tower_stays_one(setup):
-    from lpbert_core.finetune.finetune_step import training_step
+    from lpbert_core.distributed import data_parallel
+    from lpbert_core.finetune.finetune_step import FinetuneStep, training_step
     from lpbert_core.known_answers import train_known_answers
     from lpbert_core.sequences import SequenceBuilder
     from lpbert_core.siamese import ENCODER_PREFIXES
@@ -200,7 +201,8 @@ def test_two_tower_run_records_the_switch_and_resumes_exactly(setup, tmp_path):
 def _rank_step(enc_dir: str, out: str, rank: int) -> None:
     from transformers import AutoTokenizer
 
-    from lpbert_core.finetune.finetune_step import training_step
+    from lpbert_core.distributed import data_parallel
+    from lpbert_core.finetune.finetune_step import FinetuneStep, training_step
     from lpbert_core.known_answers import train_known_answers
     from lpbert_core.sequences import SequenceBuilder
     from lpbert_core.siamese import ENCODER_PREFIXES
@@ -210,9 +212,10 @@ def _rank_step(enc_dir: str, out: str, rank: int) -> None:
     kg = toy_kg(AutoTokenizer.from_pretrained(enc_dir))
     model = _model(enc_dir)
     optimizer = build_optimizer(model, ENCODER_PREFIXES, LR_ENCODER, LR_NEW, 0.01)
-    step = training_step(model, SequenceBuilder(kg, 16, 16), kg.triples["train"][:8], train_known_answers(kg),
+    step_module = data_parallel(FinetuneStep(model))  # DDP on 2 ranks, as the loop runs it
+    step = training_step(step_module, SequenceBuilder(kg, 16, 16), kg.triples["train"][:8], train_known_answers(kg),
                          plain_loss(loss="infonce"), torch.device("cpu"), "fp32", True)
-    optimizer_step(step["loss"], model, optimizer, build_scheduler(optimizer, 10, 0.0))
+    optimizer_step(step["loss"], step_module, optimizer, build_scheduler(optimizer, 10, 0.0))
     save_file({k: p.grad.detach().clone() for k, p in model.named_parameters() if p.grad is not None},
               str(Path(out) / f"grads-rank{rank}.safetensors"))
 

@@ -136,6 +136,7 @@ def train_cross_encoder(kg: TokenizedKG, encoder, tokenizer, cfg: KgbertSettings
 
     from tqdm import tqdm
 
+    step_model = distributed.data_parallel(model)  # DDP in a multi-GPU job; the model itself in one process
     epochs_this_call = 0
     while progress["epoch"] < epochs:
         epoch = progress["epoch"]
@@ -176,8 +177,8 @@ def train_cross_encoder(kg: TokenizedKG, encoder, tokenizer, cfg: KgbertSettings
                                      mininterval=10.0, disable=not distributed.is_main(), initial=first,
                                      total=len(batches)), start=first + 1):
             if ranks.size > 1:
-                loss = _rank_slice_loss(model, builder, kg, triples, labels, idx, device, precision)
-                optimizer_step(loss, model, optimizer, scheduler, scaler, cfg.max_grad_norm)
+                loss = _rank_slice_loss(step_model, builder, kg, triples, labels, idx, device, precision)
+                optimizer_step(loss, step_model, optimizer, scheduler, scaler, cfg.max_grad_norm)
                 total_loss += float(loss.detach()) / ranks.size  # this rank's part of the global batch's mean
                 steps += 1
                 progress["global_step"] += 1
@@ -235,12 +236,15 @@ def train_cross_encoder(kg: TokenizedKG, encoder, tokenizer, cfg: KgbertSettings
 
 def _rank_slice_loss(model, builder, kg, triples, labels, idx, device, precision) -> torch.Tensor:
     """A multi-GPU step's loss on this rank: the BCE mean over its slice of the global batch `idx`, times K * (slice
-    size / batch size); averaged over ranks, the global batch's BCE mean. An empty slice (a last batch shorter than K)
-    gives a zero loss that still takes part in the gradient average."""
+    size / batch size); averaged over ranks (DDP), the global batch's BCE mean. `model` is the step's data_parallel
+    wrapper. An empty slice (a last batch shorter than K): one padding token through the model, none of it kept, a
+    zero loss whose backward reaches every parameter as on the other ranks."""
     size = distributed.world().size
     lo, hi = distributed.shard_range(len(idx))
     if hi == lo:
-        return torch.zeros((), device=device, requires_grad=True)
+        pad = torch.zeros((1, 1), dtype=torch.long, device=device)
+        with autocast_context(device, precision):
+            return model(input_ids=pad, attention_mask=torch.ones_like(pad))[:0].float().sum()
     mine = idx[lo:hi]
     batch = _batch_to(collate_triples([builder.build(*map(int, triples[i])) for i in mine], kg.special.pad), device)
     y = torch.as_tensor(labels[mine], device=device)

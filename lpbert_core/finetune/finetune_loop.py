@@ -25,9 +25,10 @@ Several GPUs for one run (`gpus_per_job: K`, lpbert_core.distributed): `batch_si
 draws the same global batch (same seed, same sampled negatives) and encodes only its slice of the rows; all ranks'
 query and candidate vectors are gathered with gradient, and every rank computes the loss on the full in-batch matrix
 of the global batch (labels: known answers among the global batch's rows). The gathered backward sums each rank's
-copy of the loss into the rows it owns and the gradients are averaged over ranks (training.optimizer_step), so the
-update is the update of one device with the global batch (tests/test_distributed.py; dropout masks differ: each rank
-draws its own, rank 0 the one-process stream). Only rank 0 writes checkpoints and outputs.
+copy of the loss into the rows it owns and DistributedDataParallel averages the gradients over ranks (the step runs
+through finetune_step.FinetuneStep in distributed.data_parallel), so the update is the update of one device with the
+global batch (tests/test_distributed.py; dropout masks differ: each rank draws its own, rank 0 the one-process
+stream). Only rank 0 writes checkpoints and outputs.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from lpbert_core.sequences import SequenceBuilder
 from lpbert_core.finetune.finetune_loss import LossConfig
 from lpbert_core.finetune.dev_point import evaluate_dev
 from lpbert_core.finetune.entity_bank import EntityBank
-from lpbert_core.finetune.finetune_step import measure_initial_shift, prepare_batch, prepared_step
+from lpbert_core.finetune.finetune_step import FinetuneStep, measure_initial_shift, prepare_batch
 from lpbert_core.finetune.step_budget import BatchPlan
 from lpbert_core.finetune.zero_shot import write_zero_shot
 from lpbert_core.kg import TokenizedKG
@@ -157,6 +158,7 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: FinetuneSettings | dict, 
         loss_cfg.shift = progress["initial_shift"]["shift"]
         log(f"shift {cfg.shift}: {json.dumps(progress['initial_shift'])}")
     log(f"truncation at max_length={max_len}: {json.dumps(builder.truncation_report())}")
+    step_module = distributed.data_parallel(FinetuneStep(model))  # DDP in a multi-GPU job; the model itself in one
 
     ebank = EntityBank(cfg.entity_bank)
     if ebank.on and progress.get("entity_bank"):
@@ -216,9 +218,8 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: FinetuneSettings | dict, 
                     ebank.refresh(model, builder, device, cfg.eval_batch_size, precision, progress["global_step"])
                     log(f"entity bank: {kg.num_entities} entities re-encoded at step {progress['global_step']} "
                         f"({time.perf_counter() - t_bank:.0f} s)")
-                out = prepared_step(model, prepared, loss_cfg, device, precision, in_batch, bank.vectors(),
-                                    ebank.vectors)
-                optimizer_step(out["loss"], model, optimizer, scheduler, scaler, cfg.max_grad_norm)
+                out = step_module(prepared, loss_cfg, device, precision, in_batch, bank.vectors(), ebank.vectors)
+                optimizer_step(out["loss"], step_module, optimizer, scheduler, scaler, cfg.max_grad_norm)
                 if pre_batch:
                     bank.push(out["tail_vectors"])
                 if ebank.on:

@@ -91,6 +91,13 @@ def encode_inputs(model: SiameseModel, inputs: EncodingInputs, device, precision
             qv = model.encode_query(**_device_batch(inputs.queries, device))
             cv = model.encode_entity(**_device_batch(inputs.cands, device))
         qv, cv = qv.float(), cv.float()[inputs.inverse.to(device, non_blocking=True)]
+    elif torch.is_grad_enabled() and distributed.world().size > 1:
+        # a rank without rows (a short last batch): one padding token through both towers, none of it kept, so every
+        # parameter takes part in this rank's backward pass with a zero gradient, as on the other ranks (DDP)
+        pad = {"input_ids": torch.zeros((1, 1), dtype=torch.long, device=device),
+               "attention_mask": torch.ones((1, 1), dtype=torch.long, device=device)}
+        with autocast_context(device, precision):
+            qv, cv = model.encode_query(**pad)[:0].float(), model.encode_entity(**pad)[:0].float()
     else:
         qv = cv = torch.zeros(0, model.encoder.config.hidden_size, device=device)
     if distributed.world().size == 1:
@@ -300,15 +307,33 @@ def prepared_step(model: SiameseModel, prepared: PreparedBatch, loss_cfg: LossCo
     return pair_loss(cos, dist, labels, loss_cfg, model.prob_scale, model.prob_bias)
 
 
+class FinetuneStep(torch.nn.Module):
+    """The device half of a training step (`prepared_step`: encode, score, loss) as one module's forward. A multi-GPU
+    job wraps it in DistributedDataParallel (distributed.data_parallel): the loss uses parameters outside the encoder
+    (the logit mapping, the learnable temperature, the pair layer), and DDP must see the whole loss to reduce their
+    gradients with the encoder's."""
+
+    def __init__(self, model: SiameseModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, prepared: "PreparedBatch", loss_cfg: LossConfig, device, precision: str, in_batch: bool,
+                bank: torch.Tensor | None = None, entity_bank: torch.Tensor | None = None) -> dict:
+        return prepared_step(self.model, prepared, loss_cfg, device, precision, in_batch, bank, entity_bank)
+
+
 def training_step(model: SiameseModel, builder: SequenceBuilder, batch_rows: np.ndarray, known, loss_cfg: LossConfig,
                   device, precision: str, in_batch: bool, rng: np.random.Generator | None = None) -> dict:
     """Forward pass + loss of one batch (no backward): `prepare_batch` then `prepared_step`. In-batch: 2n
     encodings, n x n scores. Sampled mode: queries, positive tails and one sampled negative tail each, 2n scored
     pairs. `loss_cfg.self_negatives`: the rows' head entities are encoded as extra candidates in the same pass (an
     entity already among the tails is encoded once) and each row gets one more negative, its own anchor
-    (`self_negative_mask` says where it counts)."""
-    return prepared_step(model, prepare_batch(builder, batch_rows, known, loss_cfg, in_batch, rng), loss_cfg,
-                         device, precision, in_batch)
+    (`self_negative_mask` says where it counts). `model` is the SiameseModel or the step module a multi-GPU job
+    trains through (FinetuneStep, in its data_parallel wrapper)."""
+    prepared = prepare_batch(builder, batch_rows, known, loss_cfg, in_batch, rng)
+    if isinstance(distributed.unwrap(model), FinetuneStep):
+        return model(prepared, loss_cfg, device, precision, in_batch)
+    return prepared_step(model, prepared, loss_cfg, device, precision, in_batch)
 
 
 SHIFT_BATCHES = 8  # training batches whose in-batch pairs give `shift: initial_mean`

@@ -26,9 +26,10 @@
 * Several GPUs (`gpus_per_job: K`, lpbert_core.distributed): data parallelism over the GLOBAL batch (`batch_size`).
   Every rank builds the same samples and batches and takes its slice of each batch; its loss weights each term of
   eq. 8 by the rank's share of that term's labelled tokens (K * sum on the rank / count in the global batch), so the
-  gradients averaged over ranks are the global batch's. Exact, except the EM-head BatchNorm: its batch statistics come
-  from the rank's slice (as with the authors' 32 per GPU); its running statistics are averaged over ranks after every
-  step. Dev batches are spread over the ranks and their sums added up. Only rank 0 writes checkpoints and outputs.
+  gradients DistributedDataParallel averages over ranks are the global batch's. The EM-head BatchNorm normalises over
+  the global batch's labelled tokens (pretrain_model.GlobalBatchNorm1d; the authors' DataParallel normalised per GPU,
+  32 samples each), so the step does not depend on the number of ranks. Dev batches are spread over the ranks and their
+  sums added up. Only rank 0 writes checkpoints and outputs.
 """
 
 from __future__ import annotations
@@ -141,6 +142,7 @@ def train(
     if progress.get("attempt"):  # resumed: count the checkpoint it came from
         clock.resumed_from(ckpt_dir / "last")
     dev_samples = _make_samples(kg, dev_triples, cfg, np.random.default_rng(epoch_seed(cfg.seed, 0)))
+    step_model = distributed.data_parallel(model)  # DDP in a multi-GPU job; the model itself in one process
 
     for epoch in range(progress["epoch"] + 1, cfg.epochs + 1):
         if progress["stopped"]:
@@ -166,7 +168,7 @@ def train(
             if stop:
                 preemption.stop(ckpt_dir / "last", log.warning)
 
-        train_stats = _run_epoch(model, samples, batches, kg.special.pad, device, cfg, epoch,
+        train_stats = _run_epoch(step_model, samples, batches, kg.special.pad, device, cfg, epoch,
                                  optimizer, scheduler, scaler, step_hook, boundary, partial)
         dev_batches = length_sorted_batches([len(s.input_ids) for s in dev_samples], cfg.batch_size, False)
         dev_stats = _run_epoch(model, dev_samples, dev_batches, kg.special.pad, device, cfg, epoch)
@@ -315,26 +317,29 @@ def _labelled_counts(samples, idx) -> dict[str, int]:
 
 
 def _data_parallel_step(model, samples, idx, pad_id, device, cfg, optimizer, scheduler, scaler):
-    """One multi-GPU step: `idx` is the GLOBAL batch (the same on every rank); this rank runs its slice. Each eq. 8
-    term is the rank's mean times K * (its labelled tokens / the global batch's), so the gradient averaged over
-    ranks (optimizer_step) is that of the global batch's loss. Returns the forward output (None for an empty
-    slice: a short last batch with fewer samples than ranks; the rank still joins the gradient average)."""
+    """One multi-GPU step through the step's data_parallel wrapper `model`: `idx` is the GLOBAL batch (the same on
+    every rank); this rank runs its slice. Each eq. 8 term is the rank's mean times K * (its labelled tokens / the
+    global batch's), so the gradient DDP averages over ranks is that of the global batch's loss. Returns the forward
+    output (None for an empty slice: a short last batch with fewer samples than ranks; the rank then runs the first
+    sample of the batch with every label removed, a zero loss whose backward reaches every parameter, and its heads
+    join the global BatchNorm with no rows)."""
     size = distributed.world().size
     total = _labelled_counts(samples, idx)
     lo, hi = distributed.shard_range(len(idx))
-    idx = idx[lo:hi]
-    out = None
-    loss = torch.zeros((), device=device, requires_grad=True)
-    if len(idx):
-        batch = {k: v.to(device, non_blocking=True) for k, v in _collate(samples, idx, pad_id, cfg).items()}
-        with autocast_context(device, cfg.precision):
-            out = model(**batch)
-        mine = _labelled_counts(samples, idx)
-        for term, mean in out["head_losses"].items():
-            loss = loss + mean * (size * mine[term] / total[term])
+    mine = idx[lo:hi]
+    batch = _collate(samples, mine if len(mine) else idx[:1], pad_id, cfg)
+    if not len(mine):
+        batch["em_labels"] = torch.full_like(batch["em_labels"], IGNORE)
+        batch["mlm_labels"] = torch.full_like(batch["mlm_labels"], IGNORE)
+    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    with autocast_context(device, cfg.precision):
+        out = model(**batch, global_heads={term: count > 0 for term, count in total.items()})
+    counts = _labelled_counts(samples, mine)
+    loss = out["loss"].new_zeros(())
+    for term, mean in out["head_losses"].items():
+        loss = loss + mean * (size * counts[term] / total[term])
     optimizer_step(loss, model, optimizer, scheduler, scaler)
-    distributed.average_batchnorm_statistics(model)
-    return out
+    return out if len(mine) else None
 
 
 def _split_losses(stats: dict) -> tuple[float | None, dict]:

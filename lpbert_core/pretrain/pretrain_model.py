@@ -24,6 +24,38 @@ from lpbert_core.pretrain.pretrain_samples import IGNORE, TASK_NAMES
 ENCODER_PREFIX = "encoder."  # parameter names of the pre-trained encoder (lr_encoder); everything else is new (lr_new)
 
 
+class GlobalBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d whose batch is the GLOBAL batch of a multi-GPU job: in training, with K > 1 ranks, the mean and
+    variance are taken over every rank's rows (two differentiable all-reduces, distributed.sum_with_grad), so the
+    output, its gradient and the running statistics are those of one device with the whole batch, identical on every
+    rank. With fewer than 2 rows in the whole batch it normalises with the running statistics (as TokenHead does in
+    one process). In one process, and in eval mode, it is nn.BatchNorm1d exactly (same state_dict)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from lpbert_core import distributed
+
+        if not self.training or distributed.world().size == 1:
+            return super().forward(x)
+        xf = x.float()
+        sums = distributed.sum_with_grad(torch.cat([xf.sum(0), xf.new_full((1,), float(x.shape[0]))]))
+        count = sums[-1].detach()
+        mean = sums[:-1] / count.clamp_min(1.0)
+        squares = distributed.sum_with_grad(((xf - mean) ** 2).sum(0))
+        var = squares / count.clamp_min(1.0)
+        enough = count >= 2  # a tensor, not a branch: no host synchronisation
+        batch = (xf - mean) * torch.rsqrt(var + self.eps)
+        running = (xf - self.running_mean) * torch.rsqrt(self.running_var + self.eps)
+        out = torch.where(enough, batch, running) * self.weight + self.bias
+        with torch.no_grad():  # nn.BatchNorm1d's update: momentum average, the unbiased variance
+            m = self.momentum
+            unbiased = var.detach() * count / (count - 1).clamp_min(1.0)
+            self.running_mean.copy_(torch.where(enough, (1 - m) * self.running_mean + m * mean.detach(),
+                                                self.running_mean))
+            self.running_var.copy_(torch.where(enough, (1 - m) * self.running_var + m * unbiased, self.running_var))
+            self.num_batches_tracked.add_(enough.long())
+        return out.to(x.dtype)
+
+
 class TokenHead(nn.Module):
     """dense -> GELU -> norm -> vocabulary decoder + bias, applied to a (tokens, hidden) matrix."""
 
@@ -32,7 +64,7 @@ class TokenHead(nn.Module):
         if norm not in ("batchnorm", "layernorm"):
             raise ValueError(f"em_head_norm must be 'batchnorm' or 'layernorm', not {norm!r}")
         self.dense = nn.Linear(hidden, hidden)
-        self.norm = nn.BatchNorm1d(hidden) if norm == "batchnorm" else nn.LayerNorm(hidden, eps=1e-12)
+        self.norm = GlobalBatchNorm1d(hidden) if norm == "batchnorm" else nn.LayerNorm(hidden, eps=1e-12)
         self.decoder = nn.Linear(hidden, vocab_size, bias=False)
         self.bias = nn.Parameter(torch.zeros(vocab_size))
         for layer in (self.dense, self.decoder):
@@ -45,8 +77,11 @@ class TokenHead(nn.Module):
         return self.decoder(x) + self.bias
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
-        # BatchNorm cannot estimate batch statistics from one token; fall back to its running statistics then.
-        if isinstance(self.norm, nn.BatchNorm1d) and self.training and x.shape[0] < 2:
+        # BatchNorm cannot estimate batch statistics from one token; fall back to its running statistics then (with
+        # several ranks GlobalBatchNorm1d decides on the global batch's count).
+        from lpbert_core import distributed
+
+        if isinstance(self.norm, nn.BatchNorm1d) and self.training and x.shape[0] < 2 and distributed.world().size == 1:
             return F.batch_norm(
                 x, self.norm.running_mean, self.norm.running_var, self.norm.weight, self.norm.bias, False, 0.0,
                 self.norm.eps,
@@ -68,18 +103,24 @@ class PretrainModel(nn.Module):
         self.em_head = TokenHead(hidden, vocab_size, em_head_norm, std) if use_em else None
         self.mlm_head = TokenHead(hidden, vocab_size, "layernorm", std) if use_mlm else None
 
-    def forward(self, input_ids, attention_mask, token_type_ids, em_labels, mlm_labels, task) -> dict:
+    def forward(self, input_ids, attention_mask, token_type_ids, em_labels, mlm_labels, task,
+                global_heads: dict | None = None) -> dict:
+        """`global_heads` (multi-GPU steps): which heads have labelled tokens anywhere in the GLOBAL batch
+        ({"em": bool, "mlm": bool}); those run on every rank, even on none of its rows, so their BatchNorm collectives
+        and gradients line up across ranks, and the others on none (no gradient, as in one process)."""
         types = {"token_type_ids": token_type_ids} if self.token_types else {}  # MPNet takes none
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **types).last_hidden_state
         out: dict = {"stats": {}, "head_losses": {}}  # head_losses: each term of eq. 8 (multi-GPU weighting)
         loss = hidden.new_zeros((), dtype=torch.float32)
         if self.em_head is not None:
-            em_loss = self._head_loss(self.em_head, hidden, em_labels, task, out["stats"], with_accuracy=True)
+            em_loss = self._head_loss(self.em_head, hidden, em_labels, task, out["stats"], with_accuracy=True,
+                                      run=None if global_heads is None else global_heads["em"])
             if em_loss is not None:
                 loss = loss + em_loss
                 out["head_losses"]["em"] = em_loss
         if self.mlm_head is not None:
-            mlm_loss = self._head_loss(self.mlm_head, hidden, mlm_labels, None, out["stats"], with_accuracy=False)
+            mlm_loss = self._head_loss(self.mlm_head, hidden, mlm_labels, None, out["stats"], with_accuracy=False,
+                                       run=None if global_heads is None else global_heads["mlm"])
             if mlm_loss is not None:
                 loss = loss + mlm_loss
                 out["head_losses"]["mlm"] = mlm_loss
@@ -87,15 +128,18 @@ class PretrainModel(nn.Module):
         return out
 
     @staticmethod
-    def _head_loss(head, hidden, labels, task, stats: dict, with_accuracy: bool):
+    def _head_loss(head, hidden, labels, task, stats: dict, with_accuracy: bool, run: bool | None = None):
         """Mean CE over the labelled tokens; per-task token sums/counts (and correct counts) go into `stats`
-        as detached tensors, so the loop can aggregate them without a host sync per batch."""
+        as detached tensors, so the loop can aggregate them without a host sync per batch. `run` (multi-GPU): the
+        global batch's decision whether the head runs (None: this batch's own labels decide)."""
         where = labels != IGNORE
-        if not bool(where.any()):
+        if not (bool(where.any()) if run is None else run):
             return None
         logits = head(hidden[where]).float()
         targets = labels[where]
         token_loss = F.cross_entropy(logits, targets, reduction="none")
+        if token_loss.numel() == 0:  # a rank without labelled tokens of a head the global batch trains
+            return token_loss.sum()  # 0, with a graph to every head parameter (the mean of nothing is NaN)
         if task is None:  # the MLM head: one bucket
             token_task = None
             buckets = {"mlm": torch.ones_like(targets, dtype=torch.bool)}
