@@ -34,6 +34,7 @@ from lpbert_core.baselines.cross_encoder import (CrossEncoder, TripleSequenceBui
 from lpbert_core.known_answers import KnownAnswers
 from lpbert_core.kg import TokenizedKG, seeded_subset
 from lpbert_core.settings import KgbertSettings
+from lpbert_core.batch_loader import batch_loader
 from lpbert_core.training import (autocast_context, build_optimizer, compute_record, build_scheduler, epoch_seed, length_sorted_batches,
                        needs_grad_scaler, optimizer_step, resume_checkpoint, save_checkpoint, set_seed,
                        set_torch_rng_state, torch_rng_state)
@@ -163,7 +164,7 @@ def train_cross_encoder(kg: TokenizedKG, encoder, tokenizer, cfg: KgbertSettings
         def boundary(step, loss_sum, epoch=epoch):
             save, stop = clock.decide(step)
             if save:  # mid-epoch: `last` with the epoch's position (a collective in a multi-rank job)
-                parts = distributed.all_gather_object({"loss_sum": loss_sum, "rng": torch_rng_state()})
+                parts = distributed.all_gather_object({"loss_sum": float(loss_sum), "rng": torch_rng_state()})
                 progress["partial"] = {"epoch": epoch, "step": step, "loss_sum": sum(x["loss_sum"] for x in parts),
                                        "torch_rng": [x["rng"] for x in parts]}
                 written = save_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler, progress, scaler) \
@@ -173,28 +174,21 @@ def train_cross_encoder(kg: TokenizedKG, encoder, tokenizer, cfg: KgbertSettings
             if stop:
                 preemption.stop(checkpoint_dir / "last", log)
 
-        for b, idx in enumerate(tqdm(batches[first:], desc=f"epoch {epoch + 1}/{epochs}", leave=False,
-                                     mininterval=10.0, disable=not distributed.is_main(), initial=first,
-                                     total=len(batches)), start=first + 1):
-            if ranks.size > 1:
-                loss = _rank_slice_loss(step_model, builder, kg, triples, labels, idx, device, precision)
-                optimizer_step(loss, step_model, optimizer, scheduler, scaler, cfg.max_grad_norm)
-                total_loss += float(loss.detach()) / ranks.size  # this rank's part of the global batch's mean
-                steps += 1
-                progress["global_step"] += 1
-                boundary(b, total_loss)
-                continue
-            batch = _batch_to(collate_triples([builder.build(*map(int, triples[i])) for i in idx],
-                                              kg.special.pad), device)
-            y = torch.as_tensor(labels[idx], device=device)
-            with autocast_context(device, precision):
-                logits = model(**batch)
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y)
-            optimizer_step(loss, model, optimizer, scheduler, scaler, cfg.max_grad_norm)
-            total_loss += float(loss.detach())
+        # the loss sum on the device (float64: the same sum as adding float(loss) each step), read at checkpoints
+        sum_device = torch.device("cpu") if device.type == "mps" else device  # MPS has no float64
+        loss_sum = torch.tensor(total_loss, dtype=torch.float64, device=sum_device)
+        feed = batch_loader(lambda idx: _rank_slice(builder, kg, triples, labels, idx), batches[first:], device)
+        for b, (idx, prepared) in enumerate(zip(tqdm(batches[first:], desc=f"epoch {epoch + 1}/{epochs}", leave=False,
+                                                     mininterval=10.0, disable=not distributed.is_main(),
+                                                     initial=first, total=len(batches)), feed), start=first + 1):
+            # one process: the slice is the whole batch and its weight 1
+            loss = _slice_loss(step_model, prepared, device, precision)
+            optimizer_step(loss, step_model, optimizer, scheduler, scaler, cfg.max_grad_norm)
+            loss_sum += loss.detach().to(sum_device).double() / ranks.size  # this rank's part of the global batch's mean
             steps += 1
             progress["global_step"] += 1
-            boundary(b, total_loss)
+            boundary(b, loss_sum)
+        total_loss = float(loss_sum)
         if ranks.size > 1:
             total_loss = sum(distributed.all_gather_object(total_loss))
         train_seconds = time.perf_counter() - t0
@@ -234,24 +228,39 @@ def train_cross_encoder(kg: TokenizedKG, encoder, tokenizer, cfg: KgbertSettings
     return {"killed": False, "progress": progress, "info": info, "model": model}
 
 
-def _rank_slice_loss(model, builder, kg, triples, labels, idx, device, precision) -> torch.Tensor:
-    """A multi-GPU step's loss on this rank: the BCE mean over its slice of the global batch `idx`, times K * (slice
-    size / batch size); averaged over ranks (DDP), the global batch's BCE mean. `model` is the step's data_parallel
-    wrapper. An empty slice (a last batch shorter than K): one padding token through the model, none of it kept, a
-    zero loss whose backward reaches every parameter as on the other ranks."""
+def _rank_slice(builder, kg, triples, labels, idx) -> dict:
+    """The host half of a step (run ahead by the batch loader): this rank's slice of the global batch `idx` (one
+    process: all of it) as token tensors and labels, with the slice's weight K * (slice size / batch size). An empty
+    slice (a last batch shorter than K) holds no tensors."""
     size = distributed.world().size
     lo, hi = distributed.shard_range(len(idx))
+    mine = idx[lo:hi]
     if hi == lo:
+        return {"weight": 0.0}
+    return {"batch": collate_triples([builder.build(*map(int, triples[i])) for i in mine], kg.special.pad),
+            "labels": torch.as_tensor(labels[mine]), "weight": size * len(mine) / len(idx)}
+
+
+def _slice_loss(model, prepared: dict, device, precision) -> torch.Tensor:
+    """The BCE mean over this rank's slice times its weight; averaged over ranks (DDP), the global batch's BCE mean.
+    `model` is the step's data_parallel wrapper (the model itself in one process, weight 1). An empty slice: one
+    padding token through the model, none of it kept, a zero loss whose backward reaches every parameter as on the
+    other ranks."""
+    if "batch" not in prepared:
         pad = torch.zeros((1, 1), dtype=torch.long, device=device)
         with autocast_context(device, precision):
             return model(input_ids=pad, attention_mask=torch.ones_like(pad))[:0].float().sum()
-    mine = idx[lo:hi]
-    batch = _batch_to(collate_triples([builder.build(*map(int, triples[i])) for i in mine], kg.special.pad), device)
-    y = torch.as_tensor(labels[mine], device=device)
+    batch = _batch_to(prepared["batch"], device)
+    y = prepared["labels"].to(device, non_blocking=True)
     with autocast_context(device, precision):
         logits = model(**batch)
     loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y)
-    return loss * (size * len(mine) / len(idx))
+    return loss * prepared["weight"]
+
+
+def _rank_slice_loss(model, builder, kg, triples, labels, idx, device, precision) -> torch.Tensor:
+    """`_rank_slice` then `_slice_loss`: a multi-GPU step's loss on this rank for the global batch `idx`."""
+    return _slice_loss(model, _rank_slice(builder, kg, triples, labels, idx), device, precision)
 
 
 def _fingerprint(cfg: KgbertSettings, positives: np.ndarray, kg: TokenizedKG, model: CrossEncoder) -> str:

@@ -51,6 +51,7 @@ from tqdm.auto import tqdm
 
 from lpbert_core import distributed, preemption
 from lpbert_core.atomic import atomic_dir, write_log_csv
+from lpbert_core.batch_loader import EpochAhead, batch_loader, loader_workers
 from lpbert_core.encoders import load_encoder, load_tokenizer
 from lpbert_core.kg import TokenizedKG, seeded_subset
 from lpbert_core.pretrain.pretrain_model import ENCODER_PREFIX, PretrainModel
@@ -143,6 +144,9 @@ def train(
         clock.resumed_from(ckpt_dir / "last")
     dev_samples = _make_samples(kg, dev_triples, cfg, np.random.default_rng(epoch_seed(cfg.seed, 0)))
     step_model = distributed.data_parallel(model)  # DDP in a multi-GPU job; the model itself in one process
+    # each epoch's samples from its own seed; on a GPU the next epoch's are built while this one trains
+    epoch_samples = EpochAhead(lambda e: _make_samples(kg, train_triples, cfg, np.random.default_rng(
+        epoch_seed(cfg.seed, e))), cfg.epochs, ahead=loader_workers(device) > 0)
 
     for epoch in range(progress["epoch"] + 1, cfg.epochs + 1):
         if progress["stopped"]:
@@ -154,7 +158,7 @@ def train(
             torch.manual_seed(distributed.rank_seed(seed))  # dropout of this epoch (one stream per rank)
         else:
             _restore_rng(partial, seed)
-        samples = _make_samples(kg, train_triples, cfg, np.random.default_rng(seed))
+        samples = epoch_samples.get(epoch)
         batches = training_batches([len(s.input_ids) for s in samples], cfg.batch_size, cfg.batch_order, seed)
 
         def boundary(step, totals, epoch=epoch):
@@ -188,6 +192,7 @@ def train(
         if epoch < cfg.epochs and not progress["stopped"] and clock.stop_agreed():  # a signal during the epoch's end
             preemption.stop(ckpt_dir / "last", log.warning)
 
+    epoch_samples.close()
     if not distributed.is_main():  # rank 0 writes the encoder folder and the log
         return progress["rows"]
     if progress["best_dir"]:
@@ -244,11 +249,14 @@ def _run_epoch(model, samples, batches, pad_id, device, cfg, epoch, optimizer=No
     desc = f"pretrain epoch {epoch} {'train' if training else 'dev'}"
     bar = tqdm(batches[first:], desc=desc, disable=not cfg.progress_bar or not distributed.is_main(), file=sys.stderr,
                mininterval=5, leave=False, initial=first, total=len(batches))
-    for step, idx in enumerate(bar, start=first + 1):
-        if ranks.size > 1 and training:  # forward and update on this rank's slice (out None: an empty slice)
-            out = _data_parallel_step(model, samples, idx, pad_id, device, cfg, optimizer, scheduler, scaler)
+    sliced = ranks.size > 1 and training  # each rank trains on its slice of the global batch
+    feed = batch_loader((lambda idx: _rank_batch(samples, idx, pad_id, cfg)) if sliced else
+                        (lambda idx: _collate(samples, idx, pad_id, cfg)), batches[first:], device)
+    for step, (idx, prepared) in enumerate(zip(bar, feed), start=first + 1):
+        if sliced:  # forward and update on this rank's slice (out None: an empty slice)
+            out = _data_parallel_update(model, prepared, device, cfg, optimizer, scheduler, scaler)
         else:
-            batch = {k: v.to(device, non_blocking=True) for k, v in _collate(samples, idx, pad_id, cfg).items()}
+            batch = {k: v.to(device, non_blocking=True) for k, v in prepared.items()}
             with torch.set_grad_enabled(training), autocast_context(device, cfg.precision):
                 out = model(**batch)
         if training:
@@ -316,30 +324,43 @@ def _labelled_counts(samples, idx) -> dict[str, int]:
             "mlm": int(sum(int((samples[i].mlm_labels != IGNORE).sum()) for i in idx))}
 
 
-def _data_parallel_step(model, samples, idx, pad_id, device, cfg, optimizer, scheduler, scaler):
-    """One multi-GPU step through the step's data_parallel wrapper `model`: `idx` is the GLOBAL batch (the same on
-    every rank); this rank runs its slice. Each eq. 8 term is the rank's mean times K * (its labelled tokens / the
-    global batch's), so the gradient DDP averages over ranks is that of the global batch's loss. Returns the forward
-    output (None for an empty slice: a short last batch with fewer samples than ranks; the rank then runs the first
-    sample of the batch with every label removed, a zero loss whose backward reaches every parameter, and its heads
-    join the global BatchNorm with no rows)."""
-    size = distributed.world().size
-    total = _labelled_counts(samples, idx)
+def _rank_batch(samples, idx, pad_id, cfg) -> dict:
+    """The host half of a multi-GPU step (run ahead by the batch loader): this rank's slice of the GLOBAL batch `idx`
+    collated, and the labelled-token counts of the slice and of the global batch. An empty slice (a short last batch
+    with fewer samples than ranks) holds the batch's first sample with every label removed (see
+    _data_parallel_update)."""
     lo, hi = distributed.shard_range(len(idx))
     mine = idx[lo:hi]
     batch = _collate(samples, mine if len(mine) else idx[:1], pad_id, cfg)
     if not len(mine):
         batch["em_labels"] = torch.full_like(batch["em_labels"], IGNORE)
         batch["mlm_labels"] = torch.full_like(batch["mlm_labels"], IGNORE)
-    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    return {"batch": batch, "total": _labelled_counts(samples, idx), "mine": _labelled_counts(samples, mine),
+            "empty": not len(mine)}
+
+
+def _data_parallel_update(model, prepared: dict, device, cfg, optimizer, scheduler, scaler):
+    """One multi-GPU step through the step's data_parallel wrapper `model` on this rank's slice (`_rank_batch`). Each
+    eq. 8 term is the rank's mean times K * (its labelled tokens / the global batch's), so the gradient DDP averages
+    over ranks is that of the global batch's loss. Returns the forward output (None for an empty slice: the rank runs a
+    sample without labels, a zero loss whose backward reaches every parameter, and its heads join the global BatchNorm
+    with no rows)."""
+    size = distributed.world().size
+    total, counts = prepared["total"], prepared["mine"]
+    batch = {k: v.to(device, non_blocking=True) for k, v in prepared["batch"].items()}
     with autocast_context(device, cfg.precision):
         out = model(**batch, global_heads={term: count > 0 for term, count in total.items()})
-    counts = _labelled_counts(samples, mine)
     loss = out["loss"].new_zeros(())
     for term, mean in out["head_losses"].items():
         loss = loss + mean * (size * counts[term] / total[term])
     optimizer_step(loss, model, optimizer, scheduler, scaler)
-    return out if len(mine) else None
+    return None if prepared["empty"] else out
+
+
+def _data_parallel_step(model, samples, idx, pad_id, device, cfg, optimizer, scheduler, scaler):
+    """`_rank_batch` then `_data_parallel_update`: one multi-GPU step on the GLOBAL batch `idx`."""
+    return _data_parallel_update(model, _rank_batch(samples, idx, pad_id, cfg), device, cfg, optimizer, scheduler,
+                                 scaler)
 
 
 def _split_losses(stats: dict) -> tuple[float | None, dict]:
