@@ -7,7 +7,7 @@ non-blocking copy. Fine-tuning keeps its own one-thread prefetch (finetune/batch
 from one numpy stream in batch order, which workers would have to reseed per batch (every run's numbers would change).
 
 How many workers (`loader_workers`): none on a CPU device, where the host work is small next to the CPU step and a
-worker would take a core from the model; 2 on a GPU, where the step is host-bound (benchmarks/bench_host_prep.py). The
+worker would take a core from the model; 2 on a GPU, where the step is host-bound (tools/bench_host_prep.py). The
 batches are the same either way (tests/test_batch_loader.py), so this is a speed choice, not a setting.
 """
 

@@ -1,6 +1,6 @@
 """One run's chain of stages without Snakemake: download -> join_text -> tokenize -> pretrain -> finetune -> score,
 with the rules' arguments (lpbert_core.job_settings), paths and log files. For machines where the workflow manager is
-not installed (a lent GPU box, a container) and for timing single stages: benchmarks/gpu_check.py drives it.
+not installed (a lent GPU box, a container) and for timing single stages: tools/gpu_check.py drives it.
 
 It is not a second workflow engine: no DAG, no params/code tracking. A stage is skipped when its output exists
 (rerun a stage by deleting its output); everything written goes through the stages' own atomic writers, so a killed

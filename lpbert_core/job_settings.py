@@ -2,7 +2,7 @@
 overrides and encoder keys become the arguments of a stage.
 
 rules/common.smk builds its rules' params from a `JobSettings` of Snakemake's `config`; the GPU check
-(benchmarks/gpu_check.py) and any script that drives the stages without Snakemake build the very same arguments from
+(tools/gpu_check.py) and any script that drives the stages without Snakemake build the very same arguments from
 `JobSettings(load_config([...]))`. Pure Python, no Snakemake: a config error is a `ConfigError` naming the key.
 
 Run instances: a run may list `seeds: [s1, s2, ...]`; it is trained and scored once per seed. The first seed keeps the

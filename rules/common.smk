@@ -90,7 +90,7 @@ wildcard_constraints:
 
 # ---- every job's settings: lpbert_core.job_settings (run instances and seeds, per_dataset overrides, encoder keys).
 # The rules' params are its methods applied to the wildcards; scripts that drive the stages without Snakemake
-# (benchmarks/gpu_check.py) build the same arguments from the same class.
+# (tools/gpu_check.py) build the same arguments from the same class.
 JOBS = JobSettings(config)
 run_instances = JOBS.run_instances
 run_entry = JOBS.run_entry
@@ -519,7 +519,7 @@ def study_rows(wildcards):
         )
     rows = []
     for run in runs:
-        provenance = Path(f"benchmarks/results/study_{wildcards.dataset}/{run}/provenance.json")
+        provenance = Path(f"measurements/study_{wildcards.dataset}/{run}/provenance.json")
         rows.append({
             "run": run,
             "metrics": f"results/{wildcards.dataset}/runs/{run}/metrics.json",

@@ -2,7 +2,7 @@
 # study30-{reading}-s{seed} (30 epochs) are summarised per reading (mean ± sd over seeds, ranked by dev Hits@10) with
 # a figure. Defined only when an overlay defines study runs:
 #   snakemake study --cores 2 --configfile configs/cpu.yaml configs/study-umls.yaml
-# benchmarks/run_study_umls.sh runs the study's runs one at a time in priority order (resumable), then this target.
+# tools/run_study_umls.sh runs the study's runs one at a time in priority order (resumable), then this target.
 
 
 rule study:

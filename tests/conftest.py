@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def load_script(relative: str, name: str):
-    """A script of the repository that is not a package module (`.test/`, `benchmarks/`), imported by its path."""
+    """A script of the repository that is not a package module (`.test/`, `tools/`), imported by its path."""
     spec = importlib.util.spec_from_file_location(name, REPO / relative)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -1,4 +1,4 @@
-"""benchmarks/anchor_rank.py: the anchor counts of a hand-made score block (the filtered protocol's masking, the
+"""tools/anchor_rank.py: the anchor counts of a hand-made score block (the filtered protocol's masking, the
 anchor left out or kept)."""
 import torch
 
@@ -6,7 +6,7 @@ from conftest import load_script
 
 
 def _anchor_module():
-    return load_script("benchmarks/anchor_rank.py", "anchor_rank")
+    return load_script("tools/anchor_rank.py", "anchor_rank")
 
 
 def test_anchor_counts_hand_computed():

@@ -13,7 +13,7 @@ spawn for the whole module) against 1 process.
 (d) a job that asked for 2 GPUs runs its stage in 2 torchrun ranks (lpbert_core.launch), a tiny fine-tuning end
     to end.
 
-LPBERT_TEST_DEVICE=cuda runs (a)-(c) with CUDA tensors (benchmarks/gpu_check.py does, on a GPU machine): both ranks
+LPBERT_TEST_DEVICE=cuda runs (a)-(c) with CUDA tensors (tools/gpu_check.py does, on a GPU machine): both ranks
 share card 0 and their collectives go through gloo (NCCL refuses two ranks on one card), in fp32 (the equalities are
 checked to float tolerance; bf16 would change the rounding with the batch split). CI leaves it at cpu.
 """
@@ -58,7 +58,7 @@ if DEVICE.type == "cuda" and not torch.cuda.is_available():
 # Gradients of one step, 2 ranks vs 1 process: |a - b| <= rtol |b| + atol + scale * max|b|. CPU: exact enough for
 # rtol 1e-4, atol 1e-7. CUDA: the GEMM kernels (so the summation order) change with the rows per call and the
 # embedding backward adds with atomics (run to run), and InfoNCE's 1/tau = 20 scales those roundings: two H200 runs
-# (benchmarks/results/gpu_h200) each failed the CPU bound on ONE InfoNCE gradient, a different tensor each time, by
+# (measurements/gpu_h200) each failed the CPU bound on ONE InfoNCE gradient, a different tensor each time, by
 # at most 4.2e-7 (max |difference| 6.7e-6). A real error (a rank's share lost or counted twice) is O(max|b|), so a
 # bound of 1e-5 max|b| still tells it from rounding. CPU: the all-entity mode on a batch wider than the graph (its
 # columns split unevenly over the ranks) failed the CPU bound on one token-type gradient element that cancels to
@@ -80,7 +80,7 @@ def _close_after_first_adam_step(multi: dict, single: dict, key: str, lrs: tuple
     """A parameter after one AdamW step from the same start: p - lr wd p - lr g / (|g| + eps), so two runs differ by
     exactly lr |g1/(|g1| + eps) - g2/(|g2| + eps)|. Where |g| is far above eps that is ~0; where |g| is near eps (a
     gradient that is zero up to rounding) Adam turns any rounding difference into up to 2 lr. The H100 run
-    (benchmarks/results/gpu_h100) failed a flat 1e-6 bound on one parameter this way, with its gradients within
+    (measurements/gpu_h100) failed a flat 1e-6 bound on one parameter this way, with its gradients within
     GRAD_TOL. The bound is derived from the two gradients, so a step applied twice or with another rate still fails."""
     name = key.removeprefix("param.")
     lr = lrs[0] if name.startswith("encoder.") else lrs[1]

@@ -154,9 +154,9 @@ def _mean_sd(cell: str, mean: float, sd: str, where: str) -> None:
 
 
 def test_study_results_table_is_the_summary():
-    """Every cell of docs/reproduction-study.md's results table against benchmarks/results/study_umls/summary.csv."""
+    """Every cell of docs/reproduction-study.md's results table against measurements/study_umls/summary.csv."""
     rows = _table("docs/reproduction-study.md", "| reading | dev Hits@10 | test Hits@10 | test MR |")
-    summary = _csv("benchmarks/results/study_umls/summary.csv")
+    summary = _csv("measurements/study_umls/summary.csv")
     assert len(rows) == len(summary), "one table row per summary row"
     for label, dev, test, mr in rows:
         reading = re.search(r"`([^`]+)`", label).group(1)
@@ -169,7 +169,7 @@ def test_study_results_table_is_the_summary():
 
 
 def test_inductive_tables_are_the_committed_table():
-    csv_rows = _csv("benchmarks/results/beyond_cpu/inductive/inductive.csv")
+    csv_rows = _csv("measurements/beyond_cpu/inductive/inductive.csv")
     for which, graph in enumerate(["WN18RR_v1_ind", "fb237_v1_ind"]):
         rows = _table("docs/beyond-the-paper.md", "| run | full Hits@1 |", which)
         assert len(rows) == 3
@@ -182,7 +182,7 @@ def test_inductive_tables_are_the_committed_table():
 
 
 def test_plus_table_is_the_committed_table():
-    csv_rows = _csv("benchmarks/results/beyond_cpu/plus/plus.csv")
+    csv_rows = _csv("measurements/beyond_cpu/plus/plus.csv")
     rows = _table("docs/beyond-the-paper.md", "| dataset | run | MRR | Hits@1 | Hits@10 | MR |")
     assert len(rows) == 6
     for dataset, run, *cells in rows:
@@ -202,7 +202,7 @@ def test_h100_table_is_the_gpu_check():
         if key is None:
             continue  # the paper's row
         call, part = parts[key]
-        data = _json(f"benchmarks/results/gpu_h100/{call}/gpu_check.json")["parts"][part]
+        data = _json(f"measurements/gpu_h100/{call}/gpu_check.json")["parts"][part]
         both = data["metrics"]["metrics"]["both"]
         for printed, value in ((hits10, both["hits@10"]), (mr, both["mr"]), (mrr, both["mrr"]),
                                (seconds.removesuffix(" s"), _walk(data, ["records", "stage=finetune", "seconds"], part))):

@@ -1,4 +1,4 @@
-"""The prepared GPU call of issue #25 (benchmarks/gpu_check.py --proxy-calibration): the readings it trains are the
+"""The prepared GPU call of issue #25 (tools/gpu_check.py --proxy-calibration): the readings it trains are the
 proxy's own (configs/proxy.yaml), each at two full WN18RR epochs at the paper's length and batch, with the proxy's dev
 diagnostics, and the full test split; the settings resolve (every check of settings.check_finetune passes)."""
 from conftest import load_script
@@ -6,7 +6,7 @@ from lpbert_core.job_settings import JobSettings
 
 
 def test_proxy_calibration_config_resolves_to_two_full_epochs():
-    gpu_check = load_script("benchmarks/gpu_check.py", "gpu_check")
+    gpu_check = load_script("tools/gpu_check.py", "gpu_check")
     config = gpu_check.proxy_calibration_config(gpu_check.PROXY_READINGS, smoke=False)
     jobs = JobSettings(config)
     for name in gpu_check.PROXY_READINGS:

@@ -1,4 +1,4 @@
-"""benchmarks/check_metrics_from_ranks.py: the independent recomputation agrees with the project's metric code and
+"""tools/check_metrics_from_ranks.py: the independent recomputation agrees with the project's metric code and
 names a metrics.json that does not match its ranks."""
 import json
 from pathlib import Path
@@ -10,7 +10,7 @@ from lpbert_core.ranking import metrics_from_ranks
 
 
 def _checker():
-    return load_script("benchmarks/check_metrics_from_ranks.py", "check_metrics")
+    return load_script("tools/check_metrics_from_ranks.py", "check_metrics")
 
 
 def _run(folder: Path, metrics=None) -> Path:

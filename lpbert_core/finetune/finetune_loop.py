@@ -19,7 +19,7 @@ resumes to the same result as an uninterrupted one.
 The GPU is fed (issue #11): each step's host work (`prepare_batch`: sampled negatives, token tensors, labels) runs
 one batch ahead in a background thread (`BatchFeed`, in batch order, so the numpy draws are the same draws in the
 same order), pinned on CUDA and copied with non_blocking; the loss is summed on the device and read to the host only
-for the progress line (every LOG_EVERY steps), a checkpoint and the epoch's end (benchmarks/bench_step_profile.py).
+for the progress line (every LOG_EVERY steps), a checkpoint and the epoch's end (tools/bench_step_profile.py).
 
 Several GPUs for one run (`gpus_per_job: K`, lpbert_core.distributed): `batch_size` stays the GLOBAL batch. Every rank
 draws the same global batch (same seed, same sampled negatives) and encodes only its slice of the rows; all ranks'

@@ -50,7 +50,7 @@ def read_attribution(path: str | Path | None):
             texts[key] = str(rec["attribution"])
         return lambda d, m: texts.get((d, m), texts.get((d, ""), MISSING))
     if {"stage", "reading"} <= set(frame.columns) and any(c.startswith("test_") for c in frame.columns):
-        found = re.search(r"study[/_]([^/]+)/[^/]+$", path.as_posix())  # results/study/D/, benchmarks/results/study_D/
+        found = re.search(r"study[/_]([^/]+)/[^/]+$", path.as_posix())  # results/study/D/, measurements/study_D/
         datasets = ({canonical_dataset(d) for d in frame["dataset"]} if "dataset" in frame.columns
                     else {canonical_dataset(found.group(1))} if found else set())
         if not datasets:
@@ -66,7 +66,7 @@ def _study_text(frame: pd.DataFrame, metric: str, top: int = 3) -> str:
     sigmoid-mean (0.960): nopre +0.006; from nopre (0.966): nopre-mpnet +0.030; ac (leaky) -0.223 vs P, its switches
     vs ac (0.633, Δ paired by seed): ac-cosine (leaky) +0.295, ac-mean (leaky) +0.234, ac-optim (leaky) -0.178;
     study30 (30 epochs): sigmoid-mean 0.992 (+0.032 over its 8-epoch run)` (Hits@10 of the final committed study,
-    benchmarks/results/study_umls/summary.csv; each `ac-<switch>` Δ turns one switch back alone: the effects interact
+    measurements/study_umls/summary.csv; each `ac-<switch>` Δ turns one switch back alone: the effects interact
     and do not add up, the seven sum to +0.394 against the +0.223 gap). In the longest stage that has the paper-text
     reading P, each reading is compared with its own baseline (`study.baseline_of`: paper-text readings with P,
     `ac-<switch>` with `ac`, a chain step with the step before), the largest moves first; then the best reading (by

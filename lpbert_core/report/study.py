@@ -4,13 +4,13 @@ Runs are named `{stage}-{reading}-s{seed}` (`study-...`: the 8-epoch screen; `st
 configs/study-umls.yaml). Per run the inputs are the pipeline's own files: `metrics.json` (test metrics of the
 realistic filtered ranks, both directions; `run.best_epoch` / `run["best_dev_hits@10"]`: the model selected by dev
 Hits@10) and `train_log.csv` (dev metrics per epoch), plus an optional `provenance.json` written by the study driver
-(benchmarks/run_study_umls.sh: the git commit each run was made at).
+(tools/run_study_umls.sh: the git commit each run was made at).
 
 Per (stage, reading): seeds, mean and sample sd over seeds of dev Hits@10 at the selected epoch, test Hits@10, MR,
 MRR, Hits@1, the selected epochs, the git commits and the metrics.json paths. Readings are ranked within a stage by
 mean dev Hits@10 (ties: mean dev MRR at the selected epoch); test metrics never enter the ranking.
 
-    python -m lpbert_core.report.study benchmarks/results/study_umls --out benchmarks/results/study_umls/summary
+    python -m lpbert_core.report.study measurements/study_umls --out measurements/study_umls/summary
 summarises whatever runs a folder of `<run>/metrics.json` copies holds (the driver's interim summary).
 """
 

@@ -8,8 +8,8 @@ fine-tuning at batch 64 and 256 (self-negatives on: the most host work), FB15k-2
 of 32 (pretrain_loop's collate of already built samples). The wait share: a few real training steps (MiniLM, CPU)
 with the loop's BatchFeed prefetch; `BatchFeed.wait_seconds / step time`.
 
-    python benchmarks/bench_host_prep.py --batches 30 --steps 4
-Writes benchmarks/results/host_prep.json (each case the moment it is measured).
+    python tools/bench_host_prep.py --batches 30 --steps 4
+Writes measurements/host_prep.json (each case the moment it is measured).
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=30)
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/host_prep.json"))
+    ap.add_argument("--out", default=str(ROOT / "measurements/host_prep.json"))
     args = ap.parse_args()
     torch_threads(args.threads)
     out = Path(args.out)

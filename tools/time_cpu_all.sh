@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Times `snakemake all --cores 2 --configfile configs/cpu.yaml` from an empty results tree (issue #9's 90-minute bar)
-# and writes benchmarks/results/cpu_all_timing.json: wall seconds, peak memory, the job count, load averages before and
+# and writes measurements/cpu_all_timing.json: wall seconds, peak memory, the job count, load averages before and
 # after, the commit, and each job's own `benchmark:` seconds (the rules' benchmarks/ TSVs).
-#   benchmarks/time_cpu_all.sh CHECKOUT [PYTHON_ENV]
+#   tools/time_cpu_all.sh CHECKOUT [PYTHON_ENV]
 # Another target or overlay (e.g. the authors'-code reproduction table, which does not fit into the CPU `all`):
 #   TARGET=results/tables/reproduction.md OVERLAYS="configs/cpu.yaml configs/authors-code.yaml" \
-#   OUT=benchmarks/results/cpu_authors_code_timing.json benchmarks/time_cpu_all.sh CHECKOUT [PYTHON_ENV]
+#   OUT=measurements/cpu_authors_code_timing.json tools/time_cpu_all.sh CHECKOUT [PYTHON_ENV]
 # CHECKOUT: a clean checkout of the commit to time (a `git worktree add` or a clone) with no results/ yet; nothing else
 # should run on the cores meanwhile. PYTHON_ENV (default CHECKOUT/.venv): the environment whose snakemake runs it; the
 # checkout's own lpbert_core comes first on PYTHONPATH, so a shared editable environment times this commit's code.
@@ -13,7 +13,7 @@ set -eu -o pipefail
 CHECKOUT=$(cd "$1" && pwd)
 ENV=${2:-$CHECKOUT/.venv}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
-OUT=${OUT:-$HERE/benchmarks/results/cpu_all_timing.json}
+OUT=${OUT:-$HERE/measurements/cpu_all_timing.json}
 case "$OUT" in /*) ;; *) OUT=$HERE/$OUT ;; esac
 TARGET=${TARGET:-all}
 OVERLAYS=${OVERLAYS:-configs/cpu.yaml}

@@ -8,7 +8,7 @@ triple, so an anchor at rank 1 costs Hits@1 on every such query (SimKGC's self-n
 `hits@1_anchor_removed` is a diagnostic only, the Hits@1 with the anchor taken out of the candidates: it is NOT the
 protocol, and no table reports it.
 
-    python benchmarks/anchor_rank.py RUN_DIR [RUN_DIR ...] --out benchmarks/results/<name>.json
+    python tools/anchor_rank.py RUN_DIR [RUN_DIR ...] --out measurements/<name>.json
 RUN_DIR = results/{dataset}/runs/{run} (its model/ folder and ranks.parquet); the dataset's text and tokens are read from
 results/{dataset}/. Transductive runs only (head_ranking inverse_query, the default).
 """

@@ -6,7 +6,7 @@ ppr_score (config inductive_eval), plus readings that locate a gap to the publis
 candidate (theirs), the filter and tie handling of NBFNet's inductive evaluation (the observed triples only,
 pessimistic ranks), parallel edges counted, valid triples as edges.
 
-    python benchmarks/inductive_ppr.py --out benchmarks/results/inductive_ppr.json
+    python tools/inductive_ppr.py --out measurements/inductive_ppr.json
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     parser.add_argument("--config", nargs="+", default=["config.yaml"],
                         help="config.yaml and overlays, merged in order")
     parser.add_argument("--published", default="resources/inductive_published.csv")
-    parser.add_argument("--out", default="benchmarks/results/inductive_ppr.json")
+    parser.add_argument("--out", default="measurements/inductive_ppr.json")
     args = parser.parse_args(argv)
 
     import pandas as pd

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The beyond-the-paper runs of issue #13 at CPU scale (configs/cpu.yaml), one group after another, each timed:
-# benchmarks/results/beyond_cpu/<group>.json (targets, wall seconds, load average before/after, git commit) and the
+# measurements/beyond_cpu/<group>.json (targets, wall seconds, load average before/after, git commit) and the
 # metrics of every run copied beside it. Resumable: a group whose JSON exists is skipped; a group killed midway resumes
 # from its finished jobs and training checkpoints (--rerun-incomplete), and its JSON then says so (`resumed`, the first
 # start): its wall_s counts the last attempt only. `--rerun-triggers mtime`, as the study driver: a run finished in
 # an earlier group (umls lpbert-plus before the plus group) is kept across later code edits; the commit each run
 # was made at is in the JSON of the group that made it (`git_commit`).
-#   nohup benchmarks/run_beyond_cpu.sh [group ...] > logs/beyond-cpu.nohup.log 2>&1 &
+#   nohup tools/run_beyond_cpu.sh [group ...] > logs/beyond-cpu.nohup.log 2>&1 &
 # Groups: umls-plus (UMLS lpbert-plus), wn18rr-v1 / fb237-v1 (an inductive pair: its pre-training and the three runs of
 # tables.inductive.rows, both protocols), plus (the plus table: paper reading and lpbert-plus on the three datasets),
 # plus-<change> (one UMLS tuning run of configs/plus-umls.yaml: results/umls/runs/plus-<change>, its own timing).
@@ -15,7 +15,7 @@ set -u -o pipefail
 # cores ran 14x slower per step than one alone (oversubscription); run two drivers side by side with 1 core each.
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
-OUT=benchmarks/results/beyond_cpu
+OUT=measurements/beyond_cpu
 mkdir -p "$OUT"
 
 targets() {

@@ -12,8 +12,8 @@ step + schedule) and everything else (per-step loss reads, bookkeeping). Two loo
 On CPU every phase is synchronous, so perf_counter around each phase is exact. The share "outside" is
 1 - (forward + loss + backward + optimizer) / step. Blocks of steps alternate between the loops (load hits both).
 
-    python benchmarks/bench_step_profile.py --steps 24 --block 6
-Writes benchmarks/results/step_profile_umls.json.
+    python tools/bench_step_profile.py --steps 24 --block 6
+Writes measurements/step_profile_umls.json.
 """
 
 from __future__ import annotations
@@ -214,7 +214,7 @@ def main() -> None:
                     "note": "shared 2-core machine: a UMLS study ran in the background during the measurement; "
                             "blocks of steps alternate between the two loops so load hits both alike"},
     }
-    out = ROOT / f"benchmarks/results/step_profile_{args.dataset}.json"
+    out = ROOT / f"measurements/step_profile_{args.dataset}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: {m: result[k][m] for m in ("median_step_s", "share_outside_fwd_loss_bwd_opt",

@@ -3,7 +3,7 @@ the CPU overlay's one-epoch WN18RR / FB15k-237 runs). The same ranking as fine-t
 split (a seeded subset when --subsample is given), both directions, every entity a candidate, filtered by train + dev
 only, so the test split never enters the choice.
 
-    python benchmarks/dev_metrics.py RUN_DIR [RUN_DIR ...] --subsample 300 --out benchmarks/results/<name>.json
+    python tools/dev_metrics.py RUN_DIR [RUN_DIR ...] --subsample 300 --out measurements/<name>.json
 RUN_DIR = results/{dataset}/runs/{run} (its model/ folder); the dataset's text and tokens are read from results/{dataset}/.
 """
 

@@ -3,7 +3,7 @@ detected symmetric on train (share of self-reverse train triples >= the threshol
 triples whose answer is a known answer of its own query only with the closure (its reverse is in train, the relation
 symmetric): without closure those answers can be drawn as negatives of their own query.
 
-    python benchmarks/symmetric_closure.py --out benchmarks/results/symmetric_closure.json
+    python tools/symmetric_closure.py --out measurements/symmetric_closure.json
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Compare ways of turning the cosine into eq. 11's probability (plus the InfoNCE alternative) on real UMLS:
 MiniLM, no pre-training, N epochs on CPU, dev filtered Hits@10 after every epoch (no early stop, so every candidate
-gets the same budget). Writes benchmarks/results/loss_mappings_umls.json.
+gets the same budget). Writes measurements/loss_mappings_umls.json.
 
-    python benchmarks/bench_loss_mappings.py --epochs 5 [--only sigmoid_t0.05 ...]
+    python tools/bench_loss_mappings.py --epochs 5 [--only sigmoid_t0.05 ...]
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=24)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", nargs="*")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/loss_mappings_umls.json"))
+    ap.add_argument("--out", default=str(ROOT / "measurements/loss_mappings_umls.json"))
     args = ap.parse_args()
     torch_threads(args.threads)
     kg = load_tokenized_kg(ROOT / f"results/{args.dataset}/text", ROOT / f"results/{args.dataset}/tokens/minilm")

@@ -9,8 +9,8 @@ real proportion) and extrapolates linearly to all sequences; the length-sorted e
 too, so the speed-up is a like-for-like ratio. `--entity-sample` does the same for the full pipeline when the
 machine is too slow to encode everything (all numbers are labelled).
 
-    python benchmarks/bench_scoring.py [--padded-sample 2048]
-Writes benchmarks/results/scoring_WN18RR.json.
+    python tools/bench_scoring.py [--padded-sample 2048]
+Writes measurements/scoring_WN18RR.json.
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def main() -> None:
         "machine": {"torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "platform": platform.platform(),
                     "torch": torch.__version__, "note": "shared machine: other jobs were running"},
     }
-    out = ROOT / f"benchmarks/results/scoring_{args.dataset}.json"
+    out = ROOT / f"measurements/scoring_{args.dataset}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

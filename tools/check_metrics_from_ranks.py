@@ -6,7 +6,7 @@ optimistic, pessimistic): MR = mean rank, MRR = mean of 1 / rank, Hits@k = share
 realistic rank is the mean of the optimistic and pessimistic ones, that every test triple is ranked once per direction
 and that no rank lies outside 1..num_candidates.
 
-    python benchmarks/check_metrics_from_ranks.py RUN_DIR [RUN_DIR ...] --out benchmarks/results/<name>.json
+    python tools/check_metrics_from_ranks.py RUN_DIR [RUN_DIR ...] --out measurements/<name>.json
 A RUN_DIR holds ranks.parquet and metrics.json (results/{dataset}/runs/{run}). Exit status 1 when any run disagrees.
 """
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     results = [check_run(d) for d in sorted(args.runs) if (d / "ranks.parquet").exists()]
     summary = {"what": __doc__.split("\n\n")[0], "tolerance": TOLERANCE, "runs": len(results),
                "all_agree": all(r["agree"] for r in results), "results": results,
-               "command": "python benchmarks/check_metrics_from_ranks.py " + " ".join(map(str, args.runs))
+               "command": "python tools/check_metrics_from_ranks.py " + " ".join(map(str, args.runs))
                           + f" --out {args.out}"}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2) + "\n")

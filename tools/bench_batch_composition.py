@@ -7,8 +7,8 @@ decides which in-batch negatives meet: a length bucket holds queries of similar 
 Pre-training (UMLS train split, mem-mrm-mlm samples, batch 32, max length 36): the share of each task per batch (MEM
 and MRM samples differ in length, so length buckets group tasks; the EM-head's BatchNorm sees those groups).
 
-    python benchmarks/bench_batch_composition.py [--epochs 5]
-Writes benchmarks/results/batch_composition_umls.json. Needs results/umls/text and results/umls/tokens/minilm
+    python tools/bench_batch_composition.py [--epochs 5]
+Writes measurements/batch_composition_umls.json. Needs results/umls/text and results/umls/tokens/minilm
 (`snakemake results/umls/tokens/minilm/manifest.json --cores 1`).
 """
 
@@ -113,7 +113,7 @@ def main() -> None:
                                          args.epochs),
         "python": platform.python_version(),
     }
-    out = Path(args.out or ROOT / f"benchmarks/results/batch_composition_{args.dataset}.json")
+    out = Path(args.out or ROOT / f"measurements/batch_composition_{args.dataset}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     ft = result["finetune"]

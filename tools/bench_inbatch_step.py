@@ -2,8 +2,8 @@
 positive pairs (same batch, same encodings: queries + distinct tails; forward, loss, backward, AdamW step).
 Steps alternate between the two variants so machine load hits both alike; the median is reported.
 
-    python benchmarks/bench_inbatch_step.py --dataset umls --batch-size 128 --repeats 5
-Writes benchmarks/results/inbatch_step_{dataset}.json.
+    python tools/bench_inbatch_step.py --dataset umls --batch-size 128 --repeats 5
+Writes measurements/inbatch_step_{dataset}.json.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def main() -> None:
                     "torch": torch.__version__,
                     "note": "shared 2-core machine; other jobs were running (loads alternate between variants)"},
     }
-    out = ROOT / f"benchmarks/results/inbatch_step_{args.dataset}.json"
+    out = ROOT / f"measurements/inbatch_step_{args.dataset}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("median_s", "ratio_in_batch_over_positives")}))
