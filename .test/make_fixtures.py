@@ -168,7 +168,7 @@ def write_tiny_encoder(folder: Path) -> None:
     import torch
     from transformers import BertConfig, BertModel
 
-    from lpbert_core.encoders import load_tokenizer
+    from lpbert_core.model.encoders import load_tokenizer
 
     torch.manual_seed(0)
     tok = load_tokenizer("minilm")

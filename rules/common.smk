@@ -5,8 +5,8 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from lpbert_core.job_settings import JobSettings, check_renamed_keys
-from lpbert_core.settings import PRETRAIN_VARIANTS
+from lpbert_core.config.resolve import JobSettings, check_renamed_keys
+from lpbert_core.config.settings import PRETRAIN_VARIANTS
 
 
 check_renamed_keys(config)  # an old key name gets its new name, before the schema calls it unknown
@@ -88,7 +88,7 @@ wildcard_constraints:
     variant=_alternatives(PRETRAIN_VARIANTS),
 
 
-# ---- every job's settings: lpbert_core.job_settings (run instances and seeds, per_dataset overrides, encoder keys).
+# ---- every job's settings: lpbert_core.config.resolve (run instances and seeds, per_dataset overrides, encoder keys).
 # The rules' params are its methods applied to the wildcards; scripts that drive the stages without Snakemake
 # (tools/gpu_check.py) build the same arguments from the same class.
 JOBS = JobSettings(config)
@@ -131,7 +131,7 @@ def run_encoder_key(run):
 
 def run_skip_reason(run):
     """None when the run's initial weights load offline here, else why its table row is skipped."""
-    from lpbert_core.encoders import encoder_available
+    from lpbert_core.model.encoders import encoder_available
 
     key = run_encoder_key(run)
     ok, reason = encoder_available(config["encoders"][key])
@@ -283,7 +283,7 @@ def beyond_inputs(rows):
 
 
 # ---- GPUs per job (config `gpus_per_job`): rules pretrain, finetune, kgbert_train and score request gpu=K, and the
-# job's stage runs in K torchrun ranks (lpbert_core.distributed). A resource, not a param: batches stay global, so K
+# job's stage runs in K torchrun ranks (lpbert_core.runtime.distributed). A resource, not a param: batches stay global, so K
 # changes no result beyond float rounding and dropout masks, and changing it reruns nothing.
 GPUS_PER_JOB = int(config.get("gpus_per_job", 1))
 
@@ -294,7 +294,7 @@ GPUS_PER_JOB = int(config.get("gpus_per_job", 1))
 # Under a cluster executor --cores is not a local limit (each job is granted its own cores): the configured count.
 def gpu_threads(wanted):
     def threads(wildcards):
-        from lpbert_core.gpu_slots import visible_gpu_ids
+        from lpbert_core.runtime.gpu_slots import visible_gpu_ids
 
         cores = workflow.global_resources.get("_cores").value
         if not cores or cores >= 2**31:  # unlimited (e.g. --executor slurm without --cores)

@@ -1,12 +1,12 @@
 # Before any job starts: a paper-scale configuration on a machine with no GPU gets one warning with the estimated CPU
-# time and the CPU overlay to use instead (lpbert_core.cpu_estimate). Cluster submissions are left alone: their jobs
+# time and the CPU overlay to use instead (lpbert_core.runtime.cpu_estimate). Cluster submissions are left alone: their jobs
 # run on GPU nodes, not on the machine that submits them.
 import sys
 
 
 def warn_if_no_gpu_for_this_protocol():
-    from lpbert_core.cpu_estimate import no_gpu_message
-    from lpbert_core.gpu_slots import visible_gpu_ids
+    from lpbert_core.runtime.cpu_estimate import no_gpu_message
+    from lpbert_core.runtime.gpu_slots import visible_gpu_ids
 
     argv = " ".join(sys.argv)
     if "slurm" in argv or "--executor" in argv or " -e " in argv or "--lint" in argv or visible_gpu_ids():

@@ -41,15 +41,15 @@ def paper_section(name: str, **overrides) -> dict:
 def text_settings(**overrides):
     """join_text's settings for a source that names no text files of its own (config.yaml `text:`), then
     `overrides`."""
-    from lpbert_core.settings import TextSettings
+    from lpbert_core.config.settings import TextSettings
 
     return TextSettings.from_mapping({**paper_section("text"), "entity_text_required": False,
                                       "relation_text_required": False, **overrides})
 
 
 def make_toy_kg(tokenizer, entities, relations, triples):
-    """lpbert_core.kg.make_toy_kg with config.yaml's inverse prefix."""
-    from lpbert_core import kg
+    """lpbert_core.graph.kg.make_toy_kg with config.yaml's inverse prefix."""
+    from lpbert_core.graph import kg
 
     return kg.make_toy_kg(tokenizer, entities, relations, triples,
                           inverse_prefix=paper_section("text")["inverse_prefix"])
@@ -79,7 +79,7 @@ def tiny_encoder_dir(tmp_path_factory, fixture_builder):
 
 def write_kg_layout(kg, tok, root):
     """A TokenizedKG written in the pipeline layout (text/ and tokens/minilm/ under `root`), as the data stages would."""
-    from lpbert_core.atomic import write_parquet
+    from lpbert_core.runtime.atomic import write_parquet
 
     text, tokens = root / "text", root / "tokens" / "minilm"
     write_parquet(text / "entities.parquet", pd.DataFrame({

@@ -13,12 +13,12 @@ import yaml
 
 from conftest import paper_section, plain_loss
 from lpbert_core.finetune.finetune_data import split_rows
-from lpbert_core.known_answers import known_answers, label_leak, train_known_answers
-from lpbert_core.sequences import SequenceBuilder
+from lpbert_core.graph.known_answers import known_answers, label_leak, train_known_answers
+from lpbert_core.model.sequences import SequenceBuilder
 from lpbert_core.finetune.finetune_loss import batch_loss, focal_terms
-from lpbert_core.ranking import build_filter_index, filtered_ranks
-from lpbert_core.evaluation import build_queries, encode_entities, encode_queries, evaluate_split
-from lpbert_core.siamese import PAIR_SCORER_FILE, PairLinear, SiameseModel, load_run_model, save_run_model
+from lpbert_core.ranking.filtered_ranks import build_filter_index, filtered_ranks
+from lpbert_core.ranking.rank_split import build_queries, encode_entities, encode_queries, evaluate_split
+from lpbert_core.model.siamese import PAIR_SCORER_FILE, PairLinear, SiameseModel, load_run_model, save_run_model
 
 from test_finetune_loop import CFG, toy_kg
 

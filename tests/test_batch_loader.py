@@ -1,4 +1,4 @@
-"""lpbert_core.batch_loader: DataLoader workers and the epoch-ahead sample builder change no number.
+"""lpbert_core.runtime.batch_loader: DataLoader workers and the epoch-ahead sample builder change no number.
 
 On a CPU device the loops use no workers (loader_workers); these tests force the GPU path's workers and epoch-ahead
 thread on the CPU and compare with the inline path: the same batches in the same order, and a whole pre-training run
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from lpbert_core import batch_loader
-from lpbert_core.batch_loader import EpochAhead
+from lpbert_core.runtime import batch_loader
+from lpbert_core.runtime.batch_loader import EpochAhead
 
 
 def _make(idx):

@@ -10,7 +10,7 @@ import pytest
 from conftest import paper_section
 import torch
 
-from lpbert_core.sequences import split_context_budget
+from lpbert_core.model.sequences import split_context_budget
 from lpbert_core.baselines.cross_encoder import (CrossEncoder, TripleSequenceBuilder, collate_triples, corrupt_triples,
                                        train_triple_set, training_examples)
 from lpbert_core.baselines.cross_encoder_loop import score_triples, train_cross_encoder
@@ -213,9 +213,9 @@ def test_train_resume_is_deterministic_and_outputs(tiny_encoder_dir, tok, tmp_pa
 
 
 def test_kgbert_settings_resolve_in_one_place():
-    """job_settings.resolve for the cross-encoder: what rules/common.smk gives the kgbert rules as params (the kgbert
+    """config.resolve.resolve for the cross-encoder: what rules/common.smk gives the kgbert rules as params (the kgbert
     section, its per_dataset entry, a run instance's seed), typed; the config itself is left as it was."""
-    from lpbert_core.job_settings import JobSettings
+    from lpbert_core.config.resolve import JobSettings
 
     section = paper_section("kgbert", epochs=5, score_queries=5,
                             per_dataset={"WN18RR": {"train_subsample": 2000, "score_queries": 1}})

@@ -16,7 +16,7 @@ import pytest
 from lpbert_core.data.archive import folder_fingerprint, safe_extract, sha256_of, verify_sha256
 from lpbert_core.data.data_stages import run_download, run_join_text, run_tokenize
 from lpbert_core.errors import InputError
-from lpbert_core.kg import load_tokenized_kg
+from lpbert_core.graph.kg import load_tokenized_kg
 from conftest import text_settings
 from lpbert_core.data.text_tables import build_text_tables, split_name_description
 

@@ -1,4 +1,4 @@
-"""Several ranks for one job (lpbert_core.distributed), on CPU with gloo: 2 processes (torch.multiprocessing, one
+"""Several ranks for one job (lpbert_core.runtime.distributed), on CPU with gloo: 2 processes (torch.multiprocessing, one
 spawn for the whole module) against 1 process.
 
 (a) one fine-tuning step of 2 ranks with the global batch 2n (each rank n rows) = 1 process with batch 2n: the same
@@ -10,7 +10,7 @@ spawn for the whole module) against 1 process.
 (b) sharded scoring (entity / query encoding and rank chunks spread over the ranks) = the one-process ranks, exactly;
 (c) a 2-rank fine-tuning run killed mid-epoch and resumed = an uninterrupted 2-rank run (bit for bit, dropout on), and
     without dropout = 1 process with the same global batch (to float tolerance);
-(d) a job that asked for 2 GPUs runs its stage in 2 torchrun ranks (lpbert_core.launch), a tiny fine-tuning end
+(d) a job that asked for 2 GPUs runs its stage in 2 torchrun ranks (lpbert_core.runtime.launch), a tiny fine-tuning end
     to end.
 
 LPBERT_TEST_DEVICE=cuda runs (a)-(c) with CUDA tensors (tools/gpu_check.py does, on a GPU machine): both ranks
@@ -115,7 +115,7 @@ def toy_kg(enc_dir: str):
 def siamese(enc_dir: str, scorer: str = "cosine", **encoder_kwargs):
     from transformers import AutoModel
 
-    from lpbert_core.siamese import SiameseModel
+    from lpbert_core.model.siamese import SiameseModel
 
     model = SiameseModel(AutoModel.from_pretrained(enc_dir, **encoder_kwargs))
     torch.manual_seed(0)  # the pair_linear layer: the same initial weights in every process
@@ -127,13 +127,13 @@ def one_step(enc_dir: str, out: Path, rank: int) -> None:
     """One training_step + optimizer_step per (mode, batch) from the same initial weights; dropout off (eval mode),
     so the two runs compute the same function. Saves the loss, the gradients and the updated parameters."""
     from lpbert_core.finetune.finetune_data import training_triples
-    from lpbert_core.known_answers import known_answers
-    from lpbert_core.sequences import SequenceBuilder
-    from lpbert_core.distributed import data_parallel
+    from lpbert_core.graph.known_answers import known_answers
+    from lpbert_core.model.sequences import SequenceBuilder
+    from lpbert_core.runtime.distributed import data_parallel
     from lpbert_core.finetune.finetune_step import FinetuneStep, training_step
     from lpbert_core.finetune.finetune_loss import LossConfig
-    from lpbert_core.settings import FinetuneSettings
-    from lpbert_core.training import build_optimizer, build_scheduler, optimizer_step
+    from lpbert_core.config.settings import FinetuneSettings
+    from lpbert_core.runtime.training import build_optimizer, build_scheduler, optimizer_step
     from safetensors.torch import save_file
 
     kg, _ = toy_kg(enc_dir)
@@ -165,18 +165,18 @@ def data_parallel_steps(enc_dir: str, out: Path, rank: int) -> None:
     process the plain step of each loop. Pre-training twice: the LayerNorm EM head, and the paper's BatchNorm head in
     train mode (global batch statistics over both ranks' tokens, GlobalBatchNorm1d), its running statistics saved
     too."""
-    from lpbert_core import distributed
+    from lpbert_core.runtime import distributed
     from lpbert_core.baselines.cross_encoder import CrossEncoder, TripleSequenceBuilder, train_triple_set, training_examples
     from lpbert_core.baselines.cross_encoder_loop import _rank_slice_loss
     from lpbert_core.pretrain.pretrain_loop import _data_parallel_step, _make_samples
     from lpbert_core.pretrain.pretrain_model import PretrainModel
     from lpbert_core.pretrain.pretrain_samples import collate
-    from lpbert_core.training import build_optimizer, build_scheduler, optimizer_step
+    from lpbert_core.runtime.training import build_optimizer, build_scheduler, optimizer_step
     from safetensors.torch import save_file
     from transformers import AutoModel
 
     kg, _ = toy_kg(enc_dir)
-    from lpbert_core.settings import PretrainSettings
+    from lpbert_core.config.settings import PretrainSettings
 
     cfg = PretrainSettings.from_mapping(paper_section("pretrain", variant="mem-mrm-mlm", max_length=24,
                                                       encoder_key="tiny", encoder_source=str(enc_dir),
@@ -232,8 +232,8 @@ def data_parallel_steps(enc_dir: str, out: Path, rank: int) -> None:
 
 
 def sharded_scoring(enc_dir: str, out: Path, rank: int) -> None:
-    from lpbert_core.sequences import SequenceBuilder
-    from lpbert_core.evaluation import evaluate_split
+    from lpbert_core.model.sequences import SequenceBuilder
+    from lpbert_core.ranking.rank_split import evaluate_split
 
     kg, _ = toy_kg(enc_dir)
     builder = SequenceBuilder(kg, 16, 16)
@@ -269,7 +269,7 @@ def finetune_runs(enc_dir: str, out: Path, rank: int) -> None:
 
 def bare_module_step(enc_dir: str, out: Path, rank: int) -> None:
     """optimizer_step with a module that is not the data_parallel wrapper: refused on every rank before backward."""
-    from lpbert_core.training import build_optimizer, build_scheduler, optimizer_step
+    from lpbert_core.runtime.training import build_optimizer, build_scheduler, optimizer_step
 
     model = siamese(enc_dir)
     optimizer = build_optimizer(model, "encoder.", 1e-5, 1e-4, 0.0)
@@ -290,12 +290,12 @@ def _worker(rank: int, size: int, port: int, enc_dir: str, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=size)
     try:
-        from lpbert_core.training import compute_record
+        from lpbert_core.runtime.training import compute_record
 
         (Path(out) / f"compute-rank{rank}.json").write_text(json.dumps(compute_record(DEVICE, PRECISION)))
         for job in (one_step, data_parallel_steps, sharded_scoring, finetune_runs, bare_module_step):
             job(enc_dir, Path(out), rank)
-        dist.barrier()  # leave together (as lpbert_core.launch does): no rank tears gloo down under another
+        dist.barrier()  # leave together (as lpbert_core.runtime.launch does): no rank tears gloo down under another
     finally:
         dist.destroy_process_group()
 
@@ -453,13 +453,13 @@ def test_two_rank_run_without_dropout_equals_one_process(two_ranks, tiny_encoder
 def test_a_job_that_asked_for_two_gpus_runs_its_stage_in_two_torchrun_ranks(tiny_encoder_dir, fixture_builder,
                                                                           tmp_path, monkeypatch):
     """The workflow script's path: claim_gpus(K) records K (resources gpu=K), run_stage(log, run_finetune(...)) then
-    writes the call to JSON and starts K ranks under torchrun (lpbert_core.launch); rank 0 writes and logs."""
+    writes the call to JSON and starts K ranks under torchrun (lpbert_core.runtime.launch); rank 0 writes and logs."""
     import logging
 
-    from lpbert_core import gpu_slots
+    from lpbert_core.runtime import gpu_slots
     from lpbert_core.data.data_stages import run_join_text, run_tokenize
     from lpbert_core.finetune.finetune_loop import run_finetune
-    from lpbert_core.stage import run_stage
+    from lpbert_core.runtime.stage_runner import run_stage
 
     fixture_builder.write_graph(tmp_path / "raw")
     text = tmp_path / "text"

@@ -230,5 +230,8 @@ def test_code_map_names_what_exists():
     assert {"data", "pretrain", "finetune", "evaluate", "report"} <= named
     for name in named:
         assert (ROOT / name).is_dir() or (ROOT / "lpbert_core" / name).is_dir(), f"code map names missing {name}/"
-    for module in re.findall(r"`([a-z_]+\.py)`", section):
-        assert (ROOT / "lpbert_core" / module).is_file(), f"code map names missing lpbert_core/{module}"
+    for line in section.splitlines():  # a package's row names modules of that package
+        row = re.match(r"\| `([a-z_]+)/` \|", line)
+        for module in re.findall(r"`([a-z_]+\.py)`", line):
+            where = ROOT / "lpbert_core" / row.group(1) if row else ROOT / "lpbert_core"
+            assert (where / module).is_file(), f"code map names missing {where.relative_to(ROOT)}/{module}"

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from lpbert_core.finetune.finetune_data import label_matrix, sample_negative_tails, self_negative_mask, training_triples
-from lpbert_core.known_answers import augment_inverse, KnownAnswers, train_known_answers
-from lpbert_core.sequences import SequenceBuilder
+from lpbert_core.graph.known_answers import augment_inverse, KnownAnswers, train_known_answers
+from lpbert_core.model.sequences import SequenceBuilder
 from conftest import make_toy_kg
-from lpbert_core.training import epoch_seed, length_sorted_batches, training_batches
+from lpbert_core.runtime.training import epoch_seed, length_sorted_batches, training_batches
 
 
 @pytest.fixture(scope="module")

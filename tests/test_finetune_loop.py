@@ -132,7 +132,7 @@ def test_settings_merge():
     """resolve: the section, then per_dataset, then the run's in_batch_negatives and finetune overrides, then the run
     instance's seed; unknown keys are refused."""
     from lpbert_core.errors import ConfigError
-    from lpbert_core.job_settings import resolve
+    from lpbert_core.config.resolve import resolve
 
     config = {"finetune": {**CFG, "alpha": 0.5, "batch_size": 10,
                            "per_dataset": {"umls": {"batch_size": 128, "alpha": 0.8}}},
@@ -186,8 +186,8 @@ def _record_batches(monkeypatch):
 
 def test_batch_order_random_by_default_and_resume_continues_it(setup, tmp_path, monkeypatch):
     from lpbert_core.finetune.finetune_data import training_triples
-    from lpbert_core.sequences import SequenceBuilder
-    from lpbert_core.training import epoch_seed, training_batches
+    from lpbert_core.model.sequences import SequenceBuilder
+    from lpbert_core.runtime.training import epoch_seed, training_batches
 
     kg = setup[0]
     cfg = {**CFG, "dev_eval": False}
@@ -219,8 +219,8 @@ def test_batch_order_random_by_default_and_resume_continues_it(setup, tmp_path, 
 
 def test_batch_order_length_uses_the_length_buckets(setup, tmp_path, monkeypatch):
     from lpbert_core.finetune.finetune_data import training_triples
-    from lpbert_core.sequences import SequenceBuilder
-    from lpbert_core.training import epoch_seed, length_sorted_batches
+    from lpbert_core.model.sequences import SequenceBuilder
+    from lpbert_core.runtime.training import epoch_seed, length_sorted_batches
 
     kg = setup[0]
     seen = _record_batches(monkeypatch)
@@ -244,9 +244,9 @@ def test_bad_batch_order_is_rejected(setup, tmp_path):
 def _step_setup(setup):
     from transformers import AutoModel
 
-    from lpbert_core.known_answers import train_known_answers
-    from lpbert_core.sequences import SequenceBuilder
-    from lpbert_core.siamese import SiameseModel
+    from lpbert_core.graph.known_answers import train_known_answers
+    from lpbert_core.model.sequences import SequenceBuilder
+    from lpbert_core.model.siamese import SiameseModel
 
     kg, _, enc_dir = setup
     model = SiameseModel(AutoModel.from_pretrained(enc_dir)).eval()  # no dropout: encodings are repeatable
@@ -254,7 +254,7 @@ def _step_setup(setup):
 
 
 def _encode(model, builder, rows=None, entities=None):
-    from lpbert_core.sequences import collate_pairs
+    from lpbert_core.model.sequences import collate_pairs
 
     pad = builder.kg.special.pad
     if rows is not None:
@@ -270,7 +270,7 @@ def test_self_negatives_in_batch_step(setup, loss):
     from lpbert_core.finetune.finetune_data import label_matrix
     from lpbert_core.finetune.finetune_step import training_step
     from lpbert_core.finetune.finetune_loss import batch_loss
-    from lpbert_core.siamese import cosine_matrix
+    from lpbert_core.model.siamese import cosine_matrix
 
     kg, model, builder, known = _step_setup(setup)
     # tails e1 e5 e6: anchors e0 and e2 get an extra column; row 2's anchor e5 is already a column (row 1's tail)
@@ -293,7 +293,7 @@ def test_self_negatives_sampled_mode_step_and_run(setup, tmp_path):
     from lpbert_core.finetune.finetune_data import sample_negative_tails
     from lpbert_core.finetune.finetune_step import training_step
     from lpbert_core.finetune.finetune_loss import pair_loss
-    from lpbert_core.siamese import pair_cosine, pair_distance
+    from lpbert_core.model.siamese import pair_cosine, pair_distance
 
     kg, model, builder, known = _step_setup(setup)
     rows = np.array([[0, 0, 1], [2, 1, 5], [5, 0, 6]])
@@ -326,9 +326,9 @@ def test_shift_initial_mean_is_measured_recorded_and_resumed(setup, tmp_path):
 
     from lpbert_core.finetune.finetune_step import measure_initial_shift
     from lpbert_core.finetune.finetune_data import training_triples
-    from lpbert_core.sequences import SequenceBuilder
-    from lpbert_core.siamese import SiameseModel
-    from lpbert_core.training import epoch_seed, training_batches
+    from lpbert_core.model.sequences import SequenceBuilder
+    from lpbert_core.model.siamese import SiameseModel
+    from lpbert_core.runtime.training import epoch_seed, training_batches
 
     kg, tok, enc_dir = setup
     cfg = {**CFG, "probability": "sigmoid", "shift": "initial_mean", "temperature": 0.1}

@@ -111,7 +111,7 @@ SELF_MASK = [True, False]
 
 
 def test_self_column_scores_labels_and_mask():
-    from lpbert_core.siamese import cosine_matrix, distance_matrix
+    from lpbert_core.model.siamese import cosine_matrix, distance_matrix
 
     cos, dist, labels, valid = add_self_column(cosine_matrix(Q, C), distance_matrix(Q, C), torch.eye(2), Q, A,
                                                SELF_MASK)
@@ -175,7 +175,7 @@ def test_single_token_type_encoders_get_no_token_types():
     import torch
     from transformers import RobertaConfig, RobertaModel
 
-    from lpbert_core.siamese import SiameseModel
+    from lpbert_core.model.siamese import SiameseModel
 
     cfg = RobertaConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=32, max_position_embeddings=40, type_vocab_size=1)

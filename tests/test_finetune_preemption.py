@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lpbert_core import preemption
+from lpbert_core.runtime import preemption
 from lpbert_core.finetune import finetune_loop as loop
 from test_finetune_loop import CFG, _run, _weights, setup  # noqa: F401
 

@@ -2,7 +2,7 @@
 proxy's own (configs/proxy.yaml), each at two full WN18RR epochs at the paper's length and batch, with the proxy's dev
 diagnostics, and the full test split; the settings resolve (every check of settings.check_finetune passes)."""
 from conftest import load_script
-from lpbert_core.job_settings import JobSettings
+from lpbert_core.config.resolve import JobSettings
 
 
 def test_proxy_calibration_config_resolves_to_two_full_epochs():

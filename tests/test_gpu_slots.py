@@ -1,4 +1,4 @@
-"""One card per GPU job on a multi-GPU host (lpbert_core.gpu_slots), on CPU with a faked device count."""
+"""One card per GPU job on a multi-GPU host (lpbert_core.runtime.gpu_slots), on CPU with a faked device count."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 HOLDER = textwrap.dedent("""
     import sys, time
-    from lpbert_core.gpu_slots import claim_gpus
+    from lpbert_core.runtime.gpu_slots import claim_gpus
     ids = claim_gpus(int(sys.argv[1]), timeout_s=float(sys.argv[2]), poll_s=0.05)
     print(",".join(ids) + " " + __import__("os").environ.get("CUDA_VISIBLE_DEVICES", ""), flush=True)
     time.sleep(float(sys.argv[3]))
@@ -76,7 +76,7 @@ def test_multi_gpu_claims_are_all_or_nothing(tmp_path):
 
 
 def test_no_claim_without_gpus(tmp_path, monkeypatch):
-    from lpbert_core import gpu_slots
+    from lpbert_core.runtime import gpu_slots
 
     monkeypatch.setenv("LPBERT_GPU_LOCK_DIR", str(tmp_path))
     monkeypatch.setenv("LPBERT_GPU_COUNT", "0")
@@ -87,7 +87,7 @@ def test_no_claim_without_gpus(tmp_path, monkeypatch):
 
 
 def test_a_slurm_allocation_offers_its_own_cards_only(tmp_path, monkeypatch):
-    from lpbert_core import gpu_slots
+    from lpbert_core.runtime import gpu_slots
 
     for name in ("LPBERT_GPU_COUNT", "CUDA_VISIBLE_DEVICES", "SLURM_JOB_GPUS", "SLURM_STEP_GPUS"):
         monkeypatch.delenv(name, raising=False)
@@ -124,7 +124,7 @@ def test_jobs_in_one_slurm_allocation_claim_distinct_cards(tmp_path):
 
 
 def test_inherited_visible_devices_are_kept(monkeypatch):
-    from lpbert_core import gpu_slots
+    from lpbert_core.runtime import gpu_slots
 
     monkeypatch.delenv("LPBERT_GPU_COUNT", raising=False)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 5")

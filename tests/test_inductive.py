@@ -10,7 +10,7 @@ import torch
 from conftest import text_settings
 from lpbert_core.evaluate.candidate_lists import list_ranks, read_candidate_lists
 from lpbert_core.data.data_stages import run_download, run_join_text
-from lpbert_core.kg_files import CANDIDATES_FOLDER
+from lpbert_core.graph.kg_files import CANDIDATES_FOLDER
 from lpbert_core.errors import InputError
 
 
@@ -70,7 +70,7 @@ def _tiny_kg(tokenizer_dir, raw):
     from transformers import AutoTokenizer
 
     from conftest import make_toy_kg
-    from lpbert_core.kg_files import read_triples
+    from lpbert_core.graph.kg_files import read_triples
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     splits = {split: [(h, r, t) for h, r, t, _ in read_triples(raw / name)]
@@ -122,8 +122,8 @@ def test_candidate_ranks_equal_scores_of_the_listed_entities(archives, tmp_path,
     from transformers import AutoModel
 
     from lpbert_core.evaluate.candidate_lists import rank_candidate_lists
-    from lpbert_core.sequences import collate_pairs, SequenceBuilder
-    from lpbert_core.siamese import SiameseModel
+    from lpbert_core.model.sequences import collate_pairs, SequenceBuilder
+    from lpbert_core.model.siamese import SiameseModel
 
     raw = tmp_path / "raw"
     run_download(settings=_source(archives, "tiny_v1_ind", candidates="ind/cands"), outputs={"raw": raw})

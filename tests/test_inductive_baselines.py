@@ -172,7 +172,7 @@ def test_cross_encoder_ranks_every_listed_line(raw_ind, tiny_encoder_dir):
     from lpbert_core.baselines.cross_encoder import CrossEncoder, TripleSequenceBuilder
     from lpbert_core.baselines.cross_encoder_lists import block_triples, rank_lists_cross
     from lpbert_core.baselines.cross_encoder_loop import score_triples
-    from lpbert_core.kg_files import read_triples
+    from lpbert_core.graph.kg_files import read_triples
 
     tok = AutoTokenizer.from_pretrained(tiny_encoder_dir)
     raw = raw_ind["raw"]

@@ -1,4 +1,4 @@
-"""Job settings without Snakemake: lpbert_core.config_files (the --configfile merge) and lpbert_core.job_settings
+"""Job settings without Snakemake: lpbert_core.config.load (the --configfile merge) and lpbert_core.config.resolve
 (every stage's arguments). That the rules' params are exactly these is checked end to end by
 tests/test_whole_dag.py::test_stages_driven_without_snakemake_give_the_same_run."""
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from lpbert_core.config_files import load_config, merge
+from lpbert_core.config.load import load_config, merge
 from lpbert_core.errors import ConfigError, InputError
-from lpbert_core.job_settings import JobSettings
+from lpbert_core.config.resolve import JobSettings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,7 @@ def test_bad_config_files_are_named_with_their_line(tmp_path):
 
 
 def test_finetune_params_hold_the_runs_resolved_settings(cpu_jobs):
-    from lpbert_core.settings import FinetuneSettings
+    from lpbert_core.config.settings import FinetuneSettings
 
     params = cpu_jobs.finetune_params("umls", "lpbert")
     assert params["dataset"] == "umls" and params["encoder_key"] == "minilm" and params["encoder_source"] == "minilm"
@@ -65,7 +65,7 @@ def test_finetune_params_hold_the_runs_resolved_settings(cpu_jobs):
 def test_resolve_gives_typed_frozen_settings_and_refuses_unknown_keys(cpu_jobs):
     import dataclasses
 
-    from lpbert_core.settings import ScoreSettings
+    from lpbert_core.config.settings import ScoreSettings
 
     s = cpu_jobs.resolve("finetune", "umls", "lpbert")
     assert isinstance(s.lr_encoder, float) and isinstance(s.label_splits, tuple) and s.label_splits == ("train",)
@@ -99,7 +99,7 @@ def test_resolve_gives_typed_frozen_settings_and_refuses_unknown_keys(cpu_jobs):
 
 
 def test_pretrain_params_take_the_datasets_length_and_hold_every_setting(cpu_jobs):
-    from lpbert_core.settings import SECTION_KEYS
+    from lpbert_core.config.settings import SECTION_KEYS
 
     params = cpu_jobs.pretrain_params("umls", "mem")
     assert params["max_length"] == 36 and params["variant"] == "mem"

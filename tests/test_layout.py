@@ -1,5 +1,5 @@
-"""The package reads like the pipeline: one sub-package per stage, none importing another (what several stages need
-sits in the neutral modules at the top of lpbert_core)."""
+"""The package reads like the pipeline: one sub-package per stage, none importing another; what several stages need
+sits in the shared packages, grouped by concern (config, runtime, model, graph, ranking), which import no stage."""
 
 from __future__ import annotations
 
@@ -31,9 +31,22 @@ def test_no_stage_package_imports_another():
     assert not crossing, crossing
 
 
-def test_neutral_modules_import_no_stage_package():
-    """Only the drivers (direct_run: the stages without Snakemake; launch: one rank's stage) call into the stages."""
-    drivers = {"direct_run.py", "launch.py", "__init__.py"}
-    crossing = [f"{path.name} imports {module}" for path in sorted(PACKAGE.glob("*.py")) if path.name not in drivers
-                for module in _imports(path) if module.split(".")[:2][-1] in STAGES and module.startswith("lpbert_core.")]
+SHARED = ("config", "runtime", "model", "graph", "ranking")  # what several stages need, grouped by concern
+DRIVERS = {"runtime/direct_run.py", "runtime/launch.py"}  # the stages without Snakemake; one rank's stage
+
+
+def test_shared_packages_import_no_stage_package():
+    """Only the drivers call into the stages."""
+    crossing = [f"{path.relative_to(PACKAGE)} imports {module}"
+                for shared in SHARED for path in sorted((PACKAGE / shared).glob("*.py"))
+                if str(path.relative_to(PACKAGE)) not in DRIVERS
+                for module in _imports(path) if module.startswith("lpbert_core.") and module.split(".")[1] in STAGES]
     assert not crossing, crossing
+
+
+def test_the_package_is_its_map():
+    """Every module sits in a stage package or a shared one (errors.py, the one error type, is the exception)."""
+    loose = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert loose == ["__init__.py", "errors.py"], loose
+    folders = sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and not p.name.startswith("__"))
+    assert folders == sorted(STAGES + SHARED), folders

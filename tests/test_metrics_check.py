@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 
 from conftest import load_script
-from lpbert_core.ranking import metrics_from_ranks
+from lpbert_core.ranking.filtered_ranks import metrics_from_ranks
 
 
 def _checker():

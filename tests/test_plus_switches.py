@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from conftest import plain_loss
 from lpbert_core.finetune.extra_negatives import (Neighbourhood, PreBatchBank, bank_entities, column_labels,
                                          hard_negative_columns, pre_batch_valid, sample_hard_negatives)
-from lpbert_core.known_answers import KnownAnswers
+from lpbert_core.graph.known_answers import KnownAnswers
 from lpbert_core.finetune.finetune_loss import ScoreColumns, column_loss, infonce_loss, masked_loss
 
 from test_finetune_loop import CFG, _encode, _run, _step_setup, toy_kg
@@ -47,7 +47,7 @@ def test_infonce_margin_is_subtracted_from_the_positive_only():
 
 
 def test_learnable_temperature_starts_at_one_over_tau_is_capped_and_trained():
-    from lpbert_core.siamese import MAX_INVERSE_TEMPERATURE, SiameseModel
+    from lpbert_core.model.siamese import MAX_INVERSE_TEMPERATURE, SiameseModel
     from transformers import BertConfig, BertModel
 
     model = SiameseModel(BertModel(BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1,
@@ -195,7 +195,7 @@ def test_pre_batch_columns_mask_answers_and_weight_the_logits():
 def test_all_entity_step_scores_every_entity_labelled_by_known_answers(setup, loss):
     from lpbert_core.finetune.finetune_step import prepare_batch, prepared_step
 
-    from lpbert_core.known_answers import augment_inverse
+    from lpbert_core.graph.known_answers import augment_inverse
 
     kg, model, builder, _ = _step_setup(setup)
     # (e0, likes) gets a second known answer, e3; row 2 is the dev triple (e0, likes, e5), not a known answer: its
@@ -255,7 +255,7 @@ def test_all_entity_negatives_refuse_the_columns_they_replace(setup, tmp_path):
 def test_all_entity_columns_put_every_entity_once_on_one_rank(ranks):
     """The first E columns are the entities in order, and the ranks' slices (what each encodes, once per distinct
     entity) hold E encodings in all: the last block's padding sits on the rank that already encodes it."""
-    from lpbert_core.distributed import shard_range
+    from lpbert_core.runtime.distributed import shard_range
     from lpbert_core.finetune.finetune_step import all_entity_columns
 
     for num in range(1, 40):
@@ -314,7 +314,7 @@ def test_plus_run_records_its_switches_and_resumes_exactly(setup, tmp_path):
     # the selected epoch's model holds the temperature that epoch ended with
     assert info["new_layers"]["infonce_temperature"] == pytest.approx(
         la["infonce_temperature"].iloc[info["best_epoch"] - 1], rel=1e-6)
-    from lpbert_core.siamese import load_run_model
+    from lpbert_core.model.siamese import load_run_model
 
     model, _ = load_run_model(tmp_path / "a/model")
     assert model.log_inv_t is not None

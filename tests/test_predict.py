@@ -8,7 +8,7 @@ from conftest import paper_section
 
 from lpbert_core.finetune.finetune_loop import run_finetune
 from lpbert_core.evaluate.predict import LinkPredictor, main
-from lpbert_core.ranking import metrics_from_ranks
+from lpbert_core.ranking.filtered_ranks import metrics_from_ranks
 from lpbert_core.evaluate.scoring import run_score
 
 from test_finetune_loop import toy_kg

@@ -1,4 +1,4 @@
-"""Preemption-safe training (lpbert_core.preemption): a stop signal makes a training stage checkpoint at the next step
+"""Preemption-safe training (lpbert_core.runtime.preemption): a stop signal makes a training stage checkpoint at the next step
 boundary and exit non-zero; the rerun resumes mid-epoch and ends exactly as an uninterrupted run (CPU, tiny encoder).
 Also the wall-clock checkpoint interval and the tally of checkpoint bytes."""
 
@@ -19,8 +19,8 @@ import torch
 from conftest import make_toy_kg, paper_section
 from safetensors.torch import load_file
 
-from lpbert_core import preemption
-from lpbert_core.encoders import load_tokenizer
+from lpbert_core.runtime import preemption
+from lpbert_core.model.encoders import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = ["river", "mountain", "city", "forest", "desert", "island", "valley", "lake", "ocean", "plain"]
@@ -155,9 +155,9 @@ def test_timed_checkpoints_change_nothing(tiny_encoder_dir, tmp_path):
 CHILD = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
-    from lpbert_core import preemption
+    from lpbert_core.runtime import preemption
     from lpbert_core.pretrain import pretrain_loop
-    from lpbert_core.stage import run_stage
+    from lpbert_core.runtime.stage_runner import run_stage
 
     args = json.loads(Path(sys.argv[1]).read_text())
     real, steps = pretrain_loop.optimizer_step, [0]

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from snakemake.utils import update_config
 
-from lpbert_core.cpu_estimate import cpu_hours, no_gpu_message
+from lpbert_core.runtime.cpu_estimate import cpu_hours, no_gpu_message
 
 REPO = Path(__file__).resolve().parents[1]
 

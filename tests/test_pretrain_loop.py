@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModel
 
-from lpbert_core.encoders import load_tokenizer
+from lpbert_core.model.encoders import load_tokenizer
 from conftest import make_toy_kg
 from lpbert_core.pretrain.pretrain_loop import LOG_COLUMNS, PICKLE_SUFFIXES, train
 
@@ -114,7 +114,7 @@ def test_batch_order(tiny_encoder_dir, kg, tmp_path, monkeypatch, order):
     import numpy as np
 
     import lpbert_core.pretrain.pretrain_loop as loop
-    from lpbert_core.training import epoch_seed, length_sorted_batches, random_batches
+    from lpbert_core.runtime.training import epoch_seed, length_sorted_batches, random_batches
 
     seen = []
     real = loop._run_epoch
@@ -144,7 +144,7 @@ def test_bad_batch_order_is_rejected(tiny_encoder_dir, kg, tmp_path):
 # ------------------------------------------------------------------ authors'-code switches
 
 def test_optimizer_switch_builds_adam_groups():
-    from lpbert_core.training import build_optimizer
+    from lpbert_core.runtime.training import build_optimizer
 
     model = torch.nn.ModuleDict({"encoder": torch.nn.Linear(3, 3), "head": torch.nn.Linear(3, 2)})
     adamw = build_optimizer(model, "encoder.", 5e-5, 1e-4, 0.01)
@@ -159,7 +159,7 @@ def test_optimizer_switch_builds_adam_groups():
 def test_plateau_schedule_halves_and_round_trips():
     import json
 
-    from lpbert_core.training import PlateauSchedule, build_epoch_scheduler, build_optimizer, scheduler_epoch_end
+    from lpbert_core.runtime.training import PlateauSchedule, build_epoch_scheduler, build_optimizer, scheduler_epoch_end
 
     model = torch.nn.ModuleDict({"encoder": torch.nn.Linear(3, 3)})
     opt = build_optimizer(model, "encoder.", 1e-4, 1e-4, 0.0, kind="adam")
@@ -216,7 +216,7 @@ def test_authors_switches_resume_after_kill(tiny_encoder_dir, kg, tmp_path):
 def test_fingerprint_follows_the_settings():
     from lpbert_core.pretrain.pretrain_loop import _fingerprint
 
-    from lpbert_core.settings import PretrainSettings
+    from lpbert_core.config.settings import PretrainSettings
 
     base = PretrainSettings.from_mapping(paper_section("pretrain", variant="mem", encoder_key="minilm",
                                                        encoder_source="minilm"))

@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel
 
-from lpbert_core.encoders import load_tokenizer
+from lpbert_core.model.encoders import load_tokenizer
 from conftest import make_toy_kg
 from lpbert_core.pretrain.pretrain_model import ENCODER_PREFIX, PretrainModel, TokenHead
 from lpbert_core.pretrain.pretrain_samples import IGNORE, build_samples, collate
-from lpbert_core.training import build_optimizer
+from lpbert_core.runtime.training import build_optimizer
 
 PAPER_PROBS = {"mem_head": 0.4, "mem_tail": 0.4, "mrm": 0.2}
 

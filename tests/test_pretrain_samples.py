@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lpbert_core.encoders import load_tokenizer
+from lpbert_core.model.encoders import load_tokenizer
 from conftest import make_toy_kg
 from lpbert_core.pretrain.pretrain_samples import (
     IGNORE,

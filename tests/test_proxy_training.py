@@ -13,7 +13,7 @@ from conftest import paper_section, plain_loss
 from lpbert_core.finetune.calibration import balanced_shift, focal_positive_share, gradient_share, measured_shift
 from lpbert_core.finetune.finetune_loss import LossConfig
 from lpbert_core.finetune.step_budget import BatchPlan, budget_segments
-from lpbert_core.training import epoch_seed, training_batches
+from lpbert_core.runtime.training import epoch_seed, training_batches
 
 from test_finetune_loop import CFG, _encode, _run, _step_setup, _weights, toy_kg
 
@@ -137,7 +137,7 @@ def test_entity_bank_columns_exact_logits(setup):
     InfoNCE loss over [in-batch | bank] by hand."""
     from lpbert_core.finetune.entity_bank import EntityBank
     from lpbert_core.finetune.finetune_step import prepare_batch, prepared_step
-    from lpbert_core.known_answers import known_answers
+    from lpbert_core.graph.known_answers import known_answers
 
     kg, model, builder, _ = _step_setup(setup)
     known = known_answers(kg)
@@ -214,9 +214,9 @@ def test_anchor_report_by_hand():
     """Two tail queries over 4 entities. Query 0 (anchor 0, gold 2): the anchor scores highest, so it is first and
     the gold is second; with the anchor out the gold is first. Query 1 (anchor 1, gold 3, entity 2 a known answer):
     the gold is first."""
-    from lpbert_core.anchor_diagnostics import anchor_report
-    from lpbert_core.evaluation import build_queries
-    from lpbert_core.ranking import build_filter_index
+    from lpbert_core.ranking.anchor_diagnostics import anchor_report
+    from lpbert_core.ranking.rank_split import build_queries
+    from lpbert_core.ranking.filtered_ranks import build_filter_index
 
     ent = torch.eye(4)
     qv = torch.tensor([[1.0, 0.0, 0.5, 0.1], [0.0, 0.2, 0.9, 1.0]])

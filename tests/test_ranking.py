@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lpbert_core.ranking import build_filter_index, filtered_ranks, metrics_from_ranks
+from lpbert_core.ranking.filtered_ranks import build_filter_index, filtered_ranks, metrics_from_ranks
 
 
 def test_ranks_with_ties_unfiltered():

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from lpbert_core.sequences import SequenceBuilder
+from lpbert_core.model.sequences import SequenceBuilder
 from conftest import make_toy_kg
-from lpbert_core.kg import seeded_subset
-from lpbert_core.ranking import build_filter_index, metrics_from_ranks
-from lpbert_core.evaluation import build_queries, encode_entities, encode_sequences, evaluate_split, rank_queries
+from lpbert_core.graph.kg import seeded_subset
+from lpbert_core.ranking.filtered_ranks import build_filter_index, metrics_from_ranks
+from lpbert_core.ranking.rank_split import build_queries, encode_entities, encode_sequences, evaluate_split, rank_queries
 
 
 def test_build_queries_both_directions():
@@ -53,7 +53,7 @@ def test_chunking_does_not_change_ranks():
 def toy(tiny_encoder_dir):
     from transformers import AutoModel, AutoTokenizer
 
-    from lpbert_core.siamese import SiameseModel
+    from lpbert_core.model.siamese import SiameseModel
 
     tok = AutoTokenizer.from_pretrained(tiny_encoder_dir)
     ents = {f"e{i}": (w, "a thing" if i % 2 else "") for i, w in enumerate(

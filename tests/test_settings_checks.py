@@ -4,7 +4,7 @@ import pytest
 
 from conftest import paper_section
 from lpbert_core.errors import ConfigError
-from lpbert_core.settings import FinetuneSettings
+from lpbert_core.config.settings import FinetuneSettings
 
 from test_workflow import snakemake, workdir
 
@@ -25,9 +25,9 @@ def test_settings_refuse_bad_combinations(bad, message):
 
 
 def test_direct_run_and_snakemake_refuse_before_any_stage(tmp_path):
-    from lpbert_core.config_files import load_config, merge
-    from lpbert_core.direct_run import DirectRun
-    from lpbert_core.job_settings import JobSettings
+    from lpbert_core.config.load import load_config, merge
+    from lpbert_core.runtime.direct_run import DirectRun
+    from lpbert_core.config.resolve import JobSettings
     from test_workflow import REPO
 
     overlay = {"runs": {"bad": {"model": "lpbert", "pretrain": "none", "in_batch_negatives": True,

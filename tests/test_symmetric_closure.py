@@ -6,7 +6,7 @@ import numpy as np
 
 from lpbert_core.finetune.extra_negatives import Neighbourhood, sample_hard_negatives
 from lpbert_core.finetune.finetune_data import label_matrix
-from lpbert_core.known_answers import (KnownAnswers, augment_inverse, close_symmetric, known_answers,
+from lpbert_core.graph.known_answers import (KnownAnswers, augment_inverse, close_symmetric, known_answers,
                                        self_reverse_shares, symmetric_relations, train_known_answers)
 
 R = 2  # relation 0 symmetric, relation 1 not
@@ -115,7 +115,7 @@ def test_answers_of_matches_brute_force():
 def test_known_matrix_equals_contains_on_the_grid():
     """KnownAnswers.matrix (the label matrix's fast path) against `contains` on every (row, column) pair, with
     repeated columns and queries without answers."""
-    from lpbert_core.known_answers import KnownAnswers
+    from lpbert_core.graph.known_answers import KnownAnswers
 
     rng = np.random.default_rng(3)
     triples = np.stack([rng.integers(0, 12, 200), rng.integers(0, 4, 200), rng.integers(0, 12, 200)], 1)

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 
 from lpbert_core.errors import InputError
-from lpbert_core.ranking import metrics_from_ranks
+from lpbert_core.ranking.filtered_ranks import metrics_from_ranks
 from lpbert_core.report.reproduction import build_reproduction
 from lpbert_core.report.table_render import CLEAN_NOTE
-from lpbert_core.results import METRICS, RANK_TYPES, SIDES, flat_key, json_key, read_metrics
+from lpbert_core.ranking.results import METRICS, RANK_TYPES, SIDES, flat_key, json_key, read_metrics
 from lpbert_core.report.table_frames import build_table
 from lpbert_core.report.table_sources import (RowSpec, aggregate, epochs_timed, epochs_trained, floor_label,
                                               inference_seconds, load_paper, read_benchmark_seconds)

@@ -1,12 +1,12 @@
-"""The vectorised batch assembly (lpbert_core.token_table) gives exactly the tensors of SequenceBuilder + collate_pairs:
+"""The vectorised batch assembly (lpbert_core.model.token_table) gives exactly the tensors of SequenceBuilder + collate_pairs:
 queries with long heads and long relations cut as the builder cuts them, candidates cut to max_length - 2."""
 import numpy as np
 import pytest
 import torch
 
 from conftest import make_toy_kg
-from lpbert_core.sequences import SequenceBuilder, collate_pairs
-from lpbert_core.token_table import TokenTable
+from lpbert_core.model.sequences import SequenceBuilder, collate_pairs
+from lpbert_core.model.token_table import TokenTable
 
 WORDS = "the quick brown fox jumps over a lazy dog while seven wizards quietly judge boxing matches".split()
 

@@ -1,4 +1,4 @@
-"""One device setting and mixed precision (lpbert_core.training): no silent CPU fallback, bf16 only where the GPU has it
+"""One device setting and mixed precision (lpbert_core.runtime.training): no silent CPU fallback, bf16 only where the GPU has it
 natively, CPU bf16 autocast on request (how the whole-DAG test runs every loop under autocast)."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import os
 import pytest
 import torch
 
-from lpbert_core import training
-from lpbert_core.training import autocast_context, compute_record, needs_grad_scaler, pick_device, resolve_precision
+from lpbert_core.runtime import training
+from lpbert_core.runtime.training import autocast_context, compute_record, needs_grad_scaler, pick_device, resolve_precision
 
 CPU = torch.device("cpu")
 CUDA = torch.device("cuda")
@@ -71,7 +71,7 @@ def test_auto_on_a_gpu_machine_with_a_torch_without_cuda_stops_with_one_line(mon
 
     # a stage stops with the one line (run_stage), not a traceback; this machine's torch may have CUDA: faked off
     code = ("import torch; torch.cuda.is_available = lambda: False\n"
-            "from lpbert_core.stage import run_stage\nfrom lpbert_core.training import pick_device\n"
+            "from lpbert_core.runtime.stage_runner import run_stage\nfrom lpbert_core.runtime.training import pick_device\n"
             "run_stage(None, lambda: pick_device('auto'))\n")
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
     env["LPBERT_GPU_COUNT"] = "1"

@@ -31,7 +31,7 @@ def _model(enc_dir, two_towers=True, perturb=True):
     generator), so a query encoded by the wrong tower would show."""
     from transformers import AutoModel
 
-    from lpbert_core.siamese import SiameseModel
+    from lpbert_core.model.siamese import SiameseModel
 
     model = SiameseModel(AutoModel.from_pretrained(enc_dir)).eval()
     if two_towers:
@@ -46,7 +46,7 @@ def _model(enc_dir, two_towers=True, perturb=True):
 
 def _by_tower(model, builder, tower, rows=None, entities=None):
     """Hand encoding with one named tower (the shared `encode` pooling on that tower's output)."""
-    from lpbert_core.sequences import collate_pairs
+    from lpbert_core.model.sequences import collate_pairs
 
     pad = builder.kg.special.pad
     if rows is not None:
@@ -63,8 +63,8 @@ def _by_tower(model, builder, tower, rows=None, entities=None):
 def test_step_scores_query_tower_queries_against_entity_tower_candidates(setup):
     from lpbert_core.finetune.finetune_data import label_matrix
     from lpbert_core.finetune.finetune_step import encode_batch, training_step
-    from lpbert_core.known_answers import train_known_answers
-    from lpbert_core.sequences import SequenceBuilder
+    from lpbert_core.graph.known_answers import train_known_answers
+    from lpbert_core.model.sequences import SequenceBuilder
 
     kg, _, enc_dir = setup
     model = _model(enc_dir)
@@ -87,12 +87,12 @@ def test_step_scores_query_tower_queries_against_entity_tower_candidates(setup):
 
 
 def test_one_step_moves_the_towers_apart_and_one_tower_stays_one(setup):
-    from lpbert_core.distributed import data_parallel
+    from lpbert_core.runtime.distributed import data_parallel
     from lpbert_core.finetune.finetune_step import FinetuneStep, training_step
-    from lpbert_core.known_answers import train_known_answers
-    from lpbert_core.sequences import SequenceBuilder
-    from lpbert_core.siamese import ENCODER_PREFIXES
-    from lpbert_core.training import build_optimizer, build_scheduler, optimizer_step
+    from lpbert_core.graph.known_answers import train_known_answers
+    from lpbert_core.model.sequences import SequenceBuilder
+    from lpbert_core.model.siamese import ENCODER_PREFIXES
+    from lpbert_core.runtime.training import build_optimizer, build_scheduler, optimizer_step
 
     kg, _, enc_dir = setup
     model = _model(enc_dir, perturb=False)
@@ -115,9 +115,9 @@ def test_one_step_moves_the_towers_apart_and_one_tower_stays_one(setup):
 # ------------------------------------------------------------------ (b) the run folder
 
 def test_two_tower_folder_round_trips_to_identical_vectors(setup, tmp_path):
-    from lpbert_core.evaluation import encode_entities, encode_queries
-    from lpbert_core.sequences import SequenceBuilder
-    from lpbert_core.siamese import QUERY_ENCODER_DIR, load_run_model, save_run_model
+    from lpbert_core.ranking.rank_split import encode_entities, encode_queries
+    from lpbert_core.model.sequences import SequenceBuilder
+    from lpbert_core.model.siamese import QUERY_ENCODER_DIR, load_run_model, save_run_model
 
     kg, tok, enc_dir = setup
     model = _model(enc_dir)
@@ -144,8 +144,8 @@ def test_two_tower_folder_round_trips_to_identical_vectors(setup, tmp_path):
 # ------------------------------------------------------------------ (c) the optimizer
 
 def test_both_towers_get_the_encoder_learning_rate_and_its_decay_rules(setup):
-    from lpbert_core.siamese import ENCODER_PREFIXES
-    from lpbert_core.training import build_optimizer
+    from lpbert_core.model.siamese import ENCODER_PREFIXES
+    from lpbert_core.runtime.training import build_optimizer
 
     model = _model(setup[2])
     optimizer = build_optimizer(model, ENCODER_PREFIXES, LR_ENCODER, LR_NEW, 0.01)
@@ -164,7 +164,7 @@ def test_both_towers_get_the_encoder_learning_rate_and_its_decay_rules(setup):
 def test_one_tower_keeps_the_state_dict_and_folder(setup, tmp_path):
     from transformers import AutoModel
 
-    from lpbert_core.siamese import save_run_model
+    from lpbert_core.model.siamese import save_run_model
 
     kg, tok, enc_dir = setup
     model = _model(enc_dir, two_towers=False)
@@ -181,7 +181,7 @@ def test_two_tower_run_records_the_switch_and_resumes_exactly(setup, tmp_path):
     _run(setup, tmp_path / "a", cfg=cfg)
     assert _run(setup, tmp_path / "c", cfg=cfg, stop_after=4)["killed"]
     _run(setup, tmp_path / "c", cfg=cfg)
-    from lpbert_core.siamese import load_run_model
+    from lpbert_core.model.siamese import load_run_model
 
     a, info = load_run_model(tmp_path / "a/model")
     c, _ = load_run_model(tmp_path / "c/model")
@@ -201,12 +201,12 @@ def test_two_tower_run_records_the_switch_and_resumes_exactly(setup, tmp_path):
 def _rank_step(enc_dir: str, out: str, rank: int) -> None:
     from transformers import AutoTokenizer
 
-    from lpbert_core.distributed import data_parallel
+    from lpbert_core.runtime.distributed import data_parallel
     from lpbert_core.finetune.finetune_step import FinetuneStep, training_step
-    from lpbert_core.known_answers import train_known_answers
-    from lpbert_core.sequences import SequenceBuilder
-    from lpbert_core.siamese import ENCODER_PREFIXES
-    from lpbert_core.training import build_optimizer, build_scheduler, optimizer_step
+    from lpbert_core.graph.known_answers import train_known_answers
+    from lpbert_core.model.sequences import SequenceBuilder
+    from lpbert_core.model.siamese import ENCODER_PREFIXES
+    from lpbert_core.runtime.training import build_optimizer, build_scheduler, optimizer_step
     from safetensors.torch import save_file
 
     kg = toy_kg(AutoTokenizer.from_pretrained(enc_dir))

@@ -274,12 +274,12 @@ def test_second_run_has_nothing_to_do_and_the_report_builds(dag):
 
 
 def test_stages_driven_without_snakemake_give_the_same_run(dag, tmp_path, monkeypatch):
-    """lpbert_core.direct_run (what tools/gpu_check.py drives where Snakemake is absent) on the same config:
-    lpbert_core.config_files merges it as --configfile does, lpbert_core.job_settings gives every stage the rules'
+    """lpbert_core.runtime.direct_run (what tools/gpu_check.py drives where Snakemake is absent) on the same config:
+    lpbert_core.config.load merges it as --configfile does, lpbert_core.config.resolve gives every stage the rules'
     arguments, so pre-training, fine-tuning and scoring of run `lpbert` repeat Snakemake's numbers to the last digit."""
-    from lpbert_core.config_files import load_config
-    from lpbert_core.direct_run import DirectRun
-    from lpbert_core.job_settings import JobSettings
+    from lpbert_core.config.load import load_config
+    from lpbert_core.runtime.direct_run import DirectRun
+    from lpbert_core.config.resolve import JobSettings
 
     wd = dag["wd"]
     config = load_config([wd / "config.yaml", wd / ".test/config.yaml"])

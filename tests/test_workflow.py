@@ -255,14 +255,14 @@ def test_checksum_mismatch_in_the_workflow_leaves_no_raw_folder(tmp_path):
 
 
 def test_every_setting_has_its_default_in_config_yaml():
-    """Defaults live in one place: config.yaml holds every key a stage reads (the fields of lpbert_core.settings'
+    """Defaults live in one place: config.yaml holds every key a stage reads (the fields of lpbert_core.config.settings'
     dataclasses, which carry no values) and the schema requires each, so no code default can disagree with it."""
     import dataclasses
 
     import yaml
 
     from lpbert_core.finetune.finetune_loss import LossConfig
-    from lpbert_core.settings import SECTION_KEYS, STAGES
+    from lpbert_core.config.settings import SECTION_KEYS, STAGES
 
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     schema = yaml.safe_load((REPO / "schemas/config.schema.yaml").read_text())["properties"]

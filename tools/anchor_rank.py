@@ -26,13 +26,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from lpbert_core.anchor_diagnostics import COUNTS, anchor_counts  # the counting lives in the package
+from lpbert_core.ranking.anchor_diagnostics import COUNTS, anchor_counts  # the counting lives in the package
 
 
 def anchor_report(run_dir: Path) -> dict:
     from lpbert_core.evaluate.predict import LinkPredictor
-    from lpbert_core.evaluation import build_queries, encode_queries, known_answer_mask, known_triples
-    from lpbert_core.ranking import build_filter_index
+    from lpbert_core.ranking.rank_split import build_queries, encode_queries, known_answer_mask, known_triples
+    from lpbert_core.ranking.filtered_ranks import build_filter_index
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     if metrics.get("head_ranking", "inverse_query") != "inverse_query":

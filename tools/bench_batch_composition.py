@@ -26,10 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lpbert_core.finetune.finetune_data import training_triples  # noqa: E402
-from lpbert_core.sequences import SequenceBuilder  # noqa: E402
-from lpbert_core.kg import load_tokenized_kg  # noqa: E402
+from lpbert_core.model.sequences import SequenceBuilder  # noqa: E402
+from lpbert_core.graph.kg import load_tokenized_kg  # noqa: E402
 from lpbert_core.pretrain.pretrain_samples import TASK_NAMES, build_samples  # noqa: E402
-from lpbert_core.training import BATCH_ORDERS, epoch_seed, training_batches  # noqa: E402
+from lpbert_core.runtime.training import BATCH_ORDERS, epoch_seed, training_batches  # noqa: E402
 
 
 def _summary(values) -> dict:

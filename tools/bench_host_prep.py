@@ -2,7 +2,7 @@
 waits for data.
 
 Host preparation = everything `finetune_step.prepare_batch` does before the device sees the batch (negatives, label
-matrix, masks, token tensors): timed per batch for the vectorised assembly (lpbert_core.token_table, the loop's
+matrix, masks, token tensors): timed per batch for the vectorised assembly (lpbert_core.model.token_table, the loop's
 path) and for the per-row Python assembly it replaced (SequenceBuilder + collate_pairs, same tensors), for WN18RR
 fine-tuning at batch 64 and 256 (self-negatives on: the most host work), FB15k-237 at 120, and the pre-training batch
 of 32 (pretrain_loop's collate of already built samples). The wait share: a few real training steps (MiniLM, CPU)
@@ -31,12 +31,12 @@ sys.path.insert(0, str(ROOT))
 from lpbert_core.finetune import finetune_step as step  # noqa: E402
 from lpbert_core.finetune.finetune_data import training_triples  # noqa: E402
 from lpbert_core.finetune.finetune_loss import LossConfig  # noqa: E402
-from lpbert_core.config_files import load_config  # noqa: E402
-from lpbert_core.job_settings import resolve  # noqa: E402
-from lpbert_core.kg import load_tokenized_kg  # noqa: E402
-from lpbert_core.known_answers import known_answers  # noqa: E402
-from lpbert_core.sequences import SequenceBuilder, collate_pairs  # noqa: E402
-from lpbert_core.training import epoch_seed, torch_threads, training_batches  # noqa: E402
+from lpbert_core.config.load import load_config  # noqa: E402
+from lpbert_core.config.resolve import resolve  # noqa: E402
+from lpbert_core.graph.kg import load_tokenized_kg  # noqa: E402
+from lpbert_core.graph.known_answers import known_answers  # noqa: E402
+from lpbert_core.model.sequences import SequenceBuilder, collate_pairs  # noqa: E402
+from lpbert_core.runtime.training import epoch_seed, torch_threads, training_batches  # noqa: E402
 
 CASES = [("WN18RR", 64), ("WN18RR", 256), ("FB15k-237", 120)]
 
@@ -110,9 +110,9 @@ def time_pretrain(dataset: str, batches: int, sample_triples: int = 20_000) -> d
 
 def wait_share(dataset: str, bs: int, steps: int) -> dict:
     """A few real steps with the loop's prefetch: the share of step time spent waiting for the next batch."""
-    from lpbert_core.encoders import load_encoder
+    from lpbert_core.model.encoders import load_encoder
     from lpbert_core.finetune.batch_feed import BatchFeed
-    from lpbert_core.siamese import SiameseModel
+    from lpbert_core.model.siamese import SiameseModel
 
     config = load_config([ROOT / "config.yaml"])
     cfg = resolve(config, "finetune", dataset, "lpbert-plus")

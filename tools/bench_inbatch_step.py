@@ -23,17 +23,17 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lpbert_core.config_files import load_config  # noqa: E402
-from lpbert_core.encoders import load_encoder  # noqa: E402
-from lpbert_core.job_settings import resolve  # noqa: E402
+from lpbert_core.config.load import load_config  # noqa: E402
+from lpbert_core.model.encoders import load_encoder  # noqa: E402
+from lpbert_core.config.resolve import resolve  # noqa: E402
 from lpbert_core.finetune.finetune_data import label_matrix, training_triples  # noqa: E402
-from lpbert_core.known_answers import train_known_answers  # noqa: E402
-from lpbert_core.sequences import SequenceBuilder  # noqa: E402
+from lpbert_core.graph.known_answers import train_known_answers  # noqa: E402
+from lpbert_core.model.sequences import SequenceBuilder  # noqa: E402
 from lpbert_core.finetune.finetune_step import encode_batch  # noqa: E402
 from lpbert_core.finetune.finetune_loss import LossConfig, batch_loss, pair_loss  # noqa: E402
-from lpbert_core.kg import load_tokenized_kg  # noqa: E402
-from lpbert_core.siamese import SiameseModel, pair_cosine, pair_distance  # noqa: E402
-from lpbert_core.training import build_optimizer, torch_threads  # noqa: E402
+from lpbert_core.graph.kg import load_tokenized_kg  # noqa: E402
+from lpbert_core.model.siamese import SiameseModel, pair_cosine, pair_distance  # noqa: E402
+from lpbert_core.runtime.training import build_optimizer, torch_threads  # noqa: E402
 
 
 def main() -> None:

@@ -20,13 +20,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lpbert_core.config_files import load_config  # noqa: E402
-from lpbert_core.encoders import load_encoder, load_tokenizer  # noqa: E402
+from lpbert_core.config.load import load_config  # noqa: E402
+from lpbert_core.model.encoders import load_encoder, load_tokenizer  # noqa: E402
 from lpbert_core.finetune.finetune_loop import finetune  # noqa: E402
-from lpbert_core.job_settings import resolve  # noqa: E402
-from lpbert_core.kg import load_tokenized_kg  # noqa: E402
-from lpbert_core.settings import dataset_section  # noqa: E402
-from lpbert_core.training import torch_threads  # noqa: E402
+from lpbert_core.config.resolve import resolve  # noqa: E402
+from lpbert_core.graph.kg import load_tokenized_kg  # noqa: E402
+from lpbert_core.config.settings import dataset_section  # noqa: E402
+from lpbert_core.runtime.training import torch_threads  # noqa: E402
 
 CANDIDATES = {
     "affine+per_pair": {"probability": "affine", "distance": "per_pair"},

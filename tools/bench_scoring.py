@@ -29,13 +29,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lpbert_core.encoders import load_encoder  # noqa: E402
-from lpbert_core.sequences import SequenceBuilder  # noqa: E402
-from lpbert_core.kg import load_tokenized_kg  # noqa: E402
-from lpbert_core.ranking import build_filter_index  # noqa: E402
-from lpbert_core.evaluation import build_queries, encode_sequences, entity_pairs, known_triples, rank_queries  # noqa: E402
-from lpbert_core.siamese import SiameseModel  # noqa: E402
-from lpbert_core.training import torch_threads  # noqa: E402
+from lpbert_core.model.encoders import load_encoder  # noqa: E402
+from lpbert_core.model.sequences import SequenceBuilder  # noqa: E402
+from lpbert_core.graph.kg import load_tokenized_kg  # noqa: E402
+from lpbert_core.ranking.filtered_ranks import build_filter_index  # noqa: E402
+from lpbert_core.ranking.rank_split import build_queries, encode_sequences, entity_pairs, known_triples, rank_queries  # noqa: E402
+from lpbert_core.model.siamese import SiameseModel  # noqa: E402
+from lpbert_core.runtime.training import torch_threads  # noqa: E402
 
 
 @torch.inference_mode()

@@ -36,16 +36,16 @@ sys.path.insert(0, str(ROOT))
 from lpbert_core.finetune import finetune_loop as loop  # noqa: E402
 from lpbert_core.finetune import finetune_step as step  # noqa: E402
 from lpbert_core.finetune.batch_feed import BatchFeed  # noqa: E402
-from lpbert_core.config_files import load_config  # noqa: E402
-from lpbert_core.encoders import load_encoder  # noqa: E402
-from lpbert_core.job_settings import resolve  # noqa: E402
+from lpbert_core.config.load import load_config  # noqa: E402
+from lpbert_core.model.encoders import load_encoder  # noqa: E402
+from lpbert_core.config.resolve import resolve  # noqa: E402
 from lpbert_core.finetune.finetune_data import training_triples  # noqa: E402
-from lpbert_core.known_answers import known_answers  # noqa: E402
-from lpbert_core.sequences import SequenceBuilder  # noqa: E402
+from lpbert_core.graph.known_answers import known_answers  # noqa: E402
+from lpbert_core.model.sequences import SequenceBuilder  # noqa: E402
 from lpbert_core.finetune.finetune_loss import LossConfig, batch_loss  # noqa: E402
-from lpbert_core.kg import load_tokenized_kg  # noqa: E402
-from lpbert_core.siamese import SiameseModel  # noqa: E402
-from lpbert_core.training import (autocast_context, build_optimizer, build_scheduler, epoch_seed,  # noqa: E402
+from lpbert_core.graph.kg import load_tokenized_kg  # noqa: E402
+from lpbert_core.model.siamese import SiameseModel  # noqa: E402
+from lpbert_core.runtime.training import (autocast_context, build_optimizer, build_scheduler, epoch_seed,  # noqa: E402
                                   torch_threads, training_batches)
 
 PHASES = ("batch_prep", "h2d_copy", "forward", "loss", "backward", "optimizer", "other")

@@ -4,7 +4,7 @@
      (LPBERT_TEST_DEVICE=cuda: 2 ranks on one card through gloo), tests/test_training_device.py on the GPU, and the
      UMLS model scored in fp32 and in bf16 autocast;
   2. one UMLS run at the paper's settings (config.yaml: pre-training mem-mrm-mlm, 50 epochs with early stop, batch
-     32; fine-tuning batch 128, 30 epochs, early stop 1) through lpbert_core.direct_run, the rules' own arguments;
+     32; fine-tuning batch 128, 30 epochs, early stop 1) through lpbert_core.runtime.direct_run, the rules' own arguments;
   3. one WN18RR fine-tuning epoch (run t4-none, paper batch 64, max length 128) plus full filtered test scoring,
      timed;
   4. with the time left: the UMLS study's leading readings at the paper's settings on the same pre-training.
@@ -71,7 +71,7 @@ def pack() -> None:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from lpbert_core.encoders import resolve_encoder
+    from lpbert_core.model.encoders import resolve_encoder
 
     source = Path(resolve_encoder("minilm"))
     target = PACK / "minilm-fp16"
@@ -198,9 +198,9 @@ def main_run(args) -> None:
     import torch
     import transformers
 
-    from lpbert_core.config_files import load_config, merge
-    from lpbert_core.direct_run import DirectRun
-    from lpbert_core.job_settings import JobSettings
+    from lpbert_core.config.load import load_config, merge
+    from lpbert_core.runtime.direct_run import DirectRun
+    from lpbert_core.config.resolve import JobSettings
 
     report = Report(out, work, args.budget_s)
     report.only = args.only or []
@@ -280,7 +280,7 @@ PROXY_SMOKE = {"finetune": {"per_dataset": {"WN18RR": {"train_subsample": 64, "d
 def proxy_calibration_config(readings: list[str], smoke: bool) -> dict:
     """config.yaml with the named proxy readings as runs, each at two full WN18RR epochs (the paper's length and
     batch; the proxy's dev subset and diagnostics, patience 2 so both epochs run) and the full test split."""
-    from lpbert_core.config_files import load_config, merge
+    from lpbert_core.config.load import load_config, merge
 
     config = load_config([REPO / "config.yaml"])
     proxy = load_config([REPO / "configs/proxy.yaml"])
@@ -301,8 +301,8 @@ def main_proxy_calibration(args) -> None:
     out, work = prepare_folders(args)
     import torch
 
-    from lpbert_core.direct_run import DirectRun
-    from lpbert_core.job_settings import JobSettings
+    from lpbert_core.runtime.direct_run import DirectRun
+    from lpbert_core.config.resolve import JobSettings
 
     report = Report(out, work, args.budget_s)
     cuda = torch.cuda.is_available()

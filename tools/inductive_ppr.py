@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from lpbert_core.baselines.ppr import PprScorer, evaluate
-from lpbert_core.config_files import load_config
+from lpbert_core.config.load import load_config
 from lpbert_core.evaluate.sampled_negatives import graph_index_from_raw, sample_negative_blocks, write_candidate_lists
-from lpbert_core.ranking import build_filter_index, filtered_ranks
+from lpbert_core.ranking.filtered_ranks import build_filter_index, filtered_ranks
 
 REPO = Path(__file__).resolve().parents[1]
 

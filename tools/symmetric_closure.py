@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lpbert_core.kg import load_tokenized_kg
-from lpbert_core.known_answers import SYMMETRY_THRESHOLD, self_reverse_shares, symmetric_relations, train_known_answers
+from lpbert_core.graph.kg import load_tokenized_kg
+from lpbert_core.graph.known_answers import SYMMETRY_THRESHOLD, self_reverse_shares, symmetric_relations, train_known_answers
 
 
 def split_report(kg, split: str, off, on, symmetric: np.ndarray) -> dict:

@@ -1,6 +1,6 @@
 """Snakemake adapter for rules `inductive_table` and `plus_table` (lpbert_core.report.beyond_tables)."""
 from lpbert_core.report.beyond_tables import OurRun, build_inductive, build_plus
-from lpbert_core.stage import run_stage
+from lpbert_core.runtime.stage_runner import run_stage
 
 sm = snakemake  # noqa: F821
 

@@ -1,6 +1,6 @@
 """Snakemake adapter for rule `breakdown` (per-relation and per-direction metrics of one run)."""
 from lpbert_core.evaluate.breakdown import run_breakdown
-from lpbert_core.stage import run_stage
+from lpbert_core.runtime.stage_runner import run_stage
 
 sm = snakemake  # noqa: F821
 run_stage(sm.log[0], lambda: run_breakdown(

@@ -1,11 +1,11 @@
 """Snakemake adapter for rule `kgbert_score` (sampled cross-encoder ranking, timed and extrapolated)."""
 # Claim this job's GPU(s) first: CUDA_VISIBLE_DEVICES must be set before anything starts CUDA.
-from lpbert_core.gpu_slots import claim_gpus  # noqa: E402
+from lpbert_core.runtime.gpu_slots import claim_gpus  # noqa: E402
 
 claim_gpus(int(snakemake.resources.get("gpu", 0)))  # noqa: F821
 from lpbert_core.baselines.cross_encoder_ranking import run_kgbert_score
-from lpbert_core.stage import run_stage
-from lpbert_core.training import torch_threads
+from lpbert_core.runtime.stage_runner import run_stage
+from lpbert_core.runtime.training import torch_threads
 
 sm = snakemake  # noqa: F821
 torch_threads(sm.threads)

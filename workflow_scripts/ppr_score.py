@@ -2,8 +2,8 @@
 import logging
 
 from lpbert_core.baselines.ppr import run_ppr_score
-from lpbert_core.stage import run_stage
-from lpbert_core.training import torch_threads
+from lpbert_core.runtime.stage_runner import run_stage
+from lpbert_core.runtime.training import torch_threads
 
 sm = snakemake  # noqa: F821
 torch_threads(sm.threads)

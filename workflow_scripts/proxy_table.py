@@ -1,6 +1,6 @@
 """Snakemake adapter for rule proxy_table (lpbert_core.report.proxy_table)."""
 from lpbert_core.report.proxy_table import build_proxy
-from lpbert_core.stage import run_stage
+from lpbert_core.runtime.stage_runner import run_stage
 
 sm = snakemake  # noqa: F821
 

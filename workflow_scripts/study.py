@@ -1,5 +1,5 @@
 """Snakemake adapter for rule `study_summary` (logic: lpbert_core.report.study)."""
-from lpbert_core.stage import run_stage
+from lpbert_core.runtime.stage_runner import run_stage
 
 sm = snakemake  # noqa: F821
 

@@ -38,14 +38,14 @@ output:
 log:            one file
 """
 
-from lpbert_core.stage import run_stage
+from lpbert_core.runtime.stage_runner import run_stage
 from lpbert_core.report.tables import TABLES
 
 sm = snakemake  # noqa: F821
 
 
 def main():
-    from lpbert_core.atomic import atomic_dir
+    from lpbert_core.runtime.atomic import atomic_dir
     from lpbert_core.report.figures import figures_for_tables
     from lpbert_core.report.tables import build_tables
 

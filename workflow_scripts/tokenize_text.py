@@ -1,7 +1,7 @@
 """Snakemake adapter for rule `tokenize` (not named tokenize.py: that would shadow the standard library)."""
 from lpbert_core.data.data_stages import run_tokenize
-from lpbert_core.stage import run_stage
-from lpbert_core.training import torch_threads
+from lpbert_core.runtime.stage_runner import run_stage
+from lpbert_core.runtime.training import torch_threads
 
 sm = snakemake  # noqa: F821
 torch_threads(sm.threads)

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from lpbert_core.run_folder import read_encoder, read_layer, read_run_info, write_run_folder
-from lpbert_core.known_answers import KnownAnswers
-from lpbert_core.kg import TokenizedKG
-from lpbert_core.sequences import split_context_budget  # one rule for sharing a budget between head and tail
-from lpbert_core.training import pad_batch
+from lpbert_core.model.run_folder import read_encoder, read_layer, read_run_info, write_run_folder
+from lpbert_core.graph.known_answers import KnownAnswers
+from lpbert_core.graph.kg import TokenizedKG
+from lpbert_core.model.sequences import split_context_budget  # one rule for sharing a budget between head and tail
+from lpbert_core.runtime.training import pad_batch
 
 CLASSIFIER_FILE = "classifier.safetensors"
 
@@ -165,7 +165,7 @@ class CrossEncoder(nn.Module):
 
     @property
     def two_token_types(self) -> bool:
-        from lpbert_core.encoders import uses_token_types
+        from lpbert_core.model.encoders import uses_token_types
 
         return uses_token_types(self.encoder)
 
@@ -184,7 +184,7 @@ class CrossEncoder(nn.Module):
 
 
 def save_cross_encoder(model: CrossEncoder, tokenizer, directory: str | Path, run_info: dict) -> None:
-    """The run folder (lpbert_core.run_folder): the fine-tuned encoder, classifier.safetensors, lpbert_run.json."""
+    """The run folder (lpbert_core.model.run_folder): the fine-tuned encoder, classifier.safetensors, lpbert_run.json."""
     info = dict(run_info)
     info.update({"scorer": "cross_encoder", "pooling": model.pooling})
     write_run_folder(directory, model.encoder, tokenizer, info, {CLASSIFIER_FILE: model.classifier_state()})

@@ -1,10 +1,10 @@
 """The KG-BERT-style cross-encoder (Table 3) on candidate lists: BERTRL's 50-candidate lists or our GraIL-protocol
 sample (lpbert_core.evaluate.sampled_negatives), the rule kgbert_lists' entry point; lists read by
-lpbert_core.candidate_blocks.
+lpbert_core.ranking.candidate_blocks.
 
 Each listed line is one encoder pass over [CLS] head [SEP] relation [SEP] tail [SEP] (the model trained on vN, the
 text of vN_ind); the rank of the true line among its block's lines, ties optimistic / pessimistic / realistic, as
-every other model of the inductive table is ranked (lpbert_core.candidate_blocks.list_frame).
+every other model of the inductive table is ranked (lpbert_core.ranking.candidate_blocks.list_frame).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lpbert_core.candidate_blocks import CandidateBlocks, list_frame
+from lpbert_core.ranking.candidate_blocks import CandidateBlocks, list_frame
 
 log_ = logging.getLogger("lpbert.kgbert")
 
@@ -44,13 +44,13 @@ def rank_lists_cross(model, kg, builder, blocks: CandidateBlocks, device, batch_
 def run_kgbert_lists(*, settings: dict, inputs: dict, outputs: dict, log=log_.info) -> dict:
     """Rule kgbert_lists. settings: JobSettings.kgbert_params. inputs: model, triples, manifest, and raw (BERTRL's
     lists) or lists (our sampled lists' lists.json). outputs: ranks, metrics."""
-    from lpbert_core.atomic import write_json, write_parquet
+    from lpbert_core.runtime.atomic import write_json, write_parquet
     from lpbert_core.baselines.cross_encoder import TripleSequenceBuilder, load_cross_encoder
-    from lpbert_core.candidate_blocks import list_record, lists_folder, lists_summary, read_candidate_lists
-    from lpbert_core.kg import load_tokenized_kg
-    from lpbert_core.ranking import assert_finite_metrics, metrics_from_ranks
-    from lpbert_core.settings import KgbertSettings
-    from lpbert_core.training import compute_record, pick_device
+    from lpbert_core.ranking.candidate_blocks import list_record, lists_folder, lists_summary, read_candidate_lists
+    from lpbert_core.graph.kg import load_tokenized_kg
+    from lpbert_core.ranking.filtered_ranks import assert_finite_metrics, metrics_from_ranks
+    from lpbert_core.config.settings import KgbertSettings
+    from lpbert_core.runtime.training import compute_record, pick_device
 
     cfg = KgbertSettings.from_mapping(settings["settings"], f"kgbert (run {settings['run']} on {settings['dataset']})")
     device = pick_device(cfg.device)

@@ -3,7 +3,7 @@
 Training: binary cross-entropy on train triples (label 1) and k corrupted triples each (label 0), fresh negatives
 every epoch; AdamW with two learning rates (encoder / classifier), linear warmup and decay; autocast on GPU; a
 checkpoint after every epoch (outside the rule's outputs) so a killed job resumes at the next epoch, and mid-epoch
-every `checkpoint_every_minutes` and on a stop signal (lpbert_core.preemption: then the job exits non-zero; the
+every `checkpoint_every_minutes` and on a stop signal (lpbert_core.runtime.preemption: then the job exits non-zero; the
 checkpoint's `partial` holds the step, the epoch's loss sum so far and each rank's dropout RNG state). Determinism: an
 epoch's negatives, batch order and dropout derive from `epoch_seed(seed, epoch)` only, so on CPU a resumed run ends
 with the same weights as an uninterrupted one, whether it resumes at an epoch boundary or mid-epoch. Dev accuracy:
@@ -12,7 +12,7 @@ dev positives vs one fixed sampled corruption each (rejecting known train and de
 
 Ranking (timed, sampled): lpbert_core.baselines.cross_encoder_ranking.
 
-Several GPUs for training (`gpus_per_job: K`, lpbert_core.distributed): every rank draws the same examples and
+Several GPUs for training (`gpus_per_job: K`, lpbert_core.runtime.distributed): every rank draws the same examples and
 batches (`batch_size` is the global batch) and runs its slice of each batch; its BCE mean is weighted by K times its
 share of the batch, so the gradients averaged over ranks are the global batch's (exact). The dev evaluation runs on
 every rank (small); only rank 0 writes checkpoints and outputs.
@@ -28,14 +28,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from lpbert_core import distributed, preemption
-from lpbert_core.atomic import atomic_dir, write_log_csv
+from lpbert_core.runtime import distributed, preemption
+from lpbert_core.runtime.atomic import atomic_dir, write_log_csv
 from lpbert_core.baselines.cross_encoder import (CrossEncoder, TripleSequenceBuilder, collate_triples, save_cross_encoder, train_triple_set, training_examples)
-from lpbert_core.known_answers import KnownAnswers
-from lpbert_core.kg import TokenizedKG, seeded_subset
-from lpbert_core.settings import KgbertSettings
-from lpbert_core.batch_loader import batch_loader
-from lpbert_core.training import (autocast_context, build_optimizer, compute_record, build_scheduler, epoch_seed, length_sorted_batches,
+from lpbert_core.graph.known_answers import KnownAnswers
+from lpbert_core.graph.kg import TokenizedKG, seeded_subset
+from lpbert_core.config.settings import KgbertSettings
+from lpbert_core.runtime.batch_loader import batch_loader
+from lpbert_core.runtime.training import (autocast_context, build_optimizer, compute_record, build_scheduler, epoch_seed, length_sorted_batches,
                        needs_grad_scaler, optimizer_step, resume_checkpoint, save_checkpoint, set_seed,
                        set_torch_rng_state, torch_rng_state)
 
@@ -289,9 +289,9 @@ def run_kgbert_train(*, settings: dict, inputs: dict, outputs: dict) -> dict:
 
     settings: JobSettings.kgbert_params (dataset, run, run_spec, encoder_key, encoder_source, settings). inputs and
     outputs: as run_finetune's (outputs.train_log is the per-epoch log)."""
-    from lpbert_core.encoders import load_encoder, load_tokenizer
-    from lpbert_core.kg import load_tokenized_kg
-    from lpbert_core.training import pick_device
+    from lpbert_core.model.encoders import load_encoder, load_tokenizer
+    from lpbert_core.graph.kg import load_tokenized_kg
+    from lpbert_core.runtime.training import pick_device
 
     dataset, run, run_spec = settings["dataset"], settings["run"], settings["run_spec"]
     encoder_key, encoder_source = settings["encoder_key"], settings["encoder_source"]

@@ -16,13 +16,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lpbert_core.atomic import write_json, write_parquet
+from lpbert_core.runtime.atomic import write_json, write_parquet
 from lpbert_core.baselines.cross_encoder import CrossEncoder, TripleSequenceBuilder, load_cross_encoder
 from lpbert_core.baselines.cross_encoder_loop import score_triples
-from lpbert_core.settings import KgbertSettings
-from lpbert_core.kg import TokenizedKG
-from lpbert_core.ranking import assert_finite_metrics, build_filter_index, filtered_ranks, metrics_from_ranks
-from lpbert_core.training import compute_record, sync_device
+from lpbert_core.config.settings import KgbertSettings
+from lpbert_core.graph.kg import TokenizedKG
+from lpbert_core.ranking.filtered_ranks import assert_finite_metrics, build_filter_index, filtered_ranks, metrics_from_ranks
+from lpbert_core.runtime.training import compute_record, sync_device
 
 log_ = logging.getLogger("lpbert.kgbert")
 
@@ -168,8 +168,8 @@ def score_run(kg: TokenizedKG, model_dir: str | Path, cfg: KgbertSettings | dict
 def run_kgbert_score(*, settings: dict, inputs: dict, outputs: dict) -> dict:
     """The kgbert_score rule. settings: JobSettings.kgbert_params. inputs: model, triples, manifest. outputs: ranks,
     metrics."""
-    from lpbert_core.kg import load_tokenized_kg
-    from lpbert_core.training import pick_device
+    from lpbert_core.graph.kg import load_tokenized_kg
+    from lpbert_core.runtime.training import pick_device
 
     kg = load_tokenized_kg(Path(inputs["triples"]).parent, Path(inputs["manifest"]).parent)
     section = KgbertSettings.from_mapping(settings["settings"], f"kgbert (run {settings['run']} on {settings['dataset']})")

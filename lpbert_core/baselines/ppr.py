@@ -24,7 +24,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from lpbert_core.ranking import build_filter_index, filtered_ranks, metrics_from_ranks
+from lpbert_core.ranking.filtered_ranks import build_filter_index, filtered_ranks, metrics_from_ranks
 
 PROTOCOLS = ("full", "candidates", "grail50")
 
@@ -130,7 +130,7 @@ def rank_full(scorer: PprScorer, chunk: int = 256) -> pd.DataFrame:
 
 def rank_lists(scorer: PprScorer, blocks) -> pd.DataFrame:
     """Ranks of the true line of each candidate block (column 0) among its lines."""
-    from lpbert_core.candidate_blocks import list_frame
+    from lpbert_core.ranking.candidate_blocks import list_frame
 
     anchors = np.where(blocks.direction == "tail", blocks.head, blocks.tail)
     full = scorer.scores(anchors)
@@ -140,7 +140,7 @@ def rank_lists(scorer: PprScorer, blocks) -> pd.DataFrame:
 
 def evaluate(graph, protocol: str, settings: dict, lists_dir: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
     """(ranks frame, metrics.json object) of PPR on `graph` under one protocol (PROTOCOLS)."""
-    from lpbert_core.candidate_blocks import list_record, lists_summary, read_candidate_lists
+    from lpbert_core.ranking.candidate_blocks import list_record, lists_summary, read_candidate_lists
 
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
@@ -181,8 +181,8 @@ def run_ppr_score(*, settings: dict, inputs: dict, outputs: dict, log=print) -> 
     """Rule ppr_score. settings: {protocol, dataset, ppr: {restart, iterations, graph_splits, weighting,
     exclude_anchor}}. inputs: triples (text/triples.parquet; entities / relations beside it), and for the list
     protocols raw (BERTRL's lists) or lists (our sampled lists' lists.json). outputs: ranks, metrics."""
-    from lpbert_core.atomic import write_json, write_parquet
-    from lpbert_core.candidate_blocks import lists_folder, load_graph_index
+    from lpbert_core.runtime.atomic import write_json, write_parquet
+    from lpbert_core.ranking.candidate_blocks import lists_folder, load_graph_index
 
     graph = load_graph_index(Path(inputs["triples"]).parent)
     protocol = settings["protocol"]

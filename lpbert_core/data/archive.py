@@ -17,7 +17,7 @@ import urllib.request
 import zlib
 from pathlib import Path, PurePosixPath
 
-from lpbert_core.atomic import atomic_dir, atomic_path
+from lpbert_core.runtime.atomic import atomic_dir, atomic_path
 from lpbert_core.errors import InputError
 
 PROVENANCE_FILE = "SOURCE.json"  # written into every raw folder; no graph reader looks at it

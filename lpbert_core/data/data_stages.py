@@ -7,11 +7,11 @@ from pathlib import Path
 
 from lpbert_core.data.archive import (copy_folder_into, describe_files, extract_into, fetch_files_into, renamed, scratch_path,
                       sha256_of, verify_sha256, write_provenance)
-from lpbert_core.atomic import atomic_dir, write_json, write_parquet
+from lpbert_core.runtime.atomic import atomic_dir, write_json, write_parquet
 from lpbert_core.errors import InputError
-from lpbert_core.kg_files import CANDIDATES_FOLDER
+from lpbert_core.graph.kg_files import CANDIDATES_FOLDER
 from lpbert_core.data.text_tables import build_text_tables, graph_summary, name_user_file, summary_lines
-from lpbert_core.settings import TextSettings
+from lpbert_core.config.settings import TextSettings
 from lpbert_core.data.tokens import tokenize_tables
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def _copy_graph_text(text_source: dict, raw_dir: Path, tmp: Path) -> dict:
     folder names no entity of any other graph (an inductive test graph's entities never reach its training graph)."""
     import tempfile
 
-    from lpbert_core.kg_files import SPLIT_FILES, detect_layout, iter_lines, read_triples
+    from lpbert_core.graph.kg_files import SPLIT_FILES, detect_layout, iter_lines, read_triples
 
     archive = Path(text_source["archive"])
     if text_source.get("sha256"):

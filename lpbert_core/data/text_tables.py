@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from lpbert_core.errors import InputError
-from lpbert_core.settings import TextSettings
-from lpbert_core.kg_files import SPLIT_FILES, detect_layout, read_id_text, read_ids, read_triples, readable_id
+from lpbert_core.config.settings import TextSettings
+from lpbert_core.graph.kg_files import SPLIT_FILES, detect_layout, read_id_text, read_ids, read_triples, readable_id
 
 log = logging.getLogger(__name__)
 

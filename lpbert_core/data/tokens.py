@@ -12,8 +12,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lpbert_core.atomic import atomic_dir
-from lpbert_core.encoders import load_tokenizer, resolve_encoder, vocab_hash
+from lpbert_core.runtime.atomic import atomic_dir
+from lpbert_core.model.encoders import load_tokenizer, resolve_encoder, vocab_hash
 
 ENTITY_PIECES = {"name_ids": "name", "description_ids": "description", "text_ids": "text"}
 RELATION_PIECES = {"text_ids": "text", "inverse_ids": "inverse_text"}

@@ -77,7 +77,7 @@ def breakdown_figure(frame: pd.DataFrame, path: str | Path, title: str, max_rela
 def run_breakdown(*, settings: dict, inputs: dict, outputs: dict) -> pd.DataFrame:
     """The breakdown rule: inputs.ranks (ranks.parquet) -> outputs.csv and outputs.png (both written atomically);
     settings: title (of the figure)."""
-    from lpbert_core.atomic import atomic_path
+    from lpbert_core.runtime.atomic import atomic_path
 
     ranks_path, csv_path, png_path, title = inputs["ranks"], outputs["csv"], outputs["png"], settings["title"]
     frame = breakdown(pd.read_parquet(ranks_path))

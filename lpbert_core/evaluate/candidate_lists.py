@@ -23,12 +23,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lpbert_core.candidate_blocks import (LIST_FILES, PER_QUERY, CandidateBlocks, list_frame, list_ranks,  # noqa: F401
+from lpbert_core.ranking.candidate_blocks import (LIST_FILES, PER_QUERY, CandidateBlocks, list_frame, list_ranks,  # noqa: F401
                                           list_record, lists_folder, lists_summary, read_candidate_lists)
-from lpbert_core.sequences import SequenceBuilder
-from lpbert_core.kg import TokenizedKG
-from lpbert_core.ranking import metrics_from_ranks
-from lpbert_core.evaluation import encode_entities, encode_queries
+from lpbert_core.model.sequences import SequenceBuilder
+from lpbert_core.graph.kg import TokenizedKG
+from lpbert_core.ranking.filtered_ranks import metrics_from_ranks
+from lpbert_core.ranking.rank_split import encode_entities, encode_queries
 
 
 @torch.inference_mode()
@@ -54,11 +54,11 @@ def run_score_candidates(*, settings, inputs: dict, outputs: dict, log=print) ->
 
     settings: as run_score's. inputs: model, triples, manifest, and raw (the test graph's raw folder, which holds
     BERTRL's lists in CANDIDATES_FOLDER) or lists (sampled lists: their lists.json). outputs: ranks, metrics."""
-    from lpbert_core.atomic import write_json, write_parquet
-    from lpbert_core.kg import load_tokenized_kg
-    from lpbert_core.settings import ScoreSettings
-    from lpbert_core.siamese import load_run_model
-    from lpbert_core.training import compute_record, pick_device
+    from lpbert_core.runtime.atomic import write_json, write_parquet
+    from lpbert_core.graph.kg import load_tokenized_kg
+    from lpbert_core.config.settings import ScoreSettings
+    from lpbert_core.model.siamese import load_run_model
+    from lpbert_core.runtime.training import compute_record, pick_device
 
     s = ScoreSettings.from_mapping(settings)
     device = pick_device(s.device)

@@ -26,13 +26,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lpbert_core.sequences import SequenceBuilder
-from lpbert_core.kg import TokenizedKG, load_tokenized_kg
-from lpbert_core.evaluation import encode_entities, encode_queries, encode_sequences, evaluate_split, known_triples
-from lpbert_core.settings import ScoreSettings
-from lpbert_core.run_folder import RUN_FILE
-from lpbert_core.siamese import load_run_model
-from lpbert_core.training import pick_device
+from lpbert_core.model.sequences import SequenceBuilder
+from lpbert_core.graph.kg import TokenizedKG, load_tokenized_kg
+from lpbert_core.ranking.rank_split import encode_entities, encode_queries, encode_sequences, evaluate_split, known_triples
+from lpbert_core.config.settings import ScoreSettings
+from lpbert_core.model.run_folder import RUN_FILE
+from lpbert_core.model.siamese import load_run_model
+from lpbert_core.runtime.training import pick_device
 
 
 class LinkPredictor:

@@ -4,7 +4,7 @@
 entities of that graph with a fixed seed, never a known true answer (any train / valid / test triple of the graph with
 the same anchor and relation) and never the anchor itself (GraIL's `neg_head != neg_tail`). The blocks are written as
 BERTRL-style list files (`ranking_head.txt`: the head fixed, tails varying; `ranking_tail.txt`: the reverse; the true
-triple first), so every model is ranked on the same lines (lpbert_core.candidate_blocks reads them).
+triple first), so every model is ranked on the same lines (lpbert_core.ranking.candidate_blocks reads them).
 
 Departures from GraIL's test_ranking.py (`get_neg_samples_replacing_head_tail`), stated in lists.json: GraIL's code
 keeps 49 draws with replacement beside the true triple (50 lines; its paper says "50 other ... negative triplets"),
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lpbert_core.atomic import atomic_path
-from lpbert_core.candidate_blocks import (LIST_FILES, LISTS_RECORD, SPLITS, CandidateBlocks,  # noqa: F401
+from lpbert_core.runtime.atomic import atomic_path
+from lpbert_core.ranking.candidate_blocks import (LIST_FILES, LISTS_RECORD, SPLITS, CandidateBlocks,  # noqa: F401
                                           GraphIndex, graph_index_from_raw, list_record, load_graph_index)
 
 

@@ -1,4 +1,4 @@
-"""The score rule (test ranks and metrics of a fine-tuned run; lpbert_core.evaluation does the ranking): its
+"""The score rule (test ranks and metrics of a fine-tuned run; lpbert_core.ranking.rank_split does the ranking): its
 settings, the protocol sentence written into metrics.json, and the rule's entry point."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ import json
 import time
 from pathlib import Path
 
-from lpbert_core import distributed
-from lpbert_core.evaluation import evaluate_split
-from lpbert_core.sequences import SequenceBuilder
-from lpbert_core.settings import ScoreSettings
+from lpbert_core.runtime import distributed
+from lpbert_core.ranking.rank_split import evaluate_split
+from lpbert_core.model.sequences import SequenceBuilder
+from lpbert_core.config.settings import ScoreSettings
 
 
 PROTOCOL_HEADS = {
@@ -28,11 +28,11 @@ def run_score(*, settings: ScoreSettings | dict, inputs: dict, outputs: dict, lo
     settings: JobSettings.resolve("score", dataset) (or the `settings` of JobSettings.score_params). inputs: model (the
     run's model folder), triples (text/triples.parquet), manifest (tokens/<encoder>/manifest.json). outputs: ranks,
     metrics."""
-    from lpbert_core.atomic import write_json, write_parquet
-    from lpbert_core.kg import load_tokenized_kg
-    from lpbert_core.ranking import assert_finite_metrics
-    from lpbert_core.siamese import load_run_model
-    from lpbert_core.training import compute_record, pick_device
+    from lpbert_core.runtime.atomic import write_json, write_parquet
+    from lpbert_core.graph.kg import load_tokenized_kg
+    from lpbert_core.ranking.filtered_ranks import assert_finite_metrics
+    from lpbert_core.model.siamese import load_run_model
+    from lpbert_core.runtime.training import compute_record, pick_device
 
     s = ScoreSettings.from_mapping(settings)
     device = pick_device(s.device)

@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lpbert_core.anchor_diagnostics import anchor_report
-from lpbert_core.evaluation import evaluate_split
+from lpbert_core.ranking.anchor_diagnostics import anchor_report
+from lpbert_core.ranking.rank_split import evaluate_split
 from lpbert_core.finetune.calibration import gradient_share
 from lpbert_core.finetune.finetune_data import label_matrix
 from lpbert_core.finetune.finetune_step import dev_in_batch_loss, encode_batch

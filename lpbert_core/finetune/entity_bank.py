@@ -63,7 +63,7 @@ class EntityBank:
         self.refreshed_at = step
 
     def refresh(self, model, builder, device, batch_size: int, precision: str, step: int) -> None:
-        from lpbert_core.evaluation import encode_entities
+        from lpbert_core.ranking.rank_split import encode_entities
 
         self.set(encode_entities(model, builder, device, batch_size, precision), step)
 

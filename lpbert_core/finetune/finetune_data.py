@@ -1,7 +1,7 @@
 """Fine-tuning data: the training rows (train split, inverse rows), the in-batch label matrix (train-only known
 answers by default; `finetune.label_splits` adds dev/test, the authors' leak), the self-negative mask and the
-"BatchSample = N" negative sampler. Known answers and the inverse augmentation: lpbert_core.known_answers; token
-sequences: lpbert_core.sequences.
+"BatchSample = N" negative sampler. Known answers and the inverse augmentation: lpbert_core.graph.known_answers; token
+sequences: lpbert_core.model.sequences.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lpbert_core.kg import TokenizedKG, seeded_subset
-from lpbert_core.known_answers import KnownAnswers, augment_inverse
+from lpbert_core.graph.kg import TokenizedKG, seeded_subset
+from lpbert_core.graph.known_answers import KnownAnswers, augment_inverse
 
 
 def training_triples(kg: TokenizedKG, inverse_augmentation: bool, subsample: int | None = None,

@@ -21,7 +21,7 @@ one batch ahead in a background thread (`BatchFeed`, in batch order, so the nump
 same order), pinned on CUDA and copied with non_blocking; the loss is summed on the device and read to the host only
 for the progress line (every LOG_EVERY steps), a checkpoint and the epoch's end (tools/bench_step_profile.py).
 
-Several GPUs for one run (`gpus_per_job: K`, lpbert_core.distributed): `batch_size` stays the GLOBAL batch. Every rank
+Several GPUs for one run (`gpus_per_job: K`, lpbert_core.runtime.distributed): `batch_size` stays the GLOBAL batch. Every rank
 draws the same global batch (same seed, same sampled negatives) and encodes only its slice of the rows; all ranks'
 query and candidate vectors are gathered with gradient, and every rank computes the loss on the full in-batch matrix
 of the global batch (labels: known answers among the global batch's rows). The gathered backward sums each rank's
@@ -44,24 +44,24 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from lpbert_core import distributed, preemption
-from lpbert_core.atomic import atomic_dir, write_log_csv
+from lpbert_core.runtime import distributed, preemption
+from lpbert_core.runtime.atomic import atomic_dir, write_log_csv
 from lpbert_core.finetune.batch_feed import BatchFeed
 from lpbert_core.finetune.extra_negatives import Neighbourhood, PreBatchBank, bank_entities
 from lpbert_core.finetune.finetune_data import split_rows, training_triples
-from lpbert_core.known_answers import known_answers, label_leak
-from lpbert_core.sequences import SequenceBuilder
+from lpbert_core.graph.known_answers import known_answers, label_leak
+from lpbert_core.model.sequences import SequenceBuilder
 from lpbert_core.finetune.finetune_loss import LossConfig
 from lpbert_core.finetune.dev_point import evaluate_dev
 from lpbert_core.finetune.entity_bank import EntityBank
 from lpbert_core.finetune.finetune_step import FinetuneStep, measure_initial_shift, prepare_batch
 from lpbert_core.finetune.step_budget import BatchPlan
 from lpbert_core.finetune.zero_shot import write_zero_shot
-from lpbert_core.kg import TokenizedKG
+from lpbert_core.graph.kg import TokenizedKG
 from lpbert_core.finetune.rng_state import rank_torch_rng, set_torch_rng_state, store_rng
-from lpbert_core.settings import FinetuneSettings
-from lpbert_core.siamese import ENCODER_PREFIXES, SiameseModel, save_run_model
-from lpbert_core.training import (build_optimizer, build_scheduler, epoch_seed, needs_grad_scaler, optimizer_step,
+from lpbert_core.config.settings import FinetuneSettings
+from lpbert_core.model.siamese import ENCODER_PREFIXES, SiameseModel, save_run_model
+from lpbert_core.runtime.training import (build_optimizer, build_scheduler, epoch_seed, needs_grad_scaler, optimizer_step,
                        resume_checkpoint, save_checkpoint, set_seed)
 
 LOG_EVERY = 20  # training steps between progress lines (the only mid-epoch reads of the loss besides checkpoints)
@@ -367,9 +367,9 @@ def run_finetune(*, settings: dict, inputs: Mapping, outputs: Mapping) -> dict:
     folder). outputs: model, train_log, checkpoints (the resume state; not a declared output of the rule)."""
     import logging
 
-    from lpbert_core.encoders import load_encoder, load_tokenizer
-    from lpbert_core.kg import load_tokenized_kg
-    from lpbert_core.training import compute_record, pick_device
+    from lpbert_core.model.encoders import load_encoder, load_tokenizer
+    from lpbert_core.graph.kg import load_tokenized_kg
+    from lpbert_core.runtime.training import compute_record, pick_device
 
     logger = logging.getLogger("lpbert.finetune")
     dataset, run, run_spec = settings["dataset"], settings["run"], settings["run_spec"]

@@ -55,7 +55,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lpbert_core.siamese import cosine_matrix, distance_matrix, pair_cosine, pair_distance
+from lpbert_core.model.siamese import cosine_matrix, distance_matrix, pair_cosine, pair_distance
 
 PROBABILITIES = ("affine", "sigmoid", "learnable", "raw")
 DISTANCES = ("per_pair", "per_pair_normalized", "batch_sum", "none")
@@ -95,7 +95,7 @@ class LossConfig:
     @classmethod
     def from_settings(cls, settings) -> "LossConfig":
         """From a FinetuneSettings (or a mapping holding every field: a ConfigError names the missing ones)."""
-        from lpbert_core.settings import FinetuneSettings
+        from lpbert_core.config.settings import FinetuneSettings
 
         settings = FinetuneSettings.from_mapping(settings)
         return cls(**{name: getattr(settings, name) for name in cls.__dataclass_fields__})

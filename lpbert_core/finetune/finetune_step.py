@@ -16,17 +16,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lpbert_core import distributed
+from lpbert_core.runtime import distributed
 from lpbert_core.finetune.extra_negatives import (Neighbourhood, column_labels, hard_negative_columns, pre_batch_valid,
                                                   sample_hard_negatives)
 from lpbert_core.finetune.entity_bank import bank_known_pairs, bank_valid
 from lpbert_core.finetune.finetune_data import label_matrix, sample_negative_tails, self_negative_mask
-from lpbert_core.sequences import SequenceBuilder
-from lpbert_core.token_table import TokenTable
+from lpbert_core.model.sequences import SequenceBuilder
+from lpbert_core.model.token_table import TokenTable
 from lpbert_core.finetune.finetune_loss import (LossConfig, ScoreColumns, add_self_column, batch_loss, column_loss, infonce_logits,
                             masked_loss, pair_loss)
-from lpbert_core.siamese import SiameseModel, cosine_matrix, distance_matrix, pair_distance
-from lpbert_core.training import autocast_context
+from lpbert_core.model.siamese import SiameseModel, cosine_matrix, distance_matrix, pair_distance
+from lpbert_core.runtime.training import autocast_context
 
 def _device_batch(batch: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}

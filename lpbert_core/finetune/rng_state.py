@@ -3,8 +3,8 @@ and torch's (dropout; one per rank in a multi-GPU job)."""
 
 from __future__ import annotations
 
-from lpbert_core import distributed
-from lpbert_core.training import set_torch_rng_state, torch_rng_state  # noqa: F401  (re-exported: the loop's imports)
+from lpbert_core.runtime import distributed
+from lpbert_core.runtime.training import set_torch_rng_state, torch_rng_state  # noqa: F401  (re-exported: the loop's imports)
 
 
 def store_rng(progress: dict, numpy_state: dict) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lpbert_core.training import epoch_seed, training_batches
+from lpbert_core.runtime.training import epoch_seed, training_batches
 
 
 def budget_segments(lengths, batch_size: int, order: str, seed: int, budget: int, points: int) -> list[list[np.ndarray]]:

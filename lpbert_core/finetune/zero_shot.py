@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lpbert_core import distributed
-from lpbert_core.atomic import atomic_dir, write_log_csv
+from lpbert_core.runtime import distributed
+from lpbert_core.runtime.atomic import atomic_dir, write_log_csv
 from lpbert_core.finetune.dev_point import evaluate_dev
-from lpbert_core.siamese import save_run_model
+from lpbert_core.model.siamese import save_run_model
 
 
 def write_zero_shot(model, tokenizer, kg, builder, cfg, loss_cfg, dev_rows, dev_known, device, head_ranking: str,

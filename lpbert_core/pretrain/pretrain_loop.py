@@ -14,7 +14,7 @@
 * Checkpoints (outside the rule's outputs): `ckpt_dir/last/` (model, optimizer, scheduler, progress) after every
   epoch and `ckpt_dir/best-EEE/` (model state of the best dev epoch). The progress dict names the best folder, so a
   kill between the two writes never pairs a progress record with the wrong best weights. Mid-epoch, `last/` is also
-  written every `checkpoint_every_minutes` and on a stop signal (lpbert_core.preemption: then the job exits non-zero);
+  written every `checkpoint_every_minutes` and on a stop signal (lpbert_core.runtime.preemption: then the job exits non-zero);
   it adds `partial` to the progress (the step, the epoch's token sums so far, each rank's dropout RNG state), and a
   resumed run continues after that step with the same samples and batches (both rebuilt from the epoch seed), so on
   CPU it ends exactly as an uninterrupted run.
@@ -23,7 +23,7 @@
   loss, before the checkpoint, so a resumed run carries its halvings), `mlm_mask_token: pad`, `segment_separators:
   false` (no inner [SEP]s, no attention mask: samples padded to max_length, padding attended).
 * Output: the best-dev-loss encoder as a Hugging Face folder (safetensors) + tokenizer; heads are dropped.
-* Several GPUs (`gpus_per_job: K`, lpbert_core.distributed): data parallelism over the GLOBAL batch (`batch_size`).
+* Several GPUs (`gpus_per_job: K`, lpbert_core.runtime.distributed): data parallelism over the GLOBAL batch (`batch_size`).
   Every rank builds the same samples and batches and takes its slice of each batch; its loss weights each term of
   eq. 8 by the rank's share of that term's labelled tokens (K * sum on the rank / count in the global batch), so the
   gradients DistributedDataParallel averages over ranks are the global batch's. The EM-head BatchNorm normalises over
@@ -49,15 +49,15 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from lpbert_core import distributed, preemption
-from lpbert_core.atomic import atomic_dir, write_log_csv
-from lpbert_core.batch_loader import EpochAhead, batch_loader, loader_workers
-from lpbert_core.encoders import load_encoder, load_tokenizer
-from lpbert_core.kg import TokenizedKG, seeded_subset
+from lpbert_core.runtime import distributed, preemption
+from lpbert_core.runtime.atomic import atomic_dir, write_log_csv
+from lpbert_core.runtime.batch_loader import EpochAhead, batch_loader, loader_workers
+from lpbert_core.model.encoders import load_encoder, load_tokenizer
+from lpbert_core.graph.kg import TokenizedKG, seeded_subset
 from lpbert_core.pretrain.pretrain_model import ENCODER_PREFIX, PretrainModel
 from lpbert_core.pretrain.pretrain_samples import IGNORE, build_samples, collate, variant_plan
-from lpbert_core.settings import PretrainSettings
-from lpbert_core.training import (
+from lpbert_core.config.settings import PretrainSettings
+from lpbert_core.runtime.training import (
     BATCH_ORDERS,
     autocast_context,
     build_epoch_scheduler,
@@ -474,7 +474,7 @@ def run_pretrain(*, settings: PretrainSettings | dict, inputs: dict, outputs: di
     settings: JobSettings.resolve("pretrain", ...) (or JobSettings.pretrain_params plus `threads`). inputs: triples (text/triples.parquet), manifest
     (tokens/<encoder>/manifest.json). outputs: model, log_csv, checkpoints (the resume state; not a declared
     output of the rule)."""
-    from lpbert_core.kg import load_tokenized_kg
+    from lpbert_core.graph.kg import load_tokenized_kg
 
     settings = PretrainSettings.from_mapping(settings)
     kg = load_tokenized_kg(Path(inputs["triples"]).parent, Path(inputs["manifest"]).parent)

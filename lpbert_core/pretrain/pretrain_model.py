@@ -32,7 +32,7 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
     one process). In one process, and in eval mode, it is nn.BatchNorm1d exactly (same state_dict)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from lpbert_core import distributed
+        from lpbert_core.runtime import distributed
 
         if not self.training or distributed.world().size == 1:
             return super().forward(x)
@@ -79,7 +79,7 @@ class TokenHead(nn.Module):
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         # BatchNorm cannot estimate batch statistics from one token; fall back to its running statistics then (with
         # several ranks GlobalBatchNorm1d decides on the global batch's count).
-        from lpbert_core import distributed
+        from lpbert_core.runtime import distributed
 
         if isinstance(self.norm, nn.BatchNorm1d) and self.training and x.shape[0] < 2 and distributed.world().size == 1:
             return F.batch_norm(
@@ -93,7 +93,7 @@ class PretrainModel(nn.Module):
     def __init__(self, encoder: nn.Module, vocab_size: int, em_head_norm: str = "batchnorm",
                  use_em: bool = True, use_mlm: bool = True):
         super().__init__()
-        from lpbert_core.encoders import uses_token_types
+        from lpbert_core.model.encoders import uses_token_types
 
         self.encoder = encoder
         self.token_types = uses_token_types(encoder)

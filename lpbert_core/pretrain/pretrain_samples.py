@@ -34,10 +34,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from lpbert_core.sequences import split_context_budget
-from lpbert_core.settings import PRETRAIN_VARIANTS
-from lpbert_core.kg import SpecialIds, TokenizedKG
-from lpbert_core.training import pad_batch
+from lpbert_core.model.sequences import split_context_budget
+from lpbert_core.config.settings import PRETRAIN_VARIANTS
+from lpbert_core.graph.kg import SpecialIds, TokenizedKG
+from lpbert_core.runtime.training import pad_batch
 
 IGNORE = -100  # label value cross-entropy ignores
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from lpbert_core.atomic import atomic_path
-from lpbert_core.results import read_metrics
+from lpbert_core.runtime.atomic import atomic_path
+from lpbert_core.ranking.results import read_metrics
 from lpbert_core.report.table_render import MISSING, Layout, floor_notes, fmt, md_table
 from lpbert_core.report.table_sources import (FLOOR_LABEL, FLOOR_MARK, below_floor, floor_metric, load_paper,
                                               scale_text)

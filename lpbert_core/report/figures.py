@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from lpbert_core.atomic import atomic_path  # noqa: E402
+from lpbert_core.runtime.atomic import atomic_path  # noqa: E402
 
 log = logging.getLogger("lpbert.figures")
 

@@ -152,7 +152,7 @@ def trajectory_figure(trajectories: pd.DataFrame, table: pd.DataFrame, path: str
 
 def build_proxy(rows: list[dict], paths: dict, scale_note: str = "") -> pd.DataFrame:
     """Write paths['md'], paths['csv'] (one line per reading: means, sds, seeds) and paths['figure']."""
-    from lpbert_core.atomic import atomic_path
+    from lpbert_core.runtime.atomic import atomic_path
 
     frame = proxy_frame(rows)
     if frame.empty:

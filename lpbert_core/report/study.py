@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lpbert_core.atomic import atomic_path, write_json
+from lpbert_core.runtime.atomic import atomic_path, write_json
 
 RUN_NAME = re.compile(r"^(?P<stage>study(?:\d+)?)-(?P<reading>.+)-s(?P<seed>\d+)$")
 TEST_METRICS = ("hits@10", "mr", "mrr", "hits@1")

@@ -9,7 +9,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from lpbert_core.atomic import atomic_path
+from lpbert_core.runtime.atomic import atomic_path
 from lpbert_core.report.table_frames import FLAG_ENCODER, PAPER_ENCODER_NAMES, dataset_columns, table_metrics
 from lpbert_core.report.table_sources import ACCURACY, FLOOR_LABEL, FLOOR_MARK, OurRow, scale_text
 

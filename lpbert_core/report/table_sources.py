@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping
 import pandas as pd
 
 from lpbert_core.errors import InputError
-from lpbert_core.results import RunResult, read_metrics
+from lpbert_core.ranking.results import RunResult, read_metrics
 
 log = logging.getLogger("lpbert.tables")
 

@@ -1,7 +1,7 @@
 """Tables 1, 3, 4 and the reproduction table: the entry point of rule `tables` (workflow_scripts/tables.py).
 
 One concern per module:
-- `lpbert_core.results`: the metric keys of metrics.json, shared with the scorers that write it;
+- `lpbert_core.ranking.results`: the metric keys of metrics.json, shared with the scorers that write it;
 - `lpbert_core.report.table_sources`: the paper's numbers, row specs, reading each run instance's files, seed aggregation;
 - `lpbert_core.report.table_frames`: Tables 1, 3, 4 as long frames (paper row, ours under it, Δ under ours);
 - `lpbert_core.report.reproduction`: the reproduction table (paper vs paper-text vs authors'-code readings);

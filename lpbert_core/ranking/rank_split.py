@@ -1,7 +1,7 @@
 """Filtered ranking of a split, shared by fine-tuning's dev selection, the score rule (lpbert_core.evaluate.scoring), the
 predictor and the candidate lists: encode every entity once and every query once (length-sorted batches, dynamic padding),
 score all queries against all entities with chunked matrix products on the device, and compute filtered ranks on
-the device (lpbert_core.ranking). Never one encoder pass per (query, candidate) pair.
+the device (lpbert_core.ranking.filtered_ranks). Never one encoder pass per (query, candidate) pair.
 
 Both directions: the tail query of (h, r, t) is (h, r, ?) with gold t. The head query (?, r, t) with gold h, filtered
 by the known heads of (t, r), is ranked one of two ways (`score.head_ranking`):
@@ -28,11 +28,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from lpbert_core import distributed
-from lpbert_core.sequences import collate_pairs, SequenceBuilder
-from lpbert_core.kg import TokenizedKG, seeded_subset
-from lpbert_core.ranking import build_filter_index, filtered_ranks, metrics_from_ranks
-from lpbert_core.training import autocast_context, length_sorted_batches, sync_device
+from lpbert_core.runtime import distributed
+from lpbert_core.model.sequences import collate_pairs, SequenceBuilder
+from lpbert_core.graph.kg import TokenizedKG, seeded_subset
+from lpbert_core.ranking.filtered_ranks import build_filter_index, filtered_ranks, metrics_from_ranks
+from lpbert_core.runtime.training import autocast_context, length_sorted_batches, sync_device
 
 HEAD_RANKINGS = ("inverse_query", "relation_candidates")
 TOWERS = ("entity", "query")  # which encoder of a two-tower model (one tower: the same encoder)

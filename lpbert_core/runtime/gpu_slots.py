@@ -10,7 +10,7 @@ Inside a SLURM allocation (`SLURM_JOB_ID` set) jobs claim the same way among the
 allocation: several jobs of one `salloc --gpus=4` land on 4 cards, and a job that SLURM gave its own card (the executor
 plugin: one sbatch per job) claims that card at once, whatever other allocations on the node hold.
 
-A job that claims K > 1 cards runs its stage as K processes, one per card (lpbert_core.distributed: the stage's entry
+A job that claims K > 1 cards runs its stage as K processes, one per card (lpbert_core.runtime.distributed: the stage's entry
 point asks `requested_gpus()` and starts K ranks under torchrun, which inherit `CUDA_VISIBLE_DEVICES`).
 
 Device count: `LPBERT_GPU_COUNT` (tests fake a multi-GPU host with it; also for hosts where `nvidia-smi` is absent),

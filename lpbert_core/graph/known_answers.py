@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lpbert_core.kg import TokenizedKG
+from lpbert_core.graph.kg import TokenizedKG
 
 
 def augment_inverse(triples: np.ndarray, num_relations: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """How a Snakemake script runs a stage: log to the rule's log file and stderr, and turn bad input into
 one readable line (file:line: message) instead of a traceback; a training stage stopped by a signal after its
-checkpoint (lpbert_core.preemption) exits with code 75."""
+checkpoint (lpbert_core.runtime.preemption) exits with code 75."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Callable
 from lpbert_core.errors import DeviceError, InputError
 
 
-_LOG: dict = {}  # the job's log file (a multi-GPU job's rank 0 appends to it too: lpbert_core.distributed)
+_LOG: dict = {}  # the job's log file (a multi-GPU job's rank 0 appends to it too: lpbert_core.runtime.distributed)
 
 
 def current_log() -> str | None:
@@ -33,12 +33,12 @@ def setup_logging(log_path: str | Path | None) -> None:
 
 def run_stage(log_path: str | Path | None, fn: Callable[[], object]) -> None:
     setup_logging(log_path)
-    from lpbert_core.gpu_slots import describe_claim
+    from lpbert_core.runtime.gpu_slots import describe_claim
 
     claim = describe_claim()  # made before logging existed (it must precede CUDA start-up)
     if claim:
         logging.getLogger("lpbert").info("%s", claim)
-    from lpbert_core.preemption import EXIT_CODE, Preempted
+    from lpbert_core.runtime.preemption import EXIT_CODE, Preempted
 
     try:
         fn()

@@ -1,5 +1,5 @@
 """One run's chain of stages without Snakemake: download -> join_text -> tokenize -> pretrain -> finetune -> score,
-with the rules' arguments (lpbert_core.job_settings), paths and log files. For machines where the workflow manager is
+with the rules' arguments (lpbert_core.config.resolve), paths and log files. For machines where the workflow manager is
 not installed (a lent GPU box, a container) and for timing single stages: tools/gpu_check.py drives it.
 
 It is not a second workflow engine: no DAG, no params/code tracking. A stage is skipped when its output exists
@@ -14,9 +14,9 @@ import logging
 import time
 from pathlib import Path
 
-from lpbert_core.job_settings import JobSettings
-from lpbert_core.settings import ScoreSettings
-from lpbert_core.stage import setup_logging
+from lpbert_core.config.resolve import JobSettings
+from lpbert_core.config.settings import ScoreSettings
+from lpbert_core.runtime.stage_runner import setup_logging
 
 log = logging.getLogger("lpbert.direct")
 
@@ -85,7 +85,7 @@ class DirectRun:
 
     def finetune(self, dataset: str, run: str) -> dict:
         from lpbert_core.finetune.finetune_loop import run_finetune
-        from lpbert_core.training import torch_threads
+        from lpbert_core.runtime.training import torch_threads
 
         inputs = {key: self.path(path) for key, path in self.jobs.training_inputs(dataset, run).items()}
         settings = self.jobs.finetune_params(dataset, run)
@@ -99,7 +99,7 @@ class DirectRun:
     def score(self, dataset: str, run: str, settings: dict | None = None) -> dict:
         """Test ranks and metrics of a run (`settings` entries override the score section, e.g. precision)."""
         from lpbert_core.evaluate.scoring import run_score
-        from lpbert_core.training import torch_threads
+        from lpbert_core.runtime.training import torch_threads
 
         inputs = {key: self.path(path) for key, path in self.jobs.score_inputs(dataset, run).items()}
         section = ScoreSettings.from_mapping({**self.jobs.resolve("score", dataset).as_dict(), **(settings or {})},

@@ -2,7 +2,7 @@
 
 A job that asked for K > 1 GPUs (`claim_gpus(K)` in its workflow script) runs its stage's entry point in K processes,
 one per card: `multi_gpu_stage` writes the call's arguments to JSON and starts torchrun (`launch_ranks`), and each
-rank re-creates the call (lpbert_core.launch). Without an initialised process group every function here is the
+rank re-creates the call (lpbert_core.runtime.launch). Without an initialised process group every function here is the
 single-process identity (`world()` is rank 0 of 1), so a job with K = 1 runs exactly the code and numbers of before.
 
 * Backend: NCCL for CUDA tensors and gloo for CPU tensors (`cpu:gloo,cuda:nccl`); gloo alone where CUDA is absent
@@ -291,15 +291,15 @@ def rank_threads(threads: int | None, ranks: int) -> int | None:
 
 def launch_ranks(stage: str, kwargs: dict, nproc: int, log_path: str | Path | None = None,
                  threads: int | None = None, extra_env: dict | None = None) -> None:
-    """Run `stage` (a name of lpbert_core.launch.STAGES) with `kwargs` in `nproc` processes under torchrun
+    """Run `stage` (a name of lpbert_core.runtime.launch.STAGES) with `kwargs` in `nproc` processes under torchrun
     (`--standalone`: one node, a free local port). The call's arguments travel as a JSON file; each rank re-creates
-    the call (lpbert_core.launch). Raises when a rank fails (torchrun then stops the others)."""
+    the call (lpbert_core.runtime.launch). Raises when a rank fails (torchrun then stops the others)."""
     with tempfile.TemporaryDirectory(prefix="lpbert-ranks-") as folder:
         spec = Path(folder) / "call.json"
         spec.write_text(json.dumps({"stage": stage, "kwargs": kwargs, "log": str(log_path) if log_path else None,
                                     "threads": rank_threads(threads, nproc)}, default=str))
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={int(nproc)}",
-               "-m", "lpbert_core.launch", str(spec)]
+               "-m", "lpbert_core.runtime.launch", str(spec)]
         env = dict(os.environ)
         if threads:
             env["OMP_NUM_THREADS"] = str(rank_threads(threads, nproc))
@@ -317,14 +317,14 @@ def multi_gpu_stage(stage: str):
     that asked for K > 1 GPUs (`claim_gpus(K)` at the top of its workflow script; config `gpus_per_job`), the call
     writes its arguments to a JSON file and runs itself in K ranks under torchrun (launch_ranks), rank 0 logging to
     the job's log file, and returns None. Otherwise (K <= 1, or inside a rank) it is the plain call. Arguments that
-    are functions (a log callback) stay behind: lpbert_core.launch binds its own."""
+    are functions (a log callback) stay behind: lpbert_core.runtime.launch binds its own."""
 
     def wrap(fn):
         signature = inspect.signature(fn)
 
         @functools.wraps(fn)
         def entry(*args, **kwargs):
-            from lpbert_core.gpu_slots import requested_gpus
+            from lpbert_core.runtime.gpu_slots import requested_gpus
 
             nproc = requested_gpus()
             if nproc <= 1 or world().size > 1:
@@ -333,12 +333,12 @@ def multi_gpu_stage(stage: str):
                     if not callable(value)}
             threads = torch.get_num_threads()
             settings = call.get("settings")
-            if hasattr(settings, "as_dict"):  # typed settings (lpbert_core.settings) travel to the ranks as plain data
+            if hasattr(settings, "as_dict"):  # typed settings (lpbert_core.config.settings) travel to the ranks as plain data
                 settings = call["settings"] = settings.as_dict()
             if isinstance(settings, dict) and settings.get("threads"):  # pre-training sets its threads itself
                 threads = int(settings["threads"])
                 call["settings"] = {**settings, "threads": rank_threads(threads, nproc)}
-            from lpbert_core.stage import current_log
+            from lpbert_core.runtime.stage_runner import current_log
 
             launch_ranks(stage, call, nproc, current_log(), threads)
             return None

@@ -1,7 +1,7 @@
 """The typed settings of each stage: one frozen dataclass per config section, and no default values.
 
 Every value lives in config.yaml (the schema requires every key of every section); these classes name the keys, their
-types and nothing else. `lpbert_core.job_settings.resolve(config, stage, dataset, run)` is the one function that
+types and nothing else. `lpbert_core.config.resolve.resolve(config, stage, dataset, run)` is the one function that
 applies the layers (section -> `per_dataset.{dataset}` -> the run's overrides) and returns one of these; the stages
 take it (or its `as_dict()`, which is what Snakemake stores as the rule's params) and read attributes.
 
@@ -106,7 +106,7 @@ class StageSettings:
         if missing:
             raise ConfigError(f"{where} settings lack {', '.join(missing)}: every default lives in config.yaml's "
                               f"`{cls.SECTION}:` section; resolve the settings from the config "
-                              "(lpbert_core.job_settings.resolve)")
+                              "(lpbert_core.config.resolve.resolve)")
         if unknown:
             raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(keys)})")
         hints = typing.get_type_hints(cls)

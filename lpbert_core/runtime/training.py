@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from lpbert_core.atomic import atomic_dir
+from lpbert_core.runtime.atomic import atomic_dir
 
 
 def set_seed(seed: int) -> None:
@@ -59,8 +59,8 @@ def pick_device(requested: str = "auto") -> torch.device:
     mismatch): such a run would silently take days on the CPU. GPUs hidden on purpose (CUDA_VISIBLE_DEVICES empty or
     -1) mean the CPU. `cuda`: the GPU or a clear error (never a silent CPU run).
     `cuda:N` is accepted for a card chosen by hand; with the per-job card claim (gpu_slots) the job's card is cuda:0.
-    In a multi-GPU job (lpbert_core.distributed) `auto` / `cuda` is the rank's own card, cuda:LOCAL_RANK."""
-    from lpbert_core.distributed import rank_device
+    In a multi-GPU job (lpbert_core.runtime.distributed) `auto` / `cuda` is the rank's own card, cuda:LOCAL_RANK."""
+    from lpbert_core.runtime.distributed import rank_device
     from lpbert_core.errors import DeviceError
 
     if requested == "auto":
@@ -83,7 +83,7 @@ def pick_device(requested: str = "auto") -> torch.device:
 
 def _refuse_cpu_on_a_gpu_machine() -> None:
     from lpbert_core.errors import DeviceError
-    from lpbert_core.gpu_slots import nvidia_gpu_count
+    from lpbert_core.runtime.gpu_slots import nvidia_gpu_count
 
     hidden = os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1")
     cards = 0 if hidden else nvidia_gpu_count()
@@ -140,7 +140,7 @@ def compute_record(device: torch.device, precision: str = "auto", world_size: in
     """What a job ran on, for its log and its outputs (metrics.json, the run folder): device, GPU name, the
     precision actually used, world size (processes in the job; default: the process group's, 1 without one)."""
     if world_size is None:
-        from lpbert_core.distributed import world
+        from lpbert_core.runtime.distributed import world
 
         world_size = world().size
     return {
@@ -202,7 +202,7 @@ def optimizer_step(loss, model, optimizer, scheduler, scaler=None, max_grad_norm
     In a multi-GPU job `model` is the step's DistributedDataParallel wrapper (distributed.data_parallel), whose
     backward averages the gradients over the ranks, so clipping, the scaler's overflow check and the step see the same
     gradient on every rank; a bare module there would train each rank on its own slice, so it is refused."""
-    from lpbert_core import distributed
+    from lpbert_core.runtime import distributed
 
     if distributed.world().size > 1 and not distributed.is_data_parallel(model):
         raise RuntimeError("optimizer_step in a multi-rank job needs the step's distributed.data_parallel wrapper: "

@@ -1,4 +1,4 @@
-"""One rank of a multi-GPU job: `python -m torch.distributed.run --standalone --nproc_per_node K -m lpbert_core.launch
+"""One rank of a multi-GPU job: `python -m torch.distributed.run --standalone --nproc_per_node K -m lpbert_core.runtime.launch
 CALL.json` (distributed.launch_ranks writes CALL.json: the stage's name, its keyword arguments, the job's log file
 and the CPU threads per rank). Each rank joins the process group, re-creates the same stage call and leaves the group;
 rank 0 logs to the job's log file, the other ranks only warnings and errors to stderr."""
@@ -35,11 +35,11 @@ def stage_function(stage: str):
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     call = json.loads(Path(argv[0]).read_text())
-    from lpbert_core.distributed import barrier, init_from_env, shutdown
+    from lpbert_core.runtime.distributed import barrier, init_from_env, shutdown
     from lpbert_core.errors import DeviceError, InputError
-    from lpbert_core.preemption import EXIT_CODE, Preempted
-    from lpbert_core.stage import setup_logging
-    from lpbert_core.training import torch_threads
+    from lpbert_core.runtime.preemption import EXIT_CODE, Preempted
+    from lpbert_core.runtime.stage_runner import setup_logging
+    from lpbert_core.runtime.training import torch_threads
 
     w = init_from_env()
     torch_threads(call.get("threads"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lpbert_core.ranking import filtered_ranks
+from lpbert_core.ranking.filtered_ranks import filtered_ranks
 
 COUNTS = ("anchor_is_top_candidate", "anchor_scores_above_gold", "anchor_filtered_as_known_answer",
           "hits@1_unbroken_ties", "hits@1_anchor_removed")
@@ -54,7 +54,7 @@ def anchor_report(query_vecs: torch.Tensor, entity_vecs: torch.Tensor, queries, 
                   chunk_size: int = 1024) -> dict:
     """Shares over all queries of a QuerySet (evaluation.build_queries) scored by the cosine: the anchor-first rate,
     how often the anchor outranks the gold, Hits@1 and the MRR with the anchor taken out (diagnostics)."""
-    from lpbert_core.evaluation import known_answer_mask
+    from lpbert_core.ranking.rank_split import known_answer_mask
 
     device = entity_vecs.device
     ent = F.normalize(entity_vecs.float(), dim=-1)

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from lpbert_core.results import RANK_TYPES, SIDES, side_block
+from lpbert_core.ranking.results import RANK_TYPES, SIDES, side_block
 
 DIRECTIONS = ("head", "tail")
 
@@ -182,7 +182,7 @@ def build_filter_index(triples: np.ndarray, num_entities: int) -> FilterIndex:
 # --------------------------------------------------------------------------------------------------------- metrics
 def metrics_from_ranks(frame: pd.DataFrame) -> dict:
     """The `metrics` object of metrics.json: for `both` directions together and each apart, MRR, MR and Hits@1/3/10
-    of every rank type the frame has, plus the count (keys: lpbert_core.results, shared with the tables' reader).
+    of every rank type the frame has, plus the count (keys: lpbert_core.ranking.results, shared with the tables' reader).
 
     `frame` needs `direction` ("head"/"tail") and `realistic` (unsuffixed keys); `optimistic`/`pessimistic` columns,
     where present, give the suffixed keys (`mrr_optimistic`, `hits@10_pessimistic`, ...). Values are plain Python

@@ -19,8 +19,8 @@ import pandas as pd
 import torch
 
 from lpbert_core.errors import InputError
-from lpbert_core.kg import TokenizedKG
-from lpbert_core.kg_files import read_triples
+from lpbert_core.graph.kg import TokenizedKG
+from lpbert_core.graph.kg_files import read_triples
 
 LIST_FILES = ("ranking_head.txt", "ranking_tail.txt")
 PER_QUERY = 50  # BERTRL: the true triple + 49 corruptions
@@ -117,7 +117,7 @@ def list_frame(kg, blocks: CandidateBlocks, scores: torch.Tensor) -> pd.DataFram
 def lists_folder(inputs: dict) -> Path:
     """The folder of the lists a scoring job ranks: `lists` (a sampled lists' lists.json, or a folder) where given,
     else BERTRL's lists in the raw folder (`raw`/CANDIDATES_FOLDER)."""
-    from lpbert_core.kg_files import CANDIDATES_FOLDER
+    from lpbert_core.graph.kg_files import CANDIDATES_FOLDER
 
     if inputs.get("lists"):
         path = Path(inputs["lists"])
@@ -181,7 +181,7 @@ def load_graph_index(text_dir: str | Path) -> GraphIndex:
 def graph_index_from_raw(folder: str | Path) -> GraphIndex:
     """From a raw folder (ConvE or KG-BERT layout), ids numbered as join_text numbers them (entities.txt /
     relations.txt where present, else first appearance over train, dev, test)."""
-    from lpbert_core.kg_files import SPLIT_FILES, detect_layout, read_ids, read_triples
+    from lpbert_core.graph.kg_files import SPLIT_FILES, detect_layout, read_ids, read_triples
 
     folder = Path(folder)
     layout = detect_layout(folder)

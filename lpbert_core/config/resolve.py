@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from lpbert_core.errors import ConfigError
-from lpbert_core.settings import (FinetuneSettings, KgbertSettings, PretrainSettings, ScoreSettings, StageSettings,
+from lpbert_core.config.settings import (FinetuneSettings, KgbertSettings, PretrainSettings, ScoreSettings, StageSettings,
                                   TextSettings, dataset_section)
 
 # Settings renamed on 2026-11-26 (issue #12: one name per idea across stages), old -> new per section. A config
@@ -193,7 +193,7 @@ class JobSettings:
         return self.resolve("text", dataset).as_dict()
 
     def encoder_source(self, key: str) -> str:
-        """A key of `encoders` -> the name or folder transformers loads (or an alias of lpbert_core.encoders)."""
+        """A key of `encoders` -> the name or folder transformers loads (or an alias of lpbert_core.model.encoders)."""
         return self.config["encoders"][key]
 
     # ---------------------------------------------------------------- the stages' settings

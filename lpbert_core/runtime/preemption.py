@@ -8,9 +8,9 @@ outside the rule's outputs). Plus the wall-clock checkpoint interval and the tal
 * `watching()` installs the handlers (which only set a flag) while a training stage runs; `preemptible` wraps a
   stage's entry point in it. Everywhere else the signals keep their default action (a scoring job still dies at once).
 * A loop asks `CheckpointClock.decide(step)` at each step boundary: (save now, stop now). It writes its checkpoint
-  when either is true, then calls `stop(...)`, which raises `Preempted`; `lpbert_core.stage.run_stage` turns that
+  when either is true, then calls `stop(...)`, which raises `Preempted`; `lpbert_core.runtime.stage_runner.run_stage` turns that
   into one log line and exit code EXIT_CODE.
-* Several ranks (lpbert_core.distributed): a rank may see the signal a step later than another, so the decision is
+* Several ranks (lpbert_core.runtime.distributed): a rank may see the signal a step later than another, so the decision is
   one all-reduce (max) every SYNC_EVERY steps: every rank saves and stops at the same step (no rank is left waiting
   in a collective). One process decides at every step, with no collective.
 """
@@ -143,7 +143,7 @@ class CheckpointClock:
 
     def decide(self, step: int) -> tuple[bool, bool]:
         """(save, stop) at the boundary after step `step` (1-based within the epoch). `stop` implies `save`."""
-        from lpbert_core import distributed
+        from lpbert_core.runtime import distributed
 
         if distributed.world().size == 1:
             stop_now = requested()
@@ -155,7 +155,7 @@ class CheckpointClock:
 
     def stop_agreed(self) -> bool:
         """Whether any rank got a stop signal (a collective in a multi-rank job: call it on every rank)."""
-        from lpbert_core import distributed
+        from lpbert_core.runtime import distributed
 
         if distributed.world().size == 1:
             return requested()

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lpbert_core.kg import TokenizedKG
-from lpbert_core.known_answers import augment_inverse
-from lpbert_core.training import pad_batch
+from lpbert_core.graph.kg import TokenizedKG
+from lpbert_core.graph.known_answers import augment_inverse
+from lpbert_core.runtime.training import pad_batch
 
 
 @dataclass

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lpbert_core.run_folder import read_encoder, read_layer, read_run_info, write_run_folder
+from lpbert_core.model.run_folder import read_encoder, read_layer, read_run_info, write_run_folder
 
 POOLINGS = ("mean", "cls", "pooler")
 SCORERS = ("cosine", "pair_linear")
@@ -130,7 +130,7 @@ class SiameseModel(nn.Module):
 
     @property
     def _token_types(self) -> bool:
-        from lpbert_core.encoders import uses_token_types
+        from lpbert_core.model.encoders import uses_token_types
 
         return uses_token_types(self.encoder)
 

@@ -8,7 +8,7 @@ a BERT-base-sized encoder is several times slower still.
 
 from __future__ import annotations
 
-from lpbert_core.settings import PRETRAIN_VARIANTS
+from lpbert_core.config.settings import PRETRAIN_VARIANTS
 
 # Work items per second on 2 CPU cores with MiniLM-L6, from the measured CPU-overlay run (2026-11-25, its
 # benchmarks/{dataset}/{stage}/*.tsv files; README "CPU-sized run"). Batches are padded per batch, so the paper's
@@ -44,7 +44,7 @@ def _runs_by_dataset(config: dict) -> dict[str, set[str]]:
 def cpu_hours(config: dict) -> tuple[float, list[str]]:
     """Estimated CPU hours of `all` for the benchmark datasets in `config` (others are left out), and one line per
     dataset naming where the time goes. Every run's settings come from job_settings.resolve, as its jobs' do."""
-    from lpbert_core.job_settings import JobSettings
+    from lpbert_core.config.resolve import JobSettings
 
     jobs = JobSettings(config)
     total, lines = 0.0, []

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lpbert_core.sequences import SequenceBuilder
+from lpbert_core.model.sequences import SequenceBuilder
 
 
 def _padded(sequences, width: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,6 +1,6 @@
 """The config as Snakemake sees it, without Snakemake: config.yaml, then each `--configfile` overlay deep-merged over
 it (nested mappings merged key by key, anything else, lists included, replaced), as snakemake.utils.update_config
-does. For scripts that drive the stages directly (lpbert_core.direct_run); the workflow validates against
+does. For scripts that drive the stages directly (lpbert_core.runtime.direct_run); the workflow validates against
 schemas/config.schema.yaml, which sets no defaults, so the merged mapping is the config the rules see."""
 
 from __future__ import annotations

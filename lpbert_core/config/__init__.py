@@ -1,0 +1,1 @@
+"""Configuration: the config files as Snakemake merges them, and each job's settings resolved and checked."""

@@ -1,0 +1,1 @@
+"""The knowledge graph: raw-file readers, the tokenized graph, known answers."""
