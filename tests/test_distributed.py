@@ -168,7 +168,7 @@ def data_parallel_steps(enc_dir: str, out: Path, rank: int) -> None:
     from lpbert_core.runtime import distributed
     from lpbert_core.baselines.cross_encoder import CrossEncoder, TripleSequenceBuilder, train_triple_set, training_examples
     from lpbert_core.baselines.cross_encoder_loop import _rank_slice_loss
-    from lpbert_core.pretrain.pretrain_loop import _data_parallel_step, _make_samples
+    from lpbert_core.pretrain.pretrain_step import _data_parallel_step, _make_samples
     from lpbert_core.pretrain.pretrain_model import PretrainModel
     from lpbert_core.pretrain.pretrain_samples import collate
     from lpbert_core.runtime.training import build_optimizer, build_scheduler, optimizer_step

@@ -50,3 +50,9 @@ def test_the_package_is_its_map():
     assert loose == ["__init__.py", "errors.py"], loose
     folders = sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and not p.name.startswith("__"))
     assert folders == sorted(STAGES + SHARED), folders
+
+
+def test_no_module_over_400_lines():
+    long = {str(p.relative_to(PACKAGE)): n for p in sorted(PACKAGE.rglob("*.py"))
+            if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, long

@@ -35,9 +35,11 @@ from lpbert_core.graph.known_answers import KnownAnswers
 from lpbert_core.graph.kg import TokenizedKG, seeded_subset
 from lpbert_core.config.settings import KgbertSettings
 from lpbert_core.runtime.batch_loader import batch_loader
-from lpbert_core.runtime.training import (autocast_context, build_optimizer, compute_record, build_scheduler, epoch_seed, length_sorted_batches,
-                       needs_grad_scaler, optimizer_step, resume_checkpoint, save_checkpoint, set_seed,
-                       set_torch_rng_state, torch_rng_state)
+from lpbert_core.runtime.training import (
+    autocast_context, build_optimizer, compute_record, build_scheduler, epoch_seed, length_sorted_batches,
+    needs_grad_scaler, optimizer_step, set_seed, set_torch_rng_state, torch_rng_state,
+)
+from lpbert_core.runtime.checkpoints import resume_checkpoint, save_checkpoint
 
 log_ = logging.getLogger("lpbert.kgbert")
 

@@ -61,8 +61,8 @@ from lpbert_core.graph.kg import TokenizedKG
 from lpbert_core.finetune.rng_state import rank_torch_rng, set_torch_rng_state, store_rng
 from lpbert_core.config.settings import FinetuneSettings
 from lpbert_core.model.siamese import ENCODER_PREFIXES, SiameseModel, save_run_model
-from lpbert_core.runtime.training import (build_optimizer, build_scheduler, epoch_seed, needs_grad_scaler, optimizer_step,
-                       resume_checkpoint, save_checkpoint, set_seed)
+from lpbert_core.runtime.training import build_optimizer, build_scheduler, epoch_seed, needs_grad_scaler, optimizer_step, set_seed
+from lpbert_core.runtime.checkpoints import resume_checkpoint, save_checkpoint
 
 LOG_EVERY = 20  # training steps between progress lines (the only mid-epoch reads of the loss besides checkpoints)
 

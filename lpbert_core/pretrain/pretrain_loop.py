@@ -55,41 +55,22 @@ from lpbert_core.runtime.batch_loader import EpochAhead, batch_loader, loader_wo
 from lpbert_core.model.encoders import load_encoder, load_tokenizer
 from lpbert_core.graph.kg import TokenizedKG, seeded_subset
 from lpbert_core.pretrain.pretrain_model import ENCODER_PREFIX, PretrainModel
-from lpbert_core.pretrain.pretrain_samples import IGNORE, build_samples, collate, variant_plan
+from lpbert_core.pretrain.pretrain_log import LOG_COLUMNS, _log_row
+from lpbert_core.pretrain.pretrain_samples import variant_plan
+from lpbert_core.pretrain.pretrain_step import _collate, _data_parallel_update, _make_samples, _rank_batch
 from lpbert_core.config.settings import PretrainSettings
 from lpbert_core.runtime.training import (
-    BATCH_ORDERS,
-    autocast_context,
-    build_epoch_scheduler,
-    build_optimizer,
-    optimizer_step,
-    resume_checkpoint,
-    scheduler_epoch_end,
-    epoch_seed,
-    length_sorted_batches,
-    needs_grad_scaler,
-    training_batches,
-    compute_record,
-    pick_device,
-    save_checkpoint,
-    set_seed,
-    set_torch_rng_state,
-    torch_rng_state,
-    torch_threads,
+    BATCH_ORDERS, autocast_context, build_epoch_scheduler, build_optimizer, optimizer_step, scheduler_epoch_end,
+    epoch_seed, length_sorted_batches, needs_grad_scaler, training_batches, compute_record, pick_device, set_seed,
+    set_torch_rng_state, torch_rng_state, torch_threads,
 )
+from lpbert_core.runtime.checkpoints import resume_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
 
-TASKS = ("mem_head", "mem_tail", "mrm", "mlm")
-LOG_COLUMNS = (
-    ["epoch", "train_loss"] + [f"train_{t}" for t in TASKS]
-    + ["dev_loss"] + [f"dev_{t}" for t in TASKS]
-    + ["dev_mem_acc", "dev_mrm_acc", "lr", "lr_new", "seconds"]
-)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 # Settings that do not change the result; a checkpoint made under other values of these is still resumed.
 RESULT_NEUTRAL = ("threads", "device", "keep_checkpoint", "progress_bar", "checkpoint_every_minutes")
-
 
 
 def train(
@@ -209,20 +190,6 @@ def train(
 
 # ---------------------------------------------------------------- data
 
-def _make_samples(kg, triples, cfg, rng):
-    return build_samples(
-        kg, triples, cfg.variant, cfg.max_length, rng, cfg.task_probabilities,
-        cfg.mlm_probability, cfg.mlm_mask_fraction, cfg.mlm_random_fraction,
-        cfg.mlm_mask_token, cfg.segment_separators,
-    )
-
-
-def _collate(samples, idx, pad_id, cfg) -> dict:
-    """segment_separators false = the authors' input: no attention mask, padded to max_length (see collate)."""
-    if cfg.segment_separators:
-        return collate([samples[i] for i in idx], pad_id)
-    return collate([samples[i] for i in idx], pad_id, attention_mask=False, pad_to=cfg.max_length)
-
 
 def _check_vocabulary(kg: TokenizedKG, tokenizer) -> None:
     """The token shards must come from this encoder's tokenizer, or every id means a different word."""
@@ -316,91 +283,6 @@ def _restore_rng(partial: dict, seed: int) -> None:
     else:
         log.warning("resumed with %d ranks from a checkpoint of %d: fresh dropout streams", w.size, len(states))
         torch.manual_seed(distributed.rank_seed(seed + int(partial["step"])))
-
-
-def _labelled_counts(samples, idx) -> dict[str, int]:
-    """Labelled tokens of each eq. 8 term (EM-head: MEM/MRM, MLM) in the samples idx."""
-    return {"em": int(sum(int((samples[i].em_labels != IGNORE).sum()) for i in idx)),
-            "mlm": int(sum(int((samples[i].mlm_labels != IGNORE).sum()) for i in idx))}
-
-
-def _rank_batch(samples, idx, pad_id, cfg) -> dict:
-    """The host half of a multi-GPU step (run ahead by the batch loader): this rank's slice of the GLOBAL batch `idx`
-    collated, and the labelled-token counts of the slice and of the global batch. An empty slice (a short last batch
-    with fewer samples than ranks) holds the batch's first sample with every label removed (see
-    _data_parallel_update)."""
-    lo, hi = distributed.shard_range(len(idx))
-    mine = idx[lo:hi]
-    batch = _collate(samples, mine if len(mine) else idx[:1], pad_id, cfg)
-    if not len(mine):
-        batch["em_labels"] = torch.full_like(batch["em_labels"], IGNORE)
-        batch["mlm_labels"] = torch.full_like(batch["mlm_labels"], IGNORE)
-    return {"batch": batch, "total": _labelled_counts(samples, idx), "mine": _labelled_counts(samples, mine),
-            "empty": not len(mine)}
-
-
-def _data_parallel_update(model, prepared: dict, device, cfg, optimizer, scheduler, scaler):
-    """One multi-GPU step through the step's data_parallel wrapper `model` on this rank's slice (`_rank_batch`). Each
-    eq. 8 term is the rank's mean times K * (its labelled tokens / the global batch's), so the gradient DDP averages
-    over ranks is that of the global batch's loss. Returns the forward output (None for an empty slice: the rank runs a
-    sample without labels, a zero loss whose backward reaches every parameter, and its heads join the global BatchNorm
-    with no rows)."""
-    size = distributed.world().size
-    total, counts = prepared["total"], prepared["mine"]
-    batch = {k: v.to(device, non_blocking=True) for k, v in prepared["batch"].items()}
-    with autocast_context(device, cfg.precision):
-        out = model(**batch, global_heads={term: count > 0 for term, count in total.items()})
-    loss = out["loss"].new_zeros(())
-    for term, mean in out["head_losses"].items():
-        loss = loss + mean * (size * counts[term] / total[term])
-    optimizer_step(loss, model, optimizer, scheduler, scaler)
-    return None if prepared["empty"] else out
-
-
-def _data_parallel_step(model, samples, idx, pad_id, device, cfg, optimizer, scheduler, scaler):
-    """`_rank_batch` then `_data_parallel_update`: one multi-GPU step on the GLOBAL batch `idx`."""
-    return _data_parallel_update(model, _rank_batch(samples, idx, pad_id, cfg), device, cfg, optimizer, scheduler,
-                                 scaler)
-
-
-def _split_losses(stats: dict) -> tuple[float | None, dict]:
-    """Per-task mean token loss and the split loss L = mean EM-token CE + mean MLM-token CE."""
-    per_task = {t: (stats[t]["loss_sum"] / stats[t]["count"] if stats.get(t, {}).get("count") else None) for t in TASKS}
-    em = [stats[t] for t in ("mem_head", "mem_tail", "mrm") if t in stats]
-    em_count = sum(s["count"] for s in em)
-    total = None
-    if em_count:
-        total = sum(s["loss_sum"] for s in em) / em_count
-    if per_task["mlm"] is not None:
-        total = (total or 0.0) + per_task["mlm"]
-    return total, per_task
-
-
-def _accuracy(stats: dict, tasks: tuple[str, ...]) -> float | None:
-    count = sum(stats.get(t, {}).get("count", 0) for t in tasks)
-    return sum(stats.get(t, {}).get("correct", 0) for t in tasks) / count if count else None
-
-
-def _log_row(epoch, train_stats, dev_stats, optimizer, seconds) -> dict:
-    train_loss, train_tasks = _split_losses(train_stats)
-    dev_loss, dev_tasks = _split_losses(dev_stats)
-    row = {"epoch": epoch, "train_loss": train_loss}
-    row.update({f"train_{t}": v for t, v in train_tasks.items()})
-    row["dev_loss"] = dev_loss
-    row.update({f"dev_{t}": v for t, v in dev_tasks.items()})
-    row["dev_mem_acc"] = _accuracy(dev_stats, ("mem_head", "mem_tail"))
-    row["dev_mrm_acc"] = _accuracy(dev_stats, ("mrm",))
-    row["lr"], row["lr_new"] = _group_lrs(optimizer)
-    row["seconds"] = round(seconds, 3)
-    return row
-
-
-def _group_lrs(optimizer) -> tuple[float, float]:
-    """Current (encoder, head) learning rates: the groups were created with lr_encoder / lr_new as initial_lr."""
-    groups = optimizer.param_groups
-    low = min(groups, key=lambda g: g["initial_lr"])
-    high = max(groups, key=lambda g: g["initial_lr"])
-    return low["lr"], high["lr"]
 
 
 # ---------------------------------------------------------------- progress, checkpoints, output
