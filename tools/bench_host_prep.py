@@ -77,9 +77,9 @@ def time_case(dataset: str, bs: int, batches: int) -> dict:
 
 
 def time_pretrain(dataset: str, batches: int, sample_triples: int = 20_000) -> dict:
-    """The pre-training batch of 32 as pretrain_loop makes it today: the epoch's samples built in the training
-    process (build_samples, once per epoch; timed on a sample of triples and scaled to the train split) and each
-    batch collated inline (no prefetch)."""
+    """The pre-training batch of 32: the epoch's samples (build_samples, once per epoch; timed on a sample of
+    triples and scaled to the train split) and each batch's collate, the host work per batch whether or not a GPU run
+    overlaps it (batch_loader)."""
     from lpbert_core.pretrain.pretrain_samples import build_samples, collate
 
     config = load_config([ROOT / "config.yaml"])
@@ -104,8 +104,10 @@ def time_pretrain(dataset: str, batches: int, sample_triples: int = 20_000) -> d
             "build_samples_ms_per_batch": round(1e3 * per_triple * bs, 3),
             "collate_ms_per_batch": round(1e3 * statistics.median(times), 3),
             "host_ms_per_batch": round(1e3 * (per_triple * bs + statistics.median(times)), 3),
-            "note": "samples are built in the training process once per epoch (not overlapped with the steps); the "
-                    "per-batch figure spreads that over the epoch's batches"}
+            "note": "on a CPU device the samples are built in the training process once per epoch; on a GPU the next "
+                    "epoch's are built in a background thread while this one trains and batches are collated by "
+                    "DataLoader workers (lpbert_core/runtime/batch_loader.py); the per-batch figure spreads the "
+                    "build over the epoch's batches"}
 
 
 def wait_share(dataset: str, bs: int, steps: int) -> dict:

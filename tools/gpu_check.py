@@ -18,6 +18,7 @@ Steps:
   here:   python tools/gpu_check.py pack            # .gpu/: MiniLM in fp16 (the call carries 64 MiB at most)
           python tools/gpu_check.py run --smoke --out /tmp/gpu-smoke   # the same script, tiny, on the CPU
   there:  PYTHONPATH=$PWD:$PWD/.gpu/shim python3 tools/gpu_check.py run --out $OUT --budget-s 480
+          (--proxy-calibration: issue #25's call; --step-profile: issue #26's step profile and WN18RR epoch)
 The weights travel in fp16 (all-MiniLM-L6-v2's fp32 file is 91 MB) and are widened back to fp32 before use: every
 weight is its fp32 value rounded to fp16 (relative error <= 2^-11), stated in gpu_check.json.
 Writes $OUT/gpu_check.json (figures, device, timings), pytest_cuda.log and results.tar.gz (each run's metrics.json,
@@ -318,6 +319,32 @@ def main_proxy_calibration(args) -> None:
     print(json.dumps({k: v.get("ok", v) for k, v in report.data["parts"].items()}, indent=1))
 
 
+def main_step_profile(args) -> None:
+    """Issue #26 item 2 on the device: tools/bench_gpu_step.py on WN18RR (its data stages first), batch 64 and 256:
+    the kernel share of a step under the profiler and one whole epoch timed, to $OUT/gpu_step_profile.json."""
+    out, work = prepare_folders(args)
+    import torch
+
+    from lpbert_core.config.load import load_config
+    from lpbert_core.config.resolve import JobSettings
+    from lpbert_core.runtime.direct_run import DirectRun
+
+    sys.path.insert(0, str(REPO / "tools"))
+    import bench_gpu_step
+
+    report = Report(out, work, args.budget_s)
+    cuda = torch.cuda.is_available()
+    report.data["environment"] = {"device": torch.cuda.get_device_name(0) if cuda else "cpu",
+                                  "torch": torch.__version__, "smoke": args.smoke}
+    report.save()
+    DirectRun(JobSettings(load_config([REPO / "config.yaml"])), work, threads=os.cpu_count() or 1).data("WN18RR")
+    smoke = ["--warmup", "1", "--profile-steps", "1", "--epoch-steps", "1", "--batch-sizes", "16"] if args.smoke else []
+    report.part("step_profile", lambda: bench_gpu_step.main(
+        ["--device", "cuda" if cuda else "cpu", "--root", str(work), "--out", str(out / "gpu_step_profile.json"),
+         *smoke]) or {"file": "gpu_step_profile.json"})
+    print(json.dumps({k: v.get("ok", v) for k, v in report.data["parts"].items()}, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -329,12 +356,15 @@ def main() -> None:
     run.add_argument("--only", nargs="*", help="run only these parts (names as in gpu_check.json)")
     run.add_argument("--smoke", action="store_true", help="tiny settings on whatever device there is (rehearsal)")
     run.add_argument("--proxy-calibration", action="store_true", help="the CPU proxy's GPU calibration (issue #25)")
+    run.add_argument("--step-profile", action="store_true", help="the step profile and WN18RR epoch (issue #26)")
     run.add_argument("--proxy-readings", nargs="+", default=PROXY_READINGS, help="runs of configs/proxy.yaml")
     args = parser.parse_args()
     if args.command == "pack":
         pack()
     elif args.proxy_calibration:
         main_proxy_calibration(args)
+    elif args.step_profile:
+        main_step_profile(args)
     else:
         main_run(args)
 
