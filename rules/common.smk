@@ -285,7 +285,7 @@ def beyond_inputs(rows):
 # ---- GPUs per job (config `gpus_per_job`): rules pretrain, finetune, kgbert_train and score request gpu=K, and the
 # job's stage runs in K torchrun ranks (lpbert_core.runtime.distributed). A resource, not a param: batches stay global, so K
 # changes no result beyond float rounding and dropout masks, and changing it reruns nothing.
-GPUS_PER_JOB = int(config.get("gpus_per_job", 1))
+GPUS_PER_JOB = int(config["gpus_per_job"])  # config.yaml (the schema requires it)
 
 
 # ---- Threads of a GPU job: the configured count (`gpu_job_threads`; pre-training: `pretrain.threads`), but at most
@@ -306,7 +306,7 @@ def gpu_threads(wanted):
     return threads
 
 
-GPU_JOB_THREADS = gpu_threads(config.get("gpu_job_threads", 8))
+GPU_JOB_THREADS = gpu_threads(config["gpu_job_threads"])  # config.yaml (the schema requires it)
 
 
 # ---- Priorities (rules pretrain 100+, finetune / kgbert_train 50, score / kgbert_score / score_candidates 10): among
