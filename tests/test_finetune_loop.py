@@ -324,7 +324,7 @@ def test_shift_initial_mean_is_measured_recorded_and_resumed(setup, tmp_path):
     lpbert_run.json and every train_log row, the learnable bias starts from it, and a resumed run keeps it."""
     from transformers import AutoModel
 
-    from lpbert_core.finetune.finetune_step import measure_initial_shift
+    from lpbert_core.finetune.step_measures import measure_initial_shift
     from lpbert_core.finetune.finetune_data import training_triples
     from lpbert_core.model.sequences import SequenceBuilder
     from lpbert_core.model.siamese import SiameseModel

@@ -268,7 +268,7 @@ def test_all_entity_columns_put_every_entity_once_on_one_rank(ranks):
 
 
 def test_all_entity_shift_is_measured_over_every_entity(setup):
-    from lpbert_core.finetune.finetune_step import measure_initial_shift
+    from lpbert_core.finetune.step_measures import measure_initial_shift
 
     kg, model, builder, _ = _step_setup(setup)
     rows = np.array([[0, 0, 1], [2, 1, 5], [3, 0, 4]])

@@ -289,13 +289,17 @@ class JobSettings:
         """Arguments of lpbert_core.finetune.finetune_loop.run_finetune besides the paths: the run's resolved
         settings (`finetune`, plain data) and what the job records about the run."""
         key = self.run_settings(run)["encoder"]
+        settings = self.resolve("finetune", dataset, run)
+        if settings.mined_negatives and int(self.config.get("gpus_per_job") or 1) > 1:
+            raise ConfigError(f"finetune (run {run} on {dataset}): mined_negatives runs in one process; set "
+                              "gpus_per_job: 1 (every rank would encode every rank's mined entities)")
         return {
             "dataset": dataset,
             "run": run,
             "run_spec": self.run_entry(run),
             "encoder_key": key,
             "encoder_source": self.encoder_source(key),
-            "finetune": self.resolve("finetune", dataset, run).as_dict(),
+            "finetune": settings.as_dict(),
             # the per-epoch dev evaluation ranks head queries as the score rule does
             "head_ranking": self.resolve("score", dataset).head_ranking,
         }

@@ -212,6 +212,7 @@ class FinetuneSettings(StageSettings):
     pre_batch_weight: float
     all_entity_negatives: bool
     entity_bank: int
+    mined_negatives: int
     two_towers: bool
     symmetric_closure: bool
     zero_shot: bool
@@ -274,6 +275,9 @@ def check_finetune(s: "FinetuneSettings") -> None:
         if leak:
             problems.append(f"finetune.entity_bank would make held-out answers positive columns ({leak}): use "
                             "label_splits: [train]")
+    if s.mined_negatives and not s.entity_bank:
+        problems.append("finetune.mined_negatives mines from the entity bank: set entity_bank (its refresh interval "
+                        "in steps) above 0")
     if s.step_budget is not None and s.dev_points > s.step_budget:
         problems.append(f"finetune.dev_points ({s.dev_points}) exceeds step_budget ({s.step_budget}): a dev point "
                         "needs a step")

@@ -9,7 +9,7 @@ starts at p ~ 0.97 and its focal weight (1 - p)^2 is ~0: only negatives get a gr
 - `balanced`: the shift at which the positives carry half of the focal term's gradient with respect to the scores
   (InfoNCE's balance: there the positive's and the negatives' gradients are equal by construction).
 
-Both are measured once, before the first step, on the same pairs as `initial_mean` (finetune_step.measure_initial_shift).
+Both are measured once, before the first step, on the same pairs as `initial_mean` (step_measures.measure_initial_shift).
 `positive_gradient_share` is the diagnostic the proxy records at each dev point and the unit test checks at step 0.
 """
 

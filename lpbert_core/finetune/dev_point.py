@@ -19,7 +19,8 @@ from lpbert_core.ranking.anchor_diagnostics import anchor_report
 from lpbert_core.ranking.rank_split import evaluate_split
 from lpbert_core.finetune.calibration import gradient_share
 from lpbert_core.finetune.finetune_data import label_matrix
-from lpbert_core.finetune.finetune_step import dev_in_batch_loss, encode_batch
+from lpbert_core.finetune.finetune_step import encode_batch
+from lpbert_core.finetune.step_measures import dev_in_batch_loss
 
 DIAGNOSTIC_BATCHES = 4
 

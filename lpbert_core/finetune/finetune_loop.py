@@ -9,12 +9,10 @@ n x n construction as training, dropout off, unshuffled dev batches), `adam_beta
 evaluation's head ranking, which follows `score.head_ranking` (argument `head_ranking`).
 
 Training batches (`batch_order`): `random` (default; the paper's standard BERT fine-tuning) or `length` (bucketed by
-query length: less padding, but it changes which in-batch negatives meet). Dev/test scoring always encodes in
-length-sorted batches (an efficiency choice only: it does not change any score).
+query length: less padding, but it changes which in-batch negatives meet).
 
-Determinism (CPU): every epoch's batch order, dropout and negative draws derive from `epoch_seed(seed, epoch)`;
-a checkpoint written mid-epoch stores the torch and numpy RNG states and the position in the epoch, so a killed run
-resumes to the same result as an uninterrupted one.
+Determinism (CPU): every epoch's batch order, dropout and negative draws derive from `epoch_seed(seed, epoch)`; a
+mid-epoch checkpoint stores the RNG states and the position, so a killed run resumes to the uninterrupted result.
 
 The GPU is fed (issue #11): each step's host work (`prepare_batch`: sampled negatives, token tensors, labels) runs
 one batch ahead in a background thread (`BatchFeed`, in batch order, so the numpy draws are the same draws in the
@@ -50,12 +48,14 @@ from lpbert_core.finetune.batch_feed import BatchFeed
 from lpbert_core.finetune.extra_negatives import Neighbourhood, PreBatchBank, bank_entities
 from lpbert_core.finetune.finetune_data import split_rows, training_triples
 from lpbert_core.graph.known_answers import known_answers, label_leak
-from lpbert_core.model.sequences import SequenceBuilder
 from lpbert_core.finetune.finetune_loss import LossConfig
+from lpbert_core.model.sequences import SequenceBuilder
 from lpbert_core.finetune.dev_point import evaluate_dev
 from lpbert_core.finetune.entity_bank import EntityBank
-from lpbert_core.finetune.finetune_step import FinetuneStep, measure_initial_shift, prepare_batch
+from lpbert_core.finetune.finetune_step import FinetuneStep, prepare_batch, token_table
+from lpbert_core.finetune.mined_negatives import NegativeMiner
 from lpbert_core.finetune.step_budget import BatchPlan
+from lpbert_core.finetune.step_measures import measure_initial_shift
 from lpbert_core.finetune.zero_shot import write_zero_shot
 from lpbert_core.graph.kg import TokenizedKG
 from lpbert_core.finetune.rng_state import rank_torch_rng, set_torch_rng_state, store_rng
@@ -158,7 +158,8 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: FinetuneSettings | dict, 
         loss_cfg.shift = progress["initial_shift"]["shift"]
         log(f"shift {cfg.shift}: {json.dumps(progress['initial_shift'])}")
     log(f"truncation at max_length={max_len}: {json.dumps(builder.truncation_report())}")
-    step_module = distributed.data_parallel(FinetuneStep(model))  # DDP in a multi-GPU job; the model itself in one
+    miner = NegativeMiner(token_table(builder), cfg.mined_negatives) if cfg.mined_negatives else None
+    step_module = distributed.data_parallel(FinetuneStep(model, miner))  # DDP with several GPUs; else the model
 
     ebank = EntityBank(cfg.entity_bank)
     if ebank.on and progress.get("entity_bank"):
@@ -335,8 +336,8 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: FinetuneSettings | dict, 
                  "inverse_augmentation": cfg.inverse_augmentation, "in_batch_negatives": in_batch,
                  "batch_order": batch_order, "self_negatives": cfg.self_negatives,
                  "hard_negatives": hard_k, "pre_batch": pre_batch, "all_entity_negatives": cfg.all_entity_negatives,
-                 "entity_bank": cfg.entity_bank, "symmetric_closure": cfg.symmetric_closure,
-                 "step_budget": cfg.step_budget, "dev_points": cfg.dev_points if cfg.step_budget else None,
+                 "entity_bank": cfg.entity_bank, "mined_negatives": cfg.mined_negatives,
+                 "symmetric_closure": cfg.symmetric_closure, "step_budget": cfg.step_budget, "dev_points": cfg.dev_points if cfg.step_budget else None,
                  "best_epoch": progress["best_epoch"], "best_dev_hits@10": progress["best_hits10"],
                  "epochs_run": progress["epoch"], "train_rows": int(len(rows)),
                  "train_subsample": cfg.train_subsample, "dev_subsample": cfg.dev_subsample, "seed": seed,

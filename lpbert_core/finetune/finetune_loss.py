@@ -25,7 +25,7 @@ Eq. 12 `distance`:
 - `none`: focal term only.
 
 `shift: initial_mean` (sigmoid / learnable init): the shift is measured once when training starts, as the mean
-cosine of the in-batch pairs of the first training batches (finetune_step.measure_initial_shift); the loss then
+cosine of the in-batch pairs of the first training batches (step_measures.measure_initial_shift); the loss then
 sees that number.
 
 `loss: infonce` is a named alternative (not the paper's): cross-entropy of each query row over its candidates

@@ -1,7 +1,7 @@
 """One fine-tuning step of LP-BERT, split from the loop (lpbert_core.finetune.finetune_loop): the host half (`prepare_batch`:
 negatives drawn, candidate list laid out, token tensors, labels and masks; run one batch ahead by the prefetch thread)
-and the device half (`prepared_step`: encode, score, loss), and the two measurements that reuse them in eval mode
-(`measure_initial_shift`, `dev_in_batch_loss`).
+and the device half (`prepared_step`: encode, score, loss); the two measurements that reuse them in eval mode are in
+step_measures.py.
 
 Candidate layout of a batch of n rows (blocks of n, aligned with the rows, so each rank of a multi-GPU job encodes
 the same slice of every block): in-batch mode: tails | hard negatives (k blocks) | the rows' own heads
@@ -25,7 +25,7 @@ from lpbert_core.model.sequences import SequenceBuilder
 from lpbert_core.model.token_table import TokenTable
 from lpbert_core.finetune.finetune_loss import (LossConfig, ScoreColumns, add_self_column, batch_loss, column_loss, infonce_logits,
                             masked_loss, pair_loss)
-from lpbert_core.model.siamese import SiameseModel, cosine_matrix, distance_matrix, pair_distance
+from lpbert_core.model.siamese import SiameseModel, distance_matrix, pair_distance
 from lpbert_core.runtime.training import autocast_context
 
 def _device_batch(batch: dict, device) -> dict:
@@ -232,10 +232,10 @@ def all_entity_loss(model: SiameseModel, prepared: PreparedBatch, qv: torch.Tens
 
 def extra_column_loss(model: SiameseModel, prepared: PreparedBatch, qv: torch.Tensor, cv: torch.Tensor,
                       labels: torch.Tensor, mask, loss_cfg: LossConfig, device, bank: torch.Tensor | None,
-                      entity_bank: torch.Tensor | None = None) -> dict:
+                      entity_bank: torch.Tensor | None = None, miner=None, precision: str = "fp32") -> dict:
     """In-batch loss with hard-negative, pre-batch and / or entity-bank columns: blocks tails | hard | self |
-    pre-batch | entity bank, one loss (finetune_loss.column_loss). The self, pre-batch and entity-bank columns are
-    negatives (label 0) where valid."""
+    pre-batch | entity bank (or, with a `miner`, the negatives it mined from the bank, encoded fresh), one loss
+    (finetune_loss.column_loss). The self, pre-batch and entity-bank columns are negatives (label 0) where valid."""
     n = len(prepared.rows)
     k = prepared.hard
     dist_of = (lambda v: None) if loss_cfg.loss == "infonce" else (lambda v: distance_matrix(qv, v))  # noqa: E731
@@ -255,7 +255,12 @@ def extra_column_loss(model: SiameseModel, prepared: PreparedBatch, qv: torch.Te
     if bank is not None and prepared.bank_valid is not None:
         blocks.append(ScoreColumns(model.score_matrix(qv, bank), dist_of(bank), labels.new_zeros(n, bank.shape[0]),
                                    prepared.bank_valid.to(device, non_blocking=True), loss_cfg.pre_batch_weight))
-    if entity_bank is not None and prepared.entity_bank is not None:
+    if miner is not None and entity_bank is not None and prepared.entity_bank is not None:
+        rows, cols = prepared.entity_bank
+        mv, mined_labels, mined_valid, _ = miner.columns(model, qv, entity_bank, rows, cols, prepared.rows[:, 2],
+                                                         device, precision)
+        blocks.append(ScoreColumns(model.score_matrix(qv, mv), dist_of(mv), mined_labels, mined_valid))
+    elif entity_bank is not None and prepared.entity_bank is not None:
         rows, cols = prepared.entity_bank
         valid = bank_valid(entity_bank.shape[0], rows, cols, torch.as_tensor(prepared.rows[:, 2]), n, device)
         blocks.append(ScoreColumns(model.score_matrix(qv, entity_bank), dist_of(entity_bank),
@@ -264,9 +269,10 @@ def extra_column_loss(model: SiameseModel, prepared: PreparedBatch, qv: torch.Te
 
 
 def prepared_step(model: SiameseModel, prepared: PreparedBatch, loss_cfg: LossConfig, device, precision: str,
-                  in_batch: bool, bank: torch.Tensor | None = None, entity_bank: torch.Tensor | None = None) -> dict:
-    """The device half of a training step: encode, score, loss (no backward); no host synchronisation. `bank`: the
-    pre-batch vectors [B, d] (None: none). With extra columns the result also holds `tail_vectors` (the batch's
+                  in_batch: bool, bank: torch.Tensor | None = None, entity_bank: torch.Tensor | None = None,
+                  miner=None) -> dict:
+    """The device half of a training step: encode, score, loss (no backward); no host synchronisation (but one
+    with a `miner`: the mined entities' token ids). `bank`: the pre-batch vectors [B, d] (None: none). With extra columns the result also holds `tail_vectors` (the batch's
     tail vectors, for the pre-batch bank)."""
     n = len(prepared.rows)
     qv, cv = encode_inputs(model, prepared.inputs, device, precision)
@@ -276,7 +282,8 @@ def prepared_step(model: SiameseModel, prepared: PreparedBatch, loss_cfg: LossCo
     if prepared.all_entities:
         return all_entity_loss(model, prepared, qv, cv, labels, loss_cfg, device)
     if in_batch and prepared.extra_columns:
-        out = extra_column_loss(model, prepared, qv, cv, labels, mask, loss_cfg, device, bank, entity_bank)
+        out = extra_column_loss(model, prepared, qv, cv, labels, mask, loss_cfg, device, bank, entity_bank, miner,
+                                precision)
         out["tail_vectors"] = cv[:n].detach()
         return out
     anchors = None
@@ -313,13 +320,15 @@ class FinetuneStep(torch.nn.Module):
     (the logit mapping, the learnable temperature, the pair layer), and DDP must see the whole loss to reduce their
     gradients with the encoder's."""
 
-    def __init__(self, model: SiameseModel):
+    def __init__(self, model: SiameseModel, miner=None):
         super().__init__()
         self.model = model
+        self.miner = miner  # finetune.mined_negatives: mined_negatives.NegativeMiner (None: off)
 
     def forward(self, prepared: "PreparedBatch", loss_cfg: LossConfig, device, precision: str, in_batch: bool,
                 bank: torch.Tensor | None = None, entity_bank: torch.Tensor | None = None) -> dict:
-        return prepared_step(self.model, prepared, loss_cfg, device, precision, in_batch, bank, entity_bank)
+        return prepared_step(self.model, prepared, loss_cfg, device, precision, in_batch, bank, entity_bank,
+                             self.miner)
 
 
 def training_step(model: SiameseModel, builder: SequenceBuilder, batch_rows: np.ndarray, known, loss_cfg: LossConfig,
@@ -336,60 +345,3 @@ def training_step(model: SiameseModel, builder: SequenceBuilder, batch_rows: np.
     return prepared_step(model, prepared, loss_cfg, device, precision, in_batch)
 
 
-SHIFT_BATCHES = 8  # training batches whose in-batch pairs give `shift: initial_mean`
-
-
-def measure_initial_shift(model: SiameseModel, builder: SequenceBuilder, rows: np.ndarray, batches: list,
-                          device, precision: str, max_batches: int = SHIFT_BATCHES,
-                          all_entities: bool = False, mode: str = "initial_mean",
-                          loss_cfg: LossConfig | None = None) -> dict:
-    """The measured shift of eq. 11's mapping (`shift: initial_mean | midpoint | balanced`, finetune/calibration.py)
-    from the n x n in-batch (query, tail) pairs of the first `max_batches` training batches (`all_entities`: all n x E
-    (query, entity) pairs, the pairs that mode trains on), the model in eval mode (no dropout, no gradient, no RNG
-    drawn), before the first step. `initial_mean` = the mean cosine of all pairs; the record also holds the positive
-    pairs' mean (the diagonal; all-entity: each row's tail column) and the spread (lpbert_run.json `initial_shift`)."""
-    from lpbert_core.finetune.calibration import measured_shift
-
-    was_training = model.training
-    model.eval()
-    cos_all, diag, off = [], [], []
-    with torch.no_grad():
-        for idx in batches[:max_batches]:
-            batch_rows = rows[idx]
-            n, tails = len(batch_rows), batch_rows[:, 2]
-            num = builder.kg.num_entities
-            # columns, how many are scored, and each row's positive column
-            cands, width, pos = (all_entity_columns(num, n), num, tails) if all_entities else (tails, n, np.arange(n))
-            qv, cv = encode_batch(model, builder, batch_rows, cands, device, precision)
-            cos = cosine_matrix(qv, cv[:width]).cpu()
-            cos_all.append(cos.flatten())
-            diag.append(cos[torch.arange(n), torch.as_tensor(pos)])
-            is_pos = torch.zeros_like(cos, dtype=torch.bool)
-            is_pos[torch.arange(n), torch.as_tensor(pos)] = True
-            off.append(cos[~is_pos])
-    model.train(was_training)
-    cos_all, diag, off = torch.cat(cos_all), torch.cat(diag), torch.cat(off)
-    record = {"shift": float(cos_all.mean()), "std": float(cos_all.std()), "diagonal_mean": float(diag.mean()),
-              "batches": min(max_batches, len(batches)), "pairs": int(cos_all.numel())}
-    if mode != "initial_mean":
-        record.update(mode=mode, initial_mean=record["shift"], negative_mean=float(off.mean()),
-                      shift=measured_shift(mode, diag, off, record["shift"], loss_cfg))
-    return record
-
-
-def dev_in_batch_loss(model: SiameseModel, builder: SequenceBuilder, rows: np.ndarray, known, loss_cfg: LossConfig,
-                      device, precision: str, in_batch: bool, batch_size: int, seed: int) -> float:
-    """`selection: dev_loss` (authors' code): the training loss on the dev rows, the same construction as a training
-    step (n x n in-batch, or sampled negatives from a fixed generator), dropout off, no gradient, batches in file
-    order (unshuffled); the mean over batches. Draws nothing from the training random streams."""
-    was_training = model.training
-    model.eval()
-    rng = np.random.default_rng(seed)
-    losses = []
-    with torch.no_grad():
-        for start in range(0, len(rows), batch_size):
-            out = training_step(model, builder, rows[start:start + batch_size], known, loss_cfg, device, precision,
-                                in_batch, rng)
-            losses.append(float(out["loss"]))
-    model.train(was_training)
-    return float(np.mean(losses)) if losses else float("nan")
