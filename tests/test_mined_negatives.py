@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import plain_loss
-from test_finetune_loop import CFG, _encode, _run, _step_setup, _weights, toy_kg
+from test_finetune_loop import CFG, _encode, _run, _weights, toy_kg
+from test_proxy_training import bank_step_setup
 
 
 @pytest.fixture(scope="module")
@@ -39,20 +39,12 @@ def test_mining_takes_the_top_valid_entities_and_may_take_the_anchor():
 def test_mined_columns_exact_logits(setup):
     """One step with k = 1: the loss is InfoNCE over the in-batch tails and the mined entities, their vectors encoded
     fresh (the bank is perturbed: a stale vector in the loss would show), each mined entity labelled for every row."""
-    from lpbert_core.finetune.entity_bank import EntityBank
-    from lpbert_core.finetune.finetune_step import FinetuneStep, prepare_batch, token_table
+    from lpbert_core.finetune.finetune_step import FinetuneStep, token_table
     from lpbert_core.finetune.mined_negatives import NegativeMiner
-    from lpbert_core.graph.known_answers import known_answers
 
-    kg, model, builder, _ = _step_setup(setup)
-    known = known_answers(kg)
-    cfg = plain_loss(loss="infonce", infonce_temperature=0.1)
-    rows = kg.triples["train"][[0, 1, 10, 13]]
-    bank = EntityBank(5)
-    bank.refresh(model, builder, torch.device("cpu"), 8, "fp32", step=0)
+    kg, model, builder, known, cfg, rows, bank, prepared = bank_step_setup(setup)
     bank.vectors = bank.vectors + 0.3 * torch.randn(bank.vectors.shape, generator=torch.Generator().manual_seed(1))
     step = FinetuneStep(model, NegativeMiner(token_table(builder), 1))
-    prepared = prepare_batch(builder, rows, known, cfg, True, np.random.default_rng(0), entity_bank=True)
     got = step(prepared, cfg, torch.device("cpu"), "fp32", True, None, bank.vectors)["loss"]
 
     q = F.normalize(_encode(model, builder, rows=rows), dim=-1)

@@ -132,11 +132,10 @@ def test_step_budget_run_logs_a_dev_point_per_segment_and_resumes(setup, tmp_pat
 
 # ------------------------------------------------------------------ entity bank
 
-def test_entity_bank_columns_exact_logits(setup):
-    """The bank block: every entity a column of every row, minus the row's known answers and the batch's tails; the
-    InfoNCE loss over [in-batch | bank] by hand."""
+def bank_step_setup(setup):
+    """A four-row InfoNCE batch of the toy graph prepared for the entity bank, and the bank refreshed at step 0."""
     from lpbert_core.finetune.entity_bank import EntityBank
-    from lpbert_core.finetune.finetune_step import prepare_batch, prepared_step
+    from lpbert_core.finetune.finetune_step import prepare_batch
     from lpbert_core.graph.known_answers import known_answers
 
     kg, model, builder, _ = _step_setup(setup)
@@ -146,6 +145,15 @@ def test_entity_bank_columns_exact_logits(setup):
     bank = EntityBank(5)
     bank.refresh(model, builder, torch.device("cpu"), 8, "fp32", step=0)
     prepared = prepare_batch(builder, rows, known, cfg, True, np.random.default_rng(0), entity_bank=True)
+    return kg, model, builder, known, cfg, rows, bank, prepared
+
+
+def test_entity_bank_columns_exact_logits(setup):
+    """The bank block: every entity a column of every row, minus the row's known answers and the batch's tails; the
+    InfoNCE loss over [in-batch | bank] by hand."""
+    from lpbert_core.finetune.finetune_step import prepared_step
+
+    kg, model, builder, known, cfg, rows, bank, prepared = bank_step_setup(setup)
     got = prepared_step(model, prepared, cfg, torch.device("cpu"), "fp32", True, None, bank.vectors)["loss"]
 
     q = F.normalize(_encode(model, builder, rows=rows), dim=-1)
