@@ -47,14 +47,15 @@ def main() -> None:
                    "instances": []}
             for name, seed in instances(run, proxy["runs"][run]):
                 source = {key: args.root / pattern.format(d=dataset, r=name) for key, pattern in FILES.items()}
-                if not source["metrics.json"].exists():
+                folder = args.out / dataset / name
+                if source["metrics.json"].exists():  # a run finished under --root: (re)collect its files
+                    folder.mkdir(parents=True, exist_ok=True)
+                    for key, path in source.items():
+                        if path.exists():
+                            shutil.copy2(path, folder / key)
+                elif not (folder / "metrics.json").exists():  # neither here nor collected by an earlier session
                     pending.append(f"{dataset}/{name}")
                     continue
-                folder = args.out / dataset / name
-                folder.mkdir(parents=True, exist_ok=True)
-                for key, path in source.items():
-                    if path.exists():
-                        shutil.copy2(path, folder / key)
                 row["instances"].append({"run": name, "seed": seed, "metrics": folder / "metrics.json",
                                          "train_log": folder / "train_log.csv",
                                          "finetune_benchmark": folder / "finetune_benchmark.tsv",
