@@ -85,8 +85,6 @@ def _without_timing(rows):
 
 
 def test_pretraining_with_workers_and_epoch_ahead_is_bit_identical(tiny_encoder_dir, tmp_path, request):
-    from test_pretrain_loop import WORDS  # noqa: F401 (the same toy graph as the pre-training loop's tests)
-
     kg = _pretrain_kg()
     inline_rows, inline_weights = _pretrain(tiny_encoder_dir, kg, tmp_path / "inline")
     request.getfixturevalue("gpu_style_loading")
@@ -97,9 +95,9 @@ def test_pretraining_with_workers_and_epoch_ahead_is_bit_identical(tiny_encoder_
 
 
 def _pretrain_kg():
-    import test_pretrain_loop
+    from test_pretrain_loop import toy_pretrain_kg
 
-    return test_pretrain_loop.kg.__wrapped__()
+    return toy_pretrain_kg()
 
 
 def test_cross_encoder_with_workers_is_bit_identical(tiny_encoder_dir, tmp_path, request):

@@ -20,6 +20,11 @@ WORDS = ["river", "mountain", "city", "forest", "desert", "island", "valley", "l
 
 @pytest.fixture(scope="module")
 def kg():
+    return toy_pretrain_kg()
+
+
+def toy_pretrain_kg():
+    """Ten places, three relations (also built by tests/test_batch_loader.py)."""
     tok = load_tokenizer("minilm")
     entities = {f"e{i}": (w, f"a {w} in region {i % 3}") for i, w in enumerate(WORDS)}
     relations = {"near": "located near", "part": "is part of", "above": "lies above"}
