@@ -249,9 +249,8 @@ def _slice_loss(model, prepared: dict, device, precision) -> torch.Tensor:
     padding token through the model, none of it kept, a zero loss whose backward reaches every parameter as on the
     other ranks."""
     if "batch" not in prepared:
-        pad = torch.zeros((1, 1), dtype=torch.long, device=device)
         with autocast_context(device, precision):
-            return model(input_ids=pad, attention_mask=torch.ones_like(pad))[:0].float().sum()
+            return model(**distributed.padding_row(device))[:0].float().sum()
     batch = _batch_to(prepared["batch"], device)
     y = prepared["labels"].to(device, non_blocking=True)
     with autocast_context(device, precision):

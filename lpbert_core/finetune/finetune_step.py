@@ -91,11 +91,8 @@ def encode_inputs(model: SiameseModel, inputs: EncodingInputs, device, precision
             qv = model.encode_query(**_device_batch(inputs.queries, device))
             cv = model.encode_entity(**_device_batch(inputs.cands, device))
         qv, cv = qv.float(), cv.float()[inputs.inverse.to(device, non_blocking=True)]
-    elif torch.is_grad_enabled() and distributed.world().size > 1:
-        # a rank without rows (a short last batch): one padding token through both towers, none of it kept, so every
-        # parameter takes part in this rank's backward pass with a zero gradient, as on the other ranks (DDP)
-        pad = {"input_ids": torch.zeros((1, 1), dtype=torch.long, device=device),
-               "attention_mask": torch.ones((1, 1), dtype=torch.long, device=device)}
+    elif torch.is_grad_enabled() and distributed.world().size > 1:  # a rank without rows: through both towers
+        pad = distributed.padding_row(device)
         with autocast_context(device, precision):
             qv, cv = model.encode_query(**pad)[:0].float(), model.encode_entity(**pad)[:0].float()
     else:
@@ -255,16 +252,16 @@ def extra_column_loss(model: SiameseModel, prepared: PreparedBatch, qv: torch.Te
     if bank is not None and prepared.bank_valid is not None:
         blocks.append(ScoreColumns(model.score_matrix(qv, bank), dist_of(bank), labels.new_zeros(n, bank.shape[0]),
                                    prepared.bank_valid.to(device, non_blocking=True), loss_cfg.pre_batch_weight))
-    if miner is not None and entity_bank is not None and prepared.entity_bank is not None:
-        rows, cols = prepared.entity_bank
-        mv, mined_labels, mined_valid, _ = miner.columns(model, qv, entity_bank, rows, cols, prepared.rows[:, 2],
-                                                         device, precision)
-        blocks.append(ScoreColumns(model.score_matrix(qv, mv), dist_of(mv), mined_labels, mined_valid))
-    elif entity_bank is not None and prepared.entity_bank is not None:
+    if entity_bank is not None and prepared.entity_bank is not None:
         rows, cols = prepared.entity_bank
         valid = bank_valid(entity_bank.shape[0], rows, cols, torch.as_tensor(prepared.rows[:, 2]), n, device)
-        blocks.append(ScoreColumns(model.score_matrix(qv, entity_bank), dist_of(entity_bank),
-                                   labels.new_zeros(n, entity_bank.shape[0]), valid))
+        if miner is not None:  # the bank only chooses the columns; they are encoded fresh
+            mv, mined_labels = miner.columns(model, qv, entity_bank, valid, device, precision)
+            blocks.append(ScoreColumns(model.score_matrix(qv, mv), dist_of(mv), mined_labels,
+                                       torch.ones_like(mined_labels, dtype=torch.bool)))
+        else:
+            blocks.append(ScoreColumns(model.score_matrix(qv, entity_bank), dist_of(entity_bank),
+                                       labels.new_zeros(n, entity_bank.shape[0]), valid))
     return column_loss(blocks, loss_cfg, model.prob_scale, model.prob_bias, model.inverse_temperature())
 
 
@@ -272,8 +269,8 @@ def prepared_step(model: SiameseModel, prepared: PreparedBatch, loss_cfg: LossCo
                   in_batch: bool, bank: torch.Tensor | None = None, entity_bank: torch.Tensor | None = None,
                   miner=None) -> dict:
     """The device half of a training step: encode, score, loss (no backward); no host synchronisation (but one
-    with a `miner`: the mined entities' token ids). `bank`: the pre-batch vectors [B, d] (None: none). With extra columns the result also holds `tail_vectors` (the batch's
-    tail vectors, for the pre-batch bank)."""
+    with a `miner`: the mined entities' token ids). `bank`: the pre-batch vectors [B, d] (None: none). With extra
+    columns the result also holds `tail_vectors` (the batch's tail vectors, for the pre-batch bank)."""
     n = len(prepared.rows)
     qv, cv = encode_inputs(model, prepared.inputs, device, precision)
     labels = prepared.labels.to(device, non_blocking=True)

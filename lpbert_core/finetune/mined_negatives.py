@@ -23,7 +23,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lpbert_core.finetune.entity_bank import bank_valid
 from lpbert_core.model.siamese import cosine_matrix
 from lpbert_core.model.token_table import TokenTable
 from lpbert_core.runtime.training import autocast_context
@@ -43,13 +42,11 @@ class NegativeMiner:
             scores = scores.masked_fill(~valid, float("-inf"))
             return scores.topk(min(self.k, scores.shape[1]), dim=1).indices
 
-    def columns(self, model, qv: torch.Tensor, bank: torch.Tensor, known_rows: torch.Tensor,
-                known_cols: torch.Tensor, tails: np.ndarray, device, precision: str):
-        """(vectors [k n, d] with gradient, labels [n, k n] float, valid [n, k n] bool, entity ids [k n])."""
-        n = qv.shape[0]
-        valid = bank_valid(bank.shape[0], known_rows, known_cols, torch.as_tensor(tails), n, device)
-        mined = self.mine(qv, bank, valid)  # [n, k]
-        entities = mined.T.reshape(-1)  # block-major, as hard negatives
+    def columns(self, model, qv: torch.Tensor, bank: torch.Tensor, valid: torch.Tensor, device, precision: str
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(vectors [k n, d] with gradient, labels [n, k n] float) of the entities mined among the `valid` bank
+        columns ([n, E], entity_bank.bank_valid)."""
+        entities = self.mine(qv, bank, valid).T.reshape(-1)  # block-major, as hard negatives
         ids = entities.cpu().numpy()  # the step's one host round trip: the token ids of the mined entities
         uniq, inverse = np.unique(ids, return_inverse=True)
         inputs = {key: value.to(device, non_blocking=True) for key, value in self.table.candidates(uniq).items()}
@@ -57,4 +54,4 @@ class NegativeMiner:
             vectors = model.encode_entity(**inputs)
         vectors = vectors.float()[torch.as_tensor(inverse.reshape(-1), device=device)]
         labels = (~valid[:, entities]).float()  # a mined entity is never a batch tail: not valid = a known answer
-        return vectors, labels, torch.ones_like(labels, dtype=torch.bool), entities
+        return vectors, labels

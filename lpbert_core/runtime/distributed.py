@@ -269,6 +269,13 @@ def data_parallel(module: torch.nn.Module) -> torch.nn.Module:
     return DistributedDataParallel(module, device_ids=None, broadcast_buffers=False, find_unused_parameters=True)
 
 
+def padding_row(device) -> dict:
+    """The inputs a rank without rows runs through its model (one padding token; the caller keeps none of the output),
+    so that every parameter takes part in its backward pass with a zero gradient, as on the other ranks (DDP)."""
+    return {"input_ids": torch.zeros((1, 1), dtype=torch.long, device=device),
+            "attention_mask": torch.ones((1, 1), dtype=torch.long, device=device)}
+
+
 def is_data_parallel(module: torch.nn.Module) -> bool:
     from torch.nn.parallel import DistributedDataParallel
 
