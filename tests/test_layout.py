@@ -56,3 +56,20 @@ def test_no_module_over_400_lines():
     long = {str(p.relative_to(PACKAGE)): n for p in sorted(PACKAGE.rglob("*.py"))
             if (n := len(p.read_text().splitlines())) > 400}
     assert not long, long
+
+
+TRAINING_ENTRIES = {"pretrain/pretrain_loop.py": "train", "finetune/finetune_loop.py": "finetune",
+                    "baselines/cross_encoder_loop.py": "train_cross_encoder"}
+
+
+def test_every_training_stage_runs_the_one_epoch_loop():
+    """Resume, checkpoints, selection, early stop and clean-up live once (runtime/epoch_loop.py): every training
+    stage imports it, none writes its own checkpoint, and each entry point is a short composition."""
+    for rel, entry in TRAINING_ENTRIES.items():
+        path = PACKAGE / rel
+        imports = _imports(path)
+        assert "lpbert_core.runtime.epoch_loop" in imports, rel
+        assert "lpbert_core.runtime.checkpoints" not in imports, f"{rel} writes checkpoints itself"
+        function = next(node for node in ast.walk(ast.parse(path.read_text()))
+                        if isinstance(node, ast.FunctionDef) and node.name == entry)
+        assert function.end_lineno - function.lineno + 1 <= 80, (rel, entry)

@@ -1,8 +1,9 @@
 """Benchmark (issue #26 item 2, the GPU half): where a fine-tuning step's time goes on the device, and one WN18RR
 epoch timed, at batch 64 and 256.
 
-Each case trains through the loop's own pieces (finetune_step.prepare_batch one batch ahead in BatchFeed, pinned;
-FinetuneStep; training.optimizer_step with the loop's optimiser, schedule and grad scaler) on the config's reading
+Each case trains through the loop's own stage and epoch steps (finetune_loop.FinetuneStage / FinetuneEpoch:
+prepare_batch one batch ahead in BatchFeed, pinned; FinetuneStep; optimizer_step with the run's optimiser, schedule
+and grad scaler) on the config's reading
 (`--run`, default the paper reading `lpbert`, no pre-training: the encoder as shipped):
 - `profile`: `--profile-steps` steps under torch.profiler after `--warmup` steps: the step's wall time and the share of
   it the device spends in kernels (sum of the CUDA events' self device time / wall time; low = the host is the
@@ -21,10 +22,10 @@ import argparse
 import json
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,62 +33,46 @@ sys.path.insert(0, str(ROOT))
 
 from lpbert_core.config.load import load_config  # noqa: E402
 from lpbert_core.config.resolve import JobSettings, resolve  # noqa: E402
-from lpbert_core.finetune.batch_feed import BatchFeed  # noqa: E402
-from lpbert_core.finetune.finetune_data import training_triples  # noqa: E402
-from lpbert_core.finetune.finetune_loss import LossConfig  # noqa: E402
-from lpbert_core.finetune.finetune_step import FinetuneStep, prepare_batch  # noqa: E402
+from lpbert_core.finetune.finetune_loop import FinetuneStage  # noqa: E402
 from lpbert_core.graph.kg import load_tokenized_kg  # noqa: E402
-from lpbert_core.graph.known_answers import known_answers  # noqa: E402
 from lpbert_core.model.encoders import load_encoder  # noqa: E402
-from lpbert_core.model.sequences import SequenceBuilder  # noqa: E402
-from lpbert_core.model.siamese import ENCODER_PREFIXES, SiameseModel  # noqa: E402
-from lpbert_core.runtime.training import (build_optimizer, build_scheduler, epoch_seed, needs_grad_scaler,  # noqa: E402
-                                          optimizer_step, resolve_precision, sync_device, training_batches)
+from lpbert_core.runtime.training import resolve_precision, sync_device  # noqa: E402
 
 
 class Trainer:
-    """One reading's model, optimiser and batches, stepped exactly as finetune_loop steps them (no dev, no
-    checkpoints): `steps(plan)` trains on the plan's batches and returns the wall seconds (device synchronised)."""
+    """One reading's fine-tuning stage (finetune_loop.FinetuneStage: its model, optimiser, schedule, grad scaler and
+    negatives), stepped by the loop's own epoch steps (FinetuneEpoch: batches prepared one ahead in BatchFeed, pinned;
+    FinetuneStep; optimizer_step), without dev points or checkpoints: `steps(count)` runs the next `count` steps
+    (into the next epoch when one ends) and returns the wall seconds (device synchronised)."""
 
     def __init__(self, kg, cfg, device: torch.device, encoder):
-        self.device, self.cfg = device, cfg
-        self.loss_cfg = LossConfig.from_settings(cfg)
-        self.loss_cfg.shift = 0.0 if self.loss_cfg.shift in ("initial_mean", "midpoint", "balanced") else \
-            self.loss_cfg.shift  # a measured shift needs a run's measurement; its value does not change the cost
-        self.builder = SequenceBuilder(kg, cfg.max_length, cfg.max_length)
-        self.rows = training_triples(kg, cfg.inverse_augmentation, None, cfg.seed)
-        self.known = known_answers(kg, ("train",), cfg.inverse_augmentation)
+        self.device = device
+        self.stage = FinetuneStage(kg, encoder, cfg, device, None, lambda message: None, "inverse_query", 1,
+                                   Path(tempfile.mkdtemp(prefix="bench_gpu_step_")))
+        self.stage.start({"global_step": 0, "attempt": 1})  # a measured shift (eq. 11) is measured here, as in a run
+        self.model, self.rows = self.stage.model, self.stage.rows
         self.precision = resolve_precision(device, cfg.precision)
-        model = SiameseModel(encoder, cfg.pooling).to(device)
-        model.set_scorer(cfg.scorer)
-        if cfg.infonce_learnable_temperature:
-            model.set_learnable_temperature(self.loss_cfg.infonce_temperature)
-        self.model = model.train()
-        self.step_module = FinetuneStep(model)
-        self.optimizer = build_optimizer(model, ENCODER_PREFIXES, cfg.lr_encoder, cfg.lr_new, cfg.weight_decay,
-                                         betas=cfg.adam_betas, eps=cfg.adam_eps)
-        self.scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device, self.precision) else None
-        lengths = [self.builder.query_length(int(h), int(r)) for h, r, _ in self.rows]
-        self.batches = training_batches(lengths, cfg.batch_size, cfg.batch_order, epoch_seed(cfg.seed, 0))
-        self.scheduler = build_scheduler(self.optimizer, len(self.batches), cfg.warmup_fraction)
-        self.rng = np.random.default_rng(epoch_seed(cfg.seed, 0))
+        self.epoch_index = 0
+        self._open_epoch()
+        self.batches = self.epoch.batch_list
 
-    def steps(self, plan: list, profiler=None) -> float:
-        pin = self.device.type == "cuda"
-        feed = BatchFeed(lambda idx: prepare_batch(self.builder, self.rows[idx], self.known, self.loss_cfg, True,
-                                                   self.rng, pin), plan, 1)
+    def _open_epoch(self) -> None:
+        self.epoch = self.stage.epoch(self.epoch_index, None)
+        self._steps = self.epoch.steps(0)
+
+    def steps(self, count: int, profiler=None) -> float:
         sync_device(self.device)
         start = time.perf_counter()
-        try:
-            for prepared in feed:
-                out = self.step_module(prepared, self.loss_cfg, self.device, self.precision, True)
-                optimizer_step(out["loss"], self.step_module, self.optimizer, self.scheduler, self.scaler,
-                               self.cfg.max_grad_norm)
-                if profiler is not None:
-                    profiler.step()
-            sync_device(self.device)
-        finally:
-            feed.close()
+        for _ in range(count):
+            if next(self._steps, StopIteration) is StopIteration:  # the epoch ended: the next one
+                self.epoch.close()
+                self.epoch_index += 1
+                self._open_epoch()
+                next(self._steps)
+            self.stage.progress["global_step"] += 1
+            if profiler is not None:
+                profiler.step()
+        sync_device(self.device)
         return time.perf_counter() - start
 
 
@@ -105,11 +90,10 @@ def kernel_seconds(profiler) -> tuple[float, list[dict]]:
 def profile_case(trainer: Trainer, warmup: int, steps: int) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
-    batches = trainer.batches
-    trainer.steps(batches[:warmup])
+    trainer.steps(warmup)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if trainer.device.type == "cuda" else [])
     with profile(activities=activities) as prof:
-        wall = trainer.steps(batches[warmup:warmup + steps], prof)
+        wall = trainer.steps(steps, prof)
     record = {"steps": steps, "warmup_steps": warmup, "step_ms": round(1e3 * wall / steps, 2)}
     if trainer.device.type == "cuda":
         kernels, top = kernel_seconds(prof)
@@ -119,12 +103,12 @@ def profile_case(trainer: Trainer, warmup: int, steps: int) -> dict:
 
 
 def epoch_case(trainer: Trainer, steps: int | None) -> dict:
-    plan = trainer.batches if not steps else trainer.batches[:steps]
-    wall = trainer.steps(plan)
-    per_step = wall / len(plan)
-    return {"steps_timed": len(plan), "steps_per_epoch": len(trainer.batches), "rows": int(len(trainer.rows)),
+    timed = steps or len(trainer.batches)
+    wall = trainer.steps(timed)
+    per_step = wall / timed
+    return {"steps_timed": timed, "steps_per_epoch": len(trainer.batches), "rows": int(len(trainer.rows)),
             "step_ms": round(1e3 * per_step, 2), "epoch_s": round(per_step * len(trainer.batches), 1),
-            "epoch_measured_whole": len(plan) == len(trainer.batches)}
+            "epoch_measured_whole": timed == len(trainer.batches)}
 
 
 def main(argv=None) -> None:

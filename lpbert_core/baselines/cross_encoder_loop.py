@@ -2,8 +2,8 @@
 
 Training: binary cross-entropy on train triples (label 1) and k corrupted triples each (label 0), fresh negatives
 every epoch; AdamW with two learning rates (encoder / classifier), linear warmup and decay; autocast on GPU; a
-checkpoint after every epoch (outside the rule's outputs) so a killed job resumes at the next epoch, and mid-epoch
-every `checkpoint_every_minutes` and on a stop signal (lpbert_core.runtime.preemption: then the job exits non-zero; the
+checkpoint after every epoch (outside the rule's outputs; the shared loop of runtime/epoch_loop.py) so a killed job
+resumes at the next epoch, and mid-epoch every `checkpoint_every_minutes` and on a stop signal (lpbert_core.runtime.preemption: then the job exits non-zero; the
 checkpoint's `partial` holds the step, the epoch's loss sum so far and each rank's dropout RNG state). Determinism: an
 epoch's negatives, batch order and dropout derive from `epoch_seed(seed, epoch)` only, so on CPU a resumed run ends
 with the same weights as an uninterrupted one, whether it resumes at an epoch boundary or mid-epoch. Dev accuracy:
@@ -35,11 +35,11 @@ from lpbert_core.graph.known_answers import KnownAnswers
 from lpbert_core.graph.kg import TokenizedKG, seeded_subset
 from lpbert_core.config.settings import KgbertSettings
 from lpbert_core.runtime.batch_loader import batch_loader
+from lpbert_core.runtime.epoch_loop import EpochLoop, LoopSettings
 from lpbert_core.runtime.training import (
     autocast_context, build_optimizer, compute_record, build_scheduler, epoch_seed, length_sorted_batches,
-    needs_grad_scaler, optimizer_step, set_seed, set_torch_rng_state, torch_rng_state,
+    needs_grad_scaler, optimizer_step, set_seed,
 )
-from lpbert_core.runtime.checkpoints import resume_checkpoint, save_checkpoint
 
 log_ = logging.getLogger("lpbert.kgbert")
 
@@ -93,141 +93,126 @@ def _evaluate_dev(model, builder, triples, labels, device, cfg) -> dict:
     return {"dev_loss": float(loss), "dev_accuracy": float(acc)}
 
 
+class CrossEncoderStage:
+    """The cross-encoder's part of the epoch loop (runtime/epoch_loop.py): fresh corrupted examples every epoch, BCE
+    steps on each rank's slice, the dev loss and accuracy in the log. No selection: the last epoch is the model."""
+
+    name = "kgbert"
+    select = False
+
+    def __init__(self, kg: TokenizedKG, encoder, cfg: KgbertSettings, device: torch.device, log: Callable[[str], None]):
+        self.kg, self.cfg, self.device, self.log = kg, cfg, device, log
+        set_seed(cfg.seed)
+        self.model = CrossEncoder(encoder, cfg.pooling).to(device)
+        self.builder = TripleSequenceBuilder(kg, cfg.max_length, self.model.two_token_types)
+        self.positives = seeded_subset(kg.triples["train"], cfg.train_subsample, cfg.seed)
+        if len(self.positives) == 0:
+            raise ValueError("cross-encoder training: the train split is empty")
+        self.known = train_triple_set(kg)  # the FULL train split is known, even when training on a subsample
+        examples_per_epoch = len(self.positives) * (1 + cfg.negatives)
+        self.steps_per_epoch = len(length_sorted_batches(np.ones(examples_per_epoch), cfg.batch_size, shuffle=True,
+                                                         seed=0))
+        self.optimizer = build_optimizer(self.model, "encoder.", cfg.lr_encoder, cfg.lr_new, cfg.weight_decay)
+        self.scheduler = build_scheduler(self.optimizer, self.steps_per_epoch * cfg.epochs, cfg.warmup_fraction)
+        self.scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device, cfg.precision) else None
+        self.dev_triples, self.dev_labels = dev_examples(kg, cfg.dev_subsample, cfg.seed)
+        self.fingerprint = _fingerprint(cfg, self.positives, kg, self.model)
+
+    def start(self, progress: dict) -> None:
+        cfg = self.cfg
+        self.progress = progress
+        if progress["attempt"] == 1:
+            self.log(f"cross-encoder training from scratch: {len(self.positives)} positives x (1 + {cfg.negatives} "
+                     f"negatives), {self.steps_per_epoch} steps/epoch, {cfg.epochs} epochs, batch {cfg.batch_size}")
+        self.log(f"truncation at max_length={self.builder.max_length}: "
+                 f"{self.builder.truncation_report(self.positives)}")
+        self.step_model = distributed.data_parallel(self.model)  # DDP in a multi-GPU job; the model itself in one
+
+    def dropout_seed(self, epoch: int) -> int:
+        return epoch_seed(self.cfg.seed, epoch)
+
+    def epoch(self, epoch: int, resumed: dict | None) -> "CrossEncoderEpoch":
+        return CrossEncoderEpoch(self, epoch, resumed)
+
+    def end_epoch(self, epoch: int, steps: "CrossEncoderEpoch", first: int, train_seconds: float):
+        total_loss = float(steps.loss_sum)
+        if distributed.world().size > 1:
+            total_loss = sum(distributed.all_gather_object(total_loss))
+        t1 = time.perf_counter()
+        dev = _evaluate_dev(self.model, self.builder, self.dev_triples, self.dev_labels, self.device, self.cfg)
+        row = {"epoch": epoch + 1, "steps": steps.batches, "examples": int(len(steps.triples)),
+               "loss": total_loss / max(steps.batches, 1), **dev, "lr_encoder": self.scheduler.get_last_lr()[-1],
+               "train_seconds": round(train_seconds, 3), "dev_seconds": round(time.perf_counter() - t1, 3),
+               "attempt": self.progress["attempt"], "steps_timed": steps.batches - first}  # this attempt's steps
+        return row, None
+
+
+class CrossEncoderEpoch:
+    """One epoch: its examples (positives and k corruptions each) and length-bucketed batches from the epoch seed; the
+    loss sum on the device (float64: the same sum as adding float(loss) each step), rank 0 carrying a resumed sum."""
+
+    def __init__(self, stage: CrossEncoderStage, epoch: int, resumed: dict | None):
+        cfg, kg = stage.cfg, stage.kg
+        self.stage = stage
+        es = epoch_seed(cfg.seed, epoch)
+        rng = np.random.default_rng(es)
+        self.triples, self.labels = training_examples(stage.positives, stage.known, kg.num_entities, cfg.negatives,
+                                                      rng, cfg.negative_side)
+        lengths = [stage.builder.length(int(h), int(r), int(t)) for h, r, t in self.triples]
+        self.batch_list = length_sorted_batches(lengths, cfg.batch_size, shuffle=True, seed=es)
+        self.batches = len(self.batch_list)
+        stage.model.train()
+        self.sum_device = torch.device("cpu") if stage.device.type == "mps" else stage.device  # MPS has no float64
+        carried = resumed["loss_sum"] if resumed and distributed.is_main() else 0.0
+        self.loss_sum = torch.tensor(carried, dtype=torch.float64, device=self.sum_device)
+
+    def steps(self, first: int):
+        st, cfg = self.stage, self.stage.cfg
+        ranks = distributed.world().size
+        feed = batch_loader(lambda idx: _rank_slice(st.builder, st.kg, self.triples, self.labels, idx),
+                            self.batch_list[first:], st.device)
+        for prepared in feed:
+            loss = _slice_loss(st.step_model, prepared, st.device, cfg.precision)  # one process: weight 1
+            optimizer_step(loss, st.step_model, st.optimizer, st.scheduler, st.scaler, cfg.max_grad_norm)
+            self.loss_sum += loss.detach().to(self.sum_device).double() / ranks  # this rank's part of the mean
+            yield
+
+    def position(self) -> dict:
+        """The loss sum so far over all ranks (a collective)."""
+        return {"loss_sum": sum(distributed.all_gather_object(float(self.loss_sum)))}
+
+    def loss_line(self) -> str:
+        return f"loss sum {float(self.loss_sum):.4f}"
+
+    def close(self) -> None:
+        pass
+
+
 def train_cross_encoder(kg: TokenizedKG, encoder, tokenizer, cfg: KgbertSettings | dict, model_dir: str | Path, log_csv: str | Path,
                         checkpoint_dir: str | Path, device: torch.device, run_info: dict | None = None,
                         log: Callable[[str], None] = log_.info, stop_after_epochs: int | None = None) -> dict:
     """Train the cross-encoder and write `model_dir` (HF folder + classifier + lpbert_run.json) and `log_csv`.
     `stop_after_epochs` ends this call after that many epochs without writing outputs (simulated kill, tests)."""
     cfg = KgbertSettings.from_mapping(cfg)  # a resolved mapping (the rule's params) or the settings
-    seed = cfg.seed
-    set_seed(seed)
-    checkpoint_dir = Path(checkpoint_dir)
-    precision = cfg.precision
-    model = CrossEncoder(encoder, cfg.pooling).to(device)
-    builder = TripleSequenceBuilder(kg, cfg.max_length, model.two_token_types)
-    positives = seeded_subset(kg.triples["train"], cfg.train_subsample, seed)
-    if len(positives) == 0:
-        raise ValueError("cross-encoder training: the train split is empty")
-    known = train_triple_set(kg)  # the FULL train split is known, even when training on a subsample
-    k = cfg.negatives
-    bs = cfg.batch_size
-    epochs = cfg.epochs
-    examples_per_epoch = len(positives) * (1 + k)
-    steps_per_epoch = len(length_sorted_batches(np.ones(examples_per_epoch), bs, shuffle=True, seed=0))
-    total_steps = steps_per_epoch * epochs
-    optimizer = build_optimizer(model, "encoder.", cfg.lr_encoder, cfg.lr_new,
-                                cfg.weight_decay)
-    scheduler = build_scheduler(optimizer, total_steps, cfg.warmup_fraction)
-    scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device, precision) else None
-    dev_triples, dev_labels = dev_examples(kg, cfg.dev_subsample, seed)
-
-    fingerprint = _fingerprint(cfg, positives, kg, model)
-    progress = distributed.main_first(lambda: resume_checkpoint(  # rank 0 discards a stale one first
-        checkpoint_dir / "last", fingerprint, model, optimizer, scheduler, device, scaler, warn=log))
-    resumed = progress is not None
-    if progress is None:
-        progress = {"epoch": 0, "global_step": 0, "log": [], "fingerprint": fingerprint, "attempt": 1}
-        log(f"cross-encoder training from scratch: {len(positives)} positives x (1 + {k} negatives), "
-            f"{steps_per_epoch} steps/epoch, {epochs} epochs, batch {bs}")
-    else:
-        step = f" step {progress['partial']['step']}" if progress.get("partial") else ""
-        log(f"resumed from {checkpoint_dir / 'last'} after epoch {progress['epoch']}{step}")
-    clock = preemption.CheckpointClock(cfg.checkpoint_every_minutes, progress)  # timed / signalled checkpoints
-    if resumed:
-        clock.resumed_from(checkpoint_dir / "last")
-    log(f"truncation at max_length={builder.max_length}: {builder.truncation_report(positives)}")
-
-    from tqdm import tqdm
-
-    step_model = distributed.data_parallel(model)  # DDP in a multi-GPU job; the model itself in one process
-    epochs_this_call = 0
-    while progress["epoch"] < epochs:
-        epoch = progress["epoch"]
-        es = epoch_seed(seed, epoch)
-        rng = np.random.default_rng(es)
-        partial = progress.pop("partial", None)  # a mid-epoch checkpoint of this epoch: continue after its step
-        ranks = distributed.world()
-        if partial is None:
-            torch.manual_seed(distributed.rank_seed(es))  # dropout: one stream per rank (rank 0: the usual one)
-        elif len(partial["torch_rng"]) == ranks.size:
-            set_torch_rng_state(partial["torch_rng"][ranks.rank])
-        else:  # another number of ranks: dropout streams differ anyway
-            torch.manual_seed(distributed.rank_seed(es + partial["step"]))
-        triples, labels = training_examples(positives, known, kg.num_entities, k, rng, cfg.negative_side)
-        lengths = [builder.length(int(h), int(r), int(t)) for h, r, t in triples]
-        batches = length_sorted_batches(lengths, bs, shuffle=True, seed=es)
-        model.train()
-        t0 = time.perf_counter()
-        first = partial["step"] if partial else 0
-        # the loss sum so far: rank 0 carries the ranks' sum (added up at the epoch's end)
-        total_loss = partial["loss_sum"] if partial and distributed.is_main() else 0.0
-        steps = first
-
-        def boundary(step, loss_sum, epoch=epoch):
-            save, stop = clock.decide(step)
-            if save:  # mid-epoch: `last` with the epoch's position (a collective in a multi-rank job)
-                parts = distributed.all_gather_object({"loss_sum": float(loss_sum), "rng": torch_rng_state()})
-                progress["partial"] = {"epoch": epoch, "step": step, "loss_sum": sum(x["loss_sum"] for x in parts),
-                                       "torch_rng": [x["rng"] for x in parts]}
-                written = save_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler, progress, scaler) \
-                    if distributed.is_main() else 0
-                clock.saved(written)
-                del progress["partial"]
-            if stop:
-                preemption.stop(checkpoint_dir / "last", log)
-
-        # the loss sum on the device (float64: the same sum as adding float(loss) each step), read at checkpoints
-        sum_device = torch.device("cpu") if device.type == "mps" else device  # MPS has no float64
-        loss_sum = torch.tensor(total_loss, dtype=torch.float64, device=sum_device)
-        feed = batch_loader(lambda idx: _rank_slice(builder, kg, triples, labels, idx), batches[first:], device)
-        for b, (idx, prepared) in enumerate(zip(tqdm(batches[first:], desc=f"epoch {epoch + 1}/{epochs}", leave=False,
-                                                     mininterval=10.0, disable=not distributed.is_main(),
-                                                     initial=first, total=len(batches)), feed), start=first + 1):
-            # one process: the slice is the whole batch and its weight 1
-            loss = _slice_loss(step_model, prepared, device, precision)
-            optimizer_step(loss, step_model, optimizer, scheduler, scaler, cfg.max_grad_norm)
-            loss_sum += loss.detach().to(sum_device).double() / ranks.size  # this rank's part of the global batch's mean
-            steps += 1
-            progress["global_step"] += 1
-            boundary(b, loss_sum)
-        total_loss = float(loss_sum)
-        if ranks.size > 1:
-            total_loss = sum(distributed.all_gather_object(total_loss))
-        train_seconds = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        dev = _evaluate_dev(model, builder, dev_triples, dev_labels, device, cfg)
-        row = {"epoch": epoch + 1, "steps": steps, "examples": int(len(triples)),
-               "loss": total_loss / max(steps, 1), **dev, "lr_encoder": scheduler.get_last_lr()[-1],
-               "train_seconds": round(train_seconds, 3), "dev_seconds": round(time.perf_counter() - t1, 3),
-               "attempt": progress["attempt"], "steps_timed": steps - first}  # this attempt's steps of the epoch
-        progress["log"].append(row)
-        progress["epoch"] = epoch + 1
-        log(" ".join(f"{k_}={v:.4g}" if isinstance(v, float) else f"{k_}={v}" for k_, v in row.items()))
-        clock.saved(save_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler, progress, scaler)
-                    if distributed.is_main() else 0)
-        epochs_this_call += 1
-        if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs and progress["epoch"] < epochs:
-            log(f"stopping after {epochs_this_call} epoch(s) (simulated kill)")
-            return {"killed": True, "progress": progress, "model": model}
-        if progress["epoch"] < epochs and clock.stop_agreed():  # a signal during the epoch's dev evaluation
-            preemption.stop(checkpoint_dir / "last", log)
-
-    if not distributed.is_main():  # rank 0 writes the model folder and the log (every rank holds the same weights)
-        return {"killed": False, "progress": progress, "model": model}
+    stage = CrossEncoderStage(kg, encoder, cfg, device, log)
+    loop = EpochLoop(stage, LoopSettings(cfg.epochs, Path(checkpoint_dir), cfg.checkpoint_every_minutes,
+                                         stop_after_epochs=stop_after_epochs), log)
+    progress = loop.run()
+    if loop.killed or not distributed.is_main():  # rank 0 writes the model folder and the log
+        return {"killed": loop.killed, "progress": progress, "model": stage.model}
     info = dict(run_info or {})
-    info.update({"model": "kgbert", "max_length": builder.max_length, "negatives": k,
+    info.update({"model": "kgbert", "max_length": stage.builder.max_length, "negatives": cfg.negatives,
                  "negative_side": cfg.negative_side, "epochs_run": progress["epoch"],
-                 "train_positives": int(len(positives)), "train_subsample": cfg.train_subsample,
-                 "seed": seed, "two_token_types": builder.two_token_types})
-    with atomic_dir(model_dir) as tmp:
-        save_cross_encoder(model, tokenizer, tmp, info)
-    write_log_csv(log_csv, progress["log"])
-    log(clock.summary())
-    if not cfg.keep_checkpoint:  # outputs are complete: the resume state is no longer needed
-        import shutil
+                 "train_positives": int(len(stage.positives)), "train_subsample": cfg.train_subsample,
+                 "seed": cfg.seed, "two_token_types": stage.builder.two_token_types})
 
-        shutil.rmtree(checkpoint_dir / "last", ignore_errors=True)
-    return {"killed": False, "progress": progress, "info": info, "model": model}
+    def write_outputs():
+        with atomic_dir(model_dir) as tmp:
+            save_cross_encoder(stage.model, tokenizer, tmp, info)
+        write_log_csv(log_csv, progress["log"])
+
+    loop.finish(write_outputs, cfg.keep_checkpoint)
+    return {"killed": False, "progress": progress, "info": info, "model": stage.model}
 
 
 def _rank_slice(builder, kg, triples, labels, idx) -> dict:

@@ -11,6 +11,9 @@ evaluation's head ranking, which follows `score.head_ranking` (argument `head_ra
 Training batches (`batch_order`): `random` (default; the paper's standard BERT fine-tuning) or `length` (bucketed by
 query length: less padding, but it changes which in-batch negatives meet).
 
+The epoch loop (resume, checkpoints, dev selection, early stop, clean-up) is runtime/epoch_loop.py, shared with
+pre-training and the cross-encoder; this module supplies fine-tuning's part of it (`FinetuneStage`, `FinetuneEpoch`).
+
 Determinism (CPU): every epoch's batch order, dropout and negative draws derive from `epoch_seed(seed, epoch)`; a
 mid-epoch checkpoint stores the RNG states and the position, so a killed run resumes to the uninterrupted result.
 
@@ -33,17 +36,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
 from lpbert_core.runtime import distributed, preemption
 from lpbert_core.runtime.atomic import atomic_dir, write_log_csv
+from lpbert_core.runtime.epoch_loop import EpochLoop, LoopSettings
 from lpbert_core.finetune.batch_feed import BatchFeed
 from lpbert_core.finetune.extra_negatives import Neighbourhood, PreBatchBank, bank_entities
 from lpbert_core.finetune.finetune_data import split_rows, training_triples
@@ -58,13 +60,258 @@ from lpbert_core.finetune.step_budget import BatchPlan
 from lpbert_core.finetune.step_measures import measure_initial_shift
 from lpbert_core.finetune.zero_shot import write_zero_shot
 from lpbert_core.graph.kg import TokenizedKG
-from lpbert_core.finetune.rng_state import rank_torch_rng, set_torch_rng_state, store_rng
 from lpbert_core.config.settings import FinetuneSettings
 from lpbert_core.model.siamese import ENCODER_PREFIXES, SiameseModel, save_run_model
 from lpbert_core.runtime.training import build_optimizer, build_scheduler, epoch_seed, needs_grad_scaler, optimizer_step, set_seed
-from lpbert_core.runtime.checkpoints import resume_checkpoint, save_checkpoint
 
 LOG_EVERY = 20  # training steps between progress lines (the only mid-epoch reads of the loss besides checkpoints)
+
+
+class FinetuneStage:
+    """Fine-tuning's part of the epoch loop: the model, its data and negatives, the optimiser, one epoch's steps
+    (`FinetuneEpoch`) and the dev point that selects the run's model."""
+
+    name = "finetune"
+    select = True
+
+    def __init__(self, kg: TokenizedKG, encoder, cfg: FinetuneSettings, device: torch.device, run_info: dict | None,
+                 log: Callable[[str], None], head_ranking: str, prefetch: int, checkpoint_dir: Path):
+        self.kg, self.cfg, self.device, self.log, self.head_ranking = kg, cfg, device, log, head_ranking
+        self.prefetch, self.checkpoint_dir = prefetch, Path(checkpoint_dir)
+        self.loss_cfg = loss_cfg = LossConfig.from_settings(cfg)
+        self.leak = label_leak(cfg.label_splits)
+        set_seed(cfg.seed)
+        self.builder = SequenceBuilder(kg, cfg.max_length, cfg.max_length)
+        self.init_scale = 1.0 / loss_cfg.temperature
+        self.measured_shift = isinstance(loss_cfg.shift, str)  # `initial_mean`: measured before the first step
+        model = SiameseModel(encoder, cfg.pooling, self.init_scale,
+                             0.0 if self.measured_shift else -loss_cfg.shift * self.init_scale).to(device)
+        model.set_scorer(cfg.scorer)  # pair_linear: a new layer (default init); cosine: nothing
+        if cfg.two_towers:  # the query tower: a copy of the encoder (no random numbers drawn)
+            model.set_two_towers()
+        if cfg.infonce_learnable_temperature:
+            model.set_learnable_temperature(loss_cfg.infonce_temperature)
+        self.model = model
+        if cfg.all_entity_negatives:
+            log(f"all-entity negatives: {kg.num_entities} candidate columns per row, every entity encoded each step")
+        self.rows = rows = training_triples(kg, cfg.inverse_augmentation, cfg.train_subsample, cfg.seed)
+        self.known = known_answers(kg, cfg.label_splits, cfg.inverse_augmentation,
+                                   symmetric_closure=cfg.symmetric_closure)
+        self.hood = Neighbourhood(kg.triples["train"], kg.num_entities) if cfg.hard_negatives else None
+        self.bank = PreBatchBank(cfg.pre_batch)
+        if self.leak:
+            log(f"LEAKY labels: {self.leak}")
+        # dev loss: the dev rows as training sees them, labelled with label_splits + dev (dev may inform selection)
+        self.dev_rows = split_rows(kg, "dev", cfg.inverse_augmentation, cfg.dev_subsample, cfg.seed)
+        self.dev_known = known_answers(
+            kg, tuple(s for s in ("train", "dev", "test") if s in cfg.label_splits or s == "dev"),
+            cfg.inverse_augmentation, symmetric_closure=cfg.symmetric_closure)
+        if cfg.zero_shot:
+            return  # the floor trains nothing: no plan, no optimiser
+        q_lengths = [self.builder.query_length(int(h), int(r)) for h, r, _ in rows]
+        self.plan = BatchPlan(q_lengths, cfg.batch_size, cfg.batch_order, cfg.seed, cfg.epochs, cfg.step_budget,
+                              cfg.dev_points)
+        self.optimizer = build_optimizer(model, ENCODER_PREFIXES, cfg.lr_encoder, cfg.lr_new, cfg.weight_decay,
+                                         betas=cfg.adam_betas, eps=cfg.adam_eps)
+        self.scheduler = build_scheduler(self.optimizer, self.plan.total_steps, cfg.warmup_fraction)
+        self.scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device, cfg.precision) else None
+        # a checkpoint is resumed only when it was written by the same settings, data and initial weights (and the
+        # same number of ranks: a multi-GPU checkpoint holds one dropout stream per rank)
+        world = distributed.world()
+        self.fingerprint = hashlib.sha256(json.dumps(
+            {"cfg": {k: v for k, v in cfg.as_dict().items() if k != "checkpoint_every_minutes"},
+             "rows": int(len(rows)), "rows_sum": int(rows.sum()), "entities": kg.num_entities,
+             "init": (run_info or {}).get("initial_weights"), "head_ranking": head_ranking,
+             **({"world_size": world.size} if world.size > 1 else {})},
+            sort_keys=True, default=str).encode()).hexdigest()
+        self.ebank = EntityBank(cfg.entity_bank)
+
+    def loop_settings(self, stop_after_steps: int | None) -> LoopSettings:
+        cfg = self.cfg
+        return LoopSettings(self.plan.epochs, self.checkpoint_dir, cfg.checkpoint_every_minutes, cfg.checkpoint_every_steps,
+                            cfg.early_stop_patience, LOG_EVERY, progress_bar=False,
+                            selection_name="loss" if cfg.selection == "dev_loss" else "Hits@10",
+                            stop_after_steps=stop_after_steps)
+
+    def start(self, progress: dict) -> None:
+        """After the resume: the measured shift of eq. 11 (once per run, kept in the progress), the step module, and
+        the entity bank a checkpoint names."""
+        cfg, loss_cfg = self.cfg, self.loss_cfg
+        self.progress = progress
+        if progress["attempt"] == 1:
+            self.log(f"fine-tuning from scratch: {len(self.rows)} training rows, {len(self.plan.batches(0))} "
+                     f"steps/epoch, {self.plan.epochs} {'dev segments of a step budget' if cfg.step_budget else 'epochs'}"
+                     f", {self.plan.total_steps} steps")
+        if self.measured_shift:
+            if "initial_shift" not in progress:
+                progress["initial_shift"] = measure_initial_shift(
+                    self.model, self.builder, self.rows, self.plan.batches(0), self.device, cfg.precision,
+                    all_entities=cfg.all_entity_negatives, mode=loss_cfg.shift, loss_cfg=loss_cfg)
+                with torch.no_grad():  # the learnable mapping starts at the measured shift too (a resume restores it)
+                    self.model.prob_bias.fill_(-progress["initial_shift"]["shift"] * self.init_scale)
+            loss_cfg.shift = progress["initial_shift"]["shift"]
+            self.log(f"shift {cfg.shift}: {json.dumps(progress['initial_shift'])}")
+        self.log(f"truncation at max_length={cfg.max_length}: {json.dumps(self.builder.truncation_report())}")
+        miner = NegativeMiner(token_table(self.builder), cfg.mined_negatives) if cfg.mined_negatives else None
+        self.step_module = distributed.data_parallel(FinetuneStep(self.model, miner))  # DDP with several GPUs
+        if self.ebank.on and progress.get("entity_bank"):
+            self.ebank.load(self.checkpoint_dir, progress["entity_bank"]["file"],
+                            progress["entity_bank"]["refreshed_at"], self.device)
+
+    def save_files(self, progress: dict, folder: Path) -> None:
+        if self.ebank.on:  # the bank file first: the checkpoint that names it is written after it
+            progress["entity_bank"] = {"file": self.ebank.save(folder, progress["global_step"]),
+                                       "refreshed_at": self.ebank.refreshed_at}
+
+    def prune_files(self, progress: dict, folder: Path) -> None:
+        if self.ebank.on:
+            self.ebank.prune(folder, progress["entity_bank"]["file"])
+
+    def dropout_seed(self, epoch: int) -> int:
+        return epoch_seed(self.cfg.seed, epoch)
+
+    def epoch(self, epoch: int, resumed: dict | None) -> "FinetuneEpoch":
+        return FinetuneEpoch(self, epoch, resumed)
+
+    def end_epoch(self, epoch: int, steps: "FinetuneEpoch", first: int, train_seconds: float):
+        """The dev point (fast scorer: filtered dev ranks, filter train + dev; test never influences selection), the
+        epoch's log row and its selection score: (dev Hits@10, dev MRR) as the paper (equal Hits@10 broken by MRR:
+        Hits@10 saturates on UMLS), or the dev in-batch loss (`selection: dev_loss`, the authors' code)."""
+        cfg, model = self.cfg, self.model
+        el = steps.read_loss()
+        t_dev = time.perf_counter()
+        both, dev_loss, diagnostics = {}, None, {}
+        if cfg.dev_eval:  # off only where selection is moot (e.g. one epoch on CPU): the last epoch is kept
+            dev = evaluate_dev(model, self.kg, self.builder, cfg, self.dev_rows, self.dev_known, self.loss_cfg,
+                               self.device, cfg.precision, cfg.in_batch_negatives, cfg.seed, self.head_ranking,
+                               cfg.dev_diagnostics)
+            both, dev_loss, diagnostics = dev["metrics"], dev["dev_loss"], dev["diagnostics"]
+            if self.ebank.on:  # the current weights' vectors, encoded anyway: the bank's refresh
+                self.ebank.set(dev["entity_vecs"], self.progress["global_step"])
+        hits10, mrr = float(both.get("hits@10") or 0.0), float(both.get("mrr") or 0.0)
+        k = max(el[3], 1)
+        row = {"epoch": epoch + 1, "steps": el[3], "loss": el[0] / k, "focal": el[1] / k, "distance": el[2] / k,
+               "dev_mrr": both.get("mrr"), "dev_mr": both.get("mr"), "dev_hits@1": both.get("hits@1"),
+               "dev_hits@3": both.get("hits@3"), "dev_hits@10": hits10, "dev_loss": dev_loss,
+               **{f"dev_{k_}": v for k_, v in diagnostics.items()},
+               "global_step": self.progress["global_step"], "lr_encoder": self.scheduler.get_last_lr()[-1],
+               "prob_scale": float(model.prob_scale.detach()), "prob_bias": float(model.prob_bias.detach()),
+               **({"infonce_temperature": model.new_layer_state()["infonce_temperature"]}
+                  if model.log_inv_t is not None else {}),
+               "train_seconds": round(train_seconds, 3), "dev_seconds": round(time.perf_counter() - t_dev, 3),
+               # which attempt finished the epoch and how many of its steps it ran (T/Ep of resumed jobs)
+               "attempt": self.progress["attempt"], "steps_timed": steps.batches - first}
+        if self.measured_shift:
+            row["shift"] = self.loss_cfg.shift
+        if not cfg.dev_eval:
+            score = (epoch,)  # no dev point: the latest epoch is the run's model
+        elif cfg.selection == "dev_loss":
+            score = (-dev_loss,)
+        else:
+            score = (hits10, mrr)
+        return row, score
+
+    def model_info(self, run_info: dict | None) -> dict:
+        cfg, progress = self.cfg, self.progress
+        best = progress["log"][progress["best_epoch"] - 1]
+        info = dict(run_info or {})
+        info.update({"max_length": cfg.max_length, "scorer": self.model.scorer, "loss": self.loss_cfg.__dict__,
+                     "label_splits": list(cfg.label_splits), "leaky": self.leak is not None,
+                     "selection": cfg.selection, "best_dev_loss": best["dev_loss"],
+                     "dev_head_ranking": self.head_ranking, "inverse_augmentation": cfg.inverse_augmentation,
+                     "in_batch_negatives": cfg.in_batch_negatives, "batch_order": cfg.batch_order,
+                     "self_negatives": cfg.self_negatives, "hard_negatives": cfg.hard_negatives,
+                     "pre_batch": cfg.pre_batch, "all_entity_negatives": cfg.all_entity_negatives,
+                     "entity_bank": cfg.entity_bank, "mined_negatives": cfg.mined_negatives,
+                     "symmetric_closure": cfg.symmetric_closure, "step_budget": cfg.step_budget,
+                     "dev_points": cfg.dev_points if cfg.step_budget else None,
+                     "best_epoch": progress["best_epoch"], "best_dev_hits@10": best["dev_hits@10"],
+                     "epochs_run": progress["epoch"], "train_rows": int(len(self.rows)),
+                     "train_subsample": cfg.train_subsample, "dev_subsample": cfg.dev_subsample, "seed": cfg.seed,
+                     "eval_batch_size": cfg.eval_batch_size, "two_towers": cfg.two_towers})
+        if self.measured_shift:
+            info["initial_shift"] = progress["initial_shift"]
+        if self.leak:
+            info["leak"] = self.leak
+        return info
+
+
+class FinetuneEpoch:
+    """One epoch's steps: its batches (rebuilt from the epoch seed alone, so a resumed run continues the same list),
+    the negative draws from one numpy stream in batch order (prepared one batch ahead by `BatchFeed`), the pre-batch
+    and entity banks, and the epoch's loss sums, kept on the device (float64: the same sums as adding float(loss)
+    each step) and read back only for progress lines, checkpoints and the epoch's end."""
+
+    def __init__(self, stage: FinetuneStage, epoch: int, resumed: dict | None):
+        self.stage, self.epoch_index = stage, epoch
+        self.batch_list = stage.plan.batches(epoch)
+        self.batches = len(self.batch_list)
+        if resumed is None:
+            self.rng = np.random.default_rng(epoch_seed(stage.cfg.seed, epoch))
+            self.el = [0.0, 0.0, 0.0, 0]
+            stage.bank.clear()  # pre-batch negatives come from this epoch's batches only
+            self.last_state = self.rng.bit_generator.state
+        else:
+            self.rng = np.random.default_rng()
+            self.rng.bit_generator.state = resumed["numpy_rng"]
+            self.el = list(resumed["epoch_loss"])
+            stage.bank.load(resumed.get("pre_batch_bank"), stage.device)
+            self.last_state = resumed["numpy_rng"]
+        stage.model.train()
+        device = stage.device
+        self.loss_sum = None if device.type == "mps" else torch.tensor(self.el[:3], dtype=torch.float64, device=device)
+        self.feed = None
+
+    def read_loss(self) -> list:
+        if self.loss_sum is not None:
+            self.el[:3] = self.loss_sum.tolist()
+        return self.el
+
+    def loss_line(self) -> str:
+        el = self.read_loss()
+        return f"loss {el[0] / max(el[3], 1):.4f}"
+
+    def position(self) -> dict:
+        """numpy's state right after the last finished step's draws (recorded by prepare_batch: the prefetch thread
+        may have drawn further), the loss sums and the pre-batch bank."""
+        return {"numpy_rng": self.last_state, "epoch_loss": list(self.read_loss()),
+                "pre_batch_bank": self.stage.bank.state() if self.stage.cfg.pre_batch else None}
+
+    def steps(self, first: int):
+        st, cfg = self.stage, self.stage.cfg
+        rows, batches, pre_batch, ebank = st.rows, self.batch_list, cfg.pre_batch, st.ebank
+        pin = st.device.type == "cuda"
+        self.feed = BatchFeed(lambda b: prepare_batch(
+            st.builder, rows[batches[b]], st.known, st.loss_cfg, cfg.in_batch_negatives, self.rng, pin, st.hood,
+            cfg.hard_negatives, bank_entities(rows, batches, b, pre_batch) if pre_batch else None, ebank.on),
+            range(first, len(batches)), st.prefetch)
+        for prepared in self.feed:
+            step = st.progress["global_step"]
+            if ebank.due(step):
+                t_bank = time.perf_counter()
+                ebank.refresh(st.model, st.builder, st.device, cfg.eval_batch_size, cfg.precision, step)
+                st.log(f"entity bank: {st.kg.num_entities} entities re-encoded at step {step} "
+                       f"({time.perf_counter() - t_bank:.0f} s)")
+            out = st.step_module(prepared, st.loss_cfg, st.device, cfg.precision, cfg.in_batch_negatives,
+                                 st.bank.vectors(), ebank.vectors)
+            optimizer_step(out["loss"], st.step_module, st.optimizer, st.scheduler, st.scaler, cfg.max_grad_norm)
+            if pre_batch:
+                st.bank.push(out["tail_vectors"])
+            if ebank.on:
+                ebank.update(prepared.rows[:, 2], out["tail_vectors"])
+            self.last_state = prepared.rng_state
+            parts = [out[k].detach() for k in ("loss", "focal", "distance")]
+            if self.loss_sum is not None:
+                self.loss_sum += torch.stack([t.double() for t in parts])
+            else:
+                for i, t in enumerate(parts):
+                    self.el[i] += float(t)
+            self.el[3] += 1
+            yield
+
+    def close(self) -> None:
+        if self.feed is not None:
+            self.feed.close()
 
 
 def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: FinetuneSettings | dict, model_dir: str | Path,
@@ -78,281 +325,23 @@ def finetune(kg: TokenizedKG, encoder, tokenizer, cfg: FinetuneSettings | dict, 
     `prefetch`: batches prepared ahead of the step by a background thread (0: inline); pinned on CUDA. Not a
     setting of the run (no effect on results: the same batches and RNG draws in the same order)."""
     cfg = FinetuneSettings.from_mapping(cfg)
-    loss_cfg = LossConfig.from_settings(cfg)
-    selection = cfg.selection
-    label_splits = cfg.label_splits
-    leak = label_leak(label_splits)
-    seed = cfg.seed
-    set_seed(seed)
-    checkpoint_dir = Path(checkpoint_dir)
-    in_batch = cfg.in_batch_negatives
-    precision = cfg.precision
-    max_len = cfg.max_length
-    builder = SequenceBuilder(kg, max_len, max_len)
-
-    init_scale = 1.0 / loss_cfg.temperature
-    measured_shift = isinstance(loss_cfg.shift, str)  # `initial_mean`: measured below, before the first step
-    model = SiameseModel(encoder, cfg.pooling, init_scale,
-                         0.0 if measured_shift else -loss_cfg.shift * init_scale).to(device)
-    model.set_scorer(cfg.scorer)  # pair_linear: a new layer (default init); cosine: nothing
-    if cfg.two_towers:  # the query tower: a copy of the encoder (no random numbers drawn)
-        model.set_two_towers()
-    if cfg.infonce_learnable_temperature:
-        model.set_learnable_temperature(loss_cfg.infonce_temperature)
-    hard_k, pre_batch = cfg.hard_negatives, cfg.pre_batch
-    if cfg.all_entity_negatives:
-        log(f"all-entity negatives: {kg.num_entities} candidate columns per row, every entity encoded each step")
-    rows = training_triples(kg, cfg.inverse_augmentation, cfg.train_subsample, seed)
-    known = known_answers(kg, label_splits, cfg.inverse_augmentation, symmetric_closure=cfg.symmetric_closure)
-    hood = Neighbourhood(kg.triples["train"], kg.num_entities) if hard_k else None
-    bank = PreBatchBank(pre_batch)
-    if leak:
-        log(f"LEAKY labels: {leak}")
-    # dev loss: the dev rows as training sees them, labelled with label_splits + dev (dev may inform selection)
-    dev_rows = split_rows(kg, "dev", cfg.inverse_augmentation, cfg.dev_subsample, seed)
-    dev_known = known_answers(kg, tuple(s for s in ("train", "dev", "test") if s in label_splits or s == "dev"),
-                              cfg.inverse_augmentation, symmetric_closure=cfg.symmetric_closure)
-    q_lengths = [builder.query_length(int(h), int(r)) for h, r, _ in rows]
-    bs = cfg.batch_size
-    batch_order = cfg.batch_order
+    stage = FinetuneStage(kg, encoder, cfg, device, run_info, log, head_ranking, prefetch, checkpoint_dir)
     if cfg.zero_shot:  # the floor: the initial encoder as the run's model, one dev point at step 0
-        return write_zero_shot(model, tokenizer, kg, builder, cfg, loss_cfg, dev_rows, dev_known, device,
-                               head_ranking, model_dir, log_csv, run_info, log)
-    plan = BatchPlan(q_lengths, bs, batch_order, seed, cfg.epochs, cfg.step_budget, cfg.dev_points)
-    epochs, total_steps = plan.epochs, plan.total_steps
-    optimizer = build_optimizer(model, ENCODER_PREFIXES, cfg.lr_encoder, cfg.lr_new,
-                                cfg.weight_decay, betas=cfg.adam_betas,
-                                eps=cfg.adam_eps)
-    scheduler = build_scheduler(optimizer, total_steps, cfg.warmup_fraction)
-    scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device, precision) else None
+        return write_zero_shot(stage.model, tokenizer, kg, stage.builder, cfg, stage.loss_cfg, stage.dev_rows,
+                               stage.dev_known, device, head_ranking, model_dir, log_csv, run_info, log)
+    loop = EpochLoop(stage, stage.loop_settings(stop_after_steps), log)
+    progress = loop.run()
+    if loop.killed or not distributed.is_main():  # rank 0 writes the run's model and log
+        return {"killed": loop.killed, "progress": progress}
+    info = {}
 
-    # a checkpoint is resumed only when it was written by the same settings, data and initial weights (and the same
-    # number of ranks: a multi-GPU checkpoint holds one dropout stream per rank)
-    world = distributed.world()
-    fingerprint = hashlib.sha256(json.dumps(
-        {"cfg": {k: v for k, v in cfg.as_dict().items() if k != "checkpoint_every_minutes"}, "rows": int(len(rows)), "rows_sum": int(rows.sum()), "entities": kg.num_entities,
-         "init": (run_info or {}).get("initial_weights"), "head_ranking": head_ranking,
-         **({"world_size": world.size} if world.size > 1 else {})},
-        sort_keys=True, default=str).encode()).hexdigest()
-    progress = distributed.main_first(lambda: resume_checkpoint(  # rank 0 discards a stale one before others read
-        checkpoint_dir / "last", fingerprint, model, optimizer, scheduler, device, scaler, discard=checkpoint_dir,
-        warn=log))
-    if progress is None:
-        progress = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_hits10": -1.0, "best_epoch": -1,
-                    "bad_epochs": 0, "log": [], "stopped": False, "epoch_loss": [0.0, 0.0, 0.0, 0],
-                    "fingerprint": fingerprint, "attempt": 1}
-        log(f"fine-tuning from scratch: {len(rows)} training rows, {len(plan.batches(0))} steps/epoch, {epochs} "
-            f"{'dev segments of a step budget' if cfg.step_budget else 'epochs'}, {total_steps} steps")
-    else:
-        log(f"resumed from {checkpoint_dir / 'last'} at epoch {progress['epoch']} step {progress['step_in_epoch']}")
-    clock = preemption.CheckpointClock(cfg.checkpoint_every_minutes, progress)  # timed / signalled checkpoints
-    if progress["attempt"] > 1:  # resumed: count the checkpoint it came from
-        clock.resumed_from(checkpoint_dir / "last")
-    if measured_shift:
-        if "initial_shift" not in progress:
-            progress["initial_shift"] = measure_initial_shift(
-                model, builder, rows, plan.batches(0), device, precision, all_entities=cfg.all_entity_negatives,
-                mode=loss_cfg.shift, loss_cfg=loss_cfg)
-            with torch.no_grad():  # the learnable mapping starts at the measured shift too (a resume restores it)
-                model.prob_bias.fill_(-progress["initial_shift"]["shift"] * init_scale)
-        loss_cfg.shift = progress["initial_shift"]["shift"]
-        log(f"shift {cfg.shift}: {json.dumps(progress['initial_shift'])}")
-    log(f"truncation at max_length={max_len}: {json.dumps(builder.truncation_report())}")
-    miner = NegativeMiner(token_table(builder), cfg.mined_negatives) if cfg.mined_negatives else None
-    step_module = distributed.data_parallel(FinetuneStep(model, miner))  # DDP with several GPUs; else the model
+    def write_outputs():  # the best model by dev Hits@10 (or dev loss), loaded by the loop, becomes the run's model
+        info.update(stage.model_info(run_info))
+        with atomic_dir(model_dir) as tmp:
+            save_run_model(stage.model, tokenizer, tmp, info)
+        write_log_csv(log_csv, progress["log"])
 
-    ebank = EntityBank(cfg.entity_bank)
-    if ebank.on and progress.get("entity_bank"):
-        ebank.load(checkpoint_dir, progress["entity_bank"]["file"], progress["entity_bank"]["refreshed_at"], device)
-
-    def save_last(extra_rng=None):
-        if distributed.is_main():  # every rank holds the same weights and progress
-            if ebank.on:  # the bank file first: the checkpoint that names it is written after it
-                progress["entity_bank"] = {"file": ebank.save(checkpoint_dir, progress["global_step"]),
-                                           "refreshed_at": ebank.refreshed_at}
-            clock.saved(save_checkpoint(checkpoint_dir / "last", model, optimizer, scheduler, progress, scaler))
-            if ebank.on:
-                ebank.prune(checkpoint_dir, progress["entity_bank"]["file"])
-        else:
-            clock.saved(0)  # restarts the interval on every rank
-
-    steps_this_call = 0
-    while progress["epoch"] < epochs and not progress["stopped"]:
-        epoch = progress["epoch"]
-        es = epoch_seed(seed, epoch)
-        # rebuilt from (lengths, batch size, order, epoch seed) alone: a run resumed at step_in_epoch continues the
-        # same list
-        batches = plan.batches(epoch)
-        if progress["step_in_epoch"] == 0:
-            torch.manual_seed(distributed.rank_seed(es))  # dropout: one stream per rank (rank 0: the usual one)
-            rng = np.random.default_rng(es)
-            progress["epoch_loss"] = [0.0, 0.0, 0.0, 0]
-            progress["epoch_start"] = time.time()
-            bank.clear()  # pre-batch negatives come from this epoch's batches only
-        else:
-            set_torch_rng_state(rank_torch_rng(progress))
-            rng = np.random.default_rng()
-            rng.bit_generator.state = progress["numpy_rng"]
-            bank.load(progress.get("pre_batch_bank"), device)
-        model.train()
-        t_epoch = time.perf_counter()
-        first_step = progress["step_in_epoch"]
-        el = progress["epoch_loss"]
-        # the epoch's loss sums stay on the device (float64: the same sums as adding float(loss) each step) and are
-        # read back only when logged, checkpointed and at the epoch's end: no per-step host synchronisation
-        loss_sum = None if device.type == "mps" else torch.tensor(el[:3], dtype=torch.float64, device=device)
-        last_state = progress.get("numpy_rng") if first_step else rng.bit_generator.state
-        pin = device.type == "cuda"
-        feed = BatchFeed(lambda b: prepare_batch(
-            builder, rows[batches[b]], known, loss_cfg, in_batch, rng, pin, hood, hard_k,
-            bank_entities(rows, batches, b, pre_batch) if pre_batch else None, ebank.on),
-            range(first_step, len(batches)), prefetch)
-
-        def read_loss():
-            if loss_sum is not None:
-                el[:3] = loss_sum.tolist()
-
-        try:
-            for b, prepared in zip(range(first_step, len(batches)), feed):
-                if ebank.due(progress["global_step"]):
-                    t_bank = time.perf_counter()
-                    ebank.refresh(model, builder, device, cfg.eval_batch_size, precision, progress["global_step"])
-                    log(f"entity bank: {kg.num_entities} entities re-encoded at step {progress['global_step']} "
-                        f"({time.perf_counter() - t_bank:.0f} s)")
-                out = step_module(prepared, loss_cfg, device, precision, in_batch, bank.vectors(), ebank.vectors)
-                optimizer_step(out["loss"], step_module, optimizer, scheduler, scaler, cfg.max_grad_norm)
-                if pre_batch:
-                    bank.push(out["tail_vectors"])
-                if ebank.on:
-                    ebank.update(prepared.rows[:, 2], out["tail_vectors"])
-                last_state = prepared.rng_state
-                parts = [out[k].detach() for k in ("loss", "focal", "distance")]
-                if loss_sum is not None:
-                    loss_sum += torch.stack([t.double() for t in parts])
-                else:
-                    for i, t in enumerate(parts):
-                        el[i] += float(t)
-                el[3] += 1
-                progress["step_in_epoch"] = b + 1
-                progress["global_step"] += 1
-                steps_this_call += 1
-                if progress["step_in_epoch"] % LOG_EVERY == 0:
-                    read_loss()
-                    log(f"epoch {epoch + 1} step {progress['step_in_epoch']}/{len(batches)} "
-                        f"loss {el[0] / el[3]:.4f} ({time.perf_counter() - t_epoch:.0f} s)")
-                every = cfg.checkpoint_every_steps
-                killed = stop_after_steps is not None and steps_this_call >= stop_after_steps
-                timed, stop = clock.decide(progress["step_in_epoch"])  # wall-clock interval; SIGTERM / SIGUSR1
-                if (every and progress["global_step"] % every == 0) or killed or timed:
-                    read_loss()
-                    store_rng(progress, last_state)
-                    if pre_batch:
-                        progress["pre_batch_bank"] = bank.state()
-                    save_last()
-                if killed:
-                    log(f"stopping after {steps_this_call} steps (simulated kill)")
-                    return {"killed": True, "progress": progress}
-                if stop:
-                    preemption.stop(checkpoint_dir / "last", log)
-        finally:
-            feed.close()
-        read_loss()
-        train_seconds = time.perf_counter() - t_epoch
-
-        # ---- fast dev scorer: filtered Hits@10 on dev (filter: train + dev; test never influences selection)
-        t_dev = time.perf_counter()
-        dev_metrics = {}
-        dev_loss = None
-        diagnostics = {}
-        if cfg.dev_eval:  # off only where selection is moot (e.g. one epoch on CPU): the last epoch is kept
-            # the dev in-batch loss is logged either way (cheap: 2 encodings per dev row); the selection key under
-            # `selection: dev_loss`
-            dev = evaluate_dev(model, kg, builder, cfg, dev_rows, dev_known, loss_cfg, device, precision, in_batch,
-                               seed, head_ranking, cfg.dev_diagnostics)
-            dev_metrics, dev_loss, diagnostics = {"both": dev["metrics"]}, dev["dev_loss"], dev["diagnostics"]
-            if ebank.on:  # the current weights' vectors, encoded anyway: the bank's refresh
-                ebank.set(dev["entity_vecs"], progress["global_step"])
-        dev_seconds = time.perf_counter() - t_dev
-        both = dev_metrics.get("both", {})
-        hits10 = float(both.get("hits@10") or 0.0)
-        el = progress["epoch_loss"]
-        k = max(el[3], 1)
-        row = {"epoch": epoch + 1, "steps": el[3], "loss": el[0] / k, "focal": el[1] / k, "distance": el[2] / k,
-               "dev_mrr": both.get("mrr"), "dev_mr": both.get("mr"), "dev_hits@1": both.get("hits@1"),
-               "dev_hits@3": both.get("hits@3"), "dev_hits@10": hits10, "dev_loss": dev_loss, **{f"dev_{k}": v for k, v in diagnostics.items()},
-               "global_step": progress["global_step"], "lr_encoder": scheduler.get_last_lr()[-1],
-               "prob_scale": float(model.prob_scale.detach()), "prob_bias": float(model.prob_bias.detach()),
-               **({"infonce_temperature": model.new_layer_state()["infonce_temperature"]}
-                  if model.log_inv_t is not None else {}),
-               "train_seconds": round(train_seconds, 3), "dev_seconds": round(dev_seconds, 3),
-               # which attempt finished the epoch and how many of its steps it ran (T/Ep of resumed jobs)
-               "attempt": progress["attempt"], "steps_timed": len(batches) - first_step}
-        if measured_shift:
-            row["shift"] = loss_cfg.shift
-        progress["log"].append(row)
-        log(" ".join(f"{k_}={v:.4g}" if isinstance(v, float) else f"{k_}={v}" for k_, v in row.items()))
-        # model selection: dev Hits@10 (paper); equal Hits@10 is broken by dev MRR (Hits@10 saturates on UMLS).
-        # selection dev_loss (authors' code): the lowest dev in-batch loss
-        mrr = float(both.get("mrr") or 0.0)
-        if not cfg.dev_eval:
-            improved = True
-        elif selection == "dev_loss":
-            improved = progress.get("best_dev_loss") is None or dev_loss < progress["best_dev_loss"]
-        else:
-            improved = (hits10, mrr) > (progress["best_hits10"], progress.get("best_mrr", -1.0))
-        if improved:
-            progress["best_hits10"], progress["best_mrr"] = hits10, mrr
-            progress["best_dev_loss"] = dev_loss
-            progress["best_epoch"], progress["bad_epochs"] = epoch + 1, 0
-            if distributed.is_main():
-                with atomic_dir(checkpoint_dir / "best") as tmp:
-                    save_file({k_: v.detach().cpu().contiguous() for k_, v in model.state_dict().items()},
-                              str(tmp / "model.safetensors"))
-        else:
-            progress["bad_epochs"] += 1
-            if progress["bad_epochs"] >= cfg.early_stop_patience:
-                progress["stopped"] = True
-                criterion = "loss" if selection == "dev_loss" else "Hits@10"
-                log(f"early stop: dev {criterion} did not improve for {progress['bad_epochs']} epoch(s)")
-        progress["epoch"] = epoch + 1
-        progress["step_in_epoch"] = 0
-        progress.pop("torch_rng", None)
-        progress.pop("numpy_rng", None)
-        progress.pop("torch_rng_ranks", None)
-        progress.pop("pre_batch_bank", None)
-        save_last()
-        if progress["epoch"] < epochs and not progress["stopped"] and clock.stop_agreed():  # signal during dev
-            preemption.stop(checkpoint_dir / "last", log)
-
-    if not distributed.is_main():  # rank 0 writes the run's model and log (every rank holds the same weights)
-        return {"killed": False, "progress": progress}
-
-    # ---- the best model by dev Hits@10 (or dev loss) becomes the run's model
-    model.load_state_dict(load_file(str(checkpoint_dir / "best" / "model.safetensors"), device=str(device)))
-    info = dict(run_info or {})
-    info.update({"max_length": max_len, "scorer": model.scorer, "loss": loss_cfg.__dict__,
-                 "label_splits": list(label_splits), "leaky": leak is not None, "selection": selection,
-                 "best_dev_loss": progress.get("best_dev_loss"), "dev_head_ranking": head_ranking,
-                 "inverse_augmentation": cfg.inverse_augmentation, "in_batch_negatives": in_batch,
-                 "batch_order": batch_order, "self_negatives": cfg.self_negatives,
-                 "hard_negatives": hard_k, "pre_batch": pre_batch, "all_entity_negatives": cfg.all_entity_negatives,
-                 "entity_bank": cfg.entity_bank, "mined_negatives": cfg.mined_negatives,
-                 "symmetric_closure": cfg.symmetric_closure, "step_budget": cfg.step_budget, "dev_points": cfg.dev_points if cfg.step_budget else None,
-                 "best_epoch": progress["best_epoch"], "best_dev_hits@10": progress["best_hits10"],
-                 "epochs_run": progress["epoch"], "train_rows": int(len(rows)),
-                 "train_subsample": cfg.train_subsample, "dev_subsample": cfg.dev_subsample, "seed": seed,
-                 "eval_batch_size": cfg.eval_batch_size, "two_towers": cfg.two_towers})
-    if measured_shift:
-        info["initial_shift"] = progress["initial_shift"]
-    if leak:
-        info["leak"] = leak
-    with atomic_dir(model_dir) as tmp:
-        save_run_model(model, tokenizer, tmp, info)
-    write_log_csv(log_csv, progress["log"])
-    log(clock.summary())
-    if not cfg.keep_checkpoint:
-        # a finished run leaves no resume state: a later rerun (e.g. after pre-training changed) starts afresh
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    loop.finish(write_outputs, cfg.keep_checkpoint)
     return {"killed": False, "progress": progress, "info": info}
 
 

@@ -38,7 +38,6 @@ import hashlib
 import json
 import logging
 import math
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -46,7 +45,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from lpbert_core.runtime import distributed, preemption
@@ -55,22 +53,137 @@ from lpbert_core.runtime.batch_loader import EpochAhead, batch_loader, loader_wo
 from lpbert_core.model.encoders import load_encoder, load_tokenizer
 from lpbert_core.graph.kg import TokenizedKG, seeded_subset
 from lpbert_core.pretrain.pretrain_model import ENCODER_PREFIX, PretrainModel
-from lpbert_core.pretrain.pretrain_log import LOG_COLUMNS, _log_row
+from lpbert_core.pretrain.pretrain_log import LOG_COLUMNS, _log_row, _split_losses
 from lpbert_core.pretrain.pretrain_samples import variant_plan
 from lpbert_core.pretrain.pretrain_step import _collate, _data_parallel_update, _make_samples, _rank_batch
 from lpbert_core.config.settings import PretrainSettings
 from lpbert_core.runtime.training import (
     BATCH_ORDERS, autocast_context, build_epoch_scheduler, build_optimizer, optimizer_step, scheduler_epoch_end,
     epoch_seed, length_sorted_batches, needs_grad_scaler, training_batches, compute_record, pick_device, set_seed,
-    set_torch_rng_state, torch_rng_state, torch_threads,
+    torch_threads,
 )
-from lpbert_core.runtime.checkpoints import resume_checkpoint, save_checkpoint
+from lpbert_core.runtime.epoch_loop import EpochLoop, LoopSettings
 
 log = logging.getLogger(__name__)
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 # Settings that do not change the result; a checkpoint made under other values of these is still resumed.
 RESULT_NEUTRAL = ("threads", "device", "keep_checkpoint", "progress_bar", "checkpoint_every_minutes")
+
+
+class PretrainStage:
+    """Pre-training's part of the epoch loop (runtime/epoch_loop.py): each epoch's samples from its own seed (on a GPU
+    the next epoch's built while this one trains), eq. 8 steps, the dev loss on fixed dev samples as the selection
+    score (lower is better), and the plateau schedule's epoch-end step."""
+
+    name = "pretrain"
+    select = True
+
+    def __init__(self, kg: TokenizedKG, cfg: PretrainSettings, encoder, device: torch.device,
+                 step_hook: Callable[[int, int], None] | None, ckpt_dir: Path):
+        self.kg, self.cfg, self.device = kg, cfg, device
+        if cfg.batch_order not in BATCH_ORDERS:
+            raise ValueError(f"pretrain.batch_order must be one of {BATCH_ORDERS}, got {cfg.batch_order!r}")
+        probs, use_mlm = variant_plan(cfg.variant, cfg.task_probabilities)
+        self.model = PretrainModel(encoder, kg.special.vocab_size, cfg.em_head_norm, use_em=probs is not None,
+                                   use_mlm=use_mlm).to(device)
+        self.train_triples = seeded_subset(kg.triples["train"], cfg.train_subsample, cfg.seed)
+        if len(self.train_triples) == 0:
+            raise ValueError("pre-training needs a non-empty train split")
+        self.dev_triples = seeded_subset(kg.triples["dev"], cfg.dev_subsample, cfg.seed)
+        steps_per_epoch = math.ceil(len(self.train_triples) / cfg.batch_size)
+        self.optimizer = build_optimizer(self.model, ENCODER_PREFIX, cfg.lr_encoder, cfg.lr_new, cfg.weight_decay,
+                                         kind=cfg.optimizer)
+        self.scheduler = build_epoch_scheduler(cfg.lr_schedule, self.optimizer, cfg.epochs * steps_per_epoch,
+                                               cfg.warmup_fraction)
+        self.scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device, cfg.precision) else None
+        self.fingerprint = _fingerprint(cfg)
+        self.settings = LoopSettings(cfg.epochs, Path(ckpt_dir), cfg.checkpoint_every_minutes,
+                                     early_stop_patience=cfg.early_stop_patience, progress_bar=cfg.progress_bar,
+                                     selection_name="loss", step_hook=step_hook)
+
+    def start(self, progress: dict) -> None:
+        cfg, kg = self.cfg, self.kg
+        self.dev_samples = _make_samples(kg, self.dev_triples, cfg, np.random.default_rng(epoch_seed(cfg.seed, 0)))
+        self.step_model = distributed.data_parallel(self.model)  # DDP in a multi-GPU job; the model itself in one
+        # each epoch's samples from its own seed (epochs count from 1 here); on a GPU the next epoch's are built
+        # while this one trains
+        self.epoch_samples = EpochAhead(lambda e: _make_samples(kg, self.train_triples, cfg, np.random.default_rng(
+            epoch_seed(cfg.seed, e))), cfg.epochs, ahead=loader_workers(self.device) > 0)
+
+    def dropout_seed(self, epoch: int) -> int:
+        return epoch_seed(self.cfg.seed, epoch + 1)
+
+    def epoch(self, epoch: int, resumed: dict | None) -> "PretrainEpoch":
+        samples = self.epoch_samples.get(epoch + 1)
+        batches = training_batches([len(s.input_ids) for s in samples], self.cfg.batch_size, self.cfg.batch_order,
+                                   self.dropout_seed(epoch))
+        return PretrainEpoch(self, samples, batches, resumed)
+
+    def end_epoch(self, epoch: int, steps: "PretrainEpoch", first: int, train_seconds: float):
+        started = time.perf_counter()
+        cfg = self.cfg
+        dev_batches = length_sorted_batches([len(s.input_ids) for s in self.dev_samples], cfg.batch_size, False)
+        dev_stats = _dev_pass(self.model, self.dev_samples, dev_batches, self.kg.special.pad, self.device, cfg, epoch + 1)
+        row = _log_row(epoch + 1, steps.stats(), dev_stats, self.optimizer,
+                       train_seconds + time.perf_counter() - started)
+        scheduler_epoch_end(self.scheduler, row["dev_loss"])  # plateau: halve the LR after a non-improving epoch
+        return row, None if row["dev_loss"] is None else (-row["dev_loss"],)
+
+    def close(self) -> None:
+        self.epoch_samples.close()
+
+
+class PretrainEpoch:
+    """One epoch's training steps: per-task token sums (on the device, read at checkpoints and the epoch's end; a
+    resumed epoch starts from the checkpoint's sums on rank 0). In a multi-rank job each rank trains on its slice of
+    every global batch."""
+
+    def __init__(self, stage: PretrainStage, samples, batches, resumed: dict | None):
+        self.stage, self.samples, self.batch_list, self.batches = stage, samples, batches, len(batches)
+        self.totals: dict[str, dict[str, torch.Tensor]] = _resumed_totals(resumed, stage.device)
+
+    def steps(self, first: int):
+        st, cfg, device = self.stage, self.stage.cfg, self.stage.device
+        st.model.train()
+        samples, pad_id = self.samples, st.kg.special.pad
+        sliced = distributed.world().size > 1  # each rank trains on its slice of the global batch
+        feed = batch_loader((lambda idx: _rank_batch(samples, idx, pad_id, cfg)) if sliced else
+                            (lambda idx: _collate(samples, idx, pad_id, cfg)), self.batch_list[first:], device)
+        for prepared in feed:
+            if sliced:  # forward and update on this rank's slice (out None: an empty slice)
+                out = _data_parallel_update(st.step_model, prepared, device, cfg, st.optimizer, st.scheduler,
+                                            st.scaler)
+            else:
+                batch = {k: v.to(device, non_blocking=True) for k, v in prepared.items()}
+                with autocast_context(device, cfg.precision):
+                    out = st.step_model(**batch)
+                optimizer_step(out["loss"], st.step_model, st.optimizer, st.scheduler, st.scaler)
+            _add_stats(self.totals, out)
+            yield
+
+    def position(self) -> dict:
+        """The epoch's token sums so far, summed over ranks, with their dtypes (a resumed run adds to exactly these
+        values; a collective)."""
+        local = {task: {key: [value.item(), str(value.dtype).removeprefix("torch.")] for key, value in entry.items()}
+                 for task, entry in self.totals.items()}
+        merged: dict = {}
+        for part in distributed.all_gather_object(local):
+            for task, entry in part.items():
+                for key, (value, dtype) in entry.items():
+                    before = merged.setdefault(task, {}).get(key)
+                    merged[task][key] = [value if before is None else before[0] + value, dtype]
+        return {"totals": merged}
+
+    def stats(self) -> dict:
+        return _merge_ranks({task: {k: float(v) for k, v in entry.items()} for task, entry in self.totals.items()})
+
+    def loss_line(self) -> str:
+        loss, _ = _split_losses({task: {k: float(v) for k, v in entry.items()} for task, entry in self.totals.items()})
+        return f"loss {loss:.4f}" if loss is not None else ""
+
+    def close(self) -> None:
+        pass
 
 
 def train(
@@ -88,104 +201,34 @@ def train(
     torch_threads(cfg.threads)
     device = pick_device(cfg.device)
     log.info("compute: %s", compute_record(device, cfg.precision))
-    variant = cfg.variant
     tokenizer = load_tokenizer(cfg.encoder_source)
     _check_vocabulary(kg, tokenizer)
 
     set_seed(cfg.seed)  # head initialisation
     encoder = load_encoder(cfg.encoder_source)
-    if variant == "none":  # the ablation baseline: the initial weights, untouched
+    if cfg.variant == "none":  # the ablation baseline: the initial weights, untouched
         log.info("variant 'none': saving the initial encoder %s unchanged", cfg.encoder_source)
         if distributed.is_main():
             save_encoder_folder(encoder, tokenizer, out_dir)
             write_log_csv(log_csv, [], LOG_COLUMNS)
         return []
-
-    if cfg.batch_order not in BATCH_ORDERS:
-        raise ValueError(f"pretrain.batch_order must be one of {BATCH_ORDERS}, got {cfg.batch_order!r}")
-    probs, use_mlm = variant_plan(variant, cfg.task_probabilities)
-    model = PretrainModel(encoder, kg.special.vocab_size, cfg.em_head_norm, use_em=probs is not None,
-                          use_mlm=use_mlm).to(device)
-    train_triples = seeded_subset(kg.triples["train"], cfg.train_subsample, cfg.seed)
-    if len(train_triples) == 0:
-        raise ValueError("pre-training needs a non-empty train split")
-    dev_triples = seeded_subset(kg.triples["dev"], cfg.dev_subsample, cfg.seed)
-
-    steps_per_epoch = math.ceil(len(train_triples) / cfg.batch_size)
-    optimizer = build_optimizer(model, ENCODER_PREFIX, cfg.lr_encoder, cfg.lr_new, cfg.weight_decay,
-                                kind=cfg.optimizer)
-    scheduler = build_epoch_scheduler(cfg.lr_schedule, optimizer, cfg.epochs * steps_per_epoch, cfg.warmup_fraction)
-    scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device, cfg.precision) else None
-
-    ckpt_dir = Path(ckpt_dir)
-    progress = distributed.main_first(  # rank 0 discards a stale checkpoint before the others read
-        lambda: _resume(ckpt_dir, model, optimizer, scheduler, device, _fingerprint(cfg), scaler))
-    clock = preemption.CheckpointClock(cfg.checkpoint_every_minutes, progress)  # timed / signalled checkpoints
-    if progress.get("attempt"):  # resumed: count the checkpoint it came from
-        clock.resumed_from(ckpt_dir / "last")
-    dev_samples = _make_samples(kg, dev_triples, cfg, np.random.default_rng(epoch_seed(cfg.seed, 0)))
-    step_model = distributed.data_parallel(model)  # DDP in a multi-GPU job; the model itself in one process
-    # each epoch's samples from its own seed; on a GPU the next epoch's are built while this one trains
-    epoch_samples = EpochAhead(lambda e: _make_samples(kg, train_triples, cfg, np.random.default_rng(
-        epoch_seed(cfg.seed, e))), cfg.epochs, ahead=loader_workers(device) > 0)
-
-    for epoch in range(progress["epoch"] + 1, cfg.epochs + 1):
-        if progress["stopped"]:
-            break
-        started = time.perf_counter()
-        seed = epoch_seed(cfg.seed, epoch)
-        partial = progress.pop("partial", None)  # a mid-epoch checkpoint of this epoch: continue after its step
-        if partial is None:
-            torch.manual_seed(distributed.rank_seed(seed))  # dropout of this epoch (one stream per rank)
-        else:
-            _restore_rng(partial, seed)
-        samples = epoch_samples.get(epoch)
-        batches = training_batches([len(s.input_ids) for s in samples], cfg.batch_size, cfg.batch_order, seed)
-
-        def boundary(step, totals, epoch=epoch):
-            save, stop = clock.decide(step)
-            if save:  # mid-epoch: `last` with the epoch's position (a collective in a multi-rank job)
-                progress["partial"] = _partial_state(epoch, step, totals)
-                written = save_checkpoint(ckpt_dir / "last", model, optimizer, scheduler, progress, scaler) \
-                    if distributed.is_main() else 0
-                clock.saved(written)
-                del progress["partial"]
-            if stop:
-                preemption.stop(ckpt_dir / "last", log.warning)
-
-        train_stats = _run_epoch(step_model, samples, batches, kg.special.pad, device, cfg, epoch,
-                                 optimizer, scheduler, scaler, step_hook, boundary, partial)
-        dev_batches = length_sorted_batches([len(s.input_ids) for s in dev_samples], cfg.batch_size, False)
-        dev_stats = _run_epoch(model, dev_samples, dev_batches, kg.special.pad, device, cfg, epoch)
-        row = _log_row(epoch, train_stats, dev_stats, optimizer, time.perf_counter() - started)
-        scheduler_epoch_end(scheduler, row["dev_loss"])  # plateau: halve the LR after a non-improving epoch
-        progress["rows"].append(row)
-        best_before = progress["best_dir"]
-        _update_progress(progress, row, model, ckpt_dir, cfg.early_stop_patience)
-        if distributed.is_main():
-            if progress["best_dir"] != best_before:
-                clock.saved(preemption.folder_bytes(ckpt_dir / progress["best_dir"]))
-            clock.saved(save_checkpoint(ckpt_dir / "last", model, optimizer, scheduler, progress, scaler))
-            _remove_stale_best(ckpt_dir, progress["best_dir"])
-        else:
-            clock.saved(0)
-        log.info("epoch %d: %s", epoch, json.dumps(row))
-        if epoch < cfg.epochs and not progress["stopped"] and clock.stop_agreed():  # a signal during the epoch's end
-            preemption.stop(ckpt_dir / "last", log.warning)
-
-    epoch_samples.close()
+    stage = PretrainStage(kg, cfg, encoder, device, step_hook, ckpt_dir)
+    loop = EpochLoop(stage, stage.settings, log.info)
+    try:
+        progress = loop.run()
+    finally:
+        stage.close()
     if not distributed.is_main():  # rank 0 writes the encoder folder and the log
-        return progress["rows"]
-    if progress["best_dir"]:
-        model.load_state_dict(load_file(str(ckpt_dir / progress["best_dir"] / "model.safetensors"),
-                                        device=str(device)))
-        log.info("best dev loss %.4f at epoch %d", progress["best_loss"], progress["best_epoch"])
-    save_encoder_folder(model.encoder, tokenizer, out_dir)
-    write_log_csv(log_csv, progress["rows"], LOG_COLUMNS)
-    log.info("%s", clock.summary())
-    if not cfg.keep_checkpoint:
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-    return progress["rows"]
+        return progress["log"]
+
+    def write_outputs():
+        if progress["best_dir"]:
+            log.info("best dev loss %.4f at epoch %d", -progress["best_score"][0], progress["best_epoch"])
+        save_encoder_folder(stage.model.encoder, tokenizer, out_dir)
+        write_log_csv(log_csv, progress["log"], LOG_COLUMNS)
+
+    loop.finish(write_outputs, cfg.keep_checkpoint)
+    return progress["log"]
 
 
 # ---------------------------------------------------------------- data
@@ -199,143 +242,59 @@ def _check_vocabulary(kg: TokenizedKG, tokenizer) -> None:
         raise ValueError(f"token shards were made by another tokenizer: special ids/vocab {theirs} != encoder's {ours}")
 
 
-# ---------------------------------------------------------------- one pass
+# ---------------------------------------------------------------- the dev pass, sums over ranks
 
-def _run_epoch(model, samples, batches, pad_id, device, cfg, epoch, optimizer=None, scheduler=None, scaler=None,
-               step_hook=None, boundary=None, partial=None) -> dict:
-    """Train (when an optimizer is given) or evaluate over `batches`; returns per-task token sums and counts.
-    Training: `boundary(step, totals)` after every step (timed / signalled checkpoints); `partial` (a mid-epoch
-    checkpoint's) starts after its step with its token sums."""
-    training = optimizer is not None
-    model.train(training)
-    totals: dict[str, dict[str, torch.Tensor]] = _resumed_totals(partial, device)
-    first = partial["step"] if partial else 0
+def _dev_pass(model, samples, batches, pad_id, device, cfg, epoch) -> dict:
+    """The dev loss's per-task token sums (eval mode, no grad); in a multi-rank job whole batches are spread over the
+    ranks and the sums added up."""
+    model.eval()
+    totals: dict[str, dict[str, torch.Tensor]] = {}
     ranks = distributed.world()
-    if ranks.size > 1 and not training:
-        batches = batches[ranks.rank::ranks.size]  # dev: whole batches spread over the ranks, sums added up below
-    desc = f"pretrain epoch {epoch} {'train' if training else 'dev'}"
-    bar = tqdm(batches[first:], desc=desc, disable=not cfg.progress_bar or not distributed.is_main(), file=sys.stderr,
-               mininterval=5, leave=False, initial=first, total=len(batches))
-    sliced = ranks.size > 1 and training  # each rank trains on its slice of the global batch
-    feed = batch_loader((lambda idx: _rank_batch(samples, idx, pad_id, cfg)) if sliced else
-                        (lambda idx: _collate(samples, idx, pad_id, cfg)), batches[first:], device)
-    for step, (idx, prepared) in enumerate(zip(bar, feed), start=first + 1):
-        if sliced:  # forward and update on this rank's slice (out None: an empty slice)
-            out = _data_parallel_update(model, prepared, device, cfg, optimizer, scheduler, scaler)
-        else:
-            batch = {k: v.to(device, non_blocking=True) for k, v in prepared.items()}
-            with torch.set_grad_enabled(training), autocast_context(device, cfg.precision):
-                out = model(**batch)
-        if training:
-            if ranks.size == 1:
-                optimizer_step(out["loss"], model, optimizer, scheduler, scaler)
-            if step % 50 == 0 and out is not None:
-                bar.set_postfix(loss=f"{out['loss'].item():.3f}")
-            if step % max(len(batches) // 4, 1) == 0:  # a heartbeat in the rule's log even without tqdm
-                log.info("epoch %d: step %d/%d", epoch, step, len(batches))
-            if step_hook is not None:
-                step_hook(epoch, step)
-        for task, entry in (out["stats"] if out is not None else {}).items():
-            acc = totals.setdefault(task, {})
+    if ranks.size > 1:
+        batches = batches[ranks.rank::ranks.size]
+    bar = tqdm(batches, desc=f"pretrain epoch {epoch} dev", disable=not cfg.progress_bar or not distributed.is_main(),
+               file=sys.stderr, mininterval=5, leave=False)
+    feed = batch_loader(lambda idx: _collate(samples, idx, pad_id, cfg), batches, device)
+    for _, prepared in zip(bar, feed):
+        batch = {k: v.to(device, non_blocking=True) for k, v in prepared.items()}
+        with torch.no_grad(), autocast_context(device, cfg.precision):
+            _add_stats(totals, model(**batch))
+    return _merge_ranks({task: {k: float(v) for k, v in entry.items()} for task, entry in totals.items()})
+
+
+def _add_stats(totals: dict, out: dict | None) -> None:
+    for task, entry in (out["stats"] if out is not None else {}).items():
+        acc = totals.setdefault(task, {})
+        for key, value in entry.items():
+            acc[key] = acc.get(key, 0) + value.detach()
+
+
+def _merge_ranks(stats: dict) -> dict:
+    """Every rank gets the sums over all ranks (a rank may have seen no token of some task)."""
+    if distributed.world().size == 1:
+        return stats
+    merged: dict[str, dict[str, float]] = {}
+    for part in distributed.all_gather_object(stats):
+        for task, entry in part.items():
             for key, value in entry.items():
-                acc[key] = acc.get(key, 0) + value.detach()
-        if training and boundary is not None:
-            boundary(step, totals)
-    stats = {task: {k: float(v) for k, v in entry.items()} for task, entry in totals.items()}
-    if ranks.size > 1:  # every rank gets the sums over all ranks (a rank may have seen no token of some task)
-        merged: dict[str, dict[str, float]] = {}
-        for part in distributed.all_gather_object(stats):
-            for task, entry in part.items():
-                for key, value in entry.items():
-                    merged.setdefault(task, {})[key] = merged.get(task, {}).get(key, 0.0) + value
-        stats = {task: merged[task] for task in sorted(merged)}
-    return stats
+                merged.setdefault(task, {})[key] = merged.get(task, {}).get(key, 0.0) + value
+    return {task: merged[task] for task in sorted(merged)}
 
 
-def _partial_state(epoch: int, step: int, totals: dict) -> dict:
-    """A mid-epoch checkpoint's position: the step, the epoch's token sums so far (summed over ranks, with their
-    dtypes: a resumed run adds to exactly these values) and each rank's torch RNG state (dropout)."""
-    local = {task: {key: [value.item(), str(value.dtype).removeprefix("torch.")] for key, value in entry.items()}
-             for task, entry in totals.items()}
-    parts = distributed.all_gather_object({"totals": local, "rng": torch_rng_state()})
-    merged: dict = {}
-    for part in parts:
-        for task, entry in part["totals"].items():
-            for key, (value, dtype) in entry.items():
-                before = merged.setdefault(task, {}).get(key)
-                merged[task][key] = [value if before is None else before[0] + value, dtype]
-    return {"epoch": epoch, "step": step, "totals": merged, "torch_rng": [part["rng"] for part in parts]}
-
-
-def _resumed_totals(partial: dict | None, device) -> dict:
+def _resumed_totals(resumed: dict | None, device) -> dict:
     """The token sums a resumed epoch starts from (rank 0 carries the ranks' sum; the epoch end adds ranks up)."""
-    if not partial or not distributed.is_main():
+    if not resumed or not distributed.is_main():
         return {}
     return {task: {key: torch.tensor(value, dtype=getattr(torch, dtype), device=device)
-                   for key, (value, dtype) in entry.items()} for task, entry in partial["totals"].items()}
+                   for key, (value, dtype) in entry.items()} for task, entry in resumed["totals"].items()}
 
 
-def _restore_rng(partial: dict, seed: int) -> None:
-    """Each rank's dropout stream where the checkpoint left it; another number of ranks: a fresh seeded stream."""
-    states, w = partial["torch_rng"], distributed.world()
-    if len(states) == w.size:
-        set_torch_rng_state(states[w.rank])
-    else:
-        log.warning("resumed with %d ranks from a checkpoint of %d: fresh dropout streams", w.size, len(states))
-        torch.manual_seed(distributed.rank_seed(seed + int(partial["step"])))
-
-
-# ---------------------------------------------------------------- progress, checkpoints, output
+# ---------------------------------------------------------------- progress, output
 
 def _fingerprint(cfg: PretrainSettings) -> str:
     # Unset (None) options are left out, so adding a new optional setting does not orphan existing checkpoints.
     relevant = {k: v for k, v in cfg.as_dict().items() if k not in RESULT_NEUTRAL and v is not None}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _fresh_progress(fingerprint: str) -> dict:
-    return {"epoch": 0, "best_loss": None, "best_epoch": None, "best_dir": None, "bad_epochs": 0,
-            "stopped": False, "rows": [], "fingerprint": fingerprint}
-
-
-def _resume(ckpt_dir: Path, model, optimizer, scheduler, device, fingerprint: str, scaler=None) -> dict:
-    """Continue from `ckpt_dir/last` when it was written under the same settings; otherwise start fresh."""
-    last = ckpt_dir / "last"
-    progress = resume_checkpoint(last, fingerprint, model, optimizer, scheduler, device, scaler, discard=ckpt_dir,
-                                 warn=log.warning)
-    if progress is not None:
-        partial = progress.get("partial")
-        step = f" step {partial['step']} of epoch {partial['epoch']}" if partial else ""
-        log.info("resuming from %s after epoch %d%s", last, progress["epoch"], step)
-        _remove_stale_best(ckpt_dir, progress["best_dir"])
-        return progress
-    if ckpt_dir.exists() and distributed.is_main():
-        shutil.rmtree(ckpt_dir)  # only a best-* from a run killed before its first checkpoint
-    return _fresh_progress(fingerprint)
-
-
-def _update_progress(progress: dict, row: dict, model, ckpt_dir: Path, patience: int) -> None:
-    """Early stopping on dev loss (patience epochs without improvement); keeps the best model state on disk."""
-    loss = row["dev_loss"]
-    progress["epoch"] = row["epoch"]
-    if loss is not None and (progress["best_loss"] is None or loss < progress["best_loss"]):
-        name = f"best-{row['epoch']:03d}"
-        if distributed.is_main():
-            with atomic_dir(ckpt_dir / name) as tmp:
-                state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-                save_file(state, str(tmp / "model.safetensors"))
-        progress.update(best_loss=loss, best_epoch=row["epoch"], best_dir=name, bad_epochs=0)
-    else:
-        progress["bad_epochs"] += 1
-        if progress["bad_epochs"] >= patience:
-            progress["stopped"] = True
-            log.info("early stop: %d epochs without dev-loss improvement", progress["bad_epochs"])
-
-
-def _remove_stale_best(ckpt_dir: Path, keep: str | None) -> None:
-    for path in ckpt_dir.glob("best-*"):
-        if path.name != keep:
-            shutil.rmtree(path, ignore_errors=True)
 
 
 def save_encoder_folder(encoder, tokenizer, out_dir: str | Path) -> None:
