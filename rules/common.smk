@@ -1,16 +1,21 @@
-# Shared by all rules: config validation (before any job runs), wildcard constraints, small lookups.
+# Shared by all rules: the config check (before any job runs), wildcard constraints, small lookups.
 import re
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
-from lpbert_core.config.resolve import JobSettings, check_renamed_keys
+from lpbert_core.config.checks import check_config
+from lpbert_core.config.resolve import JobSettings
+from lpbert_core.errors import ConfigError
 from lpbert_core.config.settings import PRETRAIN_VARIANTS
 
 
-check_renamed_keys(config)  # an old key name gets its new name, before the schema calls it unknown
-validate(config, schema="../schemas/config.schema.yaml")
+# the whole config (old key names, the schema, the names one part gives another) before any job runs: the same
+# checks and messages as DirectRun's (lpbert_core/config/checks.py)
+try:
+    check_config(config)
+except ConfigError as error:
+    raise WorkflowError(str(error)) from None
 
 # top-level folders under results/ that are not datasets (rules tables, study)
 RESULT_FOLDERS = ["tables", "figures", "study"]
@@ -22,64 +27,6 @@ def _alternatives(names):
 
 def _configured_sources():
     return ", ".join(sorted(config["sources"], key=str.lower))
-
-
-def _per_dataset_keys(node, path):
-    """(key path, dataset) of every `per_dataset` entry anywhere under `node`."""
-    if not isinstance(node, dict):
-        return
-    for key, value in node.items():
-        if key == "per_dataset" and isinstance(value, dict):
-            for dataset in value:
-                yield f"{path}.per_dataset.{dataset}", dataset
-        else:
-            yield from _per_dataset_keys(value, f"{path}.{key}" if path else key)
-
-
-def check_dataset_names():
-    """Names that must be sources: `datasets`, the tables' datasets, every per_dataset key, pretrain.max_length keys.
-    A name with no source would otherwise fail late and cryptically (a missing input) or be silently ignored."""
-    sources = config["sources"]
-    for dataset in config["datasets"]:
-        if dataset not in sources:
-            raise WorkflowError(
-                f"datasets: {dataset!r} has no entry under sources (configured sources: {_configured_sources()}); "
-                f"add sources: {{{dataset}: {{folder: ...}}}} or fix the name"
-            )
-    named = [(f"tables.{t}.dataset", spec["dataset"]) for t, spec in config["tables"].items()
-             if isinstance(spec, dict) and "dataset" in spec]
-    named += list(_per_dataset_keys(config, ""))
-    named += [(f"pretrain.max_length.{d}", d) for d in config["pretrain"]["max_length"] if d != "default"]
-    for key_path, dataset in named:
-        if dataset not in sources:
-            raise WorkflowError(
-                f"{key_path}: no source named {dataset!r}, so this setting would be ignored "
-                f"(configured sources: {_configured_sources()})"
-            )
-
-
-check_dataset_names()
-
-
-def check_inductive_sources():
-    """`text_from` and `inductive_of` name other sources; an inductive test graph's training graph is not itself a
-    test graph."""
-    sources = config["sources"]
-    for name, src in sources.items():
-        for key in ("text_from", "inductive_of"):
-            other = src.get(key)
-            if other is not None and other not in sources:
-                raise WorkflowError(f"sources.{name}.{key}: no source named {other!r} "
-                                    f"(configured sources: {_configured_sources()})")
-        if src.get("inductive_of") and sources[src["inductive_of"]].get("inductive_of"):
-            raise WorkflowError(f"sources.{name}.inductive_of: {src['inductive_of']!r} is itself a test graph")
-        if src.get("text_from") and "archive" not in sources[src["text_from"]]:
-            raise WorkflowError(f"sources.{name}.text_from: {src['text_from']!r} must be a vendored archive source")
-        if (src.get("member") or src.get("candidates")) and "archive" not in src:
-            raise WorkflowError(f"sources.{name}: member / candidates need an `archive`")
-
-
-check_inductive_sources()
 
 
 wildcard_constraints:
@@ -100,23 +47,6 @@ runs_of = JOBS.runs_of
 source_settings = JOBS.source
 floor_of = JOBS.floor_of
 floors_for = JOBS.floors_for
-
-
-def check_table_runs():
-    """Every run a table names is a key of `runs:` (instances are not named in tables: the row lists them)."""
-    named = [("tables.table1.run", config["tables"]["table1"]["run"])]
-    named += [(f"tables.{t}.rows", run) for t in ("table3", "table4") for run in config["tables"][t]["rows"]]
-    spec = reproduction_spec()
-    named += [(f"tables.reproduction.{key}", spec[key]) for key in ("paper_text", "authors_code") if spec[key]]
-    for key_path, run in named:
-        if run not in config["runs"]:
-            raise WorkflowError(
-                f"{key_path}: no run named {run!r} under runs: (configured: {', '.join(config['runs'])})"
-            )
-    JOBS.floor_runs()  # zero-shot lpbert runs, one per encoder and pre-training variant
-
-
-check_table_runs()
 
 
 # Regex alternatives of run names per model kind: the lpbert and kgbert rules write the same output paths, so

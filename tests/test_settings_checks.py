@@ -39,3 +39,25 @@ def test_direct_run_and_snakemake_refuse_before_any_stage(tmp_path):
     folder = workdir(tmp_path / "sm", overlay) if (tmp_path / "sm").mkdir() is None else None
     done = snakemake("-n", "results/umls/runs/bad/metrics.json", "--configfile", "overlay.yaml", cwd=folder)
     assert done.returncode != 0 and MESSAGE in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("overlay, message", [
+    ({"encoder": 3}, "config encoder: 3 is not of type 'string'"),
+    ({"no_such_key": 1}, "Additional properties are not allowed"),
+    ({"datasets": ["umls", "mykg"]}, "datasets: 'mykg' has no entry under sources"),
+    ({"tables": {"reproduction": {"authors_code": "lpbert-authors"}}},
+     "tables.reproduction.authors_code: no run named 'lpbert-authors'"),
+    ({"pretrain": {"lr_head": 1e-4}}, "pretrain.lr_head is now pretrain.lr_new"),
+])
+def test_direct_run_checks_the_whole_config_as_snakemake_does(tmp_path, overlay, message):
+    """The schema and the cross-references (tests/test_workflow.py gives Snakemake the same overlays) are checked by
+    DirectRun too, before anything runs."""
+    from lpbert_core.config.load import load_config, merge
+    from lpbert_core.runtime.direct_run import DirectRun
+    from lpbert_core.config.resolve import JobSettings
+    from test_workflow import REPO
+
+    config = merge(load_config([REPO / "config.yaml"]), overlay)
+    with pytest.raises(ConfigError, match=message):
+        DirectRun(JobSettings(config), tmp_path / "direct")
+    assert not (tmp_path / "direct").exists()

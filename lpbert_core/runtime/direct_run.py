@@ -14,6 +14,7 @@ import logging
 import time
 from pathlib import Path
 
+from lpbert_core.config.checks import check_config
 from lpbert_core.config.resolve import JobSettings
 from lpbert_core.config.settings import ScoreSettings
 from lpbert_core.runtime.stage_runner import setup_logging
@@ -25,6 +26,7 @@ class DirectRun:
     """The stages of one config, rooted at `root` (where results/, logs/ and checkpoints/ go)."""
 
     def __init__(self, jobs: JobSettings, root: str | Path = ".", threads: int = 8):
+        check_config(jobs.config)  # as Snakemake does while it parses the workflow: before any stage runs
         self.jobs = jobs
         self.root = Path(root)
         self.threads = int(threads)
