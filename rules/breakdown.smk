@@ -4,17 +4,17 @@
 
 rule breakdown:
     input:
-        ranks="results/{dataset}/runs/{run}/ranks.parquet",
+        ranks=paths.RUN_RANKS,
     output:
         csv=report(
-            "results/{dataset}/runs/{run}/breakdown.csv",
+            paths.fill(paths.RUN_BREAKDOWN, ext="csv"),
             caption="../report/breakdown.rst",
             category="Breakdown",
             subcategory="{dataset}",
             labels={"run": "{run}", "kind": "table"},
         ),
         png=report(
-            "results/{dataset}/runs/{run}/breakdown.png",
+            paths.fill(paths.RUN_BREAKDOWN, ext="png"),
             caption="../report/breakdown.rst",
             category="Breakdown",
             subcategory="{dataset}",

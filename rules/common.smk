@@ -4,10 +4,12 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+from lpbert_core.config import paths  # every results/ and checkpoints/ pattern (rules and code alike)
 from lpbert_core.config.checks import check_config
 from lpbert_core.config.resolve import JobSettings
 from lpbert_core.errors import ConfigError
 from lpbert_core.config.settings import PRETRAIN_VARIANTS
+from lpbert_core.report import table_rows as table_rows_module
 
 
 # the whole config (old key names, the schema, the names one part gives another) before any job runs: the same
@@ -55,19 +57,6 @@ LPBERT_RUNS = _alternatives(runs_of("lpbert")) or "$^"
 KGBERT_RUNS = _alternatives(runs_of("kgbert")) or "$^"
 
 
-def run_encoder_key(run):
-    return run_settings(run)["encoder"]
-
-
-def run_skip_reason(run):
-    """None when the run's initial weights load offline here, else why its table row is skipped."""
-    from lpbert_core.model.encoders import encoder_available
-
-    key = run_encoder_key(run)
-    ok, reason = encoder_available(config["encoders"][key])
-    return None if ok else reason
-
-
 def source_params(wildcards):
     return JOBS.download_params(wildcards.dataset)
 
@@ -112,104 +101,27 @@ def unknown_dataset(wildcards):
     )
 
 
-def data_targets():
-    return expand(
-        "results/{dataset}/tokens/{encoder}/manifest.json", dataset=config["datasets"], encoder=config["encoder"]
-    )
-
-
-TABLES = ["table1", "table3", "table4", "reproduction"]
-
-
-BEYOND_TABLES = ["inductive", "plus"]  # issue #13: beyond the paper (rules inductive_table / plus_table)
+# ---- what the tables show and read: lpbert_core/report/table_rows.py (these wrappers pass it the config's jobs)
+TABLES = table_rows_module.TABLES
 
 
 def all_targets():
-    targets = expand("results/tables/{table}.{ext}", table=TABLES, ext=["md", "csv", "tex"])
-    for table in BEYOND_TABLES:
-        spec = config["tables"].get(table)
-        if spec and spec.get("in_all", True):
-            targets += expand("results/tables/{table}.{ext}", table=table, ext=["md", "csv"])
-    if (config["tables"].get("proxy") or {}).get("in_all", False):  # the CPU proxy: its own target by default
-        targets += ["results/tables/proxy.md", "results/tables/proxy.csv"]
-    return targets
+    return table_rows_module.all_targets(JOBS)
 
 
 def inductive_pairs():
-    """[{train, test, family, version}] of tables.inductive.pairs; the test graph is the source naming the training
-    graph in `inductive_of`."""
-    pairs = []
-    for train in (config["tables"].get("inductive") or {}).get("pairs", []):
-        tests = [name for name, src in config["sources"].items() if src.get("inductive_of") == train]
-        if len(tests) != 1:
-            raise WorkflowError(f"tables.inductive.pairs: {train!r} needs exactly one source with inductive_of: "
-                                f"{train} (found {tests or 'none'})")
-        family, _, version = train.rpartition("_")
-        pairs.append({"train": train, "test": tests[0], "family": family, "version": version})
-    return pairs
-
-
-def _beyond_rows(table, datasets):
-    """The table's rows of ours, then its zero-shot floor rows (tables.floor) on the same graphs."""
-    from lpbert_core.report.table_sources import floor_label
-
-    labels = dict(config["tables"][table]["rows"])
-    for run in labels:
-        if run not in config["runs"] or run_entry(run).get("model") != "lpbert":
-            raise WorkflowError(f"tables.{table}.rows: {run!r} is not an lpbert run of `runs`")
-    floors = floors_for(list(labels))
-    labels.update({run: floor_label(run_settings(run)["pretrain"]) for run in floors})
-    rows = []
-    for run, label in labels.items():
-        for dataset in datasets:
-            candidates = grail = None
-            if table == "inductive" and source_settings(dataset).get("candidates"):
-                candidates = f"results/{dataset}/runs/{run}/candidates/metrics.json"
-            if table == "inductive":  # GraIL's protocol on every test graph (rules grail_lists, score_grail50)
-                grail = f"results/{dataset}/runs/{run}/grail50/metrics.json"
-            rows.append({"dataset": dataset, "run": run, "label": label,
-                         "metrics": f"results/{dataset}/runs/{run}/metrics.json", "candidates": candidates,
-                         "grail": grail, "floor": run in floors,
-                         "floor_run": None if run in floors else floor_of(run)})
-    return rows
-
-
-def inductive_baseline_rows(datasets):
-    """tables.inductive.baselines on every test graph, all three protocols: `ppr` (rule ppr_score) and cross-encoder
-    runs (model: kgbert; rules kgbert_score, kgbert_lists)."""
-    rows = []
-    for name, label in ((config["tables"].get("inductive") or {}).get("baselines") or {}).items():
-        if name != "ppr" and (name not in config["runs"] or run_entry(name).get("model") != "kgbert"):
-            raise WorkflowError(f"tables.inductive.baselines: {name!r} is neither `ppr` nor a kgbert run of `runs`")
-        for dataset in datasets:
-            base = f"results/{dataset}/baselines/ppr" if name == "ppr" else f"results/{dataset}/runs/{name}"
-            rows.append({"dataset": dataset, "run": name, "label": label, "baseline": True,
-                         "metrics": f"{base}/full/metrics.json" if name == "ppr" else f"{base}/metrics.json",
-                         "candidates": f"{base}/candidates/metrics.json"
-                         if source_settings(dataset).get("candidates") else None,
-                         "grail": f"{base}/grail50/metrics.json", "floor": False, "floor_run": None})
-    return rows
+    return table_rows_module.inductive_pairs(JOBS)
 
 
 def inductive_rows(wildcards=None):
-    tests = [p["test"] for p in inductive_pairs()]
-    return _beyond_rows("inductive", tests) + inductive_baseline_rows(tests)
+    return table_rows_module.inductive_rows(JOBS)
 
 
 def plus_rows(wildcards=None):
-    datasets = config["tables"]["plus"]["datasets"]
-    for dataset in datasets:
-        if dataset not in config["sources"]:
-            raise WorkflowError(f"tables.plus.datasets: no source named {dataset!r}")
-    return _beyond_rows("plus", datasets)
+    return table_rows_module.plus_rows(JOBS)
 
 
-def beyond_inputs(rows):
-    """The rows' metrics files, and each run's per-relation breakdown (built with the table: every run a table shows
-    has one)."""
-    paths = [path for row in rows for path in (row["metrics"], row["candidates"], row.get("grail")) if path]
-    return paths + [f"results/{row['dataset']}/runs/{row['run']}/breakdown.{ext}" for row in rows
-                    if not row.get("baseline") for ext in ("csv", "png")]
+beyond_inputs = table_rows_module.beyond_inputs
 
 
 # ---- GPUs per job (config `gpus_per_job`): rules pretrain, finetune, kgbert_train and score request gpu=K, and the
@@ -296,10 +208,10 @@ def inductive_eval(key):
 def lists_input(dataset, protocol):
     """The candidate lists a list-protocol job ranks: BERTRL's (in the raw folder) or our GraIL-protocol sample."""
     if protocol == "grail50":
-        return {"lists": f"results/{dataset}/lists/grail50/lists.json"}
+        return {"lists": paths.fill(paths.GRAIL_LISTS, dataset=dataset)}
     if not source_settings(dataset).get("candidates"):
         raise WorkflowError(f"results/{dataset}/.../candidates: sources.{dataset} has no `candidates` lists")
-    return {"raw": f"results/{dataset}/raw"}
+    return {"raw": paths.fill(paths.RAW, dataset=dataset)}
 
 
 def kgbert_list_inputs(wildcards):
@@ -307,7 +219,8 @@ def kgbert_list_inputs(wildcards):
 
 
 def ppr_inputs(wildcards):
-    text = {k: f"results/{wildcards.dataset}/text/{k}.parquet" for k in ("entities", "relations", "triples")}
+    text = {"entities": paths.TEXT_ENTITIES, "relations": paths.TEXT_RELATIONS, "triples": paths.TEXT_TRIPLES}
+    text = {key: paths.fill(pattern, dataset=wildcards.dataset) for key, pattern in text.items()}
     return text if wildcards.protocol == "full" else {**text, **lists_input(wildcards.dataset, wildcards.protocol)}
 
 
@@ -315,90 +228,14 @@ def ppr_params(wildcards):
     return {"protocol": wildcards.protocol, "dataset": wildcards.dataset, "ppr": inductive_eval("ppr")}
 
 
-# ---- used by tables.smk
-
-def table_row_specs(table):
-    """(dataset, run, paper row id, role) for every row of `table`, from the config's `tables:` section. role is the
-    reproduction table's column (paper_text | authors_code), None elsewhere."""
-    if table == "reproduction":
-        spec = reproduction_spec()
-        return [(dataset, spec[role], "LP-BERT", role) for dataset in config["datasets"]
-                for role in ("paper_text", "authors_code") if spec[role]]
-    spec = config["tables"][table]
-    if table == "table1":
-        return [(dataset, spec["run"], "LP-BERT", None) for dataset in config["datasets"]]
-    return [(spec["dataset"], run, paper_row, None) for run, paper_row in spec["rows"].items()]
-
-
-def run_files(dataset, run):
-    settings = run_settings(run)
-    files = {
-        "metrics": f"results/{dataset}/runs/{run}/metrics.json",
-        "train_log": f"results/{dataset}/runs/{run}/train_log.csv",
-        "ranks": f"results/{dataset}/runs/{run}/ranks.parquet",
-        "finetune_benchmark": f"benchmarks/{dataset}/finetune/{run}.tsv",
-        "score_benchmark": f"benchmarks/{dataset}/score/{run}.tsv",
-    }
-    if settings["pretrain"] != "none":
-        files["pretrain_log"] = f"results/{dataset}/pretrain/{settings['pretrain']}/log.csv"
-    return files
-
-
-def table_floor_specs(table):
-    """(dataset, floor run) of the zero-shot floor rows a table shows: each floor run on an encoder of its rows
-    (JobSettings.floors_for), on every dataset of its rows."""
-    specs = table_row_specs(table)
-    datasets = dict.fromkeys(dataset for dataset, *_ in specs)
-    return [(dataset, run) for run in floors_for(list(dict.fromkeys(run for _, run, *_ in specs)))
-            for dataset in datasets]
-
+# ---- used by tables.smk, study.smk, breakdown.smk and rule all (lpbert_core/report/table_rows.py)
 
 def table_rows(wildcards):
-    """Row specs of lpbert_core.report.tables (workflow_scripts/tables.py documents the keys): one per row, listing the
-    files of every instance (seed) of its run; then the table's zero-shot floor rows (`floor: true`, no paper row)."""
-    from lpbert_core.report.table_sources import floor_label
-
-    rows = []
-    specs = [(dataset, run, paper_row, role, False) for dataset, run, paper_row, role in
-             table_row_specs(wildcards.table)]
-    specs += [(dataset, run, None, None, True) for dataset, run in table_floor_specs(wildcards.table)]
-    for dataset, run, paper_row, role, floor in specs:
-        settings = run_settings(run)
-        row = {
-            "table": wildcards.table,
-            "dataset": dataset,
-            "run": run,
-            "row": paper_row,
-            "model": settings["model"],
-            "encoder": settings["encoder"],
-            "encoder_source": config["encoders"][settings["encoder"]],
-        }
-        if floor:
-            row.update(floor=True, label=floor_label(settings["pretrain"]))
-        else:
-            row["floor_run"] = floor_of(run)
-        if role:
-            row["role"] = role
-        reason = run_skip_reason(run)
-        if reason:
-            row["skipped"] = reason
-        else:
-            row["instances"] = [{"run": name, "seed": seed, **run_files(dataset, name)}
-                                for name, seed in run_instances(run)]
-        rows.append(row)
-    return rows
+    return table_rows_module.table_rows(JOBS, wildcards.table)
 
 
 def table_inputs(wildcards):
-    """Every file the table reads, so Snakemake builds the runs first (skipped rows need nothing); the reproduction
-    table's attribution summary too, when the config names one."""
-    files = []
-    for row in table_rows(wildcards):
-        for instance in row.get("instances", []):
-            files.extend(instance[key] for key in run_files(row["dataset"], instance["run"]))
-    if wildcards.table == "reproduction" and reproduction_spec()["attribution"]:
-        files.append(reproduction_spec()["attribution"])
-    return files
+    return table_rows_module.table_inputs(JOBS, wildcards.table)
 
 
 def table_attribution(wildcards):
@@ -406,77 +243,21 @@ def table_attribution(wildcards):
     return reproduction_spec()["attribution"] if wildcards.table == "reproduction" else None
 
 
-# ---- used by tables.smk's proxy_table (issue #25: the CPU proxy, configs/proxy.yaml)
-
 def proxy_rows(wildcards=None):
-    """The floor (tables.floor) and every reading of tables.proxy.rows on each of tables.proxy.datasets, each with
-    its seed instances' files."""
-    spec = config["tables"].get("proxy") or {}
-    labels = dict(spec.get("rows") or {})
-    floors = [run for run in config["tables"].get("floor", []) if run in config["runs"]]
-    rows = []
-    for dataset in spec.get("datasets", []):
-        for run in floors + list(labels):
-            if run not in config["runs"]:
-                raise WorkflowError(f"tables.proxy.rows: {run!r} is not a run of `runs`")
-            rows.append({"dataset": dataset, "run": run, "floor": run in floors,
-                         "label": labels.get(run, "zero-shot (no fine-tuning)"),
-                         "instances": [{"run": name, "seed": seed, **run_files(dataset, name)}
-                                       for name, seed in run_instances(run)]})
-    return rows
+    return table_rows_module.proxy_rows(JOBS)
 
 
 def proxy_inputs(wildcards=None):
-    keys = ("metrics", "train_log", "finetune_benchmark", "score_benchmark")
-    return [inst[k] for row in proxy_rows() for inst in row["instances"] for k in keys]
-
-
-# ---- used by study.smk
-
-def study_runs():
-    from lpbert_core.report.study import parse_run_name
-
-    return [name for name, spec in config["runs"].items() if spec["model"] == "lpbert" and parse_run_name(name)]
+    return table_rows_module.proxy_inputs(JOBS)
 
 
 def study_rows(wildcards):
-    """One entry per study run: its files (inputs) and the driver's provenance.json where it exists (git commit)."""
-    runs = study_runs()
-    if not runs:
-        raise WorkflowError(
-            "the study target needs study runs (runs named study-<reading>-s<seed> or study30-<reading>-s<seed>): "
-            "add --configfile configs/cpu.yaml configs/study-umls.yaml"
-        )
-    rows = []
-    for run in runs:
-        provenance = Path(f"measurements/study_{wildcards.dataset}/{run}/provenance.json")
-        rows.append({
-            "run": run,
-            "metrics": f"results/{wildcards.dataset}/runs/{run}/metrics.json",
-            "train_log": f"results/{wildcards.dataset}/runs/{run}/train_log.csv",
-            "provenance": str(provenance) if provenance.exists() else None,
-        })
-    return rows
+    return table_rows_module.study_rows(JOBS, wildcards.dataset)
 
 
 def study_inputs(wildcards):
     return [row[key] for row in study_rows(wildcards) for key in ("metrics", "train_log")]
 
 
-# ---- used by breakdown.smk and rule all
 def breakdown_targets():
-    """breakdown.csv and .png of every run a table shows (rows that are skipped offline have no ranks)."""
-    tables = config["tables"]
-    pairs = {(dataset, tables["table1"]["run"]) for dataset in config["datasets"]}
-    for table in ("table3", "table4"):
-        pairs |= {(tables[table]["dataset"], run) for run in tables[table]["rows"]}
-    spec = reproduction_spec()
-    pairs |= {(dataset, spec[key]) for key in ("paper_text", "authors_code") if spec[key]
-              for dataset in config["datasets"]}
-    pairs |= {pair for table in TABLES for pair in table_floor_specs(table)}
-    return [
-        f"results/{dataset}/runs/{run}/breakdown.{ext}"
-        for dataset, run in sorted(pairs)
-        if run_skip_reason(run) is None
-        for ext in ("csv", "png")
-    ]
+    return table_rows_module.breakdown_targets(JOBS)

@@ -5,7 +5,7 @@ rule download:
     input:
         download_inputs,
     output:
-        directory("results/{dataset}/raw"),
+        directory(paths.RAW),
     params:
         source=source_params,
         content=download_content,
@@ -19,12 +19,12 @@ rule download:
 
 rule join_text:
     input:
-        "results/{dataset}/raw",
+        paths.RAW,
     output:
-        entities="results/{dataset}/text/entities.parquet",
-        relations="results/{dataset}/text/relations.parquet",
-        triples="results/{dataset}/text/triples.parquet",
-        summary="results/{dataset}/text/summary.json",
+        entities=paths.TEXT_ENTITIES,
+        relations=paths.TEXT_RELATIONS,
+        triples=paths.TEXT_TRIPLES,
+        summary=paths.TEXT_SUMMARY,
     params:
         settings=text_settings,
     log:
@@ -37,12 +37,12 @@ rule join_text:
 
 rule tokenize:
     input:
-        entities="results/{dataset}/text/entities.parquet",
-        relations="results/{dataset}/text/relations.parquet",
+        entities=paths.TEXT_ENTITIES,
+        relations=paths.TEXT_RELATIONS,
     output:
-        entities="results/{dataset}/tokens/{encoder}/entities.parquet",
-        relations="results/{dataset}/tokens/{encoder}/relations.parquet",
-        manifest="results/{dataset}/tokens/{encoder}/manifest.json",
+        entities=paths.TOKEN_ENTITIES,
+        relations=paths.TOKEN_RELATIONS,
+        manifest=paths.TOKENS_MANIFEST,
     params:
         source=encoder_source,
     log:

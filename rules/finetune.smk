@@ -6,11 +6,11 @@ rule finetune:
     input:
         unpack(training_inputs),
     output:
-        model=directory("results/{dataset}/runs/{run}/model"),
-        train_log="results/{dataset}/runs/{run}/train_log.csv",
+        model=directory(paths.RUN_MODEL),
+        train_log=paths.RUN_TRAIN_LOG,
     params:
         settings=finetune_params,
-        checkpoint_dir="checkpoints/{dataset}/runs/{run}",
+        checkpoint_dir=paths.RUN_CHECKPOINTS,
     wildcard_constraints:
         run=LPBERT_RUNS,
     log:

@@ -6,13 +6,13 @@
 # (lpbert_core/evaluate/sampled_negatives.py; config inductive_eval.grail_negatives).
 rule grail_lists:
     input:
-        triples="results/{dataset}/text/triples.parquet",
-        entities="results/{dataset}/text/entities.parquet",
-        relations="results/{dataset}/text/relations.parquet",
+        triples=paths.TEXT_TRIPLES,
+        entities=paths.TEXT_ENTITIES,
+        relations=paths.TEXT_RELATIONS,
     output:
-        record="results/{dataset}/lists/grail50/lists.json",
-        head="results/{dataset}/lists/grail50/ranking_head.txt",
-        tail="results/{dataset}/lists/grail50/ranking_tail.txt",
+        record=paths.GRAIL_LISTS,
+        head=paths.fill(paths.GRAIL_RANKING, side="head"),
+        tail=paths.fill(paths.GRAIL_RANKING, side="tail"),
     params:
         settings=lambda wildcards: inductive_eval("grail_negatives"),
     wildcard_constraints:
@@ -30,10 +30,10 @@ rule grail_lists:
 rule score_grail50:
     input:
         unpack(score_inputs),
-        lists="results/{dataset}/lists/grail50/lists.json",
+        lists=paths.GRAIL_LISTS,
     output:
-        ranks="results/{dataset}/runs/{run}/grail50/ranks.parquet",
-        metrics="results/{dataset}/runs/{run}/grail50/metrics.json",
+        ranks=paths.fill(paths.RUN_LIST_RANKS, protocol="grail50"),
+        metrics=paths.fill(paths.RUN_LIST_METRICS, protocol="grail50"),
     params:
         settings=score_params,
     wildcard_constraints:
@@ -59,8 +59,8 @@ rule kgbert_lists:
     input:
         unpack(kgbert_list_inputs),
     output:
-        ranks="results/{dataset}/runs/{run}/{protocol}/ranks.parquet",
-        metrics="results/{dataset}/runs/{run}/{protocol}/metrics.json",
+        ranks=paths.RUN_LIST_RANKS,
+        metrics=paths.RUN_LIST_METRICS,
     params:
         settings=kgbert_params,
     wildcard_constraints:
@@ -87,8 +87,8 @@ rule ppr_score:
     input:
         unpack(ppr_inputs),
     output:
-        ranks="results/{dataset}/baselines/ppr/{protocol}/ranks.parquet",
-        metrics="results/{dataset}/baselines/ppr/{protocol}/metrics.json",
+        ranks=paths.PPR_RANKS,
+        metrics=paths.PPR_METRICS,
     params:
         settings=ppr_params,
     wildcard_constraints:

@@ -8,11 +8,11 @@ rule kgbert_train:
     input:
         unpack(training_inputs),
     output:
-        model=directory("results/{dataset}/runs/{run}/model"),
-        train_log="results/{dataset}/runs/{run}/train_log.csv",
+        model=directory(paths.RUN_MODEL),
+        train_log=paths.RUN_TRAIN_LOG,
     params:
         settings=kgbert_params,
-        checkpoint_dir="checkpoints/{dataset}/runs/{run}",
+        checkpoint_dir=paths.RUN_CHECKPOINTS,
     wildcard_constraints:
         run=KGBERT_RUNS,
     log:
@@ -33,8 +33,8 @@ rule kgbert_score:
     input:
         unpack(score_inputs),
     output:
-        ranks="results/{dataset}/runs/{run}/ranks.parquet",
-        metrics="results/{dataset}/runs/{run}/metrics.json",
+        ranks=paths.RUN_RANKS,
+        metrics=paths.RUN_METRICS,
     params:
         settings=kgbert_params,
     wildcard_constraints:

@@ -4,16 +4,16 @@
 
 rule pretrain:
     input:
-        triples="results/{dataset}/text/triples.parquet",
-        entities=f"results/{{dataset}}/tokens/{config['encoder']}/entities.parquet",
-        relations=f"results/{{dataset}}/tokens/{config['encoder']}/relations.parquet",
-        manifest=f"results/{{dataset}}/tokens/{config['encoder']}/manifest.json",
+        triples=paths.TEXT_TRIPLES,
+        entities=paths.fill(paths.TOKEN_ENTITIES, encoder=config["encoder"]),
+        relations=paths.fill(paths.TOKEN_RELATIONS, encoder=config["encoder"]),
+        manifest=paths.fill(paths.TOKENS_MANIFEST, encoder=config["encoder"]),
     output:
-        model=directory("results/{dataset}/pretrain/{variant}/model"),
-        log_csv="results/{dataset}/pretrain/{variant}/log.csv",
+        model=directory(paths.PRETRAIN_MODEL),
+        log_csv=paths.PRETRAIN_LOG,
     params:
         settings=pretrain_settings,
-        checkpoints="checkpoints/{dataset}/pretrain/{variant}",
+        checkpoints=paths.PRETRAIN_CHECKPOINTS,
     log:
         "logs/{dataset}/pretrain/{variant}.log",
     benchmark:

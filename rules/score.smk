@@ -5,8 +5,8 @@ rule score:
     input:
         unpack(score_inputs),
     output:
-        ranks="results/{dataset}/runs/{run}/ranks.parquet",
-        metrics="results/{dataset}/runs/{run}/metrics.json",
+        ranks=paths.RUN_RANKS,
+        metrics=paths.RUN_METRICS,
     params:
         settings=score_params,
     wildcard_constraints:
@@ -31,10 +31,10 @@ rule score:
 rule score_candidates:
     input:
         unpack(score_inputs),
-        raw="results/{dataset}/raw",
+        raw=paths.RAW,
     output:
-        ranks="results/{dataset}/runs/{run}/candidates/ranks.parquet",
-        metrics="results/{dataset}/runs/{run}/candidates/metrics.json",
+        ranks=paths.fill(paths.RUN_LIST_RANKS, protocol="candidates"),
+        metrics=paths.fill(paths.RUN_LIST_METRICS, protocol="candidates"),
     params:
         settings=score_params,
     wildcard_constraints:

@@ -7,7 +7,7 @@
 
 rule study:
     input:
-        expand("results/study/{dataset}/summary.md", dataset=config["datasets"]),
+        expand(paths.fill(paths.STUDY, name="summary.md"), dataset=config["datasets"]),
     localrule: True
 
 
@@ -16,10 +16,10 @@ rule study_summary:
         study_inputs,
         paper="resources/paper_results.csv",  # the paper's numbers, drawn in the figure
     output:
-        md="results/study/{dataset}/summary.md",
-        csv="results/study/{dataset}/summary.csv",
-        json="results/study/{dataset}/summary.json",
-        png="results/study/{dataset}/study.png",
+        md=paths.fill(paths.STUDY, name="summary.md"),
+        csv=paths.fill(paths.STUDY, name="summary.csv"),
+        json=paths.fill(paths.STUDY, name="summary.json"),
+        png=paths.fill(paths.STUDY, name="study.png"),
     params:
         rows=study_rows,
         title=lambda wildcards: f"{wildcards.dataset} reading study",

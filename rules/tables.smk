@@ -7,11 +7,11 @@ rule tables:
         paper="resources/paper_results.csv",
         runs=table_inputs,
     output:
-        md=report("results/tables/{table}.md", caption="../report/tables.rst", category="Tables"),
-        csv=report("results/tables/{table}.csv", caption="../report/tables.rst", category="Tables"),
-        tex="results/tables/{table}.tex",
+        md=report(paths.fill(paths.TABLE, ext="md"), caption="../report/tables.rst", category="Tables"),
+        csv=report(paths.fill(paths.TABLE, ext="csv"), caption="../report/tables.rst", category="Tables"),
+        tex=paths.fill(paths.TABLE, ext="tex"),
         figures=report(
-            directory("results/figures/{table}"),
+            directory(paths.FIGURES),
             patterns=["{name}.png"],
             caption="../report/figures.rst",
             category="Figures",
@@ -37,8 +37,8 @@ rule inductive_table:
         published="resources/inductive_published.csv",
         runs=lambda wildcards: beyond_inputs(inductive_rows()),
     output:
-        md=report("results/tables/inductive.md", caption="../report/tables.rst", category="Tables"),
-        csv=report("results/tables/inductive.csv", caption="../report/tables.rst", category="Tables"),
+        md=report(paths.fill(paths.TABLE, table="inductive", ext="md"), caption="../report/tables.rst", category="Tables"),
+        csv=report(paths.fill(paths.TABLE, table="inductive", ext="csv"), caption="../report/tables.rst", category="Tables"),
     params:
         pairs=lambda wildcards: inductive_pairs(),
         rows=inductive_rows,
@@ -57,8 +57,8 @@ rule plus_table:
         simkgc="resources/simkgc_published.csv",
         runs=lambda wildcards: beyond_inputs(plus_rows()),
     output:
-        md=report("results/tables/plus.md", caption="../report/tables.rst", category="Tables"),
-        csv=report("results/tables/plus.csv", caption="../report/tables.rst", category="Tables"),
+        md=report(paths.fill(paths.TABLE, table="plus", ext="md"), caption="../report/tables.rst", category="Tables"),
+        csv=report(paths.fill(paths.TABLE, table="plus", ext="csv"), caption="../report/tables.rst", category="Tables"),
     params:
         datasets=config["tables"].get("plus", {}).get("datasets", []),
         rows=plus_rows,
@@ -77,9 +77,9 @@ rule proxy_table:
     input:
         proxy_inputs,
     output:
-        md=report("results/tables/proxy.md", caption="../report/tables.rst", category="Tables"),
-        csv=report("results/tables/proxy.csv", caption="../report/tables.rst", category="Tables"),
-        figure=report("results/figures/proxy/trajectories.png", caption="../report/tables.rst", category="Figures"),
+        md=report(paths.fill(paths.TABLE, table="proxy", ext="md"), caption="../report/tables.rst", category="Tables"),
+        csv=report(paths.fill(paths.TABLE, table="proxy", ext="csv"), caption="../report/tables.rst", category="Tables"),
+        figure=report(paths.PROXY_FIGURE, caption="../report/tables.rst", category="Figures"),
     params:
         rows=proxy_rows,
         scale_note=config["tables"].get("scale_note", ""),

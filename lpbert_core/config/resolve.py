@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from lpbert_core.config import paths
 from lpbert_core.errors import ConfigError
 from lpbert_core.config.settings import (FinetuneSettings, KgbertSettings, PretrainSettings, ScoreSettings, StageSettings,
                                   TextSettings, dataset_section)
@@ -278,11 +279,11 @@ class JobSettings:
                 f"results/{dataset}/runs/{run}/model: {dataset!r} is an inductive test graph; its runs are trained "
                 f"on {self.training_graph(dataset)!r} (score it with results/{dataset}/runs/{run}/metrics.json)")
         inputs = {
-            "triples": f"results/{dataset}/text/triples.parquet",
-            "manifest": f"results/{dataset}/tokens/{spec['encoder']}/manifest.json",
+            "triples": paths.fill(paths.TEXT_TRIPLES, dataset=dataset),
+            "manifest": paths.fill(paths.TOKENS_MANIFEST, dataset=dataset, encoder=spec["encoder"]),
         }
         if spec["pretrain"] != "none":
-            inputs["pretrained"] = f"results/{dataset}/pretrain/{spec['pretrain']}/model"
+            inputs["pretrained"] = paths.fill(paths.PRETRAIN_MODEL, dataset=dataset, variant=spec["pretrain"])
         return inputs
 
     def finetune_params(self, dataset: str, run: str) -> dict:
@@ -314,9 +315,9 @@ class JobSettings:
         """Inputs of a run's scoring job (score or kgbert_score)."""
         return {
             # an inductive test graph is scored with the model trained on its training graph (`inductive_of`)
-            "model": f"results/{self.training_graph(dataset)}/runs/{run}/model",
-            "triples": f"results/{dataset}/text/triples.parquet",
-            "manifest": f"results/{dataset}/tokens/{self.run_settings(run)['encoder']}/manifest.json",
+            "model": paths.fill(paths.RUN_MODEL, dataset=self.training_graph(dataset), run=run),
+            "triples": paths.fill(paths.TEXT_TRIPLES, dataset=dataset),
+            "manifest": paths.fill(paths.TOKENS_MANIFEST, dataset=dataset, encoder=self.run_settings(run)["encoder"]),
         }
 
     def kgbert_params(self, dataset: str, run: str) -> dict:

@@ -14,6 +14,7 @@ import logging
 import time
 from pathlib import Path
 
+from lpbert_core.config import paths
 from lpbert_core.config.checks import check_config
 from lpbert_core.config.resolve import JobSettings
 from lpbert_core.config.settings import ScoreSettings
@@ -32,8 +33,9 @@ class DirectRun:
         self.threads = int(threads)
         self.records: list[dict] = []
 
-    def path(self, relative: str) -> Path:
-        return self.root / relative
+    def path(self, pattern: str, **wildcards) -> Path:
+        """`pattern` (lpbert_core.config.paths, or a relative path) with its wildcards filled, under the root."""
+        return self.root / paths.fill(pattern, **wildcards)
 
     def _step(self, stage: str, target: Path, log_file: str, fn) -> dict:
         record = {"stage": stage, "target": str(target.relative_to(self.root)), "skipped": target.exists()}
@@ -53,17 +55,18 @@ class DirectRun:
         from lpbert_core.data.data_stages import run_download, run_join_text, run_tokenize
 
         encoder = encoder or self.jobs.config["encoder"]
-        raw, text = self.path(f"results/{dataset}/raw"), self.path(f"results/{dataset}/text")
-        tokens = self.path(f"results/{dataset}/tokens/{encoder}")
+        raw = self.path(paths.RAW, dataset=dataset)
         self._step("download", raw, f"logs/{dataset}/download.log",
                    lambda: run_download(settings=self.jobs.download_params(dataset), outputs={"raw": raw}))
-        outputs = {name: text / f"{name}.parquet" for name in ("entities", "relations", "triples")}
-        outputs["summary"] = text / "summary.json"
+        outputs = {name: self.path(pattern, dataset=dataset) for name, pattern in (
+            ("entities", paths.TEXT_ENTITIES), ("relations", paths.TEXT_RELATIONS), ("triples", paths.TEXT_TRIPLES),
+            ("summary", paths.TEXT_SUMMARY))}
         self._step("join_text", outputs["summary"], f"logs/{dataset}/join_text.log",
                    lambda: run_join_text(settings=self.jobs.text_params(dataset), inputs={"raw": raw},
                                          outputs=outputs))
-        token_files = {name: tokens / f"{name}.parquet" for name in ("entities", "relations")}
-        token_files["manifest"] = tokens / "manifest.json"
+        token_files = {name: self.path(pattern, dataset=dataset, encoder=encoder) for name, pattern in (
+            ("entities", paths.TOKEN_ENTITIES), ("relations", paths.TOKEN_RELATIONS),
+            ("manifest", paths.TOKENS_MANIFEST))}
         self._step("tokenize", token_files["manifest"], f"logs/{dataset}/tokenize/{encoder}.log",
                    lambda: run_tokenize(settings={"encoder_key": encoder,
                                                   "encoder_source": self.jobs.encoder_source(encoder)},
@@ -75,13 +78,12 @@ class DirectRun:
     def pretrain(self, dataset: str, variant: str) -> dict:
         from lpbert_core.pretrain.pretrain_loop import run_pretrain
 
-        out = f"results/{dataset}/pretrain/{variant}"
         settings = self.jobs.resolve("pretrain", dataset, variant=variant, threads=self.threads)
-        tokens = f"results/{dataset}/tokens/{self.jobs.config['encoder']}"
-        inputs = {"triples": self.path(f"results/{dataset}/text/triples.parquet"),
-                  "manifest": self.path(f"{tokens}/manifest.json")}
-        outputs = {"model": self.path(f"{out}/model"), "log_csv": self.path(f"{out}/log.csv"),
-                   "checkpoints": self.path(f"checkpoints/{dataset}/pretrain/{variant}")}
+        inputs = {"triples": self.path(paths.TEXT_TRIPLES, dataset=dataset),
+                  "manifest": self.path(paths.TOKENS_MANIFEST, dataset=dataset, encoder=self.jobs.config["encoder"])}
+        where = {"dataset": dataset, "variant": variant}
+        outputs = {"model": self.path(paths.PRETRAIN_MODEL, **where), "log_csv": self.path(paths.PRETRAIN_LOG, **where),
+                   "checkpoints": self.path(paths.PRETRAIN_CHECKPOINTS, **where)}
         return self._step("pretrain", outputs["log_csv"], f"logs/{dataset}/pretrain/{variant}.log",
                           lambda: run_pretrain(settings=settings, inputs=inputs, outputs=outputs))
 
@@ -91,9 +93,9 @@ class DirectRun:
 
         inputs = {key: self.path(path) for key, path in self.jobs.training_inputs(dataset, run).items()}
         settings = self.jobs.finetune_params(dataset, run)
-        out = f"results/{dataset}/runs/{run}"
-        outputs = {"model": self.path(f"{out}/model"), "train_log": self.path(f"{out}/train_log.csv"),
-                   "checkpoints": self.path(f"checkpoints/{dataset}/runs/{run}")}
+        where = {"dataset": dataset, "run": run}
+        outputs = {"model": self.path(paths.RUN_MODEL, **where), "train_log": self.path(paths.RUN_TRAIN_LOG, **where),
+                   "checkpoints": self.path(paths.RUN_CHECKPOINTS, **where)}
         torch_threads(self.threads)
         return self._step("finetune", outputs["train_log"], f"logs/{dataset}/finetune/{run}.log",
                           lambda: run_finetune(settings=settings, inputs=inputs, outputs=outputs))
@@ -106,8 +108,8 @@ class DirectRun:
         inputs = {key: self.path(path) for key, path in self.jobs.score_inputs(dataset, run).items()}
         section = ScoreSettings.from_mapping({**self.jobs.resolve("score", dataset).as_dict(), **(settings or {})},
                                              f"DirectRun.score({dataset!r}, {run!r}) overrides")
-        out = f"results/{dataset}/runs/{run}"
-        outputs = {"ranks": self.path(f"{out}/ranks.parquet"), "metrics": self.path(f"{out}/metrics.json")}
+        where = {"dataset": dataset, "run": run}
+        outputs = {"ranks": self.path(paths.RUN_RANKS, **where), "metrics": self.path(paths.RUN_METRICS, **where)}
         torch_threads(self.threads)
         return self._step("score", outputs["metrics"], f"logs/{dataset}/score/{run}.log",
                           lambda: run_score(settings=section, inputs=inputs, outputs=outputs,
