@@ -115,3 +115,42 @@ def test_variant_without_mlm_has_no_mlm_head(tiny_encoder_dir, kg):
     assert model.mlm_head is None
     out = model.eval()(**_batch(kg, "mem"))
     assert "mlm" not in out["stats"] and torch.isfinite(out["loss"])
+
+
+def test_host_label_positions_give_the_boolean_mask_results_bit_for_bit(tiny_encoder_dir, kg):
+    """The labelled positions found on the host (no device->host sync per step, issue #26 item 1) gather the same
+    tokens in the same order as boolean masks: the loss, its gradient and every per-task sum are bit-identical to the
+    boolean-mask computation written out here."""
+    from lpbert_core.pretrain.pretrain_samples import TASK_NAMES
+
+    batch = _batch(kg, "mem-mrm-mlm", seed=3)
+    assert {"em_index", "mlm_index", "em_bucket_mem_head", "em_bucket_mrm"} <= set(batch)
+    model = _model(tiny_encoder_dir, kg)
+    model.train()
+    torch.manual_seed(5)
+    out = model(**batch)
+    out["loss"].backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+
+    torch.manual_seed(5)  # the same dropout masks
+    plain = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    hidden = model.encoder(**plain).last_hidden_state
+    loss, stats = hidden.new_zeros(()), {}
+    for head, labels, task in ((model.em_head, batch["em_labels"], batch["task"]),
+                               (model.mlm_head, batch["mlm_labels"], None)):
+        where = labels != IGNORE
+        logits = head(hidden[where]).float()
+        token_loss = F.cross_entropy(logits, labels[where], reduction="none")
+        loss = loss + token_loss.mean()
+        buckets = ({"mlm": torch.ones_like(labels[where], dtype=torch.bool)} if task is None else
+                   {name: task[:, None].expand_as(labels)[where] == code
+                    for code, name in TASK_NAMES.items() if name != "mlm"})
+        for name, sel in buckets.items():
+            stats[name] = {"loss_sum": token_loss.detach()[sel].sum(), "count": sel.sum()}
+    loss.backward()
+    assert torch.equal(out["loss"], loss)
+    assert all(torch.equal(grads[n], p.grad) for n, p in model.named_parameters() if n in grads)
+    for name, entry in stats.items():
+        assert torch.equal(out["stats"][name]["loss_sum"], entry["loss_sum"]), name
+        assert torch.equal(out["stats"][name]["count"], entry["count"]), name

@@ -104,23 +104,27 @@ class PretrainModel(nn.Module):
         self.mlm_head = TokenHead(hidden, vocab_size, "layernorm", std) if use_mlm else None
 
     def forward(self, input_ids, attention_mask, token_type_ids, em_labels, mlm_labels, task,
-                global_heads: dict | None = None) -> dict:
+                global_heads: dict | None = None, **positions) -> dict:
         """`global_heads` (multi-GPU steps): which heads have labelled tokens anywhere in the GLOBAL batch
         ({"em": bool, "mlm": bool}); those run on every rank, even on none of its rows, so their BatchNorm collectives
-        and gradients line up across ranks, and the others on none (no gradient, as in one process)."""
+        and gradients line up across ranks, and the others on none (no gradient, as in one process).
+        `positions`: the labelled positions found on the host (pretrain_samples.with_label_positions: em_index,
+        em_bucket_<task>, mlm_index); without them the labels are read on the device (a host sync per step)."""
         types = {"token_type_ids": token_type_ids} if self.token_types else {}  # MPNet takes none
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **types).last_hidden_state
         out: dict = {"stats": {}, "head_losses": {}}  # head_losses: each term of eq. 8 (multi-GPU weighting)
         loss = hidden.new_zeros((), dtype=torch.float32)
         if self.em_head is not None:
             em_loss = self._head_loss(self.em_head, hidden, em_labels, task, out["stats"], with_accuracy=True,
-                                      run=None if global_heads is None else global_heads["em"])
+                                      run=None if global_heads is None else global_heads["em"],
+                                      positions=_head_positions(positions, "em"))
             if em_loss is not None:
                 loss = loss + em_loss
                 out["head_losses"]["em"] = em_loss
         if self.mlm_head is not None:
             mlm_loss = self._head_loss(self.mlm_head, hidden, mlm_labels, None, out["stats"], with_accuracy=False,
-                                       run=None if global_heads is None else global_heads["mlm"])
+                                       run=None if global_heads is None else global_heads["mlm"],
+                                       positions=_head_positions(positions, "mlm"))
             if mlm_loss is not None:
                 loss = loss + mlm_loss
                 out["head_losses"]["mlm"] = mlm_loss
@@ -128,29 +132,49 @@ class PretrainModel(nn.Module):
         return out
 
     @staticmethod
-    def _head_loss(head, hidden, labels, task, stats: dict, with_accuracy: bool, run: bool | None = None):
+    def _head_loss(head, hidden, labels, task, stats: dict, with_accuracy: bool, run: bool | None = None,
+                   positions: tuple | None = None):
         """Mean CE over the labelled tokens; per-task token sums/counts (and correct counts) go into `stats`
         as detached tensors, so the loop can aggregate them without a host sync per batch. `run` (multi-GPU): the
-        global batch's decision whether the head runs (None: this batch's own labels decide)."""
-        where = labels != IGNORE
-        if not (bool(where.any()) if run is None else run):
-            return None
-        logits = head(hidden[where]).float()
-        targets = labels[where]
+        global batch's decision whether the head runs (None: this batch's own labels decide). `positions` (index,
+        {task: positions among the labelled tokens}): found on the host, so nothing here waits for the device."""
+        if positions is None:  # found here: boolean masks, whose sizes the host must read from the device
+            where = labels != IGNORE
+            if not (bool(where.any()) if run is None else run):
+                return None
+            index = torch.nonzero(where.reshape(-1)).reshape(-1)
+            if task is None:
+                buckets = None
+            else:
+                token_task = task[:, None].expand_as(labels).reshape(-1)[index]
+                buckets = {name: torch.nonzero(token_task == code).reshape(-1)
+                           for code, name in TASK_NAMES.items() if name != "mlm"}
+        else:
+            index, buckets = positions
+            if not (index.numel() > 0 if run is None else run):  # a shape: known on the host
+                return None
+        # gathers by index: the same values in the same order as boolean-mask indexing, with sizes known in advance
+        logits = head(hidden.reshape(-1, hidden.shape[-1]).index_select(0, index)).float()
+        targets = labels.reshape(-1).index_select(0, index)
         token_loss = F.cross_entropy(logits, targets, reduction="none")
         if token_loss.numel() == 0:  # a rank without labelled tokens of a head the global batch trains
             return token_loss.sum()  # 0, with a graph to every head parameter (the mean of nothing is NaN)
-        if task is None:  # the MLM head: one bucket
-            token_task = None
-            buckets = {"mlm": torch.ones_like(targets, dtype=torch.bool)}
-        else:
-            token_task = task[:, None].expand_as(labels)[where]
-            buckets = {name: token_task == code for code, name in TASK_NAMES.items() if name != "mlm"}
         correct = logits.argmax(-1) == targets if with_accuracy else None
-        for name, sel in buckets.items():
+        detached = token_loss.detach()
+        for name, sel in (buckets or {"mlm": None}).items():  # the MLM head: one bucket, every labelled token
             entry = stats.setdefault(name, {})
-            entry["loss_sum"] = token_loss.detach()[sel].sum()
-            entry["count"] = sel.sum()
+            entry["loss_sum"] = (detached if sel is None else detached.index_select(0, sel)).sum()
+            entry["count"] = detached.new_tensor(detached.numel() if sel is None else sel.numel(), dtype=torch.long)
             if correct is not None:
-                entry["correct"] = correct[sel].sum()
+                entry["correct"] = (correct if sel is None else correct.index_select(0, sel)).sum()
         return token_loss.mean()
+
+
+def _head_positions(positions: dict, head: str) -> tuple | None:
+    """(index, {task: positions}) of one head from the batch's host-made positions; None when the batch has none."""
+    index = positions.get(f"{head}_index")
+    if index is None:
+        return None
+    buckets = {key.removeprefix("em_bucket_"): value for key, value in positions.items()
+               if key.startswith("em_bucket_")} if head == "em" else None
+    return index, buckets

@@ -294,7 +294,7 @@ def _batch(samples, input_ids, attention_mask, pad_id) -> dict[str, torch.Tensor
         out = pad_batch(rows, pad_id, labels=True)
         return torch.nn.functional.pad(out, (0, width - out.shape[1]), value=IGNORE)
 
-    return {
+    batch = {
         "input_ids": input_ids,
         "attention_mask": attention_mask,
         "token_type_ids": torch.zeros_like(input_ids),
@@ -302,3 +302,22 @@ def _batch(samples, input_ids, attention_mask, pad_id) -> dict[str, torch.Tensor
         "mlm_labels": labels([s.mlm_labels for s in samples]),
         "task": torch.tensor([s.task for s in samples], dtype=torch.long),
     }
+    return with_label_positions(batch)
+
+
+def with_label_positions(batch: dict) -> dict:
+    """The labelled positions of each head, found on the host (in the batch loader) so the device step never waits
+    for them: `em_index` / `mlm_index` (flat positions into the (batch x length) tokens, row-major: the order of
+    boolean-mask indexing) and, for the EM head, each task's positions among its labelled tokens
+    (`em_bucket_<task>`). The model gathers with them instead of boolean masks, whose output size needs a host
+    synchronisation per step on a GPU; the values and their order are the same (bit-identical losses and sums).
+    Call again after changing a batch's labels."""
+    em = (batch["em_labels"] != IGNORE).reshape(-1)
+    em_index = torch.nonzero(em).reshape(-1)
+    token_task = batch["task"][:, None].expand_as(batch["em_labels"]).reshape(-1)[em_index]
+    batch["em_index"] = em_index
+    for code, name in TASK_NAMES.items():
+        if name != "mlm":
+            batch[f"em_bucket_{name}"] = torch.nonzero(token_task == code).reshape(-1)
+    batch["mlm_index"] = torch.nonzero((batch["mlm_labels"] != IGNORE).reshape(-1)).reshape(-1)
+    return batch

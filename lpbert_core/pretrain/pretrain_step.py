@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from lpbert_core.pretrain.pretrain_samples import IGNORE, build_samples, collate
+from lpbert_core.pretrain.pretrain_samples import IGNORE, build_samples, collate, with_label_positions
 from lpbert_core.runtime import distributed
 from lpbert_core.runtime.training import autocast_context, optimizer_step
 
@@ -43,6 +43,7 @@ def _rank_batch(samples, idx, pad_id, cfg) -> dict:
     if not len(mine):
         batch["em_labels"] = torch.full_like(batch["em_labels"], IGNORE)
         batch["mlm_labels"] = torch.full_like(batch["mlm_labels"], IGNORE)
+        with_label_positions(batch)  # no labelled position left
     return {"batch": batch, "total": _labelled_counts(samples, idx), "mine": _labelled_counts(samples, mine),
             "empty": not len(mine)}
 
