@@ -61,3 +61,15 @@ def test_direct_run_checks_the_whole_config_as_snakemake_does(tmp_path, overlay,
     with pytest.raises(ConfigError, match=message):
         DirectRun(JobSettings(config), tmp_path / "direct")
     assert not (tmp_path / "direct").exists()
+
+
+def test_finetune_settings_group_by_concern():
+    """Every fine-tuning key belongs to exactly one concern (loss, negatives, optimiser, selection, runtime, ...)."""
+    from dataclasses import fields
+
+    from lpbert_core.config.settings import FINETUNE_CONCERNS
+
+    grouped = [key for keys in FINETUNE_CONCERNS.values() for key in keys]
+    assert sorted(grouped) == sorted(f.name for f in fields(FinetuneSettings)) and len(grouped) == len(set(grouped))
+    settings = FinetuneSettings.from_mapping(paper_section("finetune"))
+    assert settings.by_concern()["negatives"]["self_negatives"] is settings.self_negatives

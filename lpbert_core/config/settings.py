@@ -230,6 +230,28 @@ class FinetuneSettings(StageSettings):
     def __post_init__(self):
         check_finetune(self)
 
+    def by_concern(self) -> dict[str, dict]:
+        """The settings grouped by what they decide (FINETUNE_CONCERNS); the config keys stay flat (nesting them
+        would change every run's params and rerun every finetune job of an existing results folder)."""
+        values = self.as_dict()
+        return {concern: {key: values[key] for key in keys} for concern, keys in FINETUNE_CONCERNS.items()}
+
+
+# Fine-tuning's keys by concern: every key in exactly one (tests/test_settings_checks.py).
+FINETUNE_CONCERNS = {
+    "model": ("max_length", "pooling", "scorer", "two_towers"),
+    "loss": ("loss", "probability", "temperature", "shift", "alpha", "gamma", "distance", "distance_weight",
+             "infonce_temperature", "infonce_margin", "infonce_learnable_temperature"),
+    "negatives": ("in_batch_negatives", "self_negatives", "hard_negatives", "pre_batch", "pre_batch_weight",
+                  "all_entity_negatives", "entity_bank", "mined_negatives", "symmetric_closure", "label_splits"),
+    "data": ("seed", "inverse_augmentation", "train_subsample", "batch_size", "batch_order", "epochs", "step_budget"),
+    "optimiser": ("lr_encoder", "lr_new", "warmup_fraction", "weight_decay", "max_grad_norm", "adam_betas", "adam_eps"),
+    "selection": ("selection", "early_stop_patience", "dev_eval", "dev_subsample", "dev_points", "dev_diagnostics",
+                  "zero_shot"),
+    "runtime": ("precision", "device", "eval_batch_size", "chunk_size", "checkpoint_every_steps",
+                "checkpoint_every_minutes", "keep_checkpoint"),
+}
+
 
 FINETUNE_SELECTIONS = ("dev_hits10", "dev_loss")
 FINETUNE_BATCH_ORDERS = ("random", "length")

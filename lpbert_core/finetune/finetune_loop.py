@@ -382,7 +382,7 @@ def run_finetune(*, settings: dict, inputs: Mapping, outputs: Mapping) -> dict:
         tokenizer = load_tokenizer(encoder_source)
         init = f"{encoder_key} ({encoder_source}), no pre-training"
     logger.info("run %s on %s: init %s, device %s, settings %s", run, dataset, init, device,
-                json.dumps(cfg.as_dict()))
+                json.dumps(cfg.by_concern()))
     run_info = {"dataset": dataset, "run": run, "encoder": encoder_key, "tokens_encoder": encoder_key,
                 "pretrain": run_spec.get("pretrain"), "initial_weights": init, "settings": cfg.as_dict(), "compute": compute}
     return finetune(kg, encoder, tokenizer, cfg, outputs["model"], outputs["train_log"], outputs["checkpoints"], device,
