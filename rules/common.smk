@@ -101,24 +101,32 @@ def unknown_dataset(wildcards):
     )
 
 
-# ---- what the tables show and read: lpbert_core/report/table_rows.py (these wrappers pass it the config's jobs)
+# ---- what the tables show and read: lpbert_core/report/table_rows.py (these wrappers pass it the config's jobs,
+# and turn its ConfigError into Snakemake's one-line WorkflowError)
 TABLES = table_rows_module.TABLES
 
 
+def _rows(function, *args):
+    try:
+        return function(JOBS, *args)
+    except ConfigError as error:
+        raise WorkflowError(str(error)) from None
+
+
 def all_targets():
-    return table_rows_module.all_targets(JOBS)
+    return _rows(table_rows_module.all_targets)
 
 
 def inductive_pairs():
-    return table_rows_module.inductive_pairs(JOBS)
+    return _rows(table_rows_module.inductive_pairs)
 
 
 def inductive_rows(wildcards=None):
-    return table_rows_module.inductive_rows(JOBS)
+    return _rows(table_rows_module.inductive_rows)
 
 
 def plus_rows(wildcards=None):
-    return table_rows_module.plus_rows(JOBS)
+    return _rows(table_rows_module.plus_rows)
 
 
 beyond_inputs = table_rows_module.beyond_inputs
@@ -231,11 +239,11 @@ def ppr_params(wildcards):
 # ---- used by tables.smk, study.smk, breakdown.smk and rule all (lpbert_core/report/table_rows.py)
 
 def table_rows(wildcards):
-    return table_rows_module.table_rows(JOBS, wildcards.table)
+    return _rows(table_rows_module.table_rows, wildcards.table)
 
 
 def table_inputs(wildcards):
-    return table_rows_module.table_inputs(JOBS, wildcards.table)
+    return _rows(table_rows_module.table_inputs, wildcards.table)
 
 
 def table_attribution(wildcards):
@@ -244,15 +252,15 @@ def table_attribution(wildcards):
 
 
 def proxy_rows(wildcards=None):
-    return table_rows_module.proxy_rows(JOBS)
+    return _rows(table_rows_module.proxy_rows)
 
 
 def proxy_inputs(wildcards=None):
-    return table_rows_module.proxy_inputs(JOBS)
+    return _rows(table_rows_module.proxy_inputs)
 
 
 def study_rows(wildcards):
-    return table_rows_module.study_rows(JOBS, wildcards.dataset)
+    return _rows(table_rows_module.study_rows, wildcards.dataset)
 
 
 def study_inputs(wildcards):
@@ -260,4 +268,4 @@ def study_inputs(wildcards):
 
 
 def breakdown_targets():
-    return table_rows_module.breakdown_targets(JOBS)
+    return _rows(table_rows_module.breakdown_targets)

@@ -16,7 +16,7 @@ rule finetune:
     log:
         "logs/{dataset}/finetune/{run}.log",
     benchmark:
-        "benchmarks/{dataset}/finetune/{run}.tsv"
+        paths.FINETUNE_BENCHMARK
     threads: GPU_JOB_THREADS  # gpu_job_threads, at most --cores per GPU slot (common.smk)
     priority: 50  # after pre-training, before scoring (common.smk)
     resources:

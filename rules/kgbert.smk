@@ -18,7 +18,7 @@ rule kgbert_train:
     log:
         "logs/{dataset}/kgbert_train/{run}.log",
     benchmark:
-        "benchmarks/{dataset}/finetune/{run}.tsv"  # same pattern as rule finetune: Table 3 reads both alike
+        paths.FINETUNE_BENCHMARK  # same pattern as rule finetune: Table 3 reads both alike
     threads: GPU_JOB_THREADS  # gpu_job_threads, at most --cores per GPU slot (common.smk)
     priority: 50  # after pre-training, before scoring (common.smk)
     resources:
@@ -42,7 +42,7 @@ rule kgbert_score:
     log:
         "logs/{dataset}/kgbert_score/{run}.log",
     benchmark:
-        "benchmarks/{dataset}/score/{run}.tsv"
+        paths.SCORE_BENCHMARK
     threads: GPU_JOB_THREADS  # gpu_job_threads, at most --cores per GPU slot (common.smk)
     priority: 10  # scoring last (common.smk)
     resources:

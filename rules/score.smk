@@ -14,7 +14,7 @@ rule score:
     log:
         "logs/{dataset}/score/{run}.log",
     benchmark:
-        "benchmarks/{dataset}/score/{run}.tsv"
+        paths.SCORE_BENCHMARK
     threads: GPU_JOB_THREADS  # gpu_job_threads, at most --cores per GPU slot (common.smk)
     priority: 10  # scoring last (common.smk)
     resources:

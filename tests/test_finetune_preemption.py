@@ -50,3 +50,19 @@ def test_finetune_timed_checkpoints_change_nothing(setup, tmp_path):
     summary = next(m for m in messages if "checkpoint_writes=" in m)
     # 5 + 5 mid-epoch, 2 epoch ends, and the one best-epoch copy (the shared epoch loop counts every weights write)
     assert "checkpoint_writes=13 " in summary
+
+
+def test_a_checkpoint_of_another_loop_layout_is_not_resumed(setup, tmp_path, monkeypatch):
+    """The epoch loop's checkpoint layout is part of the fingerprint: a checkpoint written under another layout (the
+    former per-stage loops) is discarded with a warning, never resumed into the wrong keys."""
+    from transformers import AutoModel
+
+    assert _run(setup, tmp_path / "a", stop_after=2)["killed"]
+    monkeypatch.setattr(loop, "LAYOUT", "an-older-layout")
+    kg, tok, enc_dir = setup
+    messages = []
+    res = loop.finetune(kg, AutoModel.from_pretrained(enc_dir), tok, CFG, tmp_path / "a/model",
+                        tmp_path / "a/log.csv", tmp_path / "a/ckpt", torch.device("cpu"), {"dataset": "toy"},
+                        log=messages.append, head_ranking="inverse_query")
+    assert any("ignoring the checkpoint" in m for m in messages)
+    assert res["progress"]["attempt"] == 1 and res["progress"]["log"][0]["steps_timed"] == res["progress"]["log"][0]["steps"]

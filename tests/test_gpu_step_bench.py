@@ -27,6 +27,7 @@ def test_profile_and_epoch_records_on_the_cpu(tiny_encoder_dir):
     after = trainer.model.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)  # the steps trained the model
     epoch = bench.epoch_case(trainer, steps=3)
+    trainer.close()
     assert epoch["steps_per_epoch"] == 8 == len(trainer.batches)  # 32 rows with inverses, batch 4
     assert epoch["steps_timed"] == 3 and not epoch["epoch_measured_whole"]
     assert abs(epoch["epoch_s"] - epoch["step_ms"] * 8 / 1e3) < 0.2

@@ -47,8 +47,9 @@ class Trainer:
 
     def __init__(self, kg, cfg, device: torch.device, encoder):
         self.device = device
+        self.scratch = tempfile.TemporaryDirectory(prefix="bench_gpu_step_")  # the stage's checkpoint folder: unused
         self.stage = FinetuneStage(kg, encoder, cfg, device, None, lambda message: None, "inverse_query", 1,
-                                   Path(tempfile.mkdtemp(prefix="bench_gpu_step_")))
+                                   Path(self.scratch.name))
         self.stage.start({"global_step": 0, "attempt": 1})  # a measured shift (eq. 11) is measured here, as in a run
         self.model, self.rows = self.stage.model, self.stage.rows
         self.precision = resolve_precision(device, cfg.precision)
@@ -74,6 +75,12 @@ class Trainer:
                 profiler.step()
         sync_device(self.device)
         return time.perf_counter() - start
+
+    def close(self) -> None:
+        """The epoch's prefetch thread and the scratch folder."""
+        self._steps.close()
+        self.epoch.close()
+        self.scratch.cleanup()
 
 
 def kernel_seconds(profiler) -> tuple[float, list[dict]]:
@@ -144,9 +151,12 @@ def main(argv=None) -> None:
         trainer = Trainer(kg, cfg, device, load_encoder(source))
         case = {"batch_size": bs, "max_length": cfg.max_length, "precision": trainer.precision,
                 "profile": profile_case(trainer, args.warmup, args.profile_steps)}
+        trainer.close()
         report["cases"].append(case)
         save()
-        case["epoch"] = epoch_case(Trainer(kg, cfg, device, load_encoder(source)), args.epoch_steps or None)
+        trainer = Trainer(kg, cfg, device, load_encoder(source))
+        case["epoch"] = epoch_case(trainer, args.epoch_steps or None)
+        trainer.close()
         save()
         print(json.dumps(case), flush=True)
 

@@ -35,7 +35,7 @@ from lpbert_core.graph.known_answers import KnownAnswers
 from lpbert_core.graph.kg import TokenizedKG, seeded_subset
 from lpbert_core.config.settings import KgbertSettings
 from lpbert_core.runtime.batch_loader import batch_loader
-from lpbert_core.runtime.epoch_loop import EpochLoop, LoopSettings
+from lpbert_core.runtime.epoch_loop import LAYOUT, EpochLoop, LoopSettings
 from lpbert_core.runtime.training import (
     autocast_context, build_optimizer, compute_record, build_scheduler, epoch_seed, length_sorted_batches,
     needs_grad_scaler, optimizer_step, set_seed,
@@ -260,7 +260,7 @@ def _fingerprint(cfg: KgbertSettings, positives: np.ndarray, kg: TokenizedKG, mo
             "weight_decay", "warmup_fraction", "max_grad_norm", "train_subsample", "seed")
     digest.update(json.dumps({k: getattr(cfg, k) for k in keys}, sort_keys=True, default=str).encode())
     digest.update(np.ascontiguousarray(positives, dtype=np.int64).tobytes())
-    digest.update(f"{kg.num_entities},{kg.num_relations}".encode())
+    digest.update(f"{kg.num_entities},{kg.num_relations},{LAYOUT}".encode())  # LAYOUT: the epoch loop's checkpoints
     with torch.no_grad():
         for _, param in list(model.encoder.named_parameters())[:3]:
             digest.update(param.detach().float().cpu().flatten()[:64].numpy().tobytes())

@@ -1,6 +1,6 @@
 """Where every file of the pipeline lives: one pattern per kind of file, relative to the working directory (the
 repository root under Snakemake, DirectRun's root without it). The rules use the patterns as inputs and outputs
-(Snakemake fills the {wildcards}); the code that names the same files (config/resolve.py, config/targets.py,
+(Snakemake fills the {wildcards}); the code that names the same files (config/resolve.py, report/table_rows.py,
 runtime/direct_run.py) fills them with `fill`, so a folder is renamed in one place.
 
 Logs and Snakemake benchmark TSVs are named in the rules themselves (only Snakemake writes them), except the two

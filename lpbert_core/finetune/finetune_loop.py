@@ -45,7 +45,7 @@ import torch
 
 from lpbert_core.runtime import distributed, preemption
 from lpbert_core.runtime.atomic import atomic_dir, write_log_csv
-from lpbert_core.runtime.epoch_loop import EpochLoop, LoopSettings
+from lpbert_core.runtime.epoch_loop import LAYOUT, EpochLoop, LoopSettings
 from lpbert_core.finetune.batch_feed import BatchFeed
 from lpbert_core.finetune.extra_negatives import Neighbourhood, PreBatchBank, bank_entities
 from lpbert_core.finetune.finetune_data import split_rows, training_triples
@@ -121,7 +121,7 @@ class FinetuneStage:
         self.fingerprint = hashlib.sha256(json.dumps(
             {"cfg": {k: v for k, v in cfg.as_dict().items() if k != "checkpoint_every_minutes"},
              "rows": int(len(rows)), "rows_sum": int(rows.sum()), "entities": kg.num_entities,
-             "init": (run_info or {}).get("initial_weights"), "head_ranking": head_ranking,
+             "init": (run_info or {}).get("initial_weights"), "head_ranking": head_ranking, "layout": LAYOUT,
              **({"world_size": world.size} if world.size > 1 else {})},
             sort_keys=True, default=str).encode()).hexdigest()
         self.ebank = EntityBank(cfg.entity_bank)

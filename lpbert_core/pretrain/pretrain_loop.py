@@ -62,7 +62,7 @@ from lpbert_core.runtime.training import (
     epoch_seed, length_sorted_batches, needs_grad_scaler, training_batches, compute_record, pick_device, set_seed,
     torch_threads,
 )
-from lpbert_core.runtime.epoch_loop import EpochLoop, LoopSettings
+from lpbert_core.runtime.epoch_loop import LAYOUT, EpochLoop, LoopSettings
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,8 @@ class PretrainStage:
         return row, None if row["dev_loss"] is None else (-row["dev_loss"],)
 
     def close(self) -> None:
-        self.epoch_samples.close()
+        if getattr(self, "epoch_samples", None) is not None:  # absent when the loop failed before start()
+            self.epoch_samples.close()
 
 
 class PretrainEpoch:
@@ -294,6 +295,7 @@ def _resumed_totals(resumed: dict | None, device) -> dict:
 def _fingerprint(cfg: PretrainSettings) -> str:
     # Unset (None) options are left out, so adding a new optional setting does not orphan existing checkpoints.
     relevant = {k: v for k, v in cfg.as_dict().items() if k not in RESULT_NEUTRAL and v is not None}
+    relevant["layout"] = LAYOUT  # the epoch loop's checkpoint layout
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

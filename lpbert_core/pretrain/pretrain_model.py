@@ -164,7 +164,9 @@ class PretrainModel(nn.Module):
         for name, sel in (buckets or {"mlm": None}).items():  # the MLM head: one bucket, every labelled token
             entry = stats.setdefault(name, {})
             entry["loss_sum"] = (detached if sel is None else detached.index_select(0, sel)).sum()
-            entry["count"] = detached.new_tensor(detached.numel() if sel is None else sel.numel(), dtype=torch.long)
+            # filled on the device (new_tensor would copy a host scalar: a blocking copy on CUDA)
+            entry["count"] = torch.full((), detached.numel() if sel is None else sel.numel(), dtype=torch.long,
+                                        device=detached.device)
             if correct is not None:
                 entry["correct"] = (correct if sel is None else correct.index_select(0, sel)).sum()
         return token_loss.mean()

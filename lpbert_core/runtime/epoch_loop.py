@@ -41,6 +41,10 @@ from lpbert_core.runtime.training import set_torch_rng_state, torch_rng_state
 
 _log = logging.getLogger(__name__)
 
+# The checkpoint layout of this loop (progress keys, `partial`, best-EEE/), part of every stage's fingerprint: a
+# checkpoint written by the stages' former loops is discarded (with a warning) instead of resumed into the wrong keys.
+LAYOUT = "epoch-loop-1"
+
 
 class EpochSteps(Protocol):
     """One epoch of a stage: `steps` runs the training steps after `first` (forward, backward, update) and yields
