@@ -115,18 +115,17 @@ class PretrainStage:
         return epoch_seed(self.cfg.seed, epoch + 1)
 
     def epoch(self, epoch: int, resumed: dict | None) -> "PretrainEpoch":
+        self.started = time.perf_counter()  # the log's `seconds`: samples, training and dev, as before the shared loop
         samples = self.epoch_samples.get(epoch + 1)
         batches = training_batches([len(s.input_ids) for s in samples], self.cfg.batch_size, self.cfg.batch_order,
                                    self.dropout_seed(epoch))
         return PretrainEpoch(self, samples, batches, resumed)
 
     def end_epoch(self, epoch: int, steps: "PretrainEpoch", first: int, train_seconds: float):
-        started = time.perf_counter()
         cfg = self.cfg
         dev_batches = length_sorted_batches([len(s.input_ids) for s in self.dev_samples], cfg.batch_size, False)
         dev_stats = _dev_pass(self.model, self.dev_samples, dev_batches, self.kg.special.pad, self.device, cfg, epoch + 1)
-        row = _log_row(epoch + 1, steps.stats(), dev_stats, self.optimizer,
-                       train_seconds + time.perf_counter() - started)
+        row = _log_row(epoch + 1, steps.stats(), dev_stats, self.optimizer, time.perf_counter() - self.started)
         scheduler_epoch_end(self.scheduler, row["dev_loss"])  # plateau: halve the LR after a non-improving epoch
         return row, None if row["dev_loss"] is None else (-row["dev_loss"],)
 
