@@ -57,12 +57,12 @@ def test_a_checkpoint_of_another_loop_layout_is_not_resumed(setup, tmp_path, mon
     former per-stage loops) is discarded with a warning, never resumed into the wrong keys."""
     from transformers import AutoModel
 
-    assert _run(setup, tmp_path / "a", stop_after=2)["killed"]
+    assert _run(setup, tmp_path / "a", stop_after=1)["killed"]
     monkeypatch.setattr(loop, "LAYOUT", "an-older-layout")
     kg, tok, enc_dir = setup
     messages = []
     res = loop.finetune(kg, AutoModel.from_pretrained(enc_dir), tok, CFG, tmp_path / "a/model",
                         tmp_path / "a/log.csv", tmp_path / "a/ckpt", torch.device("cpu"), {"dataset": "toy"},
-                        log=messages.append, head_ranking="inverse_query")
+                        log=messages.append, head_ranking="inverse_query", stop_after_steps=1)
     assert any("ignoring the checkpoint" in m for m in messages)
-    assert res["progress"]["attempt"] == 1 and res["progress"]["log"][0]["steps_timed"] == res["progress"]["log"][0]["steps"]
+    assert res["killed"] and res["progress"]["attempt"] == 1 and res["progress"]["global_step"] == 1  # a fresh start
