@@ -62,8 +62,10 @@ class EpochSteps(Protocol):
 
 
 class TrainingStage(Protocol):
-    """What a training stage gives the loop. `select`: a dev score to keep the best epoch by (`score` returns a tuple,
-    higher is better, or None: no improvement); without it the last epoch's weights are the run's."""
+    """What a training stage gives the loop. `select`: keep the best epoch by the dev score `end_epoch` returns (a
+    tuple, higher is better, or None: no improvement); without it the last epoch's weights are the run's. Optional:
+    `save_files(progress, folder)` / `prune_files(progress, folder)`, the stage's own files written before each
+    checkpoint that names them and pruned after it (fine-tuning's entity bank)."""
     name: str
     model: torch.nn.Module
     device: torch.device
@@ -89,7 +91,7 @@ class LoopSettings:
     checkpoint_every_minutes: float = 0.0
     checkpoint_every_steps: int = 0  # 0: at epoch ends (and timed / signalled) only
     early_stop_patience: int | None = None  # epochs without a better dev score; None: never stop early
-    log_every: int = 0  # steps between progress lines; 0: four a epoch
+    log_every: int = 0  # steps between progress lines; 0: four per epoch
     progress_bar: bool = True
     selection_name: str = "score"  # what the early-stop line names
     # simulated kills (tests): end this call after so many steps / epochs with the checkpoint written, or call
