@@ -5,7 +5,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from lpbert_core.config import paths  # every results/ and checkpoints/ pattern (rules and code alike)
-from lpbert_core.config.checks import check_config
+from lpbert_core.config.checks import check_config, configured_sources
 from lpbert_core.config.resolve import JobSettings
 from lpbert_core.errors import ConfigError
 from lpbert_core.config.settings import PRETRAIN_VARIANTS
@@ -25,10 +25,6 @@ RESULT_FOLDERS = ["tables", "figures", "study"]
 
 def _alternatives(names):
     return "|".join(re.escape(n) for n in names)
-
-
-def _configured_sources():
-    return ", ".join(sorted(config["sources"], key=str.lower))
 
 
 wildcard_constraints:
@@ -97,7 +93,7 @@ def unknown_dataset(wildcards):
     """Input function of the catch-all `unknown_dataset`, which matches targets of datasets with no source."""
     raise WorkflowError(
         f"results/{wildcards.unknown}/{wildcards.path}: no dataset {wildcards.unknown!r} in the config (configured: "
-        f"{_configured_sources()}); check the name, or pass the overlay that defines it with --configfile"
+        f"{configured_sources(config)}); check the name, or pass the overlay that defines it with --configfile"
     )
 
 

@@ -46,7 +46,8 @@ def check_schema(config: Mapping) -> None:
         raise ConfigError(f"config {where}: {error.message} (schemas/config.schema.yaml)")
 
 
-def _configured_sources(config: Mapping) -> str:
+def configured_sources(config: Mapping) -> str:
+    """The source names, for messages about a name that is not one."""
     return ", ".join(sorted(config["sources"], key=str.lower))
 
 
@@ -70,7 +71,7 @@ def check_dataset_names(config: Mapping) -> None:
         if dataset not in sources:
             raise ConfigError(
                 f"datasets: {dataset!r} has no entry under sources (configured sources: "
-                f"{_configured_sources(config)}); add sources: {{{dataset}: {{folder: ...}}}} or fix the name"
+                f"{configured_sources(config)}); add sources: {{{dataset}: {{folder: ...}}}} or fix the name"
             )
     named = [(f"tables.{t}.dataset", spec["dataset"]) for t, spec in config["tables"].items()
              if isinstance(spec, dict) and "dataset" in spec]
@@ -79,7 +80,7 @@ def check_dataset_names(config: Mapping) -> None:
     for key_path, dataset in named:
         if dataset not in sources:
             raise ConfigError(f"{key_path}: no source named {dataset!r}, so this setting would be ignored "
-                              f"(configured sources: {_configured_sources(config)})")
+                              f"(configured sources: {configured_sources(config)})")
 
 
 def check_inductive_sources(config: Mapping) -> None:
@@ -91,7 +92,7 @@ def check_inductive_sources(config: Mapping) -> None:
             other = src.get(key)
             if other is not None and other not in sources:
                 raise ConfigError(f"sources.{name}.{key}: no source named {other!r} "
-                                  f"(configured sources: {_configured_sources(config)})")
+                                  f"(configured sources: {configured_sources(config)})")
         if src.get("inductive_of") and sources[src["inductive_of"]].get("inductive_of"):
             raise ConfigError(f"sources.{name}.inductive_of: {src['inductive_of']!r} is itself a test graph")
         if src.get("text_from") and "archive" not in sources[src["text_from"]]:
