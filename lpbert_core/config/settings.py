@@ -214,6 +214,7 @@ class FinetuneSettings(StageSettings):
     entity_bank: int
     mined_negatives: int
     two_towers: bool
+    frozen_entity_tower: bool
     symmetric_closure: bool
     zero_shot: bool
     step_budget: int | None
@@ -239,7 +240,7 @@ class FinetuneSettings(StageSettings):
 
 # Fine-tuning's keys by concern: every key in exactly one (tests/test_settings_checks.py).
 FINETUNE_CONCERNS = {
-    "model": ("max_length", "pooling", "scorer", "two_towers"),
+    "model": ("max_length", "pooling", "scorer", "two_towers", "frozen_entity_tower"),
     "loss": ("loss", "probability", "temperature", "shift", "alpha", "gamma", "distance", "distance_weight",
              "infonce_temperature", "infonce_margin", "infonce_learnable_temperature"),
     "negatives": ("in_batch_negatives", "self_negatives", "hard_negatives", "pre_batch", "pre_batch_weight",
@@ -297,6 +298,13 @@ def check_finetune(s: "FinetuneSettings") -> None:
         if leak:
             problems.append(f"finetune.entity_bank would make held-out answers positive columns ({leak}): use "
                             "label_splits: [train]")
+    if s.frozen_entity_tower:
+        if not s.two_towers:
+            problems.append("finetune.frozen_entity_tower freezes the entity side of two towers: set two_towers: true "
+                            "(one shared encoder cannot be frozen on one side)")
+        if s.entity_bank:
+            problems.append("finetune.frozen_entity_tower keeps an exact table of every entity's vector: use "
+                            "all_entity_negatives: true for its columns instead of entity_bank")
     if s.mined_negatives and not s.entity_bank:
         problems.append("finetune.mined_negatives mines from the entity bank: set entity_bank (its refresh interval "
                         "in steps) above 0")

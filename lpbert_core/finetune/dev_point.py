@@ -57,18 +57,20 @@ def inbatch_diagnostics(model, builder, rows: np.ndarray, known, loss_cfg, devic
 
 
 def evaluate_dev(model, kg, builder, cfg, dev_rows: np.ndarray, dev_known, loss_cfg, device, precision: str,
-                 in_batch: bool, seed: int, head_ranking: str, diagnostics: bool) -> dict:
+                 in_batch: bool, seed: int, head_ranking: str, diagnostics: bool,
+                 table: torch.Tensor | None = None) -> dict:
     """{'metrics': dev metrics of both directions, 'dev_loss', 'diagnostics': {...} (empty when off),
-    'entity_vecs': the [E, d] vectors the ranking encoded}."""
+    'entity_vecs': the [E, d] vectors the ranking encoded}. `table`: a frozen entity tower's fixed table of every
+    entity (the vectors the ranking would encode, so it is not encoded again)."""
     vectors: dict = {}
     _, metrics, _ = evaluate_split(
         model, kg, builder, "dev", device, filter_splits=("train", "dev"), subsample=cfg.dev_subsample, seed=seed,
         batch_size=cfg.eval_batch_size, chunk_size=cfg.chunk_size, precision=precision, head_ranking=head_ranking,
-        vectors=vectors)
+        vectors=vectors, entity_vecs=table)
     dev_loss = None
     if not isinstance(loss_cfg.shift, str):  # the loss needs its shift (a zero-shot run never measured one)
         dev_loss = dev_in_batch_loss(model, builder, dev_rows, dev_known, loss_cfg, device, precision, in_batch,
-                                     cfg.batch_size, seed)
+                                     cfg.batch_size, seed, table if cfg.all_entity_negatives else None)
     found = {}
     if diagnostics:
         if "query_vecs" in vectors and getattr(model, "pair_head", None) is None:

@@ -11,6 +11,9 @@ side gets the gradient of the whole [n, E] matrix, the candidate side only throu
 - Between refreshes each step writes its freshly encoded tails (detached) into their rows.
 - Columns that count as negatives of row i: every entity except the known answers of (h_i, r_i) (the row's own tail
   among them) and the batch's tails (already scored, with gradient, in the in-batch block).
+- Fixed (`finetune.frozen_entity_tower`): the entity tower never changes, so the bank is encoded once, before the
+  first step, and is then an exact table of every entity's vector: never refreshed, never updated; all-entity mode
+  scores it instead of encoding every entity, and a dev point ranks against it.
 - Resume: the bank is saved beside the checkpoint (`entity_bank.<step>.safetensors`, named in the progress dict), so
   a killed run resumes to the same result.
 """
@@ -44,18 +47,22 @@ def bank_valid(num_entities: int, known_rows: torch.Tensor, known_cols: torch.Te
 
 
 class EntityBank:
-    """All entities' vectors [E, d] without gradient, and the step they were last fully re-encoded at."""
+    """All entities' vectors [E, d] without gradient, and the step they were last fully re-encoded at. `fixed`: a
+    frozen entity tower's table, encoded once."""
 
-    def __init__(self, every: int):
+    def __init__(self, every: int, fixed: bool = False):
         self.every = int(every)
+        self.fixed = bool(fixed)
         self.vectors: torch.Tensor | None = None
         self.refreshed_at: int | None = None
 
     @property
     def on(self) -> bool:
-        return self.every > 0
+        return self.every > 0 or self.fixed
 
     def due(self, step: int) -> bool:
+        if self.fixed:
+            return self.vectors is None
         return self.on and (self.refreshed_at is None or step - self.refreshed_at >= self.every)
 
     def set(self, vectors: torch.Tensor, step: int) -> None:
@@ -68,7 +75,7 @@ class EntityBank:
         self.set(encode_entities(model, builder, device, batch_size, precision), step)
 
     def update(self, entities: np.ndarray, vectors: torch.Tensor) -> None:
-        if self.vectors is not None:
+        if self.vectors is not None and not self.fixed:
             self.vectors[torch.as_tensor(np.asarray(entities), device=self.vectors.device)] = vectors.detach().float()
 
     def save(self, folder: Path, step: int) -> str | None:

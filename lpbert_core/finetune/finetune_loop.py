@@ -89,11 +89,15 @@ class FinetuneStage:
         model.set_scorer(cfg.scorer)  # pair_linear: a new layer (default init); cosine: nothing
         if cfg.two_towers:  # the query tower: a copy of the encoder (no random numbers drawn)
             model.set_two_towers()
+        if cfg.frozen_entity_tower:  # only the query tower learns; the entity tower's vectors are a fixed table
+            model.freeze_entity_tower()
         if cfg.infonce_learnable_temperature:
             model.set_learnable_temperature(loss_cfg.infonce_temperature)
         self.model = model
         if cfg.all_entity_negatives:
-            log(f"all-entity negatives: {kg.num_entities} candidate columns per row, every entity encoded each step")
+            log(f"all-entity negatives: {kg.num_entities} candidate columns per row, " +
+                ("scored from the frozen entity tower's table (encoded once)" if cfg.frozen_entity_tower
+                 else "every entity encoded each step"))
         self.rows = rows = training_triples(kg, cfg.inverse_augmentation, cfg.train_subsample, cfg.seed)
         self.known = known_answers(kg, cfg.label_splits, cfg.inverse_augmentation,
                                    symmetric_closure=cfg.symmetric_closure)
@@ -124,7 +128,7 @@ class FinetuneStage:
              "init": (run_info or {}).get("initial_weights"), "head_ranking": head_ranking, "layout": LAYOUT,
              **({"world_size": world.size} if world.size > 1 else {})},
             sort_keys=True, default=str).encode()).hexdigest()
-        self.ebank = EntityBank(cfg.entity_bank)
+        self.ebank = EntityBank(cfg.entity_bank, fixed=cfg.frozen_entity_tower)
 
     def loop_settings(self, stop_after_steps: int | None) -> LoopSettings:
         cfg = self.cfg
@@ -134,10 +138,15 @@ class FinetuneStage:
                             stop_after_steps=stop_after_steps)
 
     def start(self, progress: dict) -> None:
-        """After the resume: the measured shift of eq. 11 (once per run, kept in the progress), the step module, and
-        the entity bank a checkpoint names."""
+        """After the resume: the entity bank a checkpoint names (a frozen entity tower's table: encoded here when no
+        checkpoint holds it), the measured shift of eq. 11 (once per run, kept in the progress) and the step module."""
         cfg, loss_cfg = self.cfg, self.loss_cfg
         self.progress = progress
+        if self.ebank.on and progress.get("entity_bank"):
+            self.ebank.load(self.checkpoint_dir, progress["entity_bank"]["file"],
+                            progress["entity_bank"]["refreshed_at"], self.device)
+        if self.ebank.fixed and self.ebank.due(progress["global_step"]):
+            self._refresh_bank(progress["global_step"])
         if progress["attempt"] == 1:
             self.log(f"fine-tuning from scratch: {len(self.rows)} training rows, {len(self.plan.batches(0))} "
                      f"steps/epoch, {self.plan.epochs} {'dev segments of a step budget' if cfg.step_budget else 'epochs'}"
@@ -146,7 +155,8 @@ class FinetuneStage:
             if "initial_shift" not in progress:
                 progress["initial_shift"] = measure_initial_shift(
                     self.model, self.builder, self.rows, self.plan.batches(0), self.device, cfg.precision,
-                    all_entities=cfg.all_entity_negatives, mode=loss_cfg.shift, loss_cfg=loss_cfg)
+                    all_entities=cfg.all_entity_negatives, mode=loss_cfg.shift, loss_cfg=loss_cfg,
+                    table=self.ebank.vectors if self.ebank.fixed else None)
                 with torch.no_grad():  # the learnable mapping starts at the measured shift too (a resume restores it)
                     self.model.prob_bias.fill_(-progress["initial_shift"]["shift"] * self.init_scale)
             loss_cfg.shift = progress["initial_shift"]["shift"]
@@ -154,9 +164,13 @@ class FinetuneStage:
         self.log(f"truncation at max_length={cfg.max_length}: {json.dumps(self.builder.truncation_report())}")
         miner = NegativeMiner(token_table(self.builder), cfg.mined_negatives) if cfg.mined_negatives else None
         self.step_module = distributed.data_parallel(FinetuneStep(self.model, miner))  # DDP with several GPUs
-        if self.ebank.on and progress.get("entity_bank"):
-            self.ebank.load(self.checkpoint_dir, progress["entity_bank"]["file"],
-                            progress["entity_bank"]["refreshed_at"], self.device)
+
+    def _refresh_bank(self, step: int) -> None:
+        t_bank = time.perf_counter()
+        self.ebank.refresh(self.model, self.builder, self.device, self.cfg.eval_batch_size, self.cfg.precision, step)
+        how = "encoded once (frozen entity tower)" if self.ebank.fixed else "re-encoded"
+        self.log(f"entity bank: {self.kg.num_entities} entities {how} at step {step} "
+                 f"({time.perf_counter() - t_bank:.0f} s)")
 
     def save_files(self, progress: dict, folder: Path) -> None:
         if self.ebank.on:  # the bank file first: the checkpoint that names it is written after it
@@ -184,9 +198,9 @@ class FinetuneStage:
         if cfg.dev_eval:  # off only where selection is moot (e.g. one epoch on CPU): the last epoch is kept
             dev = evaluate_dev(model, self.kg, self.builder, cfg, self.dev_rows, self.dev_known, self.loss_cfg,
                                self.device, cfg.precision, cfg.in_batch_negatives, cfg.seed, self.head_ranking,
-                               cfg.dev_diagnostics)
+                               cfg.dev_diagnostics, self.ebank.vectors if self.ebank.fixed else None)
             both, dev_loss, diagnostics = dev["metrics"], dev["dev_loss"], dev["diagnostics"]
-            if self.ebank.on:  # the current weights' vectors, encoded anyway: the bank's refresh
+            if self.ebank.on and not self.ebank.fixed:  # the current weights' vectors, encoded anyway: a refresh
                 self.ebank.set(dev["entity_vecs"], self.progress["global_step"])
         hits10, mrr = float(both.get("hits@10") or 0.0), float(both.get("mrr") or 0.0)
         k = max(el[3], 1)
@@ -228,7 +242,8 @@ class FinetuneStage:
                      "best_epoch": progress["best_epoch"], "best_dev_hits@10": best["dev_hits@10"],
                      "epochs_run": progress["epoch"], "train_rows": int(len(self.rows)),
                      "train_subsample": cfg.train_subsample, "dev_subsample": cfg.dev_subsample, "seed": cfg.seed,
-                     "eval_batch_size": cfg.eval_batch_size, "two_towers": cfg.two_towers})
+                     "eval_batch_size": cfg.eval_batch_size, "two_towers": cfg.two_towers,
+                     "frozen_entity_tower": cfg.frozen_entity_tower})
         if self.measured_shift:
             info["initial_shift"] = progress["initial_shift"]
         if self.leak:
@@ -283,21 +298,19 @@ class FinetuneEpoch:
         pin = st.device.type == "cuda"
         self.feed = BatchFeed(lambda b: prepare_batch(
             st.builder, rows[batches[b]], st.known, st.loss_cfg, cfg.in_batch_negatives, self.rng, pin, st.hood,
-            cfg.hard_negatives, bank_entities(rows, batches, b, pre_batch) if pre_batch else None, ebank.on),
+            cfg.hard_negatives, bank_entities(rows, batches, b, pre_batch) if pre_batch else None,
+            cfg.entity_bank > 0, ebank.fixed and cfg.all_entity_negatives),
             range(first, len(batches)), st.prefetch)
         for prepared in self.feed:
             step = st.progress["global_step"]
             if ebank.due(step):
-                t_bank = time.perf_counter()
-                ebank.refresh(st.model, st.builder, st.device, cfg.eval_batch_size, cfg.precision, step)
-                st.log(f"entity bank: {st.kg.num_entities} entities re-encoded at step {step} "
-                       f"({time.perf_counter() - t_bank:.0f} s)")
+                st._refresh_bank(step)
             out = st.step_module(prepared, st.loss_cfg, st.device, cfg.precision, cfg.in_batch_negatives,
                                  st.bank.vectors(), ebank.vectors)
             optimizer_step(out["loss"], st.step_module, st.optimizer, st.scheduler, st.scaler, cfg.max_grad_norm)
             if pre_batch:
                 st.bank.push(out["tail_vectors"])
-            if ebank.on:
+            if ebank.on and not ebank.fixed:
                 ebank.update(prepared.rows[:, 2], out["tail_vectors"])
             self.last_state = prepared.rng_state
             parts = [out[k].detach() for k in ("loss", "focal", "distance")]

@@ -6,7 +6,8 @@ step_measures.py.
 Candidate layout of a batch of n rows (blocks of n, aligned with the rows, so each rank of a multi-GPU job encodes
 the same slice of every block): in-batch mode: tails | hard negatives (k blocks) | the rows' own heads
 (self-negatives); sampled mode ("BatchSample = N"): tails | one sampled negative per row | own heads; all-entity mode
-(`all_entity_negatives`): entities 0 .. E-1 in whole blocks (`all_entity_columns`; the first E columns are scored).
+(`all_entity_negatives`): entities 0 .. E-1 in whole blocks (`all_entity_columns`; the first E columns are scored),
+or, with a frozen entity tower, no candidate at all: the columns are the fixed table of every entity's vector.
 """
 
 from __future__ import annotations
@@ -72,9 +73,11 @@ def encoding_inputs(builder: SequenceBuilder, batch_rows: np.ndarray, cand_entit
     local_rows = batch_rows[lo:hi]
     local_cands = blocks[:, lo:hi].reshape(-1)
     queries = table.queries(local_rows[:, 0], local_rows[:, 1])
-    uniq, inverse = np.unique(local_cands, return_inverse=True)
-    cands = table.candidates(uniq)
-    inverse = torch.as_tensor(inverse.reshape(-1))
+    cands, inverse = {}, torch.zeros(0, dtype=torch.long)
+    if len(local_cands):  # none: the columns come from a fixed table (frozen entity tower)
+        uniq, inverse = np.unique(local_cands, return_inverse=True)
+        cands = table.candidates(uniq)
+        inverse = torch.as_tensor(inverse.reshape(-1))
     if pin:
         queries = {k: v.pin_memory() for k, v in queries.items()}
         cands = {k: v.pin_memory() for k, v in cands.items()}
@@ -86,17 +89,20 @@ def encode_inputs(model: SiameseModel, inputs: EncodingInputs, device, precision
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """The device half of `encode_batch`: copy (non-blocking), encode, gather back the candidate list; in a
     multi-GPU job all ranks' vectors come back with gradient, each block whole, in global order."""
+    dim = model.encoder.config.hidden_size
     if inputs.hi > inputs.lo:
         with autocast_context(device, precision):
             qv = model.encode_query(**_device_batch(inputs.queries, device))
-            cv = model.encode_entity(**_device_batch(inputs.cands, device))
-        qv, cv = qv.float(), cv.float()[inputs.inverse.to(device, non_blocking=True)]
+            cv = model.encode_entity(**_device_batch(inputs.cands, device)) if inputs.cands else None
+        qv = qv.float()
+        cv = (torch.zeros(0, dim, device=device) if cv is None
+              else cv.float()[inputs.inverse.to(device, non_blocking=True)])
     elif torch.is_grad_enabled() and distributed.world().size > 1:  # a rank without rows: through both towers
         pad = distributed.padding_row(device)
         with autocast_context(device, precision):
             qv, cv = model.encode_query(**pad)[:0].float(), model.encode_entity(**pad)[:0].float()
     else:
-        qv = cv = torch.zeros(0, model.encoder.config.hidden_size, device=device)
+        qv = cv = torch.zeros(0, dim, device=device)
     if distributed.world().size == 1:
         return qv, cv
     counts = distributed.shard_sizes(inputs.n)
@@ -133,6 +139,7 @@ class PreparedBatch:
     all_entities: int = 0  # all-entity mode: E, the number of entity columns (labels [n, E]); 0 = off
     targets: torch.Tensor | None = None  # all-entity mode: each row's tail id = its target column
     entity_bank: tuple | None = None  # (rows, entities) of the known answers left out of the entity bank's columns
+    table_columns: bool = False  # all-entity mode over the fixed table (frozen entity tower): no candidate encoded
 
     @property
     def extra_columns(self) -> bool:
@@ -141,16 +148,18 @@ class PreparedBatch:
 
 def prepare_batch(builder: SequenceBuilder, batch_rows: np.ndarray, known, loss_cfg: LossConfig, in_batch: bool,
                   rng: np.random.Generator | None = None, pin: bool = False, hood: Neighbourhood | None = None,
-                  hard: int = 0, bank_ids: np.ndarray | None = None, entity_bank: bool = False) -> PreparedBatch:
+                  hard: int = 0, bank_ids: np.ndarray | None = None, entity_bank: bool = False,
+                  entity_table: bool = False) -> PreparedBatch:
     """The host half of a training step: sampled negatives and hard negatives (the only RNG draws, numpy; called in
     batch order from one thread), candidate list, token tensors, label matrix / pair labels, self-negative mask,
     the hard-negative and pre-batch columns' labels / masks (`bank_ids`: the entities the bank holds, None: no
-    bank). Candidate layout: tails (n) | hard negatives (k blocks of n) | the rows' own heads (self-negatives)."""
+    bank). Candidate layout: tails (n) | hard negatives (k blocks of n) | the rows' own heads (self-negatives).
+    `entity_table`: all-entity mode scores a fixed table of every entity (frozen entity tower): nothing to encode."""
     kg = builder.kg
     n = len(batch_rows)
     tails = batch_rows[:, 2]
     if in_batch and loss_cfg.all_entity_negatives and n:
-        return _all_entity_batch(builder, batch_rows, known, rng, pin)
+        return _all_entity_batch(builder, batch_rows, known, rng, pin, entity_table)
     self_neg = bool(loss_cfg.self_negatives)
     labels = mask = None
     extra = {}
@@ -201,25 +210,31 @@ def all_entity_columns(num: int, n: int) -> np.ndarray:
     return columns
 
 
-def _all_entity_batch(builder: SequenceBuilder, batch_rows: np.ndarray, known, rng, pin: bool) -> PreparedBatch:
+def _all_entity_batch(builder: SequenceBuilder, batch_rows: np.ndarray, known, rng, pin: bool,
+                      entity_table: bool = False) -> PreparedBatch:
     """All-entity mode: every entity a candidate column of every row, labelled by the row's known answers (its own
-    tail always among them). No RNG is drawn."""
+    tail always among them). No RNG is drawn. `entity_table`: the columns are a fixed table (frozen entity tower),
+    so no candidate is encoded."""
     n, num = len(batch_rows), builder.kg.num_entities
     entities = np.arange(num, dtype=np.int64)
     labels = column_labels(batch_rows, known, entities)
     labels[np.arange(n), batch_rows[:, 2]] = True  # the row's own triple, whatever `known` holds (dev rows)
-    cand_entities = all_entity_columns(num, n)
+    cand_entities = np.zeros(0, dtype=np.int64) if entity_table else all_entity_columns(num, n)
     state = rng.bit_generator.state if rng is not None else None
     return PreparedBatch(batch_rows, encoding_inputs(builder, batch_rows, cand_entities, pin),
                          _pinned(torch.from_numpy(labels.astype(np.float32)), pin), None, state, all_entities=num,
-                         targets=_pinned(torch.from_numpy(batch_rows[:, 2].astype(np.int64)), pin))
+                         targets=_pinned(torch.from_numpy(batch_rows[:, 2].astype(np.int64)), pin),
+                         table_columns=entity_table)
 
 
 def all_entity_loss(model: SiameseModel, prepared: PreparedBatch, qv: torch.Tensor, cv: torch.Tensor,
-                    labels: torch.Tensor, loss_cfg: LossConfig, device) -> dict:
-    """All-entity mode: the [n, E] score matrix against every entity; InfoNCE's target is the row's tail, its other
-    known answers leave the denominator; the paper loss takes all n x E pairs with their labels."""
-    entities = cv[:prepared.all_entities]
+                    labels: torch.Tensor, loss_cfg: LossConfig, device, table: torch.Tensor | None = None) -> dict:
+    """All-entity mode: the [n, E] score matrix against every entity (the encoded columns, or the fixed `table` of a
+    frozen entity tower); InfoNCE's target is the row's tail, its other known answers leave the denominator; the
+    paper loss takes all n x E pairs with their labels."""
+    if prepared.table_columns and table is None:
+        raise ValueError("this batch scores the fixed entity table (frozen entity tower), and none was given")
+    entities = table if prepared.table_columns else cv[:prepared.all_entities]
     scores = model.score_matrix(qv, entities)
     dist = None if loss_cfg.loss == "infonce" else distance_matrix(qv, entities)
     valid = torch.ones_like(scores, dtype=torch.bool)
@@ -269,15 +284,16 @@ def prepared_step(model: SiameseModel, prepared: PreparedBatch, loss_cfg: LossCo
                   in_batch: bool, bank: torch.Tensor | None = None, entity_bank: torch.Tensor | None = None,
                   miner=None) -> dict:
     """The device half of a training step: encode, score, loss (no backward); no host synchronisation (but one
-    with a `miner`: the mined entities' token ids). `bank`: the pre-batch vectors [B, d] (None: none). With extra
-    columns the result also holds `tail_vectors` (the batch's tail vectors, for the pre-batch bank)."""
+    with a `miner`: the mined entities' token ids). `bank`: the pre-batch vectors [B, d] (None: none).
+    `entity_bank`: the entity bank's vectors [E, d], or a frozen entity tower's fixed table (all-entity mode's
+    columns). With extra columns the result also holds `tail_vectors` (the batch's tail vectors, for the pre-batch bank)."""
     n = len(prepared.rows)
     qv, cv = encode_inputs(model, prepared.inputs, device, precision)
     labels = prepared.labels.to(device, non_blocking=True)
     mask = None if prepared.self_mask is None else prepared.self_mask.to(device, non_blocking=True)
     inv_t = model.inverse_temperature()
     if prepared.all_entities:
-        return all_entity_loss(model, prepared, qv, cv, labels, loss_cfg, device)
+        return all_entity_loss(model, prepared, qv, cv, labels, loss_cfg, device, entity_bank)
     if in_batch and prepared.extra_columns:
         out = extra_column_loss(model, prepared, qv, cv, labels, mask, loss_cfg, device, bank, entity_bank, miner,
                                 precision)
@@ -329,16 +345,18 @@ class FinetuneStep(torch.nn.Module):
 
 
 def training_step(model: SiameseModel, builder: SequenceBuilder, batch_rows: np.ndarray, known, loss_cfg: LossConfig,
-                  device, precision: str, in_batch: bool, rng: np.random.Generator | None = None) -> dict:
+                  device, precision: str, in_batch: bool, rng: np.random.Generator | None = None,
+                  table: torch.Tensor | None = None) -> dict:
     """Forward pass + loss of one batch (no backward): `prepare_batch` then `prepared_step`. In-batch: 2n
     encodings, n x n scores. Sampled mode: queries, positive tails and one sampled negative tail each, 2n scored
     pairs. `loss_cfg.self_negatives`: the rows' head entities are encoded as extra candidates in the same pass (an
     entity already among the tails is encoded once) and each row gets one more negative, its own anchor
     (`self_negative_mask` says where it counts). `model` is the SiameseModel or the step module a multi-GPU job
-    trains through (FinetuneStep, in its data_parallel wrapper)."""
-    prepared = prepare_batch(builder, batch_rows, known, loss_cfg, in_batch, rng)
+    trains through (FinetuneStep, in its data_parallel wrapper). `table`: a frozen entity tower's fixed table of
+    every entity (all-entity mode scores it instead of encoding every entity)."""
+    prepared = prepare_batch(builder, batch_rows, known, loss_cfg, in_batch, rng, entity_table=table is not None)
     if isinstance(distributed.unwrap(model), FinetuneStep):
-        return model(prepared, loss_cfg, device, precision, in_batch)
-    return prepared_step(model, prepared, loss_cfg, device, precision, in_batch)
+        return model(prepared, loss_cfg, device, precision, in_batch, entity_bank=table)
+    return prepared_step(model, prepared, loss_cfg, device, precision, in_batch, entity_bank=table)
 
 

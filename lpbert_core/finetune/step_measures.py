@@ -20,12 +20,13 @@ SHIFT_BATCHES = 8  # training batches whose in-batch pairs give `shift: initial_
 def measure_initial_shift(model: SiameseModel, builder: SequenceBuilder, rows: np.ndarray, batches: list,
                           device, precision: str, max_batches: int = SHIFT_BATCHES,
                           all_entities: bool = False, mode: str = "initial_mean",
-                          loss_cfg: LossConfig | None = None) -> dict:
+                          loss_cfg: LossConfig | None = None, table: torch.Tensor | None = None) -> dict:
     """The measured shift of eq. 11's mapping (`shift: initial_mean | midpoint | balanced`, finetune/calibration.py)
     from the n x n in-batch (query, tail) pairs of the first `max_batches` training batches (`all_entities`: all n x E
     (query, entity) pairs, the pairs that mode trains on), the model in eval mode (no dropout, no gradient, no RNG
     drawn), before the first step. `initial_mean` = the mean cosine of all pairs; the record also holds the positive
-    pairs' mean (the diagonal; all-entity: each row's tail column) and the spread (lpbert_run.json `initial_shift`)."""
+    pairs' mean (the diagonal; all-entity: each row's tail column) and the spread (lpbert_run.json `initial_shift`).
+    `table`: a frozen entity tower's fixed table of every entity, scored instead of encoding every entity."""
     was_training = model.training
     model.eval()
     cos_all, diag, off = [], [], []
@@ -36,7 +37,11 @@ def measure_initial_shift(model: SiameseModel, builder: SequenceBuilder, rows: n
             num = builder.kg.num_entities
             # columns, how many are scored, and each row's positive column
             cands, width, pos = (all_entity_columns(num, n), num, tails) if all_entities else (tails, n, np.arange(n))
-            qv, cv = encode_batch(model, builder, batch_rows, cands, device, precision)
+            if all_entities and table is not None:
+                qv, _ = encode_batch(model, builder, batch_rows, np.zeros(0, dtype=np.int64), device, precision)
+                cv = table
+            else:
+                qv, cv = encode_batch(model, builder, batch_rows, cands, device, precision)
             cos = cosine_matrix(qv, cv[:width]).cpu()
             cos_all.append(cos.flatten())
             diag.append(cos[torch.arange(n), torch.as_tensor(pos)])
@@ -54,10 +59,12 @@ def measure_initial_shift(model: SiameseModel, builder: SequenceBuilder, rows: n
 
 
 def dev_in_batch_loss(model: SiameseModel, builder: SequenceBuilder, rows: np.ndarray, known, loss_cfg: LossConfig,
-                      device, precision: str, in_batch: bool, batch_size: int, seed: int) -> float:
+                      device, precision: str, in_batch: bool, batch_size: int, seed: int,
+                      table: torch.Tensor | None = None) -> float:
     """`selection: dev_loss` (authors' code): the training loss on the dev rows, the same construction as a training
     step (n x n in-batch, or sampled negatives from a fixed generator), dropout off, no gradient, batches in file
-    order (unshuffled); the mean over batches. Draws nothing from the training random streams."""
+    order (unshuffled); the mean over batches. Draws nothing from the training random streams. `table`: a frozen
+    entity tower's fixed table (all-entity mode scores it)."""
     was_training = model.training
     model.eval()
     rng = np.random.default_rng(seed)
@@ -65,7 +72,7 @@ def dev_in_batch_loss(model: SiameseModel, builder: SequenceBuilder, rows: np.nd
     with torch.no_grad():
         for start in range(0, len(rows), batch_size):
             out = training_step(model, builder, rows[start:start + batch_size], known, loss_cfg, device, precision,
-                                in_batch, rng)
+                                in_batch, rng, table)
             losses.append(float(out["loss"]))
     model.train(was_training)
     return float(np.mean(losses)) if losses else float("nan")

@@ -22,6 +22,9 @@ Two towers (`finetune.two_towers`, lpbert-plus; SimKGC's design): `set_two_tower
 `query_encoder` (no random numbers drawn), queries then go through it and entities through `encoder`, both trained at
 the encoder LR (`build_optimizer(model, ENCODER_PREFIXES, ...)`). Saved as the HF folder `query_encoder/` inside the
 run folder (lpbert_run.json `two_towers: true`). Off: one shared encoder, the state dict and folder as before.
+A frozen entity tower (`finetune.frozen_entity_tower`, with two towers): `freeze_entity_tower()` takes the entity
+encoder's parameters out of training (no gradient; the optimiser never sees them) and keeps it in eval mode whatever
+`train()` is told, so its vectors are the same in every step and at every dev point (an exact, fixed table).
 """
 
 from __future__ import annotations
@@ -93,6 +96,7 @@ class SiameseModel(nn.Module):
         self.prob_bias = nn.Parameter(torch.tensor(float(init_bias)))
         self.log_inv_t = None
         self.query_encoder = None  # two towers: the query tower (set_two_towers); None: one shared encoder
+        self.entity_tower_frozen = False  # freeze_entity_tower(): the entity encoder neither learns nor drops out
         self.set_scorer(scorer)
 
     @property
@@ -105,6 +109,20 @@ class SiameseModel(nn.Module):
         if self.query_encoder is not None:
             raise RuntimeError("the model has two towers already")
         self.query_encoder = copy.deepcopy(self.encoder) if query_encoder is None else query_encoder
+
+    def freeze_entity_tower(self) -> None:
+        """The entity tower keeps its weights and never drops out; only the query tower (and new layers) learn."""
+        if self.query_encoder is None:
+            raise RuntimeError("freezing the entity tower needs two towers (set_two_towers first)")
+        self.entity_tower_frozen = True
+        self.encoder.requires_grad_(False)
+        self.encoder.eval()
+
+    def train(self, mode: bool = True) -> "SiameseModel":
+        super().train(mode)
+        if self.entity_tower_frozen:
+            self.encoder.eval()
+        return self
 
     def set_learnable_temperature(self, temperature: float) -> None:
         """InfoNCE's 1/tau as a new-layer parameter, initialised at 1/temperature (lpbert-plus)."""
