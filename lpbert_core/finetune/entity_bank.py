@@ -20,6 +20,7 @@ side gets the gradient of the whole [n, E] matrix, the candidate side only throu
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -69,10 +70,15 @@ class EntityBank:
         self.vectors = vectors.detach().float().clone()
         self.refreshed_at = step
 
-    def refresh(self, model, builder, device, batch_size: int, precision: str, step: int) -> None:
+    def refresh(self, model, builder, device, batch_size: int, precision: str, step: int, log=None) -> None:
+        """Encode every entity with the current weights (eval mode); `log` gets a line with the time it took."""
         from lpbert_core.ranking.rank_split import encode_entities
 
+        start = time.perf_counter()
         self.set(encode_entities(model, builder, device, batch_size, precision), step)
+        if log is not None:
+            how = "encoded once (frozen entity tower)" if self.fixed else "re-encoded"
+            log(f"entity bank: {len(self.vectors)} entities {how} at step {step} ({time.perf_counter() - start:.0f} s)")
 
     def update(self, entities: np.ndarray, vectors: torch.Tensor) -> None:
         if self.vectors is not None and not self.fixed:

@@ -146,7 +146,8 @@ class FinetuneStage:
             self.ebank.load(self.checkpoint_dir, progress["entity_bank"]["file"],
                             progress["entity_bank"]["refreshed_at"], self.device)
         if self.ebank.fixed and self.ebank.due(progress["global_step"]):
-            self._refresh_bank(progress["global_step"])
+            self.ebank.refresh(self.model, self.builder, self.device, cfg.eval_batch_size, cfg.precision,
+                               progress["global_step"], self.log)
         if progress["attempt"] == 1:
             self.log(f"fine-tuning from scratch: {len(self.rows)} training rows, {len(self.plan.batches(0))} "
                      f"steps/epoch, {self.plan.epochs} {'dev segments of a step budget' if cfg.step_budget else 'epochs'}"
@@ -164,13 +165,6 @@ class FinetuneStage:
         self.log(f"truncation at max_length={cfg.max_length}: {json.dumps(self.builder.truncation_report())}")
         miner = NegativeMiner(token_table(self.builder), cfg.mined_negatives) if cfg.mined_negatives else None
         self.step_module = distributed.data_parallel(FinetuneStep(self.model, miner))  # DDP with several GPUs
-
-    def _refresh_bank(self, step: int) -> None:
-        t_bank = time.perf_counter()
-        self.ebank.refresh(self.model, self.builder, self.device, self.cfg.eval_batch_size, self.cfg.precision, step)
-        how = "encoded once (frozen entity tower)" if self.ebank.fixed else "re-encoded"
-        self.log(f"entity bank: {self.kg.num_entities} entities {how} at step {step} "
-                 f"({time.perf_counter() - t_bank:.0f} s)")
 
     def save_files(self, progress: dict, folder: Path) -> None:
         if self.ebank.on:  # the bank file first: the checkpoint that names it is written after it
@@ -304,7 +298,7 @@ class FinetuneEpoch:
         for prepared in self.feed:
             step = st.progress["global_step"]
             if ebank.due(step):
-                st._refresh_bank(step)
+                ebank.refresh(st.model, st.builder, st.device, cfg.eval_batch_size, cfg.precision, step, st.log)
             out = st.step_module(prepared, st.loss_cfg, st.device, cfg.precision, cfg.in_batch_negatives,
                                  st.bank.vectors(), ebank.vectors)
             optimizer_step(out["loss"], st.step_module, st.optimizer, st.scheduler, st.scaler, cfg.max_grad_norm)
