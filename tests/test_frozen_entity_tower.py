@@ -119,23 +119,33 @@ def test_settings_refuse_a_frozen_tower_without_two_towers_or_with_the_bank():
         JobSettings(config).finetune_params("umls", "frozen")
 
 
-def test_frozen_run_keeps_the_entity_tower_ranks_dev_like_a_fresh_encoding_and_resumes(setup, tmp_path):
+def test_frozen_run_keeps_the_entity_tower_ranks_dev_like_a_fresh_encoding_and_resumes(setup, tmp_path,
+                                                                                       monkeypatch):
     from transformers import AutoModel
 
     from lpbert_core.model.sequences import SequenceBuilder
     from lpbert_core.model.siamese import load_run_model
+    from lpbert_core.ranking import rank_split
     from lpbert_core.ranking.rank_split import evaluate_split
 
     kg, _, enc_dir = setup
+    encodings = []  # every encoding of all entities: the table once a run, never at a dev point or on resume
+    real = rank_split.encode_entities
+    monkeypatch.setattr(rank_split, "encode_entities", lambda *a, **k: encodings.append(1) or real(*a, **k))
     _run(setup, tmp_path / "a", cfg=FROZEN)
+    assert len(encodings) == 1
     assert _run(setup, tmp_path / "c", cfg=FROZEN, stop_after=4)["killed"]
+    assert len(encodings) == 2
     _run(setup, tmp_path / "c", cfg=FROZEN)
+    assert len(encodings) == 2  # the resumed attempt loads the checkpoint's table
+    monkeypatch.undo()
     timing = ["train_seconds", "dev_seconds", "attempt", "steps_timed"]
     la, lc = pd.read_csv(tmp_path / "a/log.csv"), pd.read_csv(tmp_path / "c/log.csv")
     pd.testing.assert_frame_equal(la.drop(columns=timing), lc.drop(columns=timing))
 
     model, info = load_run_model(tmp_path / "a/model")
     assert info["frozen_entity_tower"] is True and info["two_towers"] is True
+    assert model.entity_tower_frozen and not any(p.requires_grad for p in model.encoder.parameters())
     initial = AutoModel.from_pretrained(enc_dir).state_dict()
     assert all(torch.equal(v, initial[k]) for k, v in model.encoder.state_dict().items())  # bit for bit
     assert any(not torch.equal(v, initial[k]) for k, v in model.query_encoder.state_dict().items())
@@ -148,3 +158,16 @@ def test_frozen_run_keeps_the_entity_tower_ranks_dev_like_a_fresh_encoding_and_r
                                    precision="fp32", head_ranking="inverse_query")
     assert metrics["both"]["mrr"] == pytest.approx(row["dev_mrr"], abs=1e-9)
     assert metrics["both"]["hits@10"] == pytest.approx(row["dev_hits@10"], abs=1e-9)
+
+
+def test_checkpoints_of_before_the_switch_keep_their_fingerprint():
+    """A setting added after checkpoints existed enters the fingerprint only when it is on, so a run interrupted
+    before it was added still resumes; on, it separates the runs."""
+    from lpbert_core.config.settings import FinetuneSettings
+    from conftest import paper_section
+
+    off = FinetuneSettings.from_mapping(paper_section("finetune")).fingerprint_settings()
+    assert "frozen_entity_tower" not in off and "checkpoint_every_minutes" not in off and "two_towers" in off
+    on = FinetuneSettings.from_mapping(paper_section("finetune", loss="infonce", two_towers=True,
+                                                     frozen_entity_tower=True)).fingerprint_settings()
+    assert on["frozen_entity_tower"] is True

@@ -231,12 +231,22 @@ class FinetuneSettings(StageSettings):
     def __post_init__(self):
         check_finetune(self)
 
+    def fingerprint_settings(self) -> dict:
+        """The settings a checkpoint is resumed under: all but the checkpoint interval in minutes (no effect on
+        results), and the settings added after checkpoints existed while they keep their default
+        (FINGERPRINT_NEW_DEFAULTS), so a run interrupted before a new switch was added still resumes."""
+        return {k: v for k, v in self.as_dict().items()
+                if k != "checkpoint_every_minutes" and FINGERPRINT_NEW_DEFAULTS.get(k, object()) != v}
+
     def by_concern(self) -> dict[str, dict]:
         """The settings grouped by what they decide (FINETUNE_CONCERNS); the config keys stay flat (nesting them
         would change every run's params and rerun every finetune job of an existing results folder)."""
         values = self.as_dict()
         return {concern: {key: values[key] for key in keys} for concern, keys in FINETUNE_CONCERNS.items()}
 
+
+# Settings added after checkpoints existed, with their default (FinetuneSettings.fingerprint_settings)
+FINGERPRINT_NEW_DEFAULTS = {"frozen_entity_tower": False}
 
 # Fine-tuning's keys by concern: every key in exactly one (tests/test_settings_checks.py).
 FINETUNE_CONCERNS = {

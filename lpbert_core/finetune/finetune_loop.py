@@ -61,6 +61,7 @@ from lpbert_core.finetune.step_measures import measure_initial_shift
 from lpbert_core.finetune.zero_shot import write_zero_shot
 from lpbert_core.graph.kg import TokenizedKG
 from lpbert_core.config.settings import FinetuneSettings
+from lpbert_core.errors import ConfigError
 from lpbert_core.model.siamese import ENCODER_PREFIXES, SiameseModel, save_run_model
 from lpbert_core.runtime.training import build_optimizer, build_scheduler, epoch_seed, needs_grad_scaler, optimizer_step, set_seed
 
@@ -90,6 +91,8 @@ class FinetuneStage:
         if cfg.two_towers:  # the query tower: a copy of the encoder (no random numbers drawn)
             model.set_two_towers()
         if cfg.frozen_entity_tower:  # only the query tower learns; the entity tower's vectors are a fixed table
+            if distributed.world().size > 1:  # also refused where settings resolve (JobSettings.finetune_params)
+                raise ConfigError("finetune.frozen_entity_tower runs in one process; set gpus_per_job: 1")
             model.freeze_entity_tower()
         if cfg.infonce_learnable_temperature:
             model.set_learnable_temperature(loss_cfg.infonce_temperature)
@@ -123,7 +126,7 @@ class FinetuneStage:
         # same number of ranks: a multi-GPU checkpoint holds one dropout stream per rank)
         world = distributed.world()
         self.fingerprint = hashlib.sha256(json.dumps(
-            {"cfg": {k: v for k, v in cfg.as_dict().items() if k != "checkpoint_every_minutes"},
+            {"cfg": cfg.fingerprint_settings(),
              "rows": int(len(rows)), "rows_sum": int(rows.sum()), "entities": kg.num_entities,
              "init": (run_info or {}).get("initial_weights"), "head_ranking": head_ranking, "layout": LAYOUT,
              **({"world_size": world.size} if world.size > 1 else {})},

@@ -252,6 +252,8 @@ def load_run_model(directory: str | Path, device: torch.device | str = "cpu") ->
         model.pair_head.load_state_dict(read_layer(directory, nl.get("pair_scorer", PAIR_SCORER_FILE)))
     if info.get("two_towers"):
         model.set_two_towers(read_encoder(Path(directory) / info.get("query_encoder", QUERY_ENCODER_DIR)))
+        if info.get("frozen_entity_tower"):  # training on from a saved run keeps the entity tower frozen
+            model.freeze_entity_tower()
     if "infonce_temperature" in nl:  # the trained temperature (training-only: ranks are by the score itself)
         model.set_learnable_temperature(nl["infonce_temperature"])
     model.to(device).eval()
