@@ -171,3 +171,19 @@ def test_checkpoints_of_before_the_switch_keep_their_fingerprint():
     on = FinetuneSettings.from_mapping(paper_section("finetune", loss="infonce", two_towers=True,
                                                      frozen_entity_tower=True)).fingerprint_settings()
     assert on["frozen_entity_tower"] is True
+
+
+def test_a_fixed_table_is_written_once_and_named_by_every_later_checkpoint(tmp_path):
+    from lpbert_core.finetune.entity_bank import EntityBank
+
+    bank = EntityBank(0, fixed=True)
+    bank.set(torch.arange(6.0).reshape(3, 2), 0)
+    first = bank.save(tmp_path, 25)
+    written = (tmp_path / first).stat().st_mtime_ns
+    assert bank.save(tmp_path, 50) == first and (tmp_path / first).stat().st_mtime_ns == written
+    resumed = EntityBank(0, fixed=True)
+    resumed.load(tmp_path, first, 0, "cpu")
+    assert resumed.save(tmp_path, 75) == first and torch.equal(resumed.table, bank.vectors)
+    refreshing = EntityBank(10)
+    refreshing.set(bank.vectors, 0)
+    assert refreshing.table is None and refreshing.save(tmp_path, 25) != refreshing.save(tmp_path, 50)

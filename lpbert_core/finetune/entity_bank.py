@@ -15,7 +15,7 @@ side gets the gradient of the whole [n, E] matrix, the candidate side only throu
   first step, and is then an exact table of every entity's vector: never refreshed, never updated; all-entity mode
   scores it instead of encoding every entity, and a dev point ranks against it.
 - Resume: the bank is saved beside the checkpoint (`entity_bank.<step>.safetensors`, named in the progress dict), so
-  a killed run resumes to the same result.
+  a killed run resumes to the same result. A fixed table is written once and named by every later checkpoint.
 """
 
 from __future__ import annotations
@@ -56,10 +56,21 @@ class EntityBank:
         self.fixed = bool(fixed)
         self.vectors: torch.Tensor | None = None
         self.refreshed_at: int | None = None
+        self.file: str | None = None  # the file a fixed table was last written to or loaded from
 
     @property
     def on(self) -> bool:
         return self.every > 0 or self.fixed
+
+    @property
+    def refreshing(self) -> bool:
+        """A bank of a training entity tower: refreshed, updated with each step's tails, reset by a dev encoding."""
+        return self.every > 0
+
+    @property
+    def table(self) -> torch.Tensor | None:
+        """A frozen entity tower's fixed table (None for a refreshing bank or none)."""
+        return self.vectors if self.fixed else None
 
     def due(self, step: int) -> bool:
         if self.fixed:
@@ -81,14 +92,17 @@ class EntityBank:
             log(f"entity bank: {len(self.vectors)} entities {how} at step {step} ({time.perf_counter() - start:.0f} s)")
 
     def update(self, entities: np.ndarray, vectors: torch.Tensor) -> None:
-        if self.vectors is not None and not self.fixed:
+        if self.vectors is not None and self.refreshing:
             self.vectors[torch.as_tensor(np.asarray(entities), device=self.vectors.device)] = vectors.detach().float()
 
     def save(self, folder: Path, step: int) -> str | None:
-        """Write the bank for a checkpoint at `step` (atomic: temp file, then rename); returns the file name."""
+        """Write the bank for a checkpoint at `step` (atomic: temp file, then rename); returns the file name. A fixed
+        table already on disk is not written again."""
         if self.vectors is None:
             return None
-        name = BANK_FILE.format(step=step)
+        if self.fixed and self.file is not None and (folder / self.file).exists():
+            return self.file
+        name = self.file = BANK_FILE.format(step=step)
         tmp = folder / (name + ".tmp")
         folder.mkdir(parents=True, exist_ok=True)
         save_file({"vectors": self.vectors.cpu().contiguous()}, str(tmp))
@@ -99,7 +113,7 @@ class EntityBank:
         if name is None:
             return
         self.vectors = load_file(str(folder / name), device=str(device))["vectors"]
-        self.refreshed_at = refreshed_at
+        self.refreshed_at, self.file = refreshed_at, name
 
     @staticmethod
     def prune(folder: Path, keep: str | None) -> None:

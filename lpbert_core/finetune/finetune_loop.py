@@ -160,7 +160,7 @@ class FinetuneStage:
                 progress["initial_shift"] = measure_initial_shift(
                     self.model, self.builder, self.rows, self.plan.batches(0), self.device, cfg.precision,
                     all_entities=cfg.all_entity_negatives, mode=loss_cfg.shift, loss_cfg=loss_cfg,
-                    table=self.ebank.vectors if self.ebank.fixed else None)
+                    table=self.ebank.table)
                 with torch.no_grad():  # the learnable mapping starts at the measured shift too (a resume restores it)
                     self.model.prob_bias.fill_(-progress["initial_shift"]["shift"] * self.init_scale)
             loss_cfg.shift = progress["initial_shift"]["shift"]
@@ -195,9 +195,9 @@ class FinetuneStage:
         if cfg.dev_eval:  # off only where selection is moot (e.g. one epoch on CPU): the last epoch is kept
             dev = evaluate_dev(model, self.kg, self.builder, cfg, self.dev_rows, self.dev_known, self.loss_cfg,
                                self.device, cfg.precision, cfg.in_batch_negatives, cfg.seed, self.head_ranking,
-                               cfg.dev_diagnostics, self.ebank.vectors if self.ebank.fixed else None)
+                               cfg.dev_diagnostics, self.ebank.table)
             both, dev_loss, diagnostics = dev["metrics"], dev["dev_loss"], dev["diagnostics"]
-            if self.ebank.on and not self.ebank.fixed:  # the current weights' vectors, encoded anyway: a refresh
+            if self.ebank.refreshing:  # the current weights' vectors, encoded anyway: a refresh
                 self.ebank.set(dev["entity_vecs"], self.progress["global_step"])
         hits10, mrr = float(both.get("hits@10") or 0.0), float(both.get("mrr") or 0.0)
         k = max(el[3], 1)
@@ -307,7 +307,7 @@ class FinetuneEpoch:
             optimizer_step(out["loss"], st.step_module, st.optimizer, st.scheduler, st.scaler, cfg.max_grad_norm)
             if pre_batch:
                 st.bank.push(out["tail_vectors"])
-            if ebank.on and not ebank.fixed:
+            if ebank.refreshing:
                 ebank.update(prepared.rows[:, 2], out["tail_vectors"])
             self.last_state = prepared.rng_state
             parts = [out[k].detach() for k in ("loss", "focal", "distance")]

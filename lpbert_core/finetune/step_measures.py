@@ -37,11 +37,9 @@ def measure_initial_shift(model: SiameseModel, builder: SequenceBuilder, rows: n
             num = builder.kg.num_entities
             # columns, how many are scored, and each row's positive column
             cands, width, pos = (all_entity_columns(num, n), num, tails) if all_entities else (tails, n, np.arange(n))
-            if all_entities and table is not None:
-                qv, _ = encode_batch(model, builder, batch_rows, np.zeros(0, dtype=np.int64), device, precision)
-                cv = table
-            else:
-                qv, cv = encode_batch(model, builder, batch_rows, cands, device, precision)
+            fixed = all_entities and table is not None  # the columns are the table: encode the queries only
+            qv, cv = encode_batch(model, builder, batch_rows, cands[:0] if fixed else cands, device, precision)
+            cv = table if fixed else cv
             cos = cosine_matrix(qv, cv[:width]).cpu()
             cos_all.append(cos.flatten())
             diag.append(cos[torch.arange(n), torch.as_tensor(pos)])
