@@ -186,6 +186,10 @@ def score_params(wildcards):
     return JOBS.score_params(wildcards.dataset, wildcards.run)
 
 
+def rerank_params(wildcards):
+    return JOBS.rerank_params(wildcards.dataset, wildcards.run)
+
+
 def score_inputs(wildcards):
     """Inputs of a run's scoring job (score or kgbert_score)."""
     return JOBS.score_inputs(wildcards.dataset, wildcards.run)

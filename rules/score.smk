@@ -51,3 +51,30 @@ rule score_candidates:
         "../envs/torch.yaml"
     script:
         "../workflow_scripts/score_candidates.py"
+
+
+# n-hop re-ranking (beyond the paper, SimKGC's test-time graph prior; config `rerank:`): the run's test ranking with
+# +weight on every candidate within `hops` hops of the query's entity in the train graph. Reported apart, never a
+# table's protocol row; targets: results/{dataset}/runs/{run}/rerank/metrics.json.
+rule score_reranked:
+    input:
+        unpack(score_inputs),
+    output:
+        ranks=paths.RUN_RERANKED_RANKS,
+        metrics=paths.RUN_RERANKED_METRICS,
+    params:
+        settings=rerank_params,
+    wildcard_constraints:
+        run=LPBERT_RUNS,
+    log:
+        "logs/{dataset}/score_reranked/{run}.log",
+    benchmark:
+        "benchmarks/{dataset}/score_reranked/{run}.tsv"
+    threads: GPU_JOB_THREADS  # gpu_job_threads, at most --cores per GPU slot (common.smk)
+    priority: 10  # scoring last (common.smk)
+    resources:
+        gpu=GPUS_PER_JOB,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow_scripts/score.py"

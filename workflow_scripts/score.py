@@ -1,4 +1,4 @@
-"""Snakemake adapter for rule `score`."""
+"""Snakemake adapter for rules `score` and `score_reranked`."""
 # Claim this job's GPU(s) first: CUDA_VISIBLE_DEVICES must be set before anything starts CUDA.
 from lpbert_core.runtime.gpu_slots import claim_gpus  # noqa: E402
 
@@ -13,4 +13,5 @@ sm = snakemake  # noqa: F821
 torch_threads(sm.threads)
 run_stage(sm.log[0], lambda: run_score(
     settings=sm.params.settings["settings"], inputs=dict(sm.input.items()), outputs=dict(sm.output.items()),
-    log=logging.getLogger("lpbert.score").info))
+    log=logging.getLogger("lpbert.score").info,
+    rerank=sm.params.settings.get("rerank")))  # rule score_reranked: n-hop re-ranking (reported apart)

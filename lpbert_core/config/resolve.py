@@ -17,8 +17,8 @@ from collections.abc import Mapping
 
 from lpbert_core.config import paths
 from lpbert_core.errors import ConfigError
-from lpbert_core.config.settings import (FinetuneSettings, KgbertSettings, PretrainSettings, ScoreSettings, StageSettings,
-                                  TextSettings, dataset_section)
+from lpbert_core.config.settings import (FinetuneSettings, KgbertSettings, PretrainSettings, RerankSettings,
+                                         ScoreSettings, StageSettings, TextSettings, dataset_section)
 
 # Settings renamed on 2026-11-26 (issue #12: one name per idea across stages), old -> new per section. A config
 # that still uses an old name stops with the new one (check_renamed_keys), not with a schema error.
@@ -224,8 +224,11 @@ class JobSettings:
         if stage == "score":
             return ScoreSettings.from_mapping(dataset_section(self.config["score"], dataset), f"score ({dataset})",
                                               self._origins("score", dataset))
+        if stage == "rerank":
+            return RerankSettings.from_mapping(dataset_section(self.config["rerank"], dataset), f"rerank ({dataset})",
+                                               self._origins("rerank", dataset))
         if stage not in ("finetune", "kgbert"):
-            raise ConfigError(f"no stage {stage!r} (stages: text, pretrain, finetune, kgbert, score)")
+            raise ConfigError(f"no stage {stage!r} (stages: text, pretrain, finetune, kgbert, score, rerank)")
         if run is None:
             raise ConfigError(f"{stage} settings are per run: name the run")
         spec = self.run_entry(run)
@@ -313,6 +316,10 @@ class JobSettings:
         spec = self.run_entry(run)
         return {"settings": self.resolve("score", dataset).as_dict(), "run_spec": dict(spec),
                 "encoder_key": spec.get("encoder", self.config["encoder"])}
+
+    def rerank_params(self, dataset: str, run: str) -> dict:
+        """score_params plus the n-hop re-ranking's settings (rule score_reranked)."""
+        return {**self.score_params(dataset, run), "rerank": self.resolve("rerank", dataset).as_dict()}
 
     def score_inputs(self, dataset: str, run: str) -> dict:
         """Inputs of a run's scoring job (score or kgbert_score)."""

@@ -367,6 +367,15 @@ class ScoreSettings(StageSettings):
 
 
 @dataclasses.dataclass(frozen=True)
+class RerankSettings(StageSettings):
+    """`rerank:` for one dataset: n-hop re-ranking of a run's test scores (rule score_reranked; reported apart)."""
+
+    SECTION: ClassVar[str] = "rerank"
+    hops: int
+    weight: float
+
+
+@dataclasses.dataclass(frozen=True)
 class TextSettings(StageSettings):
     """join_text for one source: `text:`, then the text keys of the source its `text_from` names, then its own."""
 
@@ -382,7 +391,8 @@ class TextSettings(StageSettings):
 
 
 STAGES = {cls.SECTION: cls
-          for cls in (TextSettings, PretrainSettings, FinetuneSettings, KgbertSettings, ScoreSettings)}
+          for cls in (TextSettings, PretrainSettings, FinetuneSettings, KgbertSettings, ScoreSettings,
+                                RerankSettings)}
 # The keys a config section holds (without what a job adds; tests/test_workflow.py checks that config.yaml holds
 # each, the one place their values live).
 SECTION_KEYS = {name: tuple(k for k in cls.keys() if k not in cls.JOB_FIELDS) for name, cls in STAGES.items()}

@@ -10,7 +10,8 @@ from pathlib import Path
 from lpbert_core.runtime import distributed
 from lpbert_core.ranking.rank_split import evaluate_split
 from lpbert_core.model.sequences import SequenceBuilder
-from lpbert_core.config.settings import ScoreSettings
+from lpbert_core.config.settings import RerankSettings, ScoreSettings
+from lpbert_core.ranking.graph_prior import NeighbourPrior
 
 
 PROTOCOL_HEADS = {
@@ -19,15 +20,21 @@ PROTOCOL_HEADS = {
                            "(h', relation, ?) and scored against the tail (StAR-style, the authors' code on WN18RR)",
 }
 
+# rule score_reranked: not the protocol, a named switch reported apart
+RERANK_PROTOCOL = ("; RE-RANKED (beyond the paper, SimKGC-style): +{weight} on every candidate within {hops} "
+                   "undirected hops of the query's entity in the train split, the entity itself excluded")
+
 
 @distributed.multi_gpu_stage("score")  # gpus_per_job > 1: this call in K ranks
-def run_score(*, settings: ScoreSettings | dict, inputs: dict, outputs: dict, log=print) -> dict:
+def run_score(*, settings: ScoreSettings | dict, inputs: dict, outputs: dict, log=print,
+              rerank: RerankSettings | dict | None = None) -> dict:
     """The score rule: load the fine-tuned run, rank the test split (both directions, filtered by train+dev+test)
     and write ranks.parquet + metrics.json (metrics of the realistic ranks, the run's config, the scale, timings).
 
     settings: JobSettings.resolve("score", dataset) (or the `settings` of JobSettings.score_params). inputs: model (the
     run's model folder), triples (text/triples.parquet), manifest (tokens/<encoder>/manifest.json). outputs: ranks,
-    metrics."""
+    metrics. rerank (rule score_reranked, never the protocol): n-hop re-ranking over the train split
+    (lpbert_core.ranking.graph_prior), its settings and protocol sentence in metrics.json."""
     from lpbert_core.runtime.atomic import write_json, write_parquet
     from lpbert_core.graph.kg import load_tokenized_kg
     from lpbert_core.ranking.filtered_ranks import assert_finite_metrics
@@ -42,11 +49,16 @@ def run_score(*, settings: ScoreSettings | dict, inputs: dict, outputs: dict, lo
     kg = load_tokenized_kg(Path(inputs["triples"]).parent, Path(inputs["manifest"]).parent)
     max_len = int(info["max_length"])
     builder = SequenceBuilder(kg, max_len, max_len)
+    prior = None
+    if rerank is not None:
+        r = RerankSettings.from_mapping(rerank)
+        prior = NeighbourPrior(kg.triples["train"], kg.num_entities, r.hops, r.weight)
+        log(f"n-hop re-ranking: {json.dumps(prior.describe())}")
     t0 = time.perf_counter()
     frame, metrics, timings = evaluate_split(
         model, kg, builder, "test", device, subsample=s.test_subsample, seed=s.seed,
         batch_size=s.batch_size, chunk_size=s.chunk_size, precision=s.precision,
-        head_ranking=s.head_ranking)
+        head_ranking=s.head_ranking, prior=prior)
     timings["total_s"] = time.perf_counter() - t0
     assert_finite_metrics(metrics)
     n_test = len(kg.triples["test"])
@@ -55,7 +67,7 @@ def run_score(*, settings: ScoreSettings | dict, inputs: dict, outputs: dict, lo
         "metrics": metrics,
         "rank_type": "realistic (mean of optimistic and pessimistic filtered ranks)",
         "protocol": "filtered by train+dev+test; both directions; all entities are candidates; "
-                    + PROTOCOL_HEADS[s.head_ranking],
+                    + PROTOCOL_HEADS[s.head_ranking] + (RERANK_PROTOCOL.format(**prior.describe()) if prior else ""),
         "head_ranking": s.head_ranking,
         # relation_candidates scores (h', r) queries: the direction every run trains
         "head_direction_trained": bool(info.get("inverse_augmentation", True))
@@ -82,6 +94,8 @@ def run_score(*, settings: ScoreSettings | dict, inputs: dict, outputs: dict, lo
     }
     if info.get("leak"):
         out["leak"] = info["leak"]
+    if prior is not None:
+        out["rerank"] = prior.describe()
     if not distributed.is_main():  # a multi-GPU job: every rank holds the same ranks; rank 0 writes
         return out
     write_parquet(outputs["ranks"], frame)

@@ -152,9 +152,10 @@ def known_answer_mask(filter_index, anchors: torch.Tensor, relations: torch.Tens
 
 @torch.inference_mode()
 def rank_queries(query_vecs: torch.Tensor, entity_vecs: torch.Tensor, queries: QuerySet, filter_index,
-                 chunk_size: int = 1024, pair_head=None) -> dict[str, np.ndarray]:
+                 chunk_size: int = 1024, pair_head=None, prior=None) -> dict[str, np.ndarray]:
     """Chunked scores [chunk, E] and filtered ranks on the device; only the ranks come back to the host. Scores:
-    the cosine, or `pair_head.matrix` (siamese.PairLinear, eval mode) when given."""
+    the cosine, or `pair_head.matrix` (siamese.PairLinear, eval mode) when given; plus `prior.bonus(anchors)`
+    (graph_prior.NeighbourPrior, n-hop re-ranking) when given."""
     device = entity_vecs.device
     if pair_head is None:
         ent = F.normalize(entity_vecs.float(), dim=-1)
@@ -173,6 +174,8 @@ def rank_queries(query_vecs: torch.Tensor, entity_vecs: torch.Tensor, queries: Q
     for start in starts:
         sl = slice(start, start + chunk_size)
         scores = qn[sl] @ ent.T if pair_head is None else pair_head.matrix(qn[sl], ent)
+        if prior is not None:
+            scores = scores + prior.bonus(anchor[sl])
         mask = known_answer_mask(filter_index, anchor[sl], relation[sl], is_tail[sl], device)
         ranks = filtered_ranks(scores, gold[sl], mask)
         for k in outs:
@@ -188,7 +191,8 @@ def rank_queries(query_vecs: torch.Tensor, entity_vecs: torch.Tensor, queries: Q
 @torch.inference_mode()
 def rank_heads_by_relation_candidates(model, builder: SequenceBuilder, entity_vecs: torch.Tensor, queries: QuerySet,
                                       filter_index, device, batch_size: int, chunk_size: int = 1024,
-                                      precision: str = "auto", progress: bool = True) -> dict[str, np.ndarray]:
+                                      precision: str = "auto", progress: bool = True,
+                                      prior=None) -> dict[str, np.ndarray]:
     """`head_ranking: relation_candidates`: filtered ranks of head queries (?, r, t) (queries.anchor = t,
     queries.relation = r, queries.gold = h), every entity h' a candidate scored s(query(h', r), entity(t)).
     One relation at a time: its E candidate queries are encoded (the query tower; length-sorted, dynamic padding; tqdm
@@ -223,6 +227,8 @@ def rank_heads_by_relation_candidates(model, builder: SequenceBuilder, entity_ve
                 scores = F.normalize(target, dim=-1) @ cand.T  # cos(query(h', r), entity(t)): [chunk, E]
             else:
                 scores = pair_head.matrix(cand, target).T
+            if prior is not None:  # candidate heads h' near the tail t
+                scores = scores + prior.bonus(anchors[sel])
             mask = filter_index.mask(anchors[sel], rel_t[sel], "head", device)
             ranks = filtered_ranks(scores, gold[sel], mask)
             idx = rows[start:start + chunk_size]
@@ -240,9 +246,10 @@ def evaluate_split(model, kg: TokenizedKG, builder: SequenceBuilder, split: str,
                    batch_size: int, chunk_size: int, precision: str, head_ranking: str,
                    filter_splits=("train", "dev", "test"), subsample: int | None = None, seed: int = 0,
                    entity_vecs: torch.Tensor | None = None,
-                   vectors: dict | None = None) -> tuple[pd.DataFrame, dict, dict]:
+                   vectors: dict | None = None, prior=None) -> tuple[pd.DataFrame, dict, dict]:
     """Filtered ranks of every query of `split` (both directions) against all entities; head queries ranked per
-    `head_ranking` (module docstring). `vectors`: a dict that receives what was encoded (entity_vecs, and for
+    `head_ranking` (module docstring); `prior`: n-hop re-ranking (graph_prior.NeighbourPrior), None in the
+    protocol. `vectors`: a dict that receives what was encoded (entity_vecs, and for
     inverse_query: query_vecs, queries, filter_index), for diagnostics and the entity bank to reuse.
 
     Returns (ranks frame, metrics, timings). Columns: query, direction, head, relation, tail (entity / relation
@@ -266,7 +273,7 @@ def evaluate_split(model, kg: TokenizedKG, builder: SequenceBuilder, split: str,
         sync_device(device)
         t2 = time.perf_counter()
         index = build_filter_index(known_triples(kg, filter_splits), kg.num_entities)
-        ranks = rank_queries(query_vecs, entity_vecs, queries, index, chunk_size, pair_head)
+        ranks = rank_queries(query_vecs, entity_vecs, queries, index, chunk_size, pair_head, prior)
         if vectors is not None:
             vectors.update(query_vecs=query_vecs, queries=queries, filter_index=index)
     else:
@@ -277,9 +284,9 @@ def evaluate_split(model, kg: TokenizedKG, builder: SequenceBuilder, split: str,
         sync_device(device)
         t2 = time.perf_counter()
         index = build_filter_index(known_triples(kg, filter_splits), kg.num_entities)
-        tail_ranks = rank_queries(query_vecs, entity_vecs, tq, index, chunk_size, pair_head)
+        tail_ranks = rank_queries(query_vecs, entity_vecs, tq, index, chunk_size, pair_head, prior)
         head_ranks = rank_heads_by_relation_candidates(model, builder, entity_vecs, hq, index, device, batch_size,
-                                                       chunk_size, precision)
+                                                       chunk_size, precision, prior=prior)
         ranks = {}
         for k in tail_ranks:
             ranks[k] = np.zeros(len(queries))
@@ -288,9 +295,16 @@ def evaluate_split(model, kg: TokenizedKG, builder: SequenceBuilder, split: str,
     t3 = time.perf_counter()
     # relation_candidates: encoding the head candidates is inside score_and_rank_s
     timings.update(encode_entities_s=t1 - t0, encode_queries_s=t2 - t1, score_and_rank_s=t3 - t2)
+    frame = ranks_frame(kg, queries, ranks)
+    metrics = metrics_from_ranks(frame) if len(frame) else {}
+    return frame, metrics, timings
+
+
+def ranks_frame(kg: TokenizedKG, queries: QuerySet, ranks: dict[str, np.ndarray]) -> pd.DataFrame:
+    """The ranks.parquet layout: one line per query (evaluate_split's docstring names the columns)."""
     ent_ids = np.asarray(kg.entity_ids, dtype=object)
     rel_ids = np.asarray(kg.relation_ids, dtype=object)
-    frame = pd.DataFrame({
+    return pd.DataFrame({
         "query": queries.query.astype(np.int64),
         "direction": queries.direction.astype(str),
         "head": ent_ids[queries.head],
@@ -302,5 +316,3 @@ def evaluate_split(model, kg: TokenizedKG, builder: SequenceBuilder, split: str,
         "realistic": ranks["realistic"],
         "num_candidates": ranks["num_candidates"].astype(np.int64),
     })
-    metrics = metrics_from_ranks(frame) if len(frame) else {}
-    return frame, metrics, timings
