@@ -222,6 +222,10 @@ def lists_input(dataset, protocol):
     return {"raw": paths.fill(paths.RAW, dataset=dataset)}
 
 
+def reranked_list_inputs(wildcards):
+    return {**score_inputs(wildcards), **lists_input(wildcards.dataset, wildcards.protocol)}
+
+
 def kgbert_list_inputs(wildcards):
     return {**score_inputs(wildcards), **lists_input(wildcards.dataset, wildcards.protocol)}
 

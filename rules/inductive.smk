@@ -103,3 +103,31 @@ rule ppr_score:
         "../envs/torch.yaml"
     script:
         "../workflow_scripts/ppr_score.py"
+
+
+# lpbert-plus re-ranked by the n-hop graph prior over vN_ind's observed triples (config `rerank:`; a named row of ours,
+# tables.inductive.reranked), on the list protocols; its full ranking is rule score_reranked.
+rule score_reranked_lists:
+    input:
+        unpack(reranked_list_inputs),
+    output:
+        ranks=paths.RUN_RERANKED_LIST_RANKS,
+        metrics=paths.RUN_RERANKED_LIST_METRICS,
+    params:
+        settings=rerank_params,
+    wildcard_constraints:
+        run=LPBERT_RUNS,
+        dataset=TEST_GRAPHS,
+        protocol="candidates|grail50",
+    log:
+        "logs/{dataset}/score_reranked_lists/{run}.{protocol}.log",
+    benchmark:
+        "benchmarks/{dataset}/score_reranked_lists/{run}.{protocol}.tsv"
+    threads: GPU_JOB_THREADS  # gpu_job_threads, at most --cores per GPU slot (common.smk)
+    priority: 10  # scoring last (common.smk)
+    resources:
+        gpu=1,  # one card, like score_candidates
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow_scripts/score_candidates.py"

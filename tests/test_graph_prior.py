@@ -145,3 +145,29 @@ def test_dev_sweep_plain_row_and_grid(run_dir):
                                  precision="auto", head_ranking="inverse_query")
     assert rows[0]["mrr"] == plain["both"]["mrr"] and rows[0]["mr"] == plain["both"]["mr"]
     assert rows[1]["mrr"] == rows[0]["mrr"] and rows[3]["mrr"] == rows[0]["mrr"]
+
+
+def test_candidate_lists_with_the_prior_by_hand(run_dir):
+    """A list block (e1, r1, ?) with lines e7 (true), e2, e5: the re-ranked list rank equals a count by hand from the
+    run's pair scores plus the bonus on e1's 1-hop neighbours (e2 is one, e7 and e5 are not)."""
+    from lpbert_core.evaluate.candidate_lists import rank_candidate_lists
+    from lpbert_core.evaluate.predict import LinkPredictor
+    from lpbert_core.ranking.candidate_blocks import CandidateBlocks
+
+    lp = LinkPredictor.from_run(run_dir)
+    ent = {e: i for i, e in enumerate(lp.kg.entity_ids)}
+    rel = {r: i for i, r in enumerate(lp.kg.relation_ids)}
+    lines = [ent["e7"], ent["e2"], ent["e5"]]
+    blocks = CandidateBlocks(head=np.array([ent["e1"]]), relation=np.array([rel["r1"]]), tail=np.array([ent["e7"]]),
+                             direction=np.array(["tail"]), candidates=np.array([lines]), source=["hand:1"])
+    listed = {item["entity"]: item["score"] for item in lp.top_k(head="e1", relation="r1", k=lp.kg.num_entities)}
+    assert ent["e2"] in _bfs([tuple(map(int, t)) for t in lp.kg.triples["train"]], ent["e1"], 1)
+    for weight in (0.0, 0.01, 10.0):
+        prior = NeighbourPrior(lp.kg.triples["train"], lp.kg.num_entities, hops=1, weight=weight)
+        frame = rank_candidate_lists(lp.model, lp.kg, lp.builder, blocks, lp.device, 4, prior=prior)
+        scores = [listed["e7"], listed["e2"] + weight, listed["e5"]]
+        above = sum(s > scores[0] + 1e-5 for s in scores[1:])
+        tied = sum(abs(s - scores[0]) <= 1e-5 for s in scores[1:])
+        assert frame["realistic"].iloc[0] == pytest.approx(1 + above + tied / 2), weight
+        if weight == 10.0:
+            assert frame["realistic"].iloc[0] >= 2

@@ -300,3 +300,7 @@ def test_the_test_graph_stays_out_of_training_dev_selection_and_pretraining_for_
         assert paths and all(p.startswith("results/tiny_v1_ind/") for p in paths), job
         assert not any("/runs/" in p or "/pretrain/" in p or "/tokens/" in p for p in paths), job
     assert {j["wildcards"]["protocol"] for j in jobs if j["rule"] == "ppr_score"} == {"full", "candidates", "grail50"}
+    reranked = [j for j in jobs if j["rule"] in ("score_reranked", "score_reranked_lists")]
+    assert {j["rule"] for j in reranked} == {"score_reranked", "score_reranked_lists"}
+    for job in reranked:  # re-ranked on the test graph with the model trained on the training graph
+        assert job["wildcards"]["dataset"] == "tiny_v1_ind" and "results/tiny_v1/runs/lpbert-plus/model" in job["input"]

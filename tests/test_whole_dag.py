@@ -254,6 +254,12 @@ def test_inductive_pair_keeps_the_test_graph_out_of_training_and_ranks_both_prot
             assert record["lists"]["known_triples_among_corruptions"] == 0, folder
     assert "ours, baseline: Personalized PageRank" in md and "ours, baseline: KG-BERT-style cross-encoder" in md
     assert "results/tiny_v1_ind/baselines/ppr/grail50/metrics.json" in md
+    # the re-ranked row (tables.inductive.reranked, config rerank): its own folder, all three protocols
+    for folder in ("rerank", "rerank/candidates", "rerank/grail50"):
+        record = json.loads((wd / f"results/tiny_v1_ind/runs/lpbert-plus/{folder}/metrics.json").read_text())
+        assert record["rerank"]["hops"] >= 1 and "RE-RANKED" in record["protocol"], folder
+        assert record["metrics"]["both"]["count"] == 2 * len(test_lines), folder
+    assert "ours, re-ranked: " in md and "results/tiny_v1_ind/runs/lpbert-plus/rerank/grail50/metrics.json" in md
     plus = pd.read_csv(wd / "results/tables/plus.csv")
     assert {"lpbert", "lpbert-plus"} <= set(plus["run"].dropna())
     info = json.loads((wd / "results/tinykg/runs/lpbert-plus/model/lpbert_run.json").read_text())

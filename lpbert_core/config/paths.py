@@ -36,6 +36,8 @@ RUN_LIST_RANKS = RUN + "/{protocol}/ranks.parquet"  # candidates (BERTRL's lists
 RUN_LIST_METRICS = RUN + "/{protocol}/metrics.json"
 RUN_RERANKED_RANKS = RUN + "/rerank/ranks.parquet"  # n-hop re-ranking (rule score_reranked; reported apart)
 RUN_RERANKED_METRICS = RUN + "/rerank/metrics.json"
+RUN_RERANKED_LIST_RANKS = RUN + "/rerank/{protocol}/ranks.parquet"  # candidates | grail50, re-ranked
+RUN_RERANKED_LIST_METRICS = RUN + "/rerank/{protocol}/metrics.json"
 RUN_CHECKPOINTS = "checkpoints/{dataset}/runs/{run}"  # resume state: not a rule output
 
 GRAIL_LISTS = "results/{dataset}/lists/grail50/lists.json"  # with ranking_head.txt / ranking_tail.txt beside it

@@ -29,12 +29,16 @@ from lpbert_core.model.sequences import SequenceBuilder
 from lpbert_core.graph.kg import TokenizedKG
 from lpbert_core.ranking.filtered_ranks import metrics_from_ranks
 from lpbert_core.ranking.rank_split import encode_entities, encode_queries
+from lpbert_core.config.settings import RerankSettings
+from lpbert_core.evaluate.scoring import RERANK_PROTOCOL
+from lpbert_core.ranking.graph_prior import NeighbourPrior
 
 
 @torch.inference_mode()
 def rank_candidate_lists(model, kg: TokenizedKG, builder: SequenceBuilder, blocks: CandidateBlocks, device,
-                         batch_size: int = 256, precision: str = "auto") -> pd.DataFrame:
-    """The ranks frame (the columns of evaluation.evaluate_split's) of every block."""
+                         batch_size: int = 256, precision: str = "auto", prior=None) -> pd.DataFrame:
+    """The ranks frame (the columns of evaluation.evaluate_split's) of every block; `prior`: n-hop re-ranking
+    (graph_prior.NeighbourPrior: rule score_reranked_lists), its bonus added to each listed line's score."""
     entity_vecs = encode_entities(model, builder, device, batch_size, precision)
     is_tail = blocks.direction == "tail"
     anchor = np.where(is_tail, blocks.head, blocks.tail)
@@ -45,11 +49,14 @@ def rank_candidate_lists(model, kg: TokenizedKG, builder: SequenceBuilder, block
     # the run's own pair scorer (cosine or pair_linear; eval mode) on every (query, listed entity) pair of a block
     scores = model.score_pairs(query_vecs.repeat_interleave(per_block, 0),
                                entity_vecs[cand.reshape(-1)]).reshape(len(cand), per_block)
+    if prior is not None:
+        scores = scores + prior.bonus(torch.as_tensor(anchor, device=device)).gather(1, cand)
     return list_frame(kg, blocks, scores)
 
 
-def run_score_candidates(*, settings, inputs: dict, outputs: dict, log=print) -> dict:
-    """Rules score_candidates and score_grail50: rank candidate lists with a fine-tuned run; ranks.parquet +
+def run_score_candidates(*, settings, inputs: dict, outputs: dict, log=print, rerank: dict | None = None) -> dict:
+    """Rules score_candidates and score_grail50 (and score_reranked_lists, with `rerank`: n-hop re-ranking over the
+    test graph's train split, reported apart): rank candidate lists with a fine-tuned run; ranks.parquet +
     metrics.json.
 
     settings: as run_score's. inputs: model, triples, manifest, and raw (the test graph's raw folder, which holds
@@ -68,14 +75,18 @@ def run_score_candidates(*, settings, inputs: dict, outputs: dict, log=print) ->
     spec = list_record(lists_dir)
     builder = SequenceBuilder(kg, int(info["max_length"]), int(info["max_length"]))
     blocks = read_candidate_lists(lists_dir, kg, int(spec["per_query"]))
+    prior = None
+    if rerank is not None:
+        r = RerankSettings.from_mapping(rerank)
+        prior = NeighbourPrior(kg.triples["train"], kg.num_entities, r.hops, r.weight)
     t0 = time.perf_counter()
-    frame = rank_candidate_lists(model, kg, builder, blocks, device, s.batch_size, s.precision)
+    frame = rank_candidate_lists(model, kg, builder, blocks, device, s.batch_size, s.precision, prior)
     seconds = time.perf_counter() - t0
     metrics = metrics_from_ranks(frame)
     out = {
         "metrics": metrics,
         "rank_type": "realistic (mean of optimistic and pessimistic ranks among the listed lines)",
-        "protocol": spec["protocol"],
+        "protocol": spec["protocol"] + (RERANK_PROTOCOL.format(**prior.describe()) if prior else ""),
         "lists": lists_summary(lists_dir, blocks, kg, frame),
         "num_entities": int(kg.num_entities),
         "leaky": bool(info.get("leaky", False)),
@@ -84,6 +95,8 @@ def run_score_candidates(*, settings, inputs: dict, outputs: dict, log=print) ->
         "timings_s": {"total_s": round(seconds, 4)},
         "compute": compute_record(device, s.precision),
     }
+    if prior is not None:
+        out["rerank"] = prior.describe()
     write_parquet(outputs["ranks"], frame)
     write_json(outputs["metrics"], out)
     log(f"candidate lists: {json.dumps(metrics.get('both', {}))}")

@@ -192,9 +192,28 @@ def inductive_baseline_rows(jobs: JobSettings, datasets: list[str]) -> list[dict
     return rows
 
 
+def inductive_reranked_rows(jobs: JobSettings, datasets: list[str]) -> list[dict]:
+    """tables.inductive.reranked: lpbert runs again, their scores re-ranked by the n-hop graph prior (config
+    `rerank:`; rules score_reranked, score_reranked_lists), all three protocols."""
+    rows = []
+    for run, label in ((jobs.config["tables"].get("inductive") or {}).get("reranked") or {}).items():
+        if run not in jobs.config["runs"] or jobs.run_entry(run).get("model") != "lpbert":
+            raise ConfigError(f"tables.inductive.reranked: {run!r} is not an lpbert run of `runs`")
+        for dataset in datasets:
+            where = {"dataset": dataset, "run": run}
+            lists = {protocol: paths.fill(paths.RUN_RERANKED_LIST_METRICS, protocol=protocol, **where)
+                     for protocol in ("candidates", "grail50")}
+            rows.append({"dataset": dataset, "run": run, "label": label, "reranked": True,
+                         "metrics": paths.fill(paths.RUN_RERANKED_METRICS, **where),
+                         "candidates": lists["candidates"] if jobs.source(dataset).get("candidates") else None,
+                         "grail": lists["grail50"], "floor": False, "floor_run": jobs.floor_of(run)})
+    return rows
+
+
 def inductive_rows(jobs: JobSettings) -> list[dict]:
     tests = [pair["test"] for pair in inductive_pairs(jobs)]
-    return beyond_rows(jobs, "inductive", tests) + inductive_baseline_rows(jobs, tests)
+    return (beyond_rows(jobs, "inductive", tests) + inductive_reranked_rows(jobs, tests)
+            + inductive_baseline_rows(jobs, tests))
 
 
 def plus_rows(jobs: JobSettings) -> list[dict]:
@@ -210,7 +229,7 @@ def beyond_inputs(rows: list[dict]) -> list[str]:
     has one)."""
     files = [path for row in rows for path in (row["metrics"], row["candidates"], row.get("grail")) if path]
     return files + [paths.fill(paths.RUN_BREAKDOWN, dataset=row["dataset"], run=row["run"], ext=ext)
-                    for row in rows if not row.get("baseline") for ext in ("csv", "png")]
+                    for row in rows if not (row.get("baseline") or row.get("reranked")) for ext in ("csv", "png")]
 
 
 # ---------------------------------------------------------------- the CPU proxy and the reading study
