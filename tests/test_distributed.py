@@ -48,6 +48,9 @@ FINETUNE_CFG = paper_section("finetune", batch_size=8, epochs=2, max_length=16, 
 # one bare step has no measured shift: the default mapping with the value a run would have measured
 STEP_CFG = {**FINETUNE_CFG, "shift": 0.4}
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+# lpbert-plus's frozen reading (the CPU proxy's best): two towers, the entity tower frozen, every entity a column
+FROZEN_CFG = {**FINETUNE_CFG, "loss": "infonce", "two_towers": True, "frozen_entity_tower": True,
+              "all_entity_negatives": True, "symmetric_closure": True}
 DEVICE = torch.device(os.environ.get("LPBERT_TEST_DEVICE", "cpu"))
 PRECISION = "fp32" if DEVICE.type == "cuda" else "auto"  # auto is fp32 on the CPU
 FINETUNE_CFG["precision"] = PRECISION
@@ -252,11 +255,11 @@ def finetune_runs(enc_dir: str, out: Path, rank: int) -> None:
 
     kg, tok = toy_kg(enc_dir)
 
-    def run(name, stop_after=None, **encoder_kwargs):
+    def run(name, stop_after=None, cfg=FINETUNE_CFG, **encoder_kwargs):
         from transformers import AutoModel
 
         folder = out / name
-        return finetune(kg, AutoModel.from_pretrained(enc_dir, **encoder_kwargs), tok, FINETUNE_CFG,
+        return finetune(kg, AutoModel.from_pretrained(enc_dir, **encoder_kwargs), tok, cfg,
                         folder / "model", folder / "log.csv", folder / "ckpt", DEVICE,
                         {"dataset": "toy"}, log=lambda m: None, stop_after_steps=stop_after,
                         head_ranking="inverse_query")
@@ -265,6 +268,11 @@ def finetune_runs(enc_dir: str, out: Path, rank: int) -> None:
     assert run("resumed", stop_after=3)["killed"]  # mid-epoch 1 (5 steps per epoch): per-rank dropout states saved
     run("resumed")
     run("no_dropout", **NO_DROPOUT)
+    # the frozen entity tower (its table encoded once, shared by the ranks): killed and resumed, and without dropout
+    run("frozen", cfg=FROZEN_CFG)
+    assert run("frozen_resumed", stop_after=3, cfg=FROZEN_CFG)["killed"]
+    run("frozen_resumed", cfg=FROZEN_CFG)
+    run("frozen_no_dropout", cfg=FROZEN_CFG, **NO_DROPOUT)
 
 
 def bare_module_step(enc_dir: str, out: Path, rank: int) -> None:
@@ -446,6 +454,38 @@ def test_two_rank_run_without_dropout_equals_one_process(two_ranks, tiny_encoder
     ws, wm = _load(tmp_path / "model/model.safetensors"), _load(two_ranks / "no_dropout/model/model.safetensors")
     for key in ws:
         _close(wm[key], ws[key], 1e-5, 1e-5, key)
+
+
+def test_frozen_entity_tower_over_two_ranks(two_ranks, tiny_encoder_dir, tmp_path):
+    """The frozen-tower reading over two ranks: without dropout it equals one process (the table, the queries-only
+    step, the dev points on the table); killed and resumed it equals its uninterrupted run; the entity tower is the
+    initial encoder's, bit for bit."""
+    from transformers import AutoModel
+
+    from lpbert_core.finetune.finetune_loop import finetune
+
+    kg, tok = toy_kg(tiny_encoder_dir)
+    finetune(kg, AutoModel.from_pretrained(tiny_encoder_dir, **NO_DROPOUT), tok, FROZEN_CFG, tmp_path / "model",
+             tmp_path / "log.csv", tmp_path / "ckpt", DEVICE, {"dataset": "toy"}, log=lambda m: None,
+             head_ranking="inverse_query")
+    single, multi = pd.read_csv(tmp_path / "log.csv"), pd.read_csv(two_ranks / "frozen_no_dropout/log.csv")
+    for column in ("loss", "dev_mrr", "dev_hits@10", "dev_loss"):
+        np.testing.assert_allclose(multi[column], single[column], rtol=1e-5, atol=1e-6, err_msg=column)
+    for part in ("model.safetensors", "query_encoder/model.safetensors"):
+        ws, wm = _load(tmp_path / "model" / part), _load(two_ranks / "frozen_no_dropout/model" / part)
+        for key in ws:
+            _close(wm[key], ws[key], 1e-5, 1e-5, f"{part}: {key}")
+    initial = AutoModel.from_pretrained(tiny_encoder_dir).state_dict()
+    entity = _load(two_ranks / "frozen_no_dropout/model/model.safetensors")
+    query = _load(two_ranks / "frozen_no_dropout/model/query_encoder/model.safetensors")
+    assert all(torch.equal(value, initial[key]) for key, value in entity.items())  # the entity tower never moved
+    assert any(not torch.equal(query[key], entity[key]) for key in entity)  # the query tower learned
+    timing = ["train_seconds", "dev_seconds", "attempt", "steps_timed"]
+    a, b = two_ranks / "frozen", two_ranks / "frozen_resumed"
+    pd.testing.assert_frame_equal(pd.read_csv(a / "log.csv").drop(columns=timing),
+                                  pd.read_csv(b / "log.csv").drop(columns=timing))
+    wa, wb = _load(a / "model/model.safetensors"), _load(b / "model/model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 # ---------------------------------------------------------------- (d)

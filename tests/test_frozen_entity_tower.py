@@ -115,8 +115,8 @@ def test_settings_refuse_a_frozen_tower_without_two_towers_or_with_the_bank():
         "gpus_per_job": 2, "runs": {"frozen": {"model": "lpbert", "pretrain": "none", "in_batch_negatives": True,
                                                "finetune": {"loss": "infonce", "two_towers": True,
                                                             "frozen_entity_tower": True}}}})
-    with pytest.raises(ConfigError, match="frozen_entity_tower runs in one process"):
-        JobSettings(config).finetune_params("umls", "frozen")
+    # several ranks are fine (tests/test_distributed.py::test_frozen_entity_tower_over_two_ranks)
+    assert JobSettings(config).finetune_params("umls", "frozen")["finetune"]["frozen_entity_tower"] is True
 
 
 def test_frozen_run_keeps_the_entity_tower_ranks_dev_like_a_fresh_encoding_and_resumes(setup, tmp_path,

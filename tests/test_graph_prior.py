@@ -60,10 +60,10 @@ def test_rank_queries_with_the_prior():
 
 
 def test_settings_resolve_per_dataset(cpu_jobs):
-    assert cpu_jobs.resolve("rerank", "WN18RR") == RerankSettings(hops=5, weight=0.05)
-    assert cpu_jobs.resolve("rerank", "FB15k-237") == RerankSettings(hops=2, weight=0.05)
+    assert cpu_jobs.resolve("rerank", "WN18RR") == RerankSettings(hops=1, weight=0.5)
+    assert cpu_jobs.resolve("rerank", "umls") == RerankSettings(hops=2, weight=0.05)
     params = cpu_jobs.rerank_params("WN18RR", "lpbert")
-    assert params["rerank"] == {"hops": 5, "weight": 0.05}
+    assert params["rerank"] == {"hops": 1, "weight": 0.5}
     assert params["settings"] == cpu_jobs.score_params("WN18RR", "lpbert")["settings"]
     with pytest.raises(ConfigError, match="rerank.hops"):
         RerankSettings.from_mapping({"hops": "five", "weight": 0.05})

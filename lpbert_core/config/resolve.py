@@ -297,9 +297,6 @@ class JobSettings:
         if settings.mined_negatives and int(self.config.get("gpus_per_job") or 1) > 1:
             raise ConfigError(f"finetune (run {run} on {dataset}): mined_negatives runs in one process; set "
                               "gpus_per_job: 1 (every rank would encode every rank's mined entities)")
-        if settings.frozen_entity_tower and int(self.config.get("gpus_per_job") or 1) > 1:
-            raise ConfigError(f"finetune (run {run} on {dataset}): frozen_entity_tower runs in one process; set "
-                              "gpus_per_job: 1 (its step encodes only queries, a path not yet checked over ranks)")
         return {
             "dataset": dataset,
             "run": run,

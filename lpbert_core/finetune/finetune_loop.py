@@ -91,9 +91,7 @@ class FinetuneStage:
         if cfg.two_towers:  # the query tower: a copy of the encoder (no random numbers drawn)
             model.set_two_towers()
         if cfg.frozen_entity_tower:  # only the query tower learns; the entity tower's vectors are a fixed table
-            if distributed.world().size > 1:  # also refused where settings resolve (JobSettings.finetune_params)
-                raise ConfigError("finetune.frozen_entity_tower runs in one process; set gpus_per_job: 1")
-            model.freeze_entity_tower()
+            model.freeze_entity_tower()  # several ranks: each encodes a share of the table once, every rank holds it
         if cfg.infonce_learnable_temperature:
             model.set_learnable_temperature(loss_cfg.infonce_temperature)
         self.model = model

@@ -106,6 +106,8 @@ def encode_inputs(model: SiameseModel, inputs: EncodingInputs, device, precision
     if distributed.world().size == 1:
         return qv, cv
     counts = distributed.shard_sizes(inputs.n)
+    if not inputs.blocks:  # no candidate block: the columns are a frozen entity tower's table
+        return distributed.gather_rows(qv, counts), cv.new_zeros(0, qv.shape[-1])
     cv = cv.reshape(inputs.blocks, inputs.hi - inputs.lo, qv.shape[-1])
     return (distributed.gather_rows(qv, counts),
             torch.cat([distributed.gather_rows(cv[b], counts) for b in range(inputs.blocks)]))
