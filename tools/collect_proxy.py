@@ -23,7 +23,9 @@ from lpbert_core.report.proxy_table import build_proxy  # noqa: E402
 
 FILES = {"metrics.json": "results/{d}/runs/{r}/metrics.json", "train_log.csv": "results/{d}/runs/{r}/train_log.csv",
          "lpbert_run.json": "results/{d}/runs/{r}/model/lpbert_run.json",
-         "finetune_benchmark.tsv": "benchmarks/{d}/finetune/{r}.tsv", "score_benchmark.tsv": "benchmarks/{d}/score/{r}.tsv"}
+         "finetune_benchmark.tsv": "benchmarks/{d}/finetune/{r}.tsv", "score_benchmark.tsv": "benchmarks/{d}/score/{r}.tsv",
+         # n-hop re-ranking (rule score_reranked): reported apart, copied where it was run
+         "rerank_metrics.json": "results/{d}/runs/{r}/rerank/metrics.json"}
 
 
 def instances(name: str, spec: dict) -> list[tuple[str, int | None]]:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Driver of the CPU proxy (issue #25, configs/proxy.yaml): the given readings one at a time, in the given order, each
-# as dataset/run (run instances too: WN18RR/proxy-plus.s43), then the partial table of what has finished.
+# as dataset/run (run instances too: WN18RR/proxy-plus.s43; a run's n-hop re-ranked test: WN18RR/proxy-plus/rerank),
+# then the partial table of what has finished.
 #   nohup tools/run_proxy_queue.sh WN18RR/proxy-plus WN18RR/proxy-plus-lr2e4 FB15k-237/proxy-floor \
 #       > logs/proxy-queue.nohup.log 2>&1 &
 # Run it from a git worktree of its own (`git worktree add ../proxy -B proxy-runs HEAD`), so code edits in main do
@@ -17,7 +18,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the code of this tree, no
 [ $# -gt 0 ] || { echo "usage: $0 DATASET/RUN [DATASET/RUN ...]" >&2; exit 2; }
 echo "queue: start $(date -u +%FT%TZ) at $(git rev-parse --short HEAD): $*"
 for item in "$@"; do
-  dataset=${item%%/*} run=${item#*/}
+  dataset=${item%%/*} run=${item#*/}  # run: a run instance, or one with a sub-target (proxy-plus/rerank)
   target=results/$dataset/runs/$run/metrics.json
   if [ -e "$target" ]; then
     echo "queue: $item done already"
