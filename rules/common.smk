@@ -222,11 +222,8 @@ def lists_input(dataset, protocol):
     return {"raw": paths.fill(paths.RAW, dataset=dataset)}
 
 
-def reranked_list_inputs(wildcards):
-    return {**score_inputs(wildcards), **lists_input(wildcards.dataset, wildcards.protocol)}
-
-
-def kgbert_list_inputs(wildcards):
+def list_job_inputs(wildcards):
+    """A run's model and graph plus the lists of {protocol} (rules kgbert_lists, score_reranked_lists)."""
     return {**score_inputs(wildcards), **lists_input(wildcards.dataset, wildcards.protocol)}
 
 

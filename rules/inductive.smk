@@ -57,7 +57,7 @@ rule score_grail50:
 # pass per listed line (lpbert_core/baselines/cross_encoder_lists.py). Its full ranking is kgbert_score's seeded sample.
 rule kgbert_lists:
     input:
-        unpack(kgbert_list_inputs),
+        unpack(list_job_inputs),
     output:
         ranks=paths.RUN_LIST_RANKS,
         metrics=paths.RUN_LIST_METRICS,
@@ -109,7 +109,7 @@ rule ppr_score:
 # tables.inductive.reranked), on the list protocols; its full ranking is rule score_reranked.
 rule score_reranked_lists:
     input:
-        unpack(reranked_list_inputs),
+        unpack(list_job_inputs),
     output:
         ranks=paths.RUN_RERANKED_LIST_RANKS,
         metrics=paths.RUN_RERANKED_LIST_METRICS,

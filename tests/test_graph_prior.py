@@ -84,8 +84,9 @@ def _bfs(edges, anchor, hops):
 
 @pytest.mark.parametrize("weight", [0.0, 10.0])
 def test_reranked_score_rule_recomputed_by_hand(run_dir, weight, tmp_path):
-    """The rule's re-ranked ranks equal a recompute from the run's pair scores (the predictor's), a BFS and a rank
-    count by hand; weight 0 gives the plain score rule's ranks."""
+    """The rule's re-ranked ranks (1 hop) equal a recompute from the run's pair scores (the predictor's), a BFS and a
+    rank count by hand; weight 0 gives the plain score rule's ranks, weight 10 pushes both golds (two hops out) down;
+    a pair_linear run is refused."""
     from lpbert_core.evaluate.predict import LinkPredictor
     from lpbert_core.evaluate.scoring import run_score
 
@@ -94,9 +95,9 @@ def test_reranked_score_rule_recomputed_by_hand(run_dir, weight, tmp_path):
     out = run_score(settings=paper_section("score", batch_size=4, chunk_size=3),
                     inputs={**graph, "model": run_dir / "model"},
                     outputs={"ranks": tmp_path / "r.parquet", "metrics": tmp_path / "m.json"}, log=lambda m: None,
-                    rerank={"hops": 2, "weight": weight})
+                    rerank={"hops": 1, "weight": weight})
     saved = json.loads((tmp_path / "m.json").read_text())
-    assert saved["rerank"]["hops"] == 2 and "RE-RANKED" in saved["protocol"]
+    assert saved["rerank"]["hops"] == 1 and "RE-RANKED" in saved["protocol"]
     assert out["metrics"] == saved["metrics"]
     frame = pd.read_parquet(tmp_path / "r.parquet")
     assert len(frame) == 2  # the toy graph's one test triple, both directions
@@ -120,14 +121,18 @@ def test_reranked_score_rule_recomputed_by_hand(run_dir, weight, tmp_path):
         scores = np.zeros(E)
         for item in listed:
             scores[ent[item["entity"]]] = item["score"]
-        for e in _bfs(train, anchor, 2):
+        assert gold not in _bfs(train, anchor, 1)  # both golds lie two hops out: a large weight pushes them down
+        for e in _bfs(train, anchor, 1):
             scores[e] += weight
         rest = [e for e in range(E) if e not in others and e != gold]
         above = sum(scores[e] > scores[gold] + 1e-5 for e in rest)
         tied = sum(abs(scores[e] - scores[gold]) <= 1e-5 for e in rest)
         assert row["realistic"] == pytest.approx(1 + above + tied / 2)
+    plain = pd.read_parquet(run_dir / "ranks.parquet")
     if weight == 0.0:
-        pd.testing.assert_frame_equal(frame, pd.read_parquet(run_dir / "ranks.parquet"))
+        pd.testing.assert_frame_equal(frame, plain)
+    else:
+        assert (frame["realistic"] >= plain["realistic"]).all() and (frame["realistic"] > plain["realistic"]).any()
 
 
 def test_dev_sweep_plain_row_and_grid(run_dir):
@@ -171,3 +176,10 @@ def test_candidate_lists_with_the_prior_by_hand(run_dir):
         assert frame["realistic"].iloc[0] == pytest.approx(1 + above + tied / 2), weight
         if weight == 10.0:
             assert frame["realistic"].iloc[0] >= 2
+
+
+def test_a_pair_linear_run_is_refused():
+    from lpbert_core.ranking.graph_prior import prior_from
+
+    with pytest.raises(ConfigError, match="cosine"):
+        prior_from({"hops": 1, "weight": 0.5}, None, "pair_linear")

@@ -50,7 +50,7 @@ def main() -> None:
                      batch_size=args.batch_size, chunk_size=args.chunk_size, subsample=args.subsample)
     best = max(rows, key=lambda r: (r["mrr"], -r["hops"]))
     write_json(args.out, {
-        "what": "n-hop re-ranking on dev (both directions, every entity a candidate, filtered by train+dev+test, "
+        "what": "n-hop re-ranking on dev (both directions, every entity a candidate, filtered by train+dev, "
                 "realistic ranks); hops 0 = no re-ranking",
         "dataset": args.dataset, "run": args.run, "split": "dev", "dev_subsample": args.subsample,
         "command": "python " + " ".join(sys.argv), "machine": platform.node(), "device": str(device),

@@ -29,9 +29,8 @@ from lpbert_core.model.sequences import SequenceBuilder
 from lpbert_core.graph.kg import TokenizedKG
 from lpbert_core.ranking.filtered_ranks import metrics_from_ranks
 from lpbert_core.ranking.rank_split import encode_entities, encode_queries
-from lpbert_core.config.settings import RerankSettings
 from lpbert_core.evaluate.scoring import RERANK_PROTOCOL
-from lpbert_core.ranking.graph_prior import NeighbourPrior
+from lpbert_core.ranking.graph_prior import prior_from
 
 
 @torch.inference_mode()
@@ -77,8 +76,7 @@ def run_score_candidates(*, settings, inputs: dict, outputs: dict, log=print, re
     blocks = read_candidate_lists(lists_dir, kg, int(spec["per_query"]))
     prior = None
     if rerank is not None:
-        r = RerankSettings.from_mapping(rerank)
-        prior = NeighbourPrior(kg.triples["train"], kg.num_entities, r.hops, r.weight)
+        prior = prior_from(rerank, kg, info.get("scorer", "cosine"))
     t0 = time.perf_counter()
     frame = rank_candidate_lists(model, kg, builder, blocks, device, s.batch_size, s.precision, prior)
     seconds = time.perf_counter() - t0

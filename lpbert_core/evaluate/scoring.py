@@ -11,7 +11,7 @@ from lpbert_core.runtime import distributed
 from lpbert_core.ranking.rank_split import evaluate_split
 from lpbert_core.model.sequences import SequenceBuilder
 from lpbert_core.config.settings import RerankSettings, ScoreSettings
-from lpbert_core.ranking.graph_prior import NeighbourPrior
+from lpbert_core.ranking.graph_prior import prior_from
 
 
 PROTOCOL_HEADS = {
@@ -51,8 +51,7 @@ def run_score(*, settings: ScoreSettings | dict, inputs: dict, outputs: dict, lo
     builder = SequenceBuilder(kg, max_len, max_len)
     prior = None
     if rerank is not None:
-        r = RerankSettings.from_mapping(rerank)
-        prior = NeighbourPrior(kg.triples["train"], kg.num_entities, r.hops, r.weight)
+        prior = prior_from(rerank, kg, info.get("scorer", "cosine"))
         log(f"n-hop re-ranking: {json.dumps(prior.describe())}")
     t0 = time.perf_counter()
     frame, metrics, timings = evaluate_split(

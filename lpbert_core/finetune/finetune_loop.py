@@ -61,7 +61,6 @@ from lpbert_core.finetune.step_measures import measure_initial_shift
 from lpbert_core.finetune.zero_shot import write_zero_shot
 from lpbert_core.graph.kg import TokenizedKG
 from lpbert_core.config.settings import FinetuneSettings
-from lpbert_core.errors import ConfigError
 from lpbert_core.model.siamese import ENCODER_PREFIXES, SiameseModel, save_run_model
 from lpbert_core.runtime.training import build_optimizer, build_scheduler, epoch_seed, needs_grad_scaler, optimizer_step, set_seed
 

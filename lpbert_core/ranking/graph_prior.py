@@ -35,14 +35,21 @@ class NeighbourPrior:
 
     def reach(self, anchors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(row, entity) pairs of the entities within `hops` hops of each anchor (row = position in `anchors`),
-        the anchor itself left out."""
+        the anchor itself left out. A breadth-first search over the distinct anchors: each hop expands only the
+        entities first reached on the hop before (0/1 entries, no path counts)."""
         anchors = np.asarray(anchors, dtype=np.int64)
-        frontier = self.adjacency[anchors]
-        reached = frontier.copy()
+        distinct, position = np.unique(anchors, return_inverse=True)
+        reached = self.adjacency[distinct]
+        frontier = reached
         for _ in range(self.hops - 1):
-            frontier = frontier @ self.adjacency
+            step = frontier @ self.adjacency
+            step.data[:] = 1.0
+            frontier = step - step.multiply(reached)  # only entities not reached before
+            frontier.eliminate_zeros()
+            if frontier.nnz == 0:
+                break
             reached = reached + frontier
-        rows, cols = reached.nonzero()
+        rows, cols = reached[position].nonzero()
         keep = cols != anchors[rows]
         return rows[keep], cols[keep]
 
@@ -55,3 +62,15 @@ class NeighbourPrior:
     def describe(self) -> dict:
         return {"hops": self.hops, "weight": self.weight, "edges": "train split (undirected, relation types ignored)",
                 "anchor": "never a neighbour of itself"}
+
+
+def prior_from(rerank, kg, scorer: str) -> NeighbourPrior:
+    """The prior of `rerank` settings (config `rerank:`) over `kg`'s train split. Only for cosine runs: a
+    pair_linear run's raw scores have no fixed scale, so a weight would mean nothing there."""
+    from lpbert_core.config.settings import RerankSettings
+    from lpbert_core.errors import ConfigError
+
+    if scorer != "cosine":
+        raise ConfigError(f"n-hop re-ranking adds its weight to cosine scores; this run scores with {scorer!r}")
+    r = RerankSettings.from_mapping(rerank)
+    return NeighbourPrior(kg.triples["train"], kg.num_entities, r.hops, r.weight)

@@ -1,5 +1,5 @@
-"""Choosing the n-hop re-ranking's hops and weight on dev, never on test (tools/rerank_sweep.py): the dev split is
-encoded once (every entity, every query, both directions: the inverse query), then ranked once per (hops, weight)
+"""Choosing the n-hop re-ranking's hops and weight on dev, never on test (tools/rerank_sweep.py): the dev split
+(filtered by train + dev: no test fact enters the choice) is encoded once (every entity, every query, both directions: the inverse query), then ranked once per (hops, weight)
 with the same vectors. Rows: hops 0 (the plain ranking) first, then the grid, each with its dev metrics."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def sweep_dev(model, kg, builder, device, hops: list[int], weights: list[float],
     t0 = time.perf_counter()
     _, plain, timings = evaluate_split(model, kg, builder, "dev", device, batch_size=batch_size, chunk_size=chunk_size,
                                        precision=precision, head_ranking="inverse_query", subsample=subsample,
-                                       seed=seed, vectors=vectors)
+                                       seed=seed, vectors=vectors, filter_splits=("train", "dev"))
     rows = [_row(0, 0.0, plain, time.perf_counter() - t0)]
     log(f"dev, plain: {rows[0]} (encoding {timings})")
     pair_head = getattr(model, "pair_head", None)
