@@ -24,24 +24,10 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from lpbert_core.graph.adjacency import undirected_adjacency
 from lpbert_core.ranking.filtered_ranks import build_filter_index, filtered_ranks, metrics_from_ranks
 
 PROTOCOLS = ("full", "candidates", "grail50")
-
-
-def undirected_adjacency(triples: np.ndarray, num_entities: int, weighting: str = "binary") -> sp.csr_matrix:
-    """Symmetric [E, E] adjacency of the (head, tail) pairs of `triples`; self-loops dropped."""
-    triples = np.asarray(triples, dtype=np.int64).reshape(-1, 3)
-    keep = triples[:, 0] != triples[:, 2]
-    h, t = triples[keep, 0], triples[keep, 2]
-    rows, cols = np.concatenate([h, t]), np.concatenate([t, h])
-    adj = sp.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(num_entities, num_entities)).tocsr()
-    adj.sum_duplicates()
-    if weighting == "binary":
-        adj.data[:] = 1.0
-    elif weighting != "count":
-        raise ValueError(f"weighting must be 'binary' or 'count', got {weighting!r}")
-    return adj
 
 
 def personalized_pagerank(adj: sp.csr_matrix, sources: np.ndarray, restart: float, iterations: int,

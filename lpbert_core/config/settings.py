@@ -391,8 +391,7 @@ class TextSettings(StageSettings):
 
 
 STAGES = {cls.SECTION: cls
-          for cls in (TextSettings, PretrainSettings, FinetuneSettings, KgbertSettings, ScoreSettings,
-                                RerankSettings)}
+          for cls in (TextSettings, PretrainSettings, FinetuneSettings, KgbertSettings, ScoreSettings, RerankSettings)}
 # The keys a config section holds (without what a job adds; tests/test_workflow.py checks that config.yaml holds
 # each, the one place their values live).
 SECTION_KEYS = {name: tuple(k for k in cls.keys() if k not in cls.JOB_FIELDS) for name, cls in STAGES.items()}

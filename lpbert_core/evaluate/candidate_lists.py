@@ -29,7 +29,6 @@ from lpbert_core.model.sequences import SequenceBuilder
 from lpbert_core.graph.kg import TokenizedKG
 from lpbert_core.ranking.filtered_ranks import metrics_from_ranks
 from lpbert_core.ranking.rank_split import encode_entities, encode_queries
-from lpbert_core.evaluate.scoring import RERANK_PROTOCOL
 from lpbert_core.ranking.graph_prior import prior_from
 
 
@@ -74,9 +73,7 @@ def run_score_candidates(*, settings, inputs: dict, outputs: dict, log=print, re
     spec = list_record(lists_dir)
     builder = SequenceBuilder(kg, int(info["max_length"]), int(info["max_length"]))
     blocks = read_candidate_lists(lists_dir, kg, int(spec["per_query"]))
-    prior = None
-    if rerank is not None:
-        prior = prior_from(rerank, kg, info.get("scorer", "cosine"))
+    prior = prior_from(rerank, kg, info.get("scorer", "cosine"))
     t0 = time.perf_counter()
     frame = rank_candidate_lists(model, kg, builder, blocks, device, s.batch_size, s.precision, prior)
     seconds = time.perf_counter() - t0
@@ -84,7 +81,7 @@ def run_score_candidates(*, settings, inputs: dict, outputs: dict, log=print, re
     out = {
         "metrics": metrics,
         "rank_type": "realistic (mean of optimistic and pessimistic ranks among the listed lines)",
-        "protocol": spec["protocol"] + (RERANK_PROTOCOL.format(**prior.describe()) if prior else ""),
+        "protocol": spec["protocol"] + (prior.protocol_note() if prior else ""),
         "lists": lists_summary(lists_dir, blocks, kg, frame),
         "num_entities": int(kg.num_entities),
         "leaky": bool(info.get("leaky", False)),

@@ -20,10 +20,6 @@ PROTOCOL_HEADS = {
                            "(h', relation, ?) and scored against the tail (StAR-style, the authors' code on WN18RR)",
 }
 
-# rule score_reranked: not the protocol, a named switch reported apart
-RERANK_PROTOCOL = ("; RE-RANKED (beyond the paper, SimKGC-style): +{weight} on every candidate within {hops} "
-                   "undirected hops of the query's entity in the train split, the entity itself excluded")
-
 
 @distributed.multi_gpu_stage("score")  # gpus_per_job > 1: this call in K ranks
 def run_score(*, settings: ScoreSettings | dict, inputs: dict, outputs: dict, log=print,
@@ -49,9 +45,8 @@ def run_score(*, settings: ScoreSettings | dict, inputs: dict, outputs: dict, lo
     kg = load_tokenized_kg(Path(inputs["triples"]).parent, Path(inputs["manifest"]).parent)
     max_len = int(info["max_length"])
     builder = SequenceBuilder(kg, max_len, max_len)
-    prior = None
-    if rerank is not None:
-        prior = prior_from(rerank, kg, info.get("scorer", "cosine"))
+    prior = prior_from(rerank, kg, info.get("scorer", "cosine"))
+    if prior is not None:
         log(f"n-hop re-ranking: {json.dumps(prior.describe())}")
     t0 = time.perf_counter()
     frame, metrics, timings = evaluate_split(
@@ -66,7 +61,7 @@ def run_score(*, settings: ScoreSettings | dict, inputs: dict, outputs: dict, lo
         "metrics": metrics,
         "rank_type": "realistic (mean of optimistic and pessimistic filtered ranks)",
         "protocol": "filtered by train+dev+test; both directions; all entities are candidates; "
-                    + PROTOCOL_HEADS[s.head_ranking] + (RERANK_PROTOCOL.format(**prior.describe()) if prior else ""),
+                    + PROTOCOL_HEADS[s.head_ranking] + (prior.protocol_note() if prior else ""),
         "head_ranking": s.head_ranking,
         # relation_candidates scores (h', r) queries: the direction every run trains
         "head_direction_trained": bool(info.get("inverse_augmentation", True))

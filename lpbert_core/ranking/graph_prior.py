@@ -12,8 +12,9 @@ not count either).
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 import torch
+
+from lpbert_core.graph.adjacency import undirected_adjacency
 
 
 class NeighbourPrior:
@@ -24,14 +25,7 @@ class NeighbourPrior:
         if hops < 1:
             raise ValueError(f"rerank.hops must be at least 1, got {hops}")
         self.hops, self.weight, self.num_entities = int(hops), float(weight), int(num_entities)
-        triples = np.asarray(triples, dtype=np.int64).reshape(-1, 3)
-        keep = triples[:, 0] != triples[:, 2]
-        h, t = triples[keep, 0], triples[keep, 2]
-        E = self.num_entities
-        ones = np.ones(2 * len(h), dtype=np.float32)
-        adj = sp.csr_matrix((ones, (np.concatenate([h, t]), np.concatenate([t, h]))), shape=(E, E))
-        adj.data[:] = 1.0  # parallel edges merged
-        self.adjacency = adj
+        self.adjacency = undirected_adjacency(triples, self.num_entities, "binary")  # parallel edges merged
 
     def reach(self, anchors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(row, entity) pairs of the entities within `hops` hops of each anchor (row = position in `anchors`),
@@ -54,22 +48,31 @@ class NeighbourPrior:
         return rows[keep], cols[keep]
 
     def bonus(self, anchors: torch.Tensor) -> torch.Tensor:
+        """Built on the anchors' device: only the (row, entity) pairs travel, not a dense [n, E] block."""
         rows, cols = self.reach(anchors.detach().cpu().numpy())
-        out = torch.zeros(len(anchors), self.num_entities, dtype=torch.float32)
-        out[torch.as_tensor(rows), torch.as_tensor(cols)] = self.weight
-        return out.to(anchors.device)
+        out = torch.zeros(len(anchors), self.num_entities, dtype=torch.float32, device=anchors.device)
+        out[torch.as_tensor(rows, device=anchors.device), torch.as_tensor(cols, device=anchors.device)] = self.weight
+        return out
 
     def describe(self) -> dict:
         return {"hops": self.hops, "weight": self.weight, "edges": "train split (undirected, relation types ignored)",
                 "anchor": "never a neighbour of itself"}
 
+    def protocol_note(self) -> str:
+        """Appended to a re-ranked metrics.json's `protocol`: never the protocol, a named switch reported apart."""
+        return (f"; RE-RANKED (beyond the paper, SimKGC-style): +{self.weight} on every candidate within {self.hops} "
+                "undirected hops of the query's entity in the train split, the entity itself excluded")
 
-def prior_from(rerank, kg, scorer: str) -> NeighbourPrior:
-    """The prior of `rerank` settings (config `rerank:`) over `kg`'s train split. Only for cosine runs: a
-    pair_linear run's raw scores have no fixed scale, so a weight would mean nothing there."""
+
+def prior_from(rerank, kg, scorer: str) -> NeighbourPrior | None:
+    """The prior of `rerank` settings (config `rerank:`) over `kg`'s train split; None without settings (the
+    protocol). Only for cosine runs: a pair_linear run's raw scores have no fixed scale, so a weight would mean
+    nothing there."""
     from lpbert_core.config.settings import RerankSettings
     from lpbert_core.errors import ConfigError
 
+    if rerank is None:
+        return None
     if scorer != "cosine":
         raise ConfigError(f"n-hop re-ranking adds its weight to cosine scores; this run scores with {scorer!r}")
     r = RerankSettings.from_mapping(rerank)

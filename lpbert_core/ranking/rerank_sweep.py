@@ -1,6 +1,7 @@
-"""Choosing the n-hop re-ranking's hops and weight on dev, never on test (tools/rerank_sweep.py): the dev split
-(filtered by train + dev: no test fact enters the choice) is encoded once (every entity, every query, both directions: the inverse query), then ranked once per (hops, weight)
-with the same vectors. Rows: hops 0 (the plain ranking) first, then the grid, each with its dev metrics."""
+"""Choosing the n-hop re-ranking's hops and weight on dev, never on test (tools/rerank_sweep.py): the dev split is
+encoded once (every entity, every query, both directions: the inverse query) and filtered by train + dev (no test
+fact enters the choice), then ranked once per (hops, weight) with the same vectors. Rows: hops 0 (the plain
+ranking) first, then the grid, each with its dev metrics."""
 
 from __future__ import annotations
 
