@@ -187,3 +187,35 @@ def test_a_fixed_table_is_written_once_and_named_by_every_later_checkpoint(tmp_p
     refreshing = EntityBank(10)
     refreshing.set(bank.vectors, 0)
     assert refreshing.table is None and refreshing.save(tmp_path, 25) != refreshing.save(tmp_path, 50)
+
+
+def test_in_batch_columns_with_a_self_negative_come_from_the_frozen_tower(setup, tmp_path):
+    """The paper's loss over in-batch columns (proxy-paper-bal-self-frozen): with the model in training mode the
+    columns (the batch's tails and each row's own anchor, the self-negative) are the frozen tower's table rows, so
+    pushing a query off its anchor moves the query alone; a run of it keeps the entity tower bit for bit."""
+    from transformers import AutoModel
+
+    from lpbert_core.finetune.finetune_step import encode_inputs, prepare_batch
+    from lpbert_core.graph.known_answers import train_known_answers
+    from lpbert_core.model.sequences import SequenceBuilder
+    from lpbert_core.model.siamese import load_run_model
+    from lpbert_core.ranking.rank_split import encode_entities
+
+    kg, _, enc_dir = setup
+    model = _frozen(enc_dir)
+    builder, known, cpu = SequenceBuilder(kg, 16, 16), train_known_answers(kg), torch.device("cpu")
+    rows = np.array([[0, 0, 1], [2, 1, 5], [3, 0, 4]])
+    with torch.no_grad():
+        table = encode_entities(model, builder, cpu, 4)
+        model.train()
+        prepared = prepare_batch(builder, rows, known, plain_loss(self_negatives=True), True,
+                                 np.random.default_rng(7))
+        _, cv = encode_inputs(model, prepared.inputs, cpu, "fp32")
+    assert torch.allclose(cv, table[np.concatenate([rows[:, 2], rows[:, 0]])], atol=1e-5)  # tails | own anchors
+
+    cfg = {**CFG, "shift": "balanced", "self_negatives": True, "two_towers": True, "frozen_entity_tower": True}
+    _run(setup, tmp_path / "a", cfg=cfg)
+    trained, _ = load_run_model(tmp_path / "a/model")
+    initial = AutoModel.from_pretrained(enc_dir).state_dict()
+    assert all(torch.equal(v, initial[k]) for k, v in trained.encoder.state_dict().items())
+    assert any(not torch.equal(v, initial[k]) for k, v in trained.query_encoder.state_dict().items())
