@@ -13,8 +13,9 @@ def test_proxy_calibration_config_resolves_to_two_full_epochs():
         cfg = jobs.resolve("finetune", "WN18RR", f"gpu-{name}")
         assert cfg.epochs == 2 and cfg.step_budget is None and cfg.dev_diagnostics
         assert cfg.max_length == 128 and cfg.batch_size == 64  # config.yaml's WN18RR values, not the proxy's 32
-    plus = jobs.resolve("finetune", "WN18RR", "gpu-proxy-plus-frozen-lr2e4")
+    plus = jobs.resolve("finetune", "WN18RR", "gpu-proxy-plus-frozen-lr5e4")
     assert plus.loss == "infonce" and plus.frozen_entity_tower and plus.all_entity_negatives
+    assert plus.lr_encoder == 5e-4
     assert jobs.resolve("score", "WN18RR", "gpu-proxy-paper").test_subsample is None
     smoke = JobSettings(gpu_check.proxy_calibration_config(["proxy-paper"], smoke=True))
     assert smoke.resolve("finetune", "WN18RR", "gpu-proxy-paper").train_subsample == 64
