@@ -27,7 +27,8 @@ for item in "$@"; do
   echo "queue: $item start $(date -u +%FT%TZ)"
   snakemake "$target" --cores "${PROXY_CORES:-2}" --rerun-incomplete --rerun-triggers mtime \
     --configfile configs/proxy.yaml
-  echo "queue: $item end $(date -u +%FT%TZ) rc=$?"
+  rc=$?  # before the echo: its $(date) would reset $?
+  echo "queue: $item end $(date -u +%FT%TZ) rc=$rc"
   python tools/collect_proxy.py --root . --out "${PROXY_OUT:-measurements/proxy}" | tail -1
 done
 echo "queue: end $(date -u +%FT%TZ)"
