@@ -27,6 +27,15 @@ def setup(tiny_encoder_dir):
     return toy_kg(tok), tok, tiny_encoder_dir
 
 
+def _only_the_query_tower_moved(model, enc_dir):
+    """The entity tower is the initial encoder bit for bit; the query tower has trained."""
+    from transformers import AutoModel
+
+    initial = AutoModel.from_pretrained(enc_dir).state_dict()
+    assert all(torch.equal(v, initial[k]) for k, v in model.encoder.state_dict().items())
+    assert any(not torch.equal(v, initial[k]) for k, v in model.query_encoder.state_dict().items())
+
+
 def _frozen(enc_dir):
     model = _model(enc_dir)  # eval mode, the query tower moved off the entity tower
     model.freeze_entity_tower()
@@ -121,8 +130,6 @@ def test_settings_refuse_a_frozen_tower_without_two_towers_or_with_the_bank():
 
 def test_frozen_run_keeps_the_entity_tower_ranks_dev_like_a_fresh_encoding_and_resumes(setup, tmp_path,
                                                                                        monkeypatch):
-    from transformers import AutoModel
-
     from lpbert_core.model.sequences import SequenceBuilder
     from lpbert_core.model.siamese import load_run_model
     from lpbert_core.ranking import rank_split
@@ -146,9 +153,7 @@ def test_frozen_run_keeps_the_entity_tower_ranks_dev_like_a_fresh_encoding_and_r
     model, info = load_run_model(tmp_path / "a/model")
     assert info["frozen_entity_tower"] is True and info["two_towers"] is True
     assert model.entity_tower_frozen and not any(p.requires_grad for p in model.encoder.parameters())
-    initial = AutoModel.from_pretrained(enc_dir).state_dict()
-    assert all(torch.equal(v, initial[k]) for k, v in model.encoder.state_dict().items())  # bit for bit
-    assert any(not torch.equal(v, initial[k]) for k, v in model.query_encoder.state_dict().items())
+    _only_the_query_tower_moved(model, enc_dir)
     # the dev point ranked against the table; a fresh encoding of the saved model gives the same metrics
     best = json.loads((tmp_path / "a/model/lpbert_run.json").read_text())["best_epoch"]
     row = la.iloc[best - 1]
@@ -193,8 +198,6 @@ def test_in_batch_columns_with_a_self_negative_come_from_the_frozen_tower(setup,
     """The paper's loss over in-batch columns (proxy-paper-bal-self-frozen): with the model in training mode the
     columns (the batch's tails and each row's own anchor, the self-negative) are the frozen tower's table rows, so
     pushing a query off its anchor moves the query alone; a run of it keeps the entity tower bit for bit."""
-    from transformers import AutoModel
-
     from lpbert_core.finetune.finetune_step import encode_inputs, prepare_batch
     from lpbert_core.graph.known_answers import train_known_answers
     from lpbert_core.model.sequences import SequenceBuilder
@@ -216,6 +219,4 @@ def test_in_batch_columns_with_a_self_negative_come_from_the_frozen_tower(setup,
     cfg = {**CFG, "shift": "balanced", "self_negatives": True, "two_towers": True, "frozen_entity_tower": True}
     _run(setup, tmp_path / "a", cfg=cfg)
     trained, _ = load_run_model(tmp_path / "a/model")
-    initial = AutoModel.from_pretrained(enc_dir).state_dict()
-    assert all(torch.equal(v, initial[k]) for k, v in trained.encoder.state_dict().items())
-    assert any(not torch.equal(v, initial[k]) for k, v in trained.query_encoder.state_dict().items())
+    _only_the_query_tower_moved(trained, enc_dir)

@@ -85,8 +85,7 @@ def _bfs(edges, anchor, hops):
 @pytest.mark.parametrize("weight", [0.0, 10.0])
 def test_reranked_score_rule_recomputed_by_hand(run_dir, weight, tmp_path):
     """The rule's re-ranked ranks (1 hop) equal a recompute from the run's pair scores (the predictor's), a BFS and a
-    rank count by hand; weight 0 gives the plain score rule's ranks, weight 10 pushes both golds (two hops out) down;
-    a pair_linear run is refused."""
+    rank count by hand; weight 0 gives the plain score rule's ranks, weight 10 pushes both golds (two hops out) down."""
     from lpbert_core.evaluate.predict import LinkPredictor
     from lpbert_core.evaluate.scoring import run_score
 
