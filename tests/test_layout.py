@@ -52,6 +52,15 @@ def test_the_package_is_its_map():
     assert folders == sorted(STAGES + SHARED), folders
 
 
+def test_every_module_is_on_the_file_by_file_list():
+    """docs/running.md's "Modules, file by file" names every module of the package, so the map keeps up with it."""
+    doc = (PACKAGE.parent / "docs" / "running.md").read_text()
+    listed = doc.split("## Modules, file by file", 1)[1]
+    missing = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+                     if p.name != "__init__.py" and f"`{p.name}`" not in listed)
+    assert not missing, f"not on docs/running.md's file-by-file list: {missing}"
+
+
 def test_no_module_over_400_lines():
     long = {str(p.relative_to(PACKAGE)): n for p in sorted(PACKAGE.rglob("*.py"))
             if (n := len(p.read_text().splitlines())) > 400}
