@@ -74,3 +74,20 @@ def test_console(run_dir, capsys):
     main([str(run_dir), "--head", "e0", "--relation", "r0", "-k", "2", "--json"])
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 2 and rows[0]["rank"] == 1
+
+
+def test_dev_metrics_of_a_run_never_scored_match_its_training_dev_point(run_dir, tmp_path):
+    """tools/dev_metrics.py on a run that was trained but never scored (no metrics.json: the inductive dev choice of
+    docs/inductive.md): the score settings come from the config, and the dev ranking is fine-tuning's own."""
+    import shutil
+
+    from conftest import load_script
+
+    trained_only = tmp_path / "toy" / "runs" / "tiny"
+    shutil.copytree(run_dir.parents[1], tmp_path / "toy")
+    (trained_only / "metrics.json").unlink()
+    tool = load_script("tools/dev_metrics.py", "dev_metrics")
+    report = tool.dev_report(trained_only, None, 42, paper_section("score", batch_size=4, chunk_size=3))
+    logged = pd.read_csv(trained_only / "train_log.csv").iloc[-1]
+    assert report["mrr"] == pytest.approx(logged["dev_mrr"]) and report["hits@10"] == pytest.approx(logged["dev_hits@10"])
+    assert report["dev_triples"] > 0
