@@ -303,4 +303,6 @@ def test_the_test_graph_stays_out_of_training_dev_selection_and_pretraining_for_
     reranked = [j for j in jobs if j["rule"] in ("score_reranked", "score_reranked_lists")]
     assert {j["rule"] for j in reranked} == {"score_reranked", "score_reranked_lists"}
     for job in reranked:  # re-ranked on the test graph with the model trained on the training graph
-        assert job["wildcards"]["dataset"] == "tiny_v1_ind" and "results/tiny_v1/runs/lpbert-plus/model" in job["input"]
+        run = job["wildcards"]["run"]
+        assert job["wildcards"]["dataset"] == "tiny_v1_ind" and f"results/tiny_v1/runs/{run}/model" in job["input"]
+    assert "lpbert-plus" in {j["wildcards"]["run"] for j in reranked}
