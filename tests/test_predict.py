@@ -86,8 +86,11 @@ def test_dev_metrics_of_a_run_never_scored_match_its_training_dev_point(run_dir,
     trained_only = tmp_path / "toy" / "runs" / "tiny"
     shutil.copytree(run_dir.parents[1], tmp_path / "toy")
     (trained_only / "metrics.json").unlink()
+    from lpbert_core.config.settings import ScoreSettings
+
     tool = load_script("tools/dev_metrics.py", "dev_metrics")
-    report = tool.dev_report(trained_only, None, 42, paper_section("score", batch_size=4, chunk_size=3))
+    score = ScoreSettings.from_mapping(paper_section("score", batch_size=4, chunk_size=3), "test")
+    report = tool.dev_report(trained_only, None, 42, score)
     logged = pd.read_csv(trained_only / "train_log.csv").iloc[-1]
     assert report["mrr"] == pytest.approx(logged["dev_mrr"]) and report["hits@10"] == pytest.approx(logged["dev_hits@10"])
     assert report["dev_triples"] > 0

@@ -9,7 +9,6 @@ MRR / Hits@1/3/10 / MR, its protocol line and its re-ranking settings, with the 
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -17,16 +16,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from lpbert_core.ranking.results import METRICS, read_metrics  # noqa: E402
 from lpbert_core.runtime.atomic import write_json  # noqa: E402
-
-KEYS = ("mrr", "hits@1", "hits@3", "hits@10", "mr")
 
 
 def cell(path: Path) -> dict:
-    saved = json.loads(path.read_text())
-    both = saved["metrics"]["both"]
-    return {**{k: both[k] for k in KEYS}, "count": both["count"], "protocol": saved.get("protocol"),
-            "rerank": saved.get("rerank"), "leaky": saved.get("leaky")}
+    result = read_metrics(path)
+    return {**{m: result.get(m) for m in METRICS}, "count": result.count(), "protocol": result.raw.get("protocol"),
+            "rerank": result.raw.get("rerank"), "leaky": result.leaky}
 
 
 def collect(root: Path, patterns: list[str]) -> dict:

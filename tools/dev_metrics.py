@@ -1,9 +1,9 @@
 """Dev metrics of finished runs, for choosing among runs whose training kept no dev score (`finetune.dev_eval: false`,
 the CPU overlay's one-epoch WN18RR / FB15k-237 runs). The same ranking as fine-tuning's per-epoch dev scorer: the dev
 split (a seeded subset when --subsample is given), both directions, every entity a candidate, filtered by train + dev
-only, so the test split never enters the choice. The scorer's batch and chunk sizes, precision and head ranking are
-the score rule's settings for the dataset, resolved from config.yaml and the given overlays (a run that was only
-trained, with no metrics.json, has none of its own).
+only, so the test split never enters the choice. The scorer's batch and chunk sizes and head ranking are the score
+rule's settings for the dataset, resolved from config.yaml and the given overlays (a run that was only trained, with
+no metrics.json, has none of its own); it runs on the CPU in fp32.
 
     python tools/dev_metrics.py RUN_DIR [RUN_DIR ...] --subsample 300 --configfile configs/cpu.yaml \
         --out measurements/<name>.json
@@ -24,12 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def dev_report(run_dir: Path, subsample: int | None, seed: int, score) -> dict:
-    """Dev metrics of one run; `score`: the score rule's settings for its dataset (ScoreSettings or a mapping)."""
-    from lpbert_core.config.settings import ScoreSettings
+    """Dev metrics of one run; `score`: the score rule's ScoreSettings for its dataset."""
     from lpbert_core.evaluate.predict import LinkPredictor
+    from lpbert_core.ranking.results import METRICS
 
-    if not isinstance(score, ScoreSettings):
-        score = ScoreSettings.from_mapping(score, "dev_metrics: the score settings")
     lp = LinkPredictor.from_run(run_dir, device="cpu")
     t0 = time.perf_counter()
     _, metrics = lp.evaluate("dev", filter_splits=("train", "dev"), test_subsample=subsample, seed=seed,
@@ -38,16 +36,7 @@ def dev_report(run_dir: Path, subsample: int | None, seed: int, score) -> dict:
     both = metrics["both"]
     return {"run": str(run_dir), "dev_triples": both["count"] // 2, "subsample": subsample, "seed": seed,
             "seconds": round(time.perf_counter() - t0, 1),
-            **{k: both[k] for k in ("mrr", "mr", "hits@1", "hits@3", "hits@10")}}
-
-
-def score_settings(run_dir: Path, configfiles: list[Path]):
-    """The score rule's settings for the run's dataset (results/{dataset}/runs/{run}), from config.yaml + overlays."""
-    from lpbert_core.config.load import load_config
-    from lpbert_core.config.resolve import JobSettings
-
-    dataset = run_dir.resolve().parents[1].name
-    return JobSettings(load_config([ROOT / "config.yaml", *configfiles])).resolve("score", dataset)
+            **{k: both[k] for k in METRICS}}
 
 
 def main(argv=None) -> int:
@@ -59,13 +48,18 @@ def main(argv=None) -> int:
                         help="the overlays the runs were made with (config.yaml comes first)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    from lpbert_core.config.load import load_config
+    from lpbert_core.config.resolve import JobSettings
+    from lpbert_core.runtime.atomic import write_json
+
     torch.set_num_threads(2)
+    settings = JobSettings(load_config([ROOT / "config.yaml", *args.configfile]))
     reports = []
     for run in args.runs:
-        reports.append(dev_report(run, args.subsample, args.seed, score_settings(run, args.configfile)))
+        dataset = run.resolve().parents[1].name  # results/{dataset}/runs/{run}
+        reports.append(dev_report(run, args.subsample, args.seed, settings.resolve("score", dataset)))
         print(json.dumps(reports[-1]), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"command": "python " + " ".join(sys.argv), "runs": reports}, indent=2) + "\n")
+    write_json(args.out, {"command": "python " + " ".join(sys.argv), "runs": reports})
     return 0
 
 
