@@ -174,6 +174,7 @@ def test_inductive_and_plus_tables(tmp_path):
     assert "| WN18RR_v1_ind | ours: lpbert-plus | 0.600 | 0.900 | 0.700 | 0.700 | 0.950 | 0.800 |" in md
     assert "| WN18RR_v1_ind | ours: no pre-training | – | – | – | – | – | – |" in md
     assert str(tmp_path / "a/candidates/metrics.json") in md
+    assert "- Scale of ours (WN18RR_v1_ind `lpbert-plus`): encoder=minilm" in md  # each scale line names its rows
     assert sorted(frame[frame["kind"] == "ours"]["protocol"]) == ["50 candidates (BERTRL lists)", "full ranking"]
 
     paper = tmp_path / "paper.csv"

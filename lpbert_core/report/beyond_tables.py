@@ -158,7 +158,8 @@ def build_inductive(pairs: list[dict], rows: list[OurRun], published_csv: str | 
     titles = {FULL: FULL, LISTS: "50 cand. (BERTRL)", GRAIL: "50 sampled neg. (GraIL)"}
     layout = Layout(lead=["graph", "method"], groups=[(titles[p], list(INDUCTIVE_METRICS)) for p in protocols],
                     trailing=["source"])
-    records, provenance, scales, floors = [], [], set(), _Floors()
+    # scale line -> the rows it describes: rows sharing a scale share one line, which must still name them
+    records, provenance, scales, floors = [], [], {}, _Floors()
     shown_published = 0
     for pair in pairs:
         layout.lines.append(("section", [f"{pair['train']} → {pair['test']}"]))
@@ -193,7 +194,7 @@ def build_inductive(pairs: list[dict], rows: list[OurRun], published_csv: str | 
                                     "floor_run": row.floor_run or "", "below_floor": below})
                     provenance.append(f"{pair['test']} {row.label} ({protocol}): {src}")
                 if scale and protocol == FULL:
-                    scales.add(scale)
+                    scales.setdefault(scale, []).append(f"{pair['test']} `{row.run}`")
             layout.lines.append(("floor" if row.floor else "ours", [pair["test"], label, *cells, "this pipeline"]))
     notes = [
         "Protocols (one column group each; a number is only compared within its own group). Train and select on vN; "
@@ -221,7 +222,7 @@ def build_inductive(pairs: list[dict], rows: list[OurRun], published_csv: str | 
            "graph prior; the query's entity itself gets none): text and graph together, not the text model alone."]
           if any(r.reranked for r in rows) else []),
         *floors.notes(),
-        *(f"Scale of ours: {s}" for s in sorted(scales)),
+        *(f"Scale of ours ({', '.join(names)}): {s}" for s, names in sorted(scales.items())),
         "Provenance: " + ("; ".join(provenance) if provenance else "no run of ours finished"),
     ]
     frame = pd.DataFrame(records)
