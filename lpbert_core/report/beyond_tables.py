@@ -98,6 +98,19 @@ def _sampled_note(path: str | None) -> str:
     return ""
 
 
+class _Scales:
+    """The scale lines of our rows: rows sharing a scale share one line, which names every row it describes."""
+
+    def __init__(self):
+        self._rows: dict[str, list[str]] = {}
+
+    def add(self, scale: str, dataset: str, run: str) -> None:
+        self._rows.setdefault(scale, []).append(f"{dataset} `{run}`")
+
+    def notes(self) -> list[str]:
+        return [f"Scale of ours ({', '.join(rows)}): {scale}" for scale, rows in sorted(self._rows.items())]
+
+
 class _Floors:
     """The floor rows' values per (dataset, run, protocol), read before the rows of ours that are compared with them;
     marks a row of ours at or below its floor."""
@@ -158,8 +171,7 @@ def build_inductive(pairs: list[dict], rows: list[OurRun], published_csv: str | 
     titles = {FULL: FULL, LISTS: "50 cand. (BERTRL)", GRAIL: "50 sampled neg. (GraIL)"}
     layout = Layout(lead=["graph", "method"], groups=[(titles[p], list(INDUCTIVE_METRICS)) for p in protocols],
                     trailing=["source"])
-    # scale line -> the rows it describes: rows sharing a scale share one line, which must still name them
-    records, provenance, scales, floors = [], [], {}, _Floors()
+    records, provenance, scales, floors = [], [], _Scales(), _Floors()
     shown_published = 0
     for pair in pairs:
         layout.lines.append(("section", [f"{pair['train']} → {pair['test']}"]))
@@ -194,7 +206,7 @@ def build_inductive(pairs: list[dict], rows: list[OurRun], published_csv: str | 
                                     "floor_run": row.floor_run or "", "below_floor": below})
                     provenance.append(f"{pair['test']} {row.label} ({protocol}): {src}")
                 if scale and protocol == FULL:
-                    scales.setdefault(scale, []).append(f"{pair['test']} `{row.run}`")
+                    scales.add(scale, pair["test"], row.run)
             layout.lines.append(("floor" if row.floor else "ours", [pair["test"], label, *cells, "this pipeline"]))
     notes = [
         "Protocols (one column group each; a number is only compared within its own group). Train and select on vN; "
@@ -222,7 +234,7 @@ def build_inductive(pairs: list[dict], rows: list[OurRun], published_csv: str | 
            "graph prior; the query's entity itself gets none): text and graph together, not the text model alone."]
           if any(r.reranked for r in rows) else []),
         *floors.notes(),
-        *(f"Scale of ours ({', '.join(names)}): {s}" for s, names in sorted(scales.items())),
+        *scales.notes(),
         "Provenance: " + ("; ".join(provenance) if provenance else "no run of ours finished"),
     ]
     frame = pd.DataFrame(records)
@@ -236,7 +248,7 @@ def build_plus(datasets: list[str], rows: list[OurRun], paper_csv: str | Path, s
     paper = load_paper(paper_csv)
     simkgc = load_published(simkgc_csv)
     layout = Layout(lead=["dataset", "method"], groups=[("", list(PLUS_METRICS))], trailing=["source"])
-    records, provenance, scales, floors = [], [], set(), _Floors()
+    records, provenance, scales, floors = [], [], _Scales(), _Floors()
     for dataset in datasets:
         layout.lines.append(("section", [dataset]))
         lp = paper[(paper["table"] == "table1") & (paper["row"] == "LP-BERT")
@@ -265,7 +277,7 @@ def build_plus(datasets: list[str], rows: list[OurRun], paper_csv: str | Path, s
                                 "below_floor": below})
                 provenance.append(f"{dataset} {row.label}: {src}")
             if scale:
-                scales.add(f"{dataset}: {scale}")
+                scales.add(scale, dataset, row.run)
     notes = [
         "lpbert-plus is OUR configuration, not the paper's method: the siamese LP-BERT with InfoNCE (learnable "
         "temperature, additive margin), self-negatives and pre-batch negatives (config.yaml, run lpbert-plus).",
@@ -273,7 +285,7 @@ def build_plus(datasets: list[str], rows: list[OurRun], paper_csv: str | Path, s
         "config that made them (below). Compare ours with ours at equal scale; the published rows set the target.",
         *([f"Scale: {scale_note}"] if scale_note else []),
         *floors.notes(),
-        *(f"Scale of ours, {s}" for s in sorted(scales)),
+        *scales.notes(),
         "Provenance: " + ("; ".join(provenance) if provenance else "no run of ours finished"),
     ]
     frame = pd.DataFrame(records)
