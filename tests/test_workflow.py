@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -110,6 +111,33 @@ def test_all_includes_the_zero_shot_floor_runs(tmp_path, overlays):
     assert ("manifest.json, results/WN18RR/pretrain/mem-mrm-mlm/model\n"
             "    output: results/WN18RR/runs/zero-shot-pretrained/model") in out
     assert "manifest.json\n    output: results/WN18RR/runs/zero-shot/model" in out
+
+
+def overlay_commands() -> list[tuple[str, list[str]]]:
+    """Every `snakemake ...` command written in a comment of a configs/ overlay (its usage lines), as argument lists:
+    the words up to a trailing remark (`# ...` or `(...)`)."""
+    found = []
+    for path in sorted((REPO / "configs").glob("*.yaml")):
+        for line in path.read_text().splitlines():
+            m = re.match(r"\s*#\s+snakemake\s+(.*)", line)
+            if m:
+                words = shlex.split(m.group(1))
+                cut = next((i for i, w in enumerate(words) if w.startswith(("#", "("))), len(words))
+                found.append((path.name, words[:cut]))
+    return found
+
+
+@pytest.mark.parametrize("config_file, args", overlay_commands(),
+                         ids=[f"{name}:{args[0]}" for name, args in overlay_commands()])
+def test_every_command_an_overlay_documents_builds_a_dag(tmp_path, config_file, args):
+    """The usage lines of configs/*.yaml are what users copy: each must resolve to a DAG (dry run) as written."""
+    assert "--configfile" in args and f"configs/{config_file}" in args, (config_file, args)
+    wd = workdir(tmp_path)
+    (wd / "configs").symlink_to(REPO / "configs")
+    result = snakemake(*args, "-n", cwd=wd)
+    assert result.returncode == 0, (config_file, args, result.stderr[-2000:])
+    target = args[0]  # the usage lines put the target first (--configfile would swallow a later one)
+    assert (f"rule {target}:" if "/" not in target else f"{target}") in result.stdout, result.stdout[-2000:]
 
 
 def test_lint_has_no_remarks():
