@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from snakemake.utils import update_config
 
-from lpbert_core.runtime.cpu_estimate import cpu_hours, no_gpu_message
+from lpbert_core.runtime.cpu_estimate import asks_for_all, cpu_hours, no_gpu_message
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,23 @@ def test_the_warning_comes_before_any_job(tmp_path):
     result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n"], cwd=tmp_path,
                             env=env, capture_output=True, text=True, timeout=300)
     assert "WARNING: No GPU visible here" in result.stderr  # printed while the Snakefile is read: before any job
+    # a single proxy run under the paper config's `all`: the estimate is not about it, so no warning
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n",
+                             "results/umls/runs/zero-shot/metrics.json"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "No GPU visible" not in result.stderr
     env["LPBERT_GPU_COUNT"] = "1"
     result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n"], cwd=tmp_path,
                             env=env, capture_output=True, text=True, timeout=300)
     assert "No GPU visible" not in result.stderr
+
+
+def test_only_a_command_that_builds_all_gets_the_estimate_of_all():
+    assert asks_for_all(["snakemake"])
+    assert asks_for_all(["snakemake", "--cores", "2", "-n"])
+    assert asks_for_all(["snakemake", "all", "--cores", "2", "--configfile", "configs/authors-code.yaml"])
+    assert asks_for_all(["snakemake", "--configfile", "a.yaml", "b.yaml", "--", "all", "results/x.md"])
+    assert not asks_for_all(["snakemake", "results/WN18RR/runs/proxy-paper/metrics.json", "--cores", "2",
+                             "--configfile", "configs/proxy.yaml"])
+    assert not asks_for_all(["snakemake", "results/tables/inductive.md", "--configfile", "configs/cpu.yaml"])

@@ -28,8 +28,6 @@ SIZES = {
 PRETRAIN_VARIANTS_WITH_WORK = set(PRETRAIN_VARIANTS) - {"none"}
 
 
-
-
 def _runs_by_dataset(config: dict) -> dict[str, set[str]]:
     """dataset -> the runs `all` trains on it (table1 on every dataset; tables 3 and 4 on theirs)."""
     tables = config.get("tables", {})
@@ -74,6 +72,19 @@ def cpu_hours(config: dict) -> tuple[float, list[str]]:
         parts = ", ".join(f"{k} {v / 3600:.0f} h" for k, v in seconds.items() if v >= 1800)
         lines.append(f"{dataset}: about {hours:.0f} h ({parts or 'under an hour each'})")
     return total, lines
+
+
+def asks_for_all(argv: list[str]) -> bool:
+    """Whether a Snakemake command line builds `all` (no target, or `all` among them): the estimate is `all`'s, and a
+    user who asked for one proxy run or one table under the same config must not be told it takes weeks."""
+    from snakemake.cli import get_argument_parser
+
+    try:
+        args, _ = get_argument_parser().parse_known_args(argv[1:])
+    except SystemExit:  # not a command line Snakemake would accept: warn rather than stay silent
+        return True
+    targets = set(args.targets or ())
+    return not targets or "all" in targets
 
 
 def no_gpu_message(config: dict, threshold_hours: float = 12.0) -> str | None:
