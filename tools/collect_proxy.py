@@ -1,7 +1,7 @@
 """Commit what the CPU proxy has finished so far (issue #25): copy each finished proxy run's record (metrics.json,
 train_log.csv, lpbert_run.json, the Snakemake benchmark TSVs) from a working folder into measurements/proxy/,
 then build the proxy table and figure from the copies (lpbert_core.report.proxy_table), listing the readings of
-configs/proxy.yaml that have not finished yet. The Snakemake target results/tables/proxy.md needs every run; this
+configs/proxy.yaml that have not run (or not for every seed). The Snakemake target results/tables/proxy.md needs every run; this
 writes the partial table a session can commit while the rest are queued.
 
     python tools/collect_proxy.py --root /work/proxy --out measurements/proxy
@@ -33,6 +33,22 @@ def instances(name: str, spec: dict) -> list[tuple[str, int | None]]:
     return [(name if i == 0 else f"{name}.s{seed}", seed) for i, seed in enumerate(seeds)]
 
 
+def pending_note(pending: dict[tuple[str, str], list], n_instances: dict[str, int]) -> str:
+    """One sentence per kind: the readings with some seeds in and others not (to run), then those not run at all (per
+    dataset, named once each, not once per seed)."""
+    partial = [f"{d} {r} (seed {', '.join(map(str, seeds))})" for (d, r), seeds in pending.items()
+               if len(seeds) < n_instances[r]]
+    unrun = {}
+    for (d, r), seeds in pending.items():
+        if len(seeds) == n_instances[r]:
+            unrun.setdefault(d, []).append(r)
+    note = f" Seeds still to run: {'; '.join(partial)}." if partial else ""
+    if unrun:
+        note += " Configured, not run to the end: " + "; ".join(f"{d}: {', '.join(rs)}" for d, rs in unrun.items())
+        note += "."
+    return note
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, required=True, help="the folder the proxy runs were made in")
@@ -42,7 +58,7 @@ def main() -> None:
     proxy = yaml.safe_load(args.config.read_text())
     spec = proxy["tables"]["proxy"]
     labels = {**{run: "zero-shot (no fine-tuning)" for run in proxy["tables"]["floor"]}, **spec["rows"]}
-    rows, pending = [], []
+    rows, pending = [], {}  # pending: (dataset, run) -> the seeds not run
     for dataset in spec["datasets"]:
         for run, label in labels.items():
             row = {"dataset": dataset, "run": run, "label": label, "floor": run in proxy["tables"]["floor"],
@@ -56,7 +72,7 @@ def main() -> None:
                         if path.exists():
                             shutil.copy2(path, folder / key)
                 elif not (folder / "metrics.json").exists():  # neither here nor collected by an earlier session
-                    pending.append(f"{dataset}/{name}")
+                    pending.setdefault((dataset, run), []).append(seed)
                     continue
                 row["instances"].append({"run": name, "seed": seed, "metrics": folder / "metrics.json",
                                          "train_log": folder / "train_log.csv",
@@ -65,8 +81,7 @@ def main() -> None:
             if row["instances"]:
                 rows.append(row)
     note = proxy["tables"].get("scale_note", "")
-    if pending:
-        note += f" Not finished yet: {', '.join(pending)}."
+    note += pending_note(pending, {run: len(instances(run, proxy["runs"][run])) for run in labels})
     build_proxy(rows, {"md": args.out / "proxy.md", "csv": args.out / "proxy.csv",
                        "figure": args.out / "trajectories.png"}, note)
     print((args.out / "proxy.md").read_text())
