@@ -1,6 +1,6 @@
 # Before any job starts: `all` of a paper-scale configuration on a machine with no GPU gets one warning with the
-# estimated CPU time and the CPU overlay to use instead (lpbert_core.runtime.cpu_estimate); other targets get none. Cluster submissions are left alone: their jobs
-# run on GPU nodes, not on the machine that submits them.
+# estimated CPU time and the CPU overlay to use instead (lpbert_core.runtime.cpu_estimate); other targets get none.
+# Cluster submissions are left alone: their jobs run on GPU nodes, not on the machine that submits them.
 import sys
 
 

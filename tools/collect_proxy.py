@@ -1,8 +1,8 @@
 """Commit what the CPU proxy has finished so far (issue #25): copy each finished proxy run's record (metrics.json,
 train_log.csv, lpbert_run.json, the Snakemake benchmark TSVs) from a working folder into measurements/proxy/,
 then build the proxy table and figure from the copies (lpbert_core.report.proxy_table), listing the readings of
-configs/proxy.yaml that have not run (or not for every seed). The Snakemake target results/tables/proxy.md needs every run; this
-writes the partial table a session can commit while the rest are queued.
+configs/proxy.yaml that have not run (or not for every seed). The Snakemake target results/tables/proxy.md needs
+every run; this writes the partial table a session can commit while the rest are queued.
 
     python tools/collect_proxy.py --root /work/proxy --out measurements/proxy
 """
