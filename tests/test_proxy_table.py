@@ -60,7 +60,8 @@ def test_collect_proxy_names_unrun_readings_once_and_missing_seeds_apart():
     """tools/collect_proxy.py's note under the partial table: a reading with one seed in and one missing is a seed
     still to run; a reading with none in is named once per dataset, not once per seed instance."""
     tool = load_script("tools/collect_proxy.py", "collect_proxy")
-    pending = {("WN18RR", "a"): [43], ("WN18RR", "b"): [42, 43], ("FB15k-237", "b"): [42, 43], ("FB15k-237", "c"): [None]}
+    pending = {("WN18RR", "a"): [43], ("WN18RR", "b"): [42, 43], ("FB15k-237", "b"): [42, 43],
+               ("FB15k-237", "c"): [None]}
     note = tool.pending_note(pending, {"a": 2, "b": 2, "c": 1})
     assert note == (" Seeds still to run: WN18RR a (seed 43)."
                     " Configured, not run to the end: WN18RR: b; FB15k-237: b, c.")
