@@ -239,3 +239,13 @@ def test_beyond_tables_show_the_zero_shot_floor_and_mark_rows_below_it(tmp_path)
     assert "`lpbert` on umls (Hits@10 0.900 ≤ 0.900 of `zero-shot`)" in text
     assert plus.set_index("run").loc["lpbert", "below_floor"] and not plus.set_index("run").loc["lpbert-plus",
                                                                                                   "below_floor"]
+
+
+def test_a_scale_line_names_each_run_once():
+    """A run's re-ranked row shares its run and scale with the plain row: the line names the run once."""
+    from lpbert_core.report.beyond_tables import _Scales
+
+    scales = _Scales()
+    for scale, run in (("x", "a"), ("x", "a"), ("x", "b"), ("y", "c")):
+        scales.add(scale, "G", run)
+    assert scales.notes() == ["Scale of ours (G `a`, G `b`): x", "Scale of ours (G `c`): y"]

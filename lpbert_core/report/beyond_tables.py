@@ -105,7 +105,9 @@ class _Scales:
         self._rows: dict[str, list[str]] = {}
 
     def add(self, scale: str, dataset: str, run: str) -> None:
-        self._rows.setdefault(scale, []).append(f"{dataset} `{run}`")
+        rows = self._rows.setdefault(scale, [])
+        if f"{dataset} `{run}`" not in rows:  # a run's re-ranked row shares its run (and scale): name it once
+            rows.append(f"{dataset} `{run}`")
 
     def notes(self) -> list[str]:
         return [f"Scale of ours ({', '.join(rows)}): {scale}" for scale, rows in sorted(self._rows.items())]
