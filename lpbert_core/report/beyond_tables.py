@@ -105,9 +105,9 @@ class _Scales:
         self._rows: dict[str, list[str]] = {}
 
     def add(self, scale: str, dataset: str, run: str) -> None:
-        rows = self._rows.setdefault(scale, [])
-        if f"{dataset} `{run}`" not in rows:  # a run's re-ranked row shares its run (and scale): name it once
-            rows.append(f"{dataset} `{run}`")
+        rows, name = self._rows.setdefault(scale, []), f"{dataset} `{run}`"
+        if name not in rows:  # a run's re-ranked row shares its run (and scale): name it once
+            rows.append(name)
 
     def notes(self) -> list[str]:
         return [f"Scale of ours ({', '.join(rows)}): {scale}" for scale, rows in sorted(self._rows.items())]
