@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from snakemake.utils import update_config
 
-from lpbert_core.runtime.cpu_estimate import asks_for_all, cpu_hours, no_gpu_message
+from lpbert_core.runtime.cpu_estimate import builds_all_locally, cpu_hours, no_gpu_message
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,10 +59,21 @@ def test_the_warning_comes_before_any_job(tmp_path):
 
 
 def test_only_a_command_that_builds_all_gets_the_estimate_of_all():
-    assert asks_for_all(["snakemake"])
-    assert asks_for_all(["snakemake", "--cores", "2", "-n"])
-    assert asks_for_all(["snakemake", "all", "--cores", "2", "--configfile", "configs/authors-code.yaml"])
-    assert asks_for_all(["snakemake", "--configfile", "a.yaml", "b.yaml", "--", "all", "results/x.md"])
-    assert not asks_for_all(["snakemake", "results/WN18RR/runs/proxy-paper/metrics.json", "--cores", "2",
+    assert builds_all_locally(["snakemake"])
+    assert builds_all_locally(["snakemake", "--cores", "2", "-n"])
+    assert builds_all_locally(["snakemake", "all", "--cores", "2", "--configfile", "configs/authors-code.yaml"])
+    assert builds_all_locally(["snakemake", "--configfile", "a.yaml", "b.yaml", "--", "all", "results/x.md"])
+    assert not builds_all_locally(["snakemake", "results/WN18RR/runs/proxy-paper/metrics.json", "--cores", "2",
                              "--configfile", "configs/proxy.yaml"])
-    assert not asks_for_all(["snakemake", "results/tables/inductive.md", "--configfile", "configs/cpu.yaml"])
+    assert not builds_all_locally(["snakemake", "results/tables/inductive.md", "--configfile", "configs/cpu.yaml"])
+
+
+def test_jobs_sent_elsewhere_get_no_estimate():
+    # the SLURM profile sets `executor: slurm` in its own file: the submit host runs no job
+    assert not builds_all_locally(["snakemake", "--profile", str(REPO / "profiles/slurm"), "-n"])
+    assert not builds_all_locally(["snakemake", "--executor", "slurm", "--cores", "2"])
+    assert not builds_all_locally(["snakemake", "--lint"])
+    # a job's own Snakemake (what an executor starts on a node) is not the user's command
+    assert not builds_all_locally(["snakemake", "--mode", "subprocess", "--cores", "2"])
+    # the local profile of the workflow sets no executor: still a local build of `all`
+    assert builds_all_locally(["snakemake", "--profile", str(REPO / "profiles/default"), "--cores", "2"])

@@ -8,6 +8,9 @@ a BERT-base-sized encoder is several times slower still.
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 from lpbert_core.config.settings import PRETRAIN_VARIANTS
 
 # Work items per second on 2 CPU cores with MiniLM-L6, from the measured CPU-overlay run (2026-11-25, its
@@ -74,15 +77,21 @@ def cpu_hours(config: dict) -> tuple[float, list[str]]:
     return total, lines
 
 
-def asks_for_all(argv: list[str]) -> bool:
-    """Whether a Snakemake command line builds `all` (no target, or `all` among them): the estimate is `all`'s, and a
-    user who asked for one proxy run or one table under the same config must not be told it takes weeks."""
-    from snakemake.cli import get_argument_parser
+def builds_all_locally(argv: list[str]) -> bool:
+    """Whether a Snakemake command line builds `all` with its jobs on this machine, read the way Snakemake reads it
+    (profiles and the workflow profile included, `snakemake.cli.parse_args`). The estimate is `all`'s, so one proxy run
+    or one table gets no warning; a run whose jobs go to an executor (a `--profile` that sets `executor: slurm`
+    included), a lint, or a job's own Snakemake (`--mode subprocess/remote`) gets none either."""
+    from snakemake.cli import parse_args
+    from snakemake_interface_executor_plugins.settings import ExecMode
 
     try:
-        args, _ = get_argument_parser().parse_known_args(argv[1:])
-    except SystemExit:  # not a command line Snakemake would accept: warn rather than stay silent
+        with contextlib.redirect_stderr(io.StringIO()):  # parse_args announces the profiles it read
+            _, args = parse_args(argv[1:])
+    except (SystemExit, Exception):  # a line Snakemake itself would reject: warn rather than stay silent
         return True
+    if args.mode != ExecMode.DEFAULT or args.lint or args.executor not in (None, "local", "dryrun"):
+        return False
     targets = set(args.targets or ())
     return not targets or "all" in targets
 
