@@ -105,5 +105,5 @@ def no_gpu_message(config: dict, threshold_hours: float = 12.0) -> str | None:
         f"No GPU visible here, and this configuration is the paper-scale protocol: on a CPU it would take about "
         f"{hours / 24:.0f} days ({'; '.join(lines)}; a rough estimate from MiniLM throughputs measured on 2 cores). "
         "For a CPU-sized run of the same DAG use:  snakemake all --cores 2 --configfile configs/cpu.yaml  "
-        "(about 90 minutes). To run this protocol anyway, go ahead: jobs use the CPU when device is auto."
+        "(65 minutes measured on 2 cores). To run this protocol anyway, go ahead: jobs use the CPU when device is auto."
     )
