@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -36,3 +37,29 @@ def test_rule_entry_writes_csv_and_png(tmp_path):
                   outputs={"csv": tmp_path / "b.csv", "png": tmp_path / "b.png"})
     assert pd.read_csv(tmp_path / "b.csv").shape[0] == 9
     assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_hop_distance_of_the_answer_from_the_query_entity():
+    from lpbert_core.evaluate.hop_breakdown import anchor_gold_distances, by_hop_distance, reverse_in_graph
+
+    # observed graph: a - b - c - d - e (relation types ignored, direction ignored), f alone with g
+    edges = [("a", "r", "b"), ("c", "s", "b"), ("c", "r", "d"), ("d", "r", "e"), ("f", "r", "g")]
+    ranks = pd.DataFrame([
+        ("tail", "a", "x", "b", 1.0),   # anchor a, answer b: 1 hop
+        ("head", "a", "x", "b", 4.0),   # head query: anchor b, answer a: 1 hop
+        ("tail", "a", "x", "c", 2.0),   # 2 hops
+        ("head", "a", "x", "e", 10.0),  # anchor e, answer a: 4 hops (> 3)
+        ("tail", "a", "x", "f", 50.0),  # another component: unreachable
+        ("tail", "a", "x", "zz", 20.0),  # an entity with no observed triple: unreachable
+    ], columns=["direction", "head", "relation", "tail", "realistic"])
+    distances = anchor_gold_distances(ranks, edges)
+    assert distances.tolist()[:4] == [1, 1, 2, 4] and np.isinf(distances[4:]).all()
+    frame = by_hop_distance(ranks, distances).set_index("distance")
+    assert list(frame.index) == ["1", "2", ">3", "unreachable", "ALL"]  # empty buckets (0, 3) are left out
+    assert frame.loc["1", "queries"] == 2 and frame.loc["1", "mrr"] == pytest.approx((1 + 1 / 4) / 2)
+    assert frame.loc["unreachable", "share"] == pytest.approx(2 / 6)
+    assert frame.loc["ALL", "hits@10"] == pytest.approx(4 / 6)
+    with pytest.raises(ValueError, match="5 distances for 6"):
+        by_hop_distance(ranks, distances[:5])
+    # (b, r, a) is the reverse of the observed (a, r, b); (b, s, c) is the reverse of (c, s, b); (e, s, d) is not
+    assert reverse_in_graph([("b", "r", "a"), ("b", "s", "c"), ("e", "s", "d"), ("a", "r", "b")], edges) == 0.5

@@ -16,7 +16,7 @@ HITS = (1, 3, 10)
 COLUMNS = ["relation", "direction", "queries", "mrr", "mr", *[f"hits@{k}" for k in HITS]]
 
 
-def _summary(ranks: np.ndarray) -> dict:
+def rank_summary(ranks: np.ndarray) -> dict:
     return {"queries": int(len(ranks)), "mrr": float(np.mean(1.0 / ranks)), "mr": float(np.mean(ranks)),
             **{f"hits@{k}": float(np.mean(ranks <= k)) for k in HITS}}
 
@@ -35,7 +35,7 @@ def breakdown(ranks: pd.DataFrame) -> pd.DataFrame:
             sel = part if direction == "both" else part[part["direction"] == direction]
             if len(sel):
                 rows.append({"relation": relation, "direction": direction,
-                             **_summary(sel["realistic"].to_numpy(dtype=np.float64))})
+                             **rank_summary(sel["realistic"].to_numpy(dtype=np.float64))})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

@@ -1,0 +1,61 @@
+"""Where the inductive test graph answers for itself (issue #27): each row's metrics by the gold answer's hop distance
+from the query's entity in `vN_ind`'s observed triples (lpbert_core.evaluate.hop_breakdown), from built ranks.parquet
+files. Adds or replaces one test graph's entry in the JSON record and draws its figure beside it.
+
+    python tools/inductive_hops.py --root /work/ind --graph WN18RR_v1_ind \
+        --rows PPR=baselines/ppr/full lpbert-plus=runs/lpbert-plus-frozen re-ranked=runs/lpbert-plus-frozen/rerank \
+               "paper reading"=runs/lpbert zero-shot=runs/zero-shot \
+        --out measurements/inductive_hops.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+
+from lpbert_core.evaluate.hop_breakdown import anchor_gold_distances, by_hop_distance, hop_figure, reverse_in_graph
+from lpbert_core.graph.kg_files import read_triples
+from lpbert_core.runtime.atomic import atomic_path, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", type=Path, default=ROOT, help="the checkout whose results/ holds the built runs")
+    ap.add_argument("--graph", required=True, help="an inductive test graph, e.g. WN18RR_v1_ind")
+    ap.add_argument("--rows", nargs="+", required=True, metavar="NAME=FOLDER",
+                    help="a row's name and its folder under results/GRAPH/ holding ranks.parquet")
+    ap.add_argument("--max-hops", type=int, default=3)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+
+    base = args.root / "results" / args.graph
+    edges = [(h, r, t) for h, r, t, _ in read_triples(base / "raw" / "train.txt")]
+    test = [(h, r, t) for h, r, t, _ in read_triples(base / "raw" / "test.txt")]
+    frames, entry = {}, {"root": str(args.root), "observed_triples": len(edges), "test_triples": len(test),
+                         "reverse_in_graph": reverse_in_graph(test, edges), "rows": {}}
+    entry["commit"] = subprocess.run(["git", "-C", str(args.root), "rev-parse", "HEAD"], capture_output=True,
+                                     text=True).stdout.strip()
+    for spec in args.rows:
+        name, _, folder = spec.partition("=")
+        if not folder:
+            ap.error(f"--rows wants NAME=FOLDER, got {spec!r}")
+        ranks = pd.read_parquet(base / folder / "ranks.parquet")
+        frames[name] = by_hop_distance(ranks, anchor_gold_distances(ranks, edges), args.max_hops)
+        entry["rows"][name] = {"folder": f"results/{args.graph}/{folder}",
+                               "by_distance": frames[name].round(4).to_dict(orient="records")}
+        print(f"{args.graph} {name}\n{frames[name].round(3).to_string(index=False)}")
+    record = json.loads(args.out.read_text()) if args.out.exists() else {}
+    record[args.graph] = entry
+    write_json(args.out, dict(sorted(record.items())))
+    with atomic_path(args.out.with_name(f"{args.out.stem}_{args.graph}.png")) as tmp:
+        hop_figure(frames, tmp, f"{args.graph}: full-ranking MRR by the answer's distance from the query's entity")
+
+
+if __name__ == "__main__":
+    main()
