@@ -121,6 +121,14 @@ def inductive_rows(wildcards=None):
     return _rows(table_rows_module.inductive_rows)
 
 
+def inductive_hops_rows(wildcards):
+    return _rows(table_rows_module.inductive_hops_rows, wildcards.dataset)
+
+
+def inductive_hops_targets(wildcards=None):
+    return _rows(table_rows_module.inductive_hops_targets)
+
+
 def plus_rows(wildcards=None):
     return _rows(table_rows_module.plus_rows)
 

@@ -1,12 +1,17 @@
-"""Per-relation and per-direction breakdown of a run's ranks (lpbert_core.evaluate.breakdown), values checked by hand."""
+"""Breakdowns of a run's ranks: per relation and direction (lpbert_core.evaluate.breakdown), by the answer's hop distance
+(lpbert_core.evaluate.hop_breakdown); values checked by hand."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from lpbert_core.evaluate.breakdown import breakdown, run_breakdown
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def ranks() -> pd.DataFrame:
@@ -63,3 +68,37 @@ def test_hop_distance_of_the_answer_from_the_query_entity():
         by_hop_distance(ranks, distances[:5])
     # (b, r, a) is the reverse of the observed (a, r, b); (b, s, c) is the reverse of (c, s, b); (e, s, d) is not
     assert reverse_in_graph([("b", "r", "a"), ("b", "s", "c"), ("e", "s", "d"), ("a", "r", "b")], edges) == 0.5
+
+
+def test_the_inductive_hops_rule_reads_every_full_ranking_row_of_the_table():
+    from lpbert_core.config.load import load_config
+    from lpbert_core.config.resolve import JobSettings
+    from lpbert_core.report.table_rows import inductive_hops_rows, inductive_hops_targets
+
+    jobs = JobSettings(load_config([REPO / "config.yaml", REPO / "configs/cpu.yaml"]))
+    rows = inductive_hops_rows(jobs, "WN18RR_v1_ind")
+    assert list(rows)[0] == "PPR" and rows["PPR"] == "results/WN18RR_v1_ind/baselines/ppr/full/ranks.parquet"
+    assert rows["lpbert-plus-frozen re-ranked"] == "results/WN18RR_v1_ind/runs/lpbert-plus-frozen/rerank/ranks.parquet"
+    assert {"lpbert", "t4-none", "lpbert-plus-frozen", "zero-shot"} <= set(rows)
+    assert "kgbert" not in rows  # its full ranking is a sample of the test split
+    assert "results/fb237_v2_ind/hops.png" in inductive_hops_targets(jobs)
+
+
+def test_hop_breakdown_rule_writes_one_row_per_method_and_distance(tmp_path):
+    from lpbert_core.evaluate.hop_breakdown import run_hop_breakdown
+
+    triples = pd.DataFrame([("train", "a", "r", "b", False), ("train", "b", "r", "a", True),
+                            ("train", "b", "r", "c", False), ("test", "a", "r", "c", False),
+                            ("test", "c", "r", "a", True)], columns=["split", "head", "relation", "tail", "inverse"])
+    triples.to_parquet(tmp_path / "triples.parquet")
+    ranks = pd.DataFrame([("tail", "a", "r", "c", "c", 1.0), ("head", "a", "r", "c", "a", 3.0)],
+                         columns=["direction", "head", "relation", "tail", "gold", "realistic"])
+    ranks.to_parquet(tmp_path / "ranks.parquet")
+    outputs = {"csv": tmp_path / "hops.csv", "png": tmp_path / "hops.png"}
+    run_hop_breakdown(settings={"rows": {"PPR": tmp_path / "ranks.parquet", "text": tmp_path / "ranks.parquet"},
+                                "graph_splits": ["train"], "title": "tiny"},
+                      inputs={"triples": tmp_path / "triples.parquet"}, outputs=outputs, log=lambda _: None)
+    table = pd.read_csv(outputs["csv"], dtype={"distance": str})
+    assert list(table["row"]) == ["PPR", "PPR", "text", "text"] and list(table["distance"][:2]) == ["2", "ALL"]
+    assert table["mrr"].iloc[-1] == pytest.approx((1 + 1 / 3) / 2)
+    assert outputs["png"].stat().st_size > 0

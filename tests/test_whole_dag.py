@@ -260,6 +260,16 @@ def test_inductive_pair_keeps_the_test_graph_out_of_training_and_ranks_both_prot
         assert record["rerank"]["hops"] >= 1 and "RE-RANKED" in record["protocol"], folder
         assert record["metrics"]["both"]["count"] == 2 * len(test_lines), folder
     assert "ours, re-ranked: " in md and "results/tiny_v1_ind/runs/lpbert-plus/rerank/grail50/metrics.json" in md
+    # built with the table: every full-ranking row by the answer's hop distance, its "ALL" line the row's own metrics
+    hops = pd.read_csv(wd / "results/tiny_v1_ind/hops.csv", dtype={"distance": str})
+    assert {"PPR", "t4-none", "lpbert-plus", "lpbert-plus re-ranked"} <= set(hops["row"])
+    assert "kgbert" not in set(hops["row"])
+    overall = hops[hops["distance"] == "ALL"].set_index("row")
+    for row, folder in (("PPR", "baselines/ppr/full"), ("lpbert-plus re-ranked", "runs/lpbert-plus/rerank")):
+        record = json.loads((wd / f"results/tiny_v1_ind/{folder}/metrics.json").read_text())
+        assert overall.loc[row, "queries"] == 2 * len(test_lines)
+        assert overall.loc[row, "mrr"] == pytest.approx(record["metrics"]["both"]["mrr"], rel=1e-5), row
+    assert (wd / "results/tiny_v1_ind/hops.png").stat().st_size > 0
     plus = pd.read_csv(wd / "results/tables/plus.csv")
     assert {"lpbert", "lpbert-plus"} <= set(plus["run"].dropna())
     info = json.loads((wd / "results/tinykg/runs/lpbert-plus/model/lpbert_run.json").read_text())

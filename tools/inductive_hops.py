@@ -1,6 +1,8 @@
 """Where the inductive test graph answers for itself (issue #27): each row's metrics by the gold answer's hop distance
 from the query's entity in `vN_ind`'s observed triples (lpbert_core.evaluate.hop_breakdown), from built ranks.parquet
-files. Adds or replaces one test graph's entry in the JSON record and draws its figure beside it.
+files in any checkout (rule inductive_hops builds the same breakdown with the inductive table; this tool records it
+for runs built at an earlier commit). Adds or replaces one test graph's entry in the JSON record and draws its figure
+beside it.
 
     python tools/inductive_hops.py --root /work/ind --graph WN18RR_v1_ind \
         --rows PPR=baselines/ppr/full lpbert-plus=runs/lpbert-plus-frozen re-ranked=runs/lpbert-plus-frozen/rerank \
@@ -17,8 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from lpbert_core.evaluate.hop_breakdown import anchor_gold_distances, by_hop_distance, hop_figure, reverse_in_graph
-from lpbert_core.graph.kg_files import read_triples
+from lpbert_core.evaluate.hop_breakdown import (anchor_gold_distances, by_hop_distance, hop_figure, reverse_in_graph,
+                                                split_triples)
 from lpbert_core.runtime.atomic import atomic_path, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,8 +37,8 @@ def main() -> None:
     args = ap.parse_args()
 
     base = args.root / "results" / args.graph
-    edges = [(h, r, t) for h, r, t, _ in read_triples(base / "raw" / "train.txt")]
-    test = [(h, r, t) for h, r, t, _ in read_triples(base / "raw" / "test.txt")]
+    triples = pd.read_parquet(base / "text" / "triples.parquet")  # what rule inductive_hops reads
+    edges, test = split_triples(triples, ["train"]), split_triples(triples, ["test"])
     frames, entry = {}, {"root": str(args.root), "observed_triples": len(edges), "test_triples": len(test),
                          "reverse_in_graph": reverse_in_graph(test, edges), "rows": {}}
     entry["commit"] = subprocess.run(["git", "-C", str(args.root), "rev-parse", "HEAD"], capture_output=True,

@@ -44,6 +44,7 @@ GRAIL_LISTS = "results/{dataset}/lists/grail50/lists.json"  # with ranking_head.
 GRAIL_RANKING = "results/{dataset}/lists/grail50/ranking_{side}.txt"  # head | tail
 PPR_RANKS = "results/{dataset}/baselines/ppr/{protocol}/ranks.parquet"  # full | candidates | grail50
 PPR_METRICS = "results/{dataset}/baselines/ppr/{protocol}/metrics.json"
+INDUCTIVE_HOPS = "results/{dataset}/hops.{ext}"  # csv | png: ranks by the answer's hop distance (rule inductive_hops)
 
 TABLE = "results/tables/{table}.{ext}"  # md | csv | tex
 FIGURES = "results/figures/{table}"

@@ -104,3 +104,38 @@ def hop_figure(frames: dict[str, pd.DataFrame], path, title: str, metric: str = 
     fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
     return path
+
+
+def split_triples(triples: pd.DataFrame, splits) -> list[tuple[str, str, str]]:
+    """(head, relation, tail) ids of the `splits` of a text-triples table (text/triples.parquet), inverse rows left
+    out."""
+    keep = triples["split"].isin(list(splits))
+    if "inverse" in triples.columns:
+        keep &= ~triples["inverse"].astype(bool)
+    part = triples[keep]
+    return list(zip(part["head"], part["relation"], part["tail"]))
+
+
+def run_hop_breakdown(*, settings: dict, inputs: dict, outputs: dict, log=print) -> pd.DataFrame:
+    """Rule inductive_hops: inputs.triples (the test graph's text/triples.parquet) and settings.rows (name ->
+    ranks.parquet) -> outputs.csv (one row per name x distance bucket) and outputs.png; settings.graph_splits: the
+    splits whose triples are the walked edges (inductive_eval.ppr.graph_splits), settings.title."""
+    from lpbert_core.runtime.atomic import atomic_path
+
+    triples = pd.read_parquet(inputs["triples"])
+    edges = split_triples(triples, settings["graph_splits"])
+    reverse = reverse_in_graph(split_triples(triples, ["test"]), edges)
+    log(f"{len(edges)} observed triples ({'+'.join(settings['graph_splits'])}); {reverse:.1%} of the test triples "
+        "have their reverse among them")
+    frames = {}
+    for name, path in settings["rows"].items():
+        ranks = pd.read_parquet(path)
+        frames[name] = by_hop_distance(ranks, anchor_gold_distances(ranks, edges))
+        log(f"{name}:\n{frames[name].round(3).to_string(index=False)}")
+    table = pd.concat([frame.assign(row=name) for name, frame in frames.items()], ignore_index=True)
+    table = table[["row", *[c for c in table.columns if c != "row"]]]
+    with atomic_path(outputs["csv"]) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    with atomic_path(outputs["png"]) as tmp:
+        hop_figure(frames, tmp, f"{settings['title']}\n({reverse:.0%} of the test triples have their reverse observed)")
+    return table

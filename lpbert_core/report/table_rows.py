@@ -216,6 +216,27 @@ def inductive_rows(jobs: JobSettings) -> list[dict]:
             + inductive_baseline_rows(jobs, tests))
 
 
+def inductive_hops_rows(jobs: JobSettings, dataset: str) -> dict[str, str]:
+    """Rule inductive_hops on one test graph: name -> ranks.parquet of each inductive-table row whose full ranking
+    covers the whole test split (PPR first, then every lpbert run with its floors, then the re-ranked runs). The
+    cross-encoder's full ranking is a sample of `kgbert.score_queries` triples, so it is left out."""
+    rows = [row for row in inductive_rows(jobs) if row["dataset"] == dataset]
+    where = {"dataset": dataset}
+    out = {"PPR": paths.fill(paths.PPR_RANKS, protocol="full", **where)
+           for row in rows if row.get("baseline") and row["run"] == "ppr"}
+    out.update({row["run"]: paths.fill(paths.RUN_RANKS, run=row["run"], **where)
+                for row in rows if not (row.get("baseline") or row.get("reranked"))})
+    out.update({f"{row['run']} re-ranked": paths.fill(paths.RUN_RERANKED_RANKS, run=row["run"], **where)
+                for row in rows if row.get("reranked")})
+    return out
+
+
+def inductive_hops_targets(jobs: JobSettings) -> list[str]:
+    """Each test graph's hop-distance breakdown, built with the inductive table."""
+    return [paths.fill(paths.INDUCTIVE_HOPS, dataset=pair["test"], ext=ext)
+            for pair in inductive_pairs(jobs) for ext in ("csv", "png")]
+
+
 def plus_rows(jobs: JobSettings) -> list[dict]:
     datasets = jobs.config["tables"]["plus"]["datasets"]
     for dataset in datasets:
