@@ -59,6 +59,7 @@ def test_hop_distance_of_the_answer_from_the_query_entity():
     ], columns=["direction", "head", "relation", "tail", "realistic"])
     distances = anchor_gold_distances(ranks, edges)
     assert distances.tolist()[:4] == [1, 1, 2, 4] and np.isinf(distances[4:]).all()
+    np.testing.assert_array_equal(anchor_gold_distances(ranks, edges, chunk=1), distances)  # source by source
     frame = by_hop_distance(ranks, distances).set_index("distance")
     assert list(frame.index) == ["1", "2", ">3", "unreachable", "ALL"]  # empty buckets (0, 3) are left out
     assert frame.loc["1", "queries"] == 2 and frame.loc["1", "mrr"] == pytest.approx((1 + 1 / 4) / 2)

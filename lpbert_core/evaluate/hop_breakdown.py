@@ -20,7 +20,7 @@ from lpbert_core.graph.adjacency import undirected_adjacency
 UNREACHABLE = "unreachable"
 
 
-def anchor_gold_distances(ranks: pd.DataFrame, edges: list[tuple[str, str, str]]) -> np.ndarray:
+def anchor_gold_distances(ranks: pd.DataFrame, edges: list[tuple[str, str, str]], chunk: int = 512) -> np.ndarray:
     """Undirected hop count from each query's anchor to its gold entity over `edges` ((head, relation, tail) ids);
     inf where no path exists or either entity is absent from the edges."""
     missing = {"direction", "head", "tail"} - set(ranks.columns)
@@ -36,10 +36,16 @@ def anchor_gold_distances(ranks: pd.DataFrame, edges: list[tuple[str, str, str]]
     known = np.array([a in index and g in index for a, g in zip(anchors, golds)], dtype=bool)
     if not known.any():
         return out
-    sources = sorted({index[a] for a in anchors[known]})
-    rows = {s: k for k, s in enumerate(sources)}
-    dist = shortest_path(adjacency, unweighted=True, directed=False, indices=sources)
-    out[known] = [dist[rows[index[a]], index[g]] for a, g in zip(anchors[known], golds[known])]
+    source = np.array([index[a] for a in anchors[known]])
+    target = np.array([index[g] for g in golds[known]])
+    found = np.empty(len(source))
+    unique = np.unique(source)
+    for start in range(0, len(unique), chunk):  # a [chunk, E] block at a time: memory stays bounded on large graphs
+        block = unique[start:start + chunk]
+        dist = shortest_path(adjacency, unweighted=True, directed=False, indices=block)
+        pick = np.isin(source, block)
+        found[pick] = dist[np.searchsorted(block, source[pick]), target[pick]]
+    out[known] = found
     return out
 
 
