@@ -51,21 +51,22 @@ def test_hop_distance_of_the_answer_from_the_query_entity():
     edges = [("a", "r", "b"), ("c", "s", "b"), ("c", "r", "d"), ("d", "r", "e"), ("f", "r", "g")]
     ranks = pd.DataFrame([
         ("tail", "a", "x", "b", 1.0),   # anchor a, answer b: 1 hop
-        ("head", "a", "x", "b", 4.0),   # head query: anchor b, answer a: 1 hop
+        ("head", "a", "x", "b", 4.0),   # head query: anchor b, answer a: 1 hop (undirected: the same either way)
         ("tail", "a", "x", "c", 2.0),   # 2 hops
         ("head", "a", "x", "e", 10.0),  # anchor e, answer a: 4 hops (> 3)
         ("tail", "a", "x", "f", 50.0),  # another component: unreachable
         ("tail", "a", "x", "zz", 20.0),  # an entity with no observed triple: unreachable
+        ("tail", "zz", "x", "zz", 2.0),  # a self-loop: the answer is the query's own entity, 0 hops, observed or not
     ], columns=["direction", "head", "relation", "tail", "realistic"])
     distances = anchor_gold_distances(ranks, edges)
-    assert distances.tolist()[:4] == [1, 1, 2, 4] and np.isinf(distances[4:]).all()
+    assert distances.tolist()[:4] == [1, 1, 2, 4] and np.isinf(distances[4:6]).all() and distances[6] == 0
     np.testing.assert_array_equal(anchor_gold_distances(ranks, edges, chunk=1), distances)  # source by source
     frame = by_hop_distance(ranks, distances).set_index("distance")
-    assert list(frame.index) == ["1", "2", ">3", "unreachable", "ALL"]  # empty buckets (0, 3) are left out
+    assert list(frame.index) == ["0", "1", "2", ">3", "unreachable", "ALL"]  # the empty bucket (3) is left out
     assert frame.loc["1", "queries"] == 2 and frame.loc["1", "mrr"] == pytest.approx((1 + 1 / 4) / 2)
-    assert frame.loc["unreachable", "share"] == pytest.approx(2 / 6)
-    assert frame.loc["ALL", "hits@10"] == pytest.approx(4 / 6)
-    with pytest.raises(ValueError, match="5 distances for 6"):
+    assert frame.loc["unreachable", "share"] == pytest.approx(2 / 7)
+    assert frame.loc["ALL", "hits@10"] == pytest.approx(5 / 7)
+    with pytest.raises(ValueError, match="5 distances for 7"):
         by_hop_distance(ranks, distances[:5])
     # (b, r, a) is the reverse of the observed (a, r, b); (b, s, c) is the reverse of (c, s, b); (e, s, d) is not
     assert reverse_in_graph([("b", "r", "a"), ("b", "s", "c"), ("e", "s", "d"), ("a", "r", "b")], edges) == 0.5
@@ -74,6 +75,7 @@ def test_hop_distance_of_the_answer_from_the_query_entity():
 def test_the_inductive_hops_rule_reads_every_full_ranking_row_of_the_table():
     from lpbert_core.config.load import load_config
     from lpbert_core.config.resolve import JobSettings
+    from lpbert_core.errors import ConfigError
     from lpbert_core.report.table_rows import inductive_hops_rows, inductive_hops_targets
 
     jobs = JobSettings(load_config([REPO / "config.yaml", REPO / "configs/cpu.yaml"]))
@@ -83,10 +85,13 @@ def test_the_inductive_hops_rule_reads_every_full_ranking_row_of_the_table():
     assert {"lpbert", "t4-none", "lpbert-plus-frozen", "zero-shot"} <= set(rows)
     assert "kgbert" not in rows  # its full ranking is a sample of the test split
     assert "results/fb237_v2_ind/hops.png" in inductive_hops_targets(jobs)
+    with pytest.raises(ConfigError, match="'umls' is not a test graph"):  # `snakemake results/umls/hops.csv`
+        inductive_hops_rows(jobs, "umls")
 
 
 def test_hop_breakdown_rule_writes_one_row_per_method_and_distance(tmp_path):
-    from lpbert_core.evaluate.hop_breakdown import run_hop_breakdown
+    from lpbert_core.errors import InputError
+    from lpbert_core.evaluate.hop_breakdown import run_hop_breakdown, split_triples
 
     triples = pd.DataFrame([("train", "a", "r", "b", False), ("train", "b", "r", "a", True),
                             ("train", "b", "r", "c", False), ("test", "a", "r", "c", False),
@@ -103,3 +108,8 @@ def test_hop_breakdown_rule_writes_one_row_per_method_and_distance(tmp_path):
     assert list(table["row"]) == ["PPR", "PPR", "text", "text"] and list(table["distance"][:2]) == ["2", "ALL"]
     assert table["mrr"].iloc[-1] == pytest.approx((1 + 1 / 3) / 2)
     assert outputs["png"].stat().st_size > 0
+    # the inverse rows (added for training) are not observed triples: counted, every test triple's reverse would be
+    assert split_triples(triples, ["train"]) == [("a", "r", "b"), ("b", "r", "c")]
+    with pytest.raises(InputError, match="no full-ranking row"):
+        run_hop_breakdown(settings={"rows": {}, "graph_splits": ["train"], "title": "tiny"},
+                          inputs={"triples": tmp_path / "triples.parquet"}, outputs=outputs, log=lambda _: None)

@@ -181,6 +181,29 @@ def test_inductive_tables_are_the_committed_table():
                     _same(printed, float(rec[metric]), f"{graph} {run} {protocol} {metric}")
 
 
+def test_hop_distance_tables_are_the_record():
+    """Every cell and bucket share of docs/inductive.md's hop-distance tables against measurements/inductive_hops.json."""
+    record = json.loads((ROOT / "measurements/inductive_hops.json").read_text())
+    lines = [line for line in _text("docs/inductive.md").splitlines() if re.match(r"\| \S+: full-ranking MRR \| ", line)]
+    graphs = [line.split(":")[0].strip("| ") for line in lines]
+    assert graphs and set(graphs) == set(record), "one table per test graph of the record"
+    for which, graph in enumerate(graphs):
+        header = [cell.strip() for cell in lines[which].strip().strip("|").split("|")][1:]
+        rows = _table("docs/inductive.md", f"| {graph}: full-ranking MRR |")
+        assert {row[0] for row in rows} == set(record[graph]["rows"]), graph
+        for name, *cells in rows:
+            buckets = {b["distance"]: b for b in record[graph]["rows"][name]["by_distance"]}
+            for head, printed in zip(header, cells):
+                distance = "ALL" if head == "all queries" else head.split(" ")[0]
+                if printed == "–":
+                    assert distance not in buckets, (graph, name, head)
+                    continue
+                _same(printed, buckets[distance]["mrr"], f"{graph} {name} {head}")
+                if distance != "ALL":
+                    share = re.search(r"\((\d+) %\)", head).group(1)
+                    _same(share, 100 * buckets[distance]["share"], f"{graph} {head} share")
+
+
 def test_plus_table_is_the_committed_table():
     csv_rows = _csv("measurements/beyond_cpu/plus/plus.csv")
     rows = _table("docs/beyond-the-paper.md", "| dataset | run | MRR | Hits@1 | Hits@10 | MR |")

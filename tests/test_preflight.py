@@ -73,6 +73,10 @@ def test_jobs_sent_elsewhere_get_no_estimate():
     assert not builds_all_locally(["snakemake", "--profile", str(REPO / "profiles/slurm"), "-n"])
     assert not builds_all_locally(["snakemake", "--executor", "slurm", "--cores", "2"])
     assert not builds_all_locally(["snakemake", "--lint"])
+    # commands that run no job at all
+    for flags in (["--dag"], ["--rulegraph"], ["--report", "report.html"], ["--unlock"], ["--list-rules"],
+                  ["--summary"], ["--touch"]):
+        assert not builds_all_locally(["snakemake", "--cores", "2", *flags]), flags
     # a job's own Snakemake (what an executor starts on a node) is not the user's command
     assert not builds_all_locally(["snakemake", "--mode", "subprocess", "--cores", "2"])
     # the local profile of the workflow sets no executor: still a local build of `all`

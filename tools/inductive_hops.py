@@ -21,6 +21,7 @@ import pandas as pd
 
 from lpbert_core.evaluate.hop_breakdown import (anchor_gold_distances, by_hop_distance, hop_figure, reverse_in_graph,
                                                 split_triples)
+from lpbert_core.config.load import load_config
 from lpbert_core.runtime.atomic import atomic_path, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,15 +33,19 @@ def main() -> None:
     ap.add_argument("--graph", required=True, help="an inductive test graph, e.g. WN18RR_v1_ind")
     ap.add_argument("--rows", nargs="+", required=True, metavar="NAME=FOLDER",
                     help="a row's name and its folder under results/GRAPH/ holding ranks.parquet")
-    ap.add_argument("--max-hops", type=int, default=3)
+    ap.add_argument("--configfile", type=Path, nargs="+", default=None,
+                    help="the config files of the build (default: ROOT/config.yaml): the walked splits are its "
+                         "inductive_eval.ppr.graph_splits, as in rule inductive_hops")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
 
     base = args.root / "results" / args.graph
     triples = pd.read_parquet(base / "text" / "triples.parquet")  # what rule inductive_hops reads
-    edges, test = split_triples(triples, ["train"]), split_triples(triples, ["test"])
+    config = load_config(args.configfile or [args.root / "config.yaml"])
+    splits = config["inductive_eval"]["ppr"]["graph_splits"]
+    edges, test = split_triples(triples, splits), split_triples(triples, ["test"])
     frames, entry = {}, {"root": str(args.root), "observed_triples": len(edges), "test_triples": len(test),
-                         "reverse_in_graph": reverse_in_graph(test, edges), "rows": {}}
+                         "graph_splits": list(splits), "reverse_in_graph": reverse_in_graph(test, edges), "rows": {}}
     entry["commit"] = subprocess.run(["git", "-C", str(args.root), "rev-parse", "HEAD"], capture_output=True,
                                      text=True).stdout.strip()
     for spec in args.rows:
@@ -48,7 +53,7 @@ def main() -> None:
         if not folder:
             ap.error(f"--rows wants NAME=FOLDER, got {spec!r}")
         ranks = pd.read_parquet(base / folder / "ranks.parquet")
-        frames[name] = by_hop_distance(ranks, anchor_gold_distances(ranks, edges), args.max_hops)
+        frames[name] = by_hop_distance(ranks, anchor_gold_distances(ranks, edges))
         entry["rows"][name] = {"folder": f"results/{args.graph}/{folder}",
                                "by_distance": frames[name].round(4).to_dict(orient="records")}
         print(f"{args.graph} {name}\n{frames[name].round(3).to_string(index=False)}")

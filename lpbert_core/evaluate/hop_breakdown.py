@@ -15,14 +15,17 @@ from scipy.sparse.csgraph import shortest_path
 
 from lpbert_core.evaluate.breakdown import COLUMNS as BREAKDOWN_COLUMNS
 from lpbert_core.evaluate.breakdown import rank_summary
+from lpbert_core.errors import InputError
 from lpbert_core.graph.adjacency import undirected_adjacency
 
 UNREACHABLE = "unreachable"
+MAX_HOPS = 3  # distances 1..3 get a bucket each, farther ones share ">3": GraIL's enclosing subgraphs are 3 hops
 
 
 def anchor_gold_distances(ranks: pd.DataFrame, edges: list[tuple[str, str, str]], chunk: int = 512) -> np.ndarray:
     """Undirected hop count from each query's anchor to its gold entity over `edges` ((head, relation, tail) ids);
-    inf where no path exists or either entity is absent from the edges."""
+    0 where the answer is the anchor itself, inf where no path exists or either entity is absent from the edges.
+    (Undirected: the same count either way; the anchors are the shortest-path sources because queries share them.)"""
     missing = {"direction", "head", "tail"} - set(ranks.columns)
     if missing:
         raise ValueError(f"ranks frame lacks columns {sorted(missing)}")
@@ -33,6 +36,7 @@ def anchor_gold_distances(ranks: pd.DataFrame, edges: list[tuple[str, str, str]]
     anchors = np.where(tail_query, ranks["head"], ranks["tail"])
     golds = np.where(tail_query, ranks["tail"], ranks["head"])
     out = np.full(len(ranks), np.inf)
+    out[anchors == golds] = 0.0
     known = np.array([a in index and g in index for a, g in zip(anchors, golds)], dtype=bool)
     if not known.any():
         return out
@@ -49,7 +53,7 @@ def anchor_gold_distances(ranks: pd.DataFrame, edges: list[tuple[str, str, str]]
     return out
 
 
-def distance_labels(distances: np.ndarray, max_hops: int = 3) -> np.ndarray:
+def distance_labels(distances: np.ndarray, max_hops: int = MAX_HOPS) -> np.ndarray:
     """'1' .. str(max_hops), f'>{max_hops}' and 'unreachable' (the anchor is its own answer: '0')."""
     labels = np.where(np.isinf(distances), UNREACHABLE, "")
     finite = ~np.isinf(distances)
@@ -58,7 +62,7 @@ def distance_labels(distances: np.ndarray, max_hops: int = 3) -> np.ndarray:
     return labels
 
 
-def by_hop_distance(ranks: pd.DataFrame, distances: np.ndarray, max_hops: int = 3) -> pd.DataFrame:
+def by_hop_distance(ranks: pd.DataFrame, distances: np.ndarray, max_hops: int = MAX_HOPS) -> pd.DataFrame:
     """One row per distance bucket (nearest first, then 'unreachable') plus 'ALL': query count, share of the
     queries, MRR, MR and Hits@1/3/10 of the realistic ranks."""
     if len(distances) != len(ranks):
@@ -115,10 +119,10 @@ def hop_figure(frames: dict[str, pd.DataFrame], path, title: str, metric: str = 
 def split_triples(triples: pd.DataFrame, splits) -> list[tuple[str, str, str]]:
     """(head, relation, tail) ids of the `splits` of a text-triples table (text/triples.parquet), inverse rows left
     out."""
-    keep = triples["split"].isin(list(splits))
-    if "inverse" in triples.columns:
-        keep &= ~triples["inverse"].astype(bool)
-    part = triples[keep]
+    missing = {"split", "head", "relation", "tail", "inverse"} - set(triples.columns)
+    if missing:
+        raise ValueError(f"triples table lacks columns {sorted(missing)}")
+    part = triples[triples["split"].isin(list(splits)) & ~triples["inverse"].astype(bool)]
     return list(zip(part["head"], part["relation"], part["tail"]))
 
 
@@ -128,6 +132,8 @@ def run_hop_breakdown(*, settings: dict, inputs: dict, outputs: dict, log=print)
     splits whose triples are the walked edges (inductive_eval.ppr.graph_splits), settings.title."""
     from lpbert_core.runtime.atomic import atomic_path
 
+    if not settings["rows"]:
+        raise InputError(inputs["triples"], "no full-ranking row of the inductive table to break down on this graph")
     triples = pd.read_parquet(inputs["triples"])
     edges = split_triples(triples, settings["graph_splits"])
     reverse = reverse_in_graph(split_triples(triples, ["test"]), edges)

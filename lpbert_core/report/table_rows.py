@@ -220,6 +220,10 @@ def inductive_hops_rows(jobs: JobSettings, dataset: str) -> dict[str, str]:
     """Rule inductive_hops on one test graph: name -> ranks.parquet of each inductive-table row whose full ranking
     covers the whole test split (PPR first, then every lpbert run with its floors, then the re-ranked runs). The
     cross-encoder's full ranking is a sample of `kgbert.score_queries` triples, so it is left out."""
+    tests = [pair["test"] for pair in inductive_pairs(jobs)]
+    if dataset not in tests:
+        raise ConfigError(f"inductive_hops: {dataset!r} is not a test graph of tables.inductive.pairs "
+                          f"({', '.join(tests) or 'none configured'})")
     rows = [row for row in inductive_rows(jobs) if row["dataset"] == dataset]
     where = {"dataset": dataset}
     out = {"PPR": paths.fill(paths.PPR_RANKS, protocol="full", **where)

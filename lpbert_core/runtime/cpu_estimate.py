@@ -77,11 +77,21 @@ def cpu_hours(config: dict) -> tuple[float, list[str]]:
     return total, lines
 
 
+# Snakemake flags (argparse names) whose command runs no job: a graph, a report, a listing, an unlock, a lint, ...
+BUILDS_NOTHING = ("dag", "rulegraph", "filegraph", "d3dag", "report", "unlock", "touch", "list_rules",
+                  "list_target_rules", "summary", "detailed_summary", "delete_all_output", "delete_temp_output",
+                  "cleanup_metadata", "cleanup_shadow", "lint", "list_changes", "list_input_changes",
+                  "list_params_changes", "list_untracked", "print_compilation", "containerize", "archive", "export_cwl",
+                  "generate_unit_tests", "conda_create_envs_only", "edit_notebook")
+
+
 def builds_all_locally(argv: list[str]) -> bool:
     """Whether a Snakemake command line builds `all` with its jobs on this machine, read the way Snakemake reads it
     (profiles and the workflow profile included, `snakemake.cli.parse_args`). The estimate is `all`'s, so one proxy run
     or one table gets no warning; a run whose jobs go to an executor (a `--profile` that sets `executor: slurm`
-    included), a lint, or a job's own Snakemake (`--mode subprocess/remote`) gets none either."""
+    included), a command that runs no job (`--dag`, `--report`, `--lint`, ...: BUILDS_NOTHING), or a job's own
+    Snakemake (`--mode subprocess/remote`) gets none either. A dry run (`-n`) of `all` does: that is where a newcomer
+    looks first."""
     from snakemake.cli import parse_args
     from snakemake_interface_executor_plugins.settings import ExecMode
 
@@ -90,7 +100,9 @@ def builds_all_locally(argv: list[str]) -> bool:
             _, args = parse_args(argv[1:])
     except (SystemExit, Exception):  # a line Snakemake itself would reject: warn rather than stay silent
         return True
-    if args.mode != ExecMode.DEFAULT or args.lint or args.executor not in (None, "local", "dryrun"):
+    if args.mode != ExecMode.DEFAULT or args.executor not in (None, "local", "dryrun"):
+        return False
+    if any(getattr(args, flag, None) for flag in BUILDS_NOTHING):
         return False
     targets = set(args.targets or ())
     return not targets or "all" in targets
@@ -105,5 +117,5 @@ def no_gpu_message(config: dict, threshold_hours: float = 12.0) -> str | None:
         f"No GPU visible here, and this configuration is the paper-scale protocol: on a CPU it would take about "
         f"{hours / 24:.0f} days ({'; '.join(lines)}; a rough estimate from MiniLM throughputs measured on 2 cores). "
         "For a CPU-sized run of the same DAG use:  snakemake all --cores 2 --configfile configs/cpu.yaml  "
-        "(65 minutes measured on 2 cores). To run this protocol anyway, go ahead: jobs use the CPU when device is auto."
+        "(about an hour on 2 cores). To run this protocol anyway, go ahead: jobs use the CPU when device is auto."
     )
