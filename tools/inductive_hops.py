@@ -19,8 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lpbert_core.evaluate.hop_breakdown import (anchor_gold_distances, by_hop_distance, hop_figure, reverse_in_graph,
-                                                split_triples)
+from lpbert_core.evaluate.hop_breakdown import hop_breakdowns, hop_figure
 from lpbert_core.config.load import load_config
 from lpbert_core.runtime.atomic import atomic_path, write_json
 
@@ -40,23 +39,25 @@ def main() -> None:
     args = ap.parse_args()
 
     base = args.root / "results" / args.graph
-    triples = pd.read_parquet(base / "text" / "triples.parquet")  # what rule inductive_hops reads
     config = load_config(args.configfile or [args.root / "config.yaml"])
     splits = config["inductive_eval"]["ppr"]["graph_splits"]
-    edges, test = split_triples(triples, splits), split_triples(triples, ["test"])
-    frames, entry = {}, {"root": str(args.root), "observed_triples": len(edges), "test_triples": len(test),
-                         "graph_splits": list(splits), "reverse_in_graph": reverse_in_graph(test, edges), "rows": {}}
-    entry["commit"] = subprocess.run(["git", "-C", str(args.root), "rev-parse", "HEAD"], capture_output=True,
-                                     text=True).stdout.strip()
+    folders = {}
     for spec in args.rows:
         name, _, folder = spec.partition("=")
         if not folder:
             ap.error(f"--rows wants NAME=FOLDER, got {spec!r}")
-        ranks = pd.read_parquet(base / folder / "ranks.parquet")
-        frames[name] = by_hop_distance(ranks, anchor_gold_distances(ranks, edges))
-        entry["rows"][name] = {"folder": f"results/{args.graph}/{folder}",
-                               "by_distance": frames[name].round(4).to_dict(orient="records")}
-        print(f"{args.graph} {name}\n{frames[name].round(3).to_string(index=False)}")
+        folders[name] = folder
+    frames, summary = hop_breakdowns(pd.read_parquet(base / "text" / "triples.parquet"),  # what the rule reads
+                                     {name: pd.read_parquet(base / folder / "ranks.parquet")
+                                      for name, folder in folders.items()}, splits)
+    commit = subprocess.run(["git", "-C", str(args.root), "rev-parse", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    entry = {"commit": commit, "root": str(args.root), "graph_splits": list(splits), **summary,
+             "rows": {name: {"folder": f"results/{args.graph}/{folders[name]}",
+                             "by_distance": frame.round(4).to_dict(orient="records")}
+                      for name, frame in frames.items()}}
+    for name, frame in frames.items():
+        print(f"{args.graph} {name}\n{frame.round(3).to_string(index=False)}")
     record = json.loads(args.out.read_text()) if args.out.exists() else {}
     record[args.graph] = entry
     write_json(args.out, dict(sorted(record.items())))

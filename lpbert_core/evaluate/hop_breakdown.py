@@ -103,8 +103,8 @@ def hop_figure(frames: dict[str, pd.DataFrame], path, title: str, metric: str = 
     for k, (name, frame) in enumerate(frames.items()):
         values = frame.set_index("distance")[metric]
         ax.bar(x + (k - (len(frames) - 1) / 2) * width, [values.get(b, np.nan) for b in buckets], width, label=name)
-    ax.set_xticks(x, [f"{b} hop{'s' if b != '1' else ''}\n{shares[b]:.0%} of queries" if b != UNREACHABLE
-                      else f"{b}\n{shares[b]:.0%} of queries" for b in buckets], fontsize=8)
+    names = [b if b == UNREACHABLE else f"{b} hop{'' if b == '1' else 's'}" for b in buckets]
+    ax.set_xticks(x, [f"{name}\n{shares[b]:.0%} of queries" for name, b in zip(names, buckets)], fontsize=8)
     ax.set_ylabel(metric.upper() if metric == "mrr" else metric)
     ax.set_ylim(0, 1)
     ax.grid(axis="y", alpha=0.3)
@@ -126,6 +126,21 @@ def split_triples(triples: pd.DataFrame, splits) -> list[tuple[str, str, str]]:
     return list(zip(part["head"], part["relation"], part["tail"]))
 
 
+def hop_breakdowns(triples: pd.DataFrame, ranks: dict[str, pd.DataFrame], graph_splits) -> tuple[dict, dict]:
+    """Each row's by_hop_distance over the `graph_splits` triples of a test graph's text-triples table, and a summary
+    (observed and test triple counts, reverse_in_graph). The rows rank the same queries, so the graph is built and
+    its shortest paths walked once for all of them."""
+    edges, test = split_triples(triples, graph_splits), split_triples(triples, ["test"])
+    together = pd.concat([frame[["direction", "head", "tail"]] for frame in ranks.values()], ignore_index=True)
+    distances = anchor_gold_distances(together, edges)
+    bounds = np.cumsum([len(frame) for frame in ranks.values()])[:-1]
+    frames = {name: by_hop_distance(frame, part)
+              for (name, frame), part in zip(ranks.items(), np.split(distances, bounds))}
+    summary = {"observed_triples": len(edges), "test_triples": len(test),
+               "reverse_in_graph": reverse_in_graph(test, edges)}
+    return frames, summary
+
+
 def run_hop_breakdown(*, settings: dict, inputs: dict, outputs: dict, log=print) -> pd.DataFrame:
     """Rule inductive_hops: inputs.triples (the test graph's text/triples.parquet) and settings.rows (name ->
     ranks.parquet) -> outputs.csv (one row per name x distance bucket) and outputs.png; settings.graph_splits: the
@@ -134,16 +149,14 @@ def run_hop_breakdown(*, settings: dict, inputs: dict, outputs: dict, log=print)
 
     if not settings["rows"]:
         raise InputError(inputs["triples"], "no full-ranking row of the inductive table to break down on this graph")
-    triples = pd.read_parquet(inputs["triples"])
-    edges = split_triples(triples, settings["graph_splits"])
-    reverse = reverse_in_graph(split_triples(triples, ["test"]), edges)
-    log(f"{len(edges)} observed triples ({'+'.join(settings['graph_splits'])}); {reverse:.1%} of the test triples "
-        "have their reverse among them")
-    frames = {}
-    for name, path in settings["rows"].items():
-        ranks = pd.read_parquet(path)
-        frames[name] = by_hop_distance(ranks, anchor_gold_distances(ranks, edges))
-        log(f"{name}:\n{frames[name].round(3).to_string(index=False)}")
+    frames, summary = hop_breakdowns(pd.read_parquet(inputs["triples"]),
+                                     {name: pd.read_parquet(path) for name, path in settings["rows"].items()},
+                                     settings["graph_splits"])
+    reverse = summary["reverse_in_graph"]
+    log(f"{summary['observed_triples']} observed triples ({'+'.join(settings['graph_splits'])}); {reverse:.1%} of "
+        "the test triples have their reverse among them")
+    for name, frame in frames.items():
+        log(f"{name}:\n{frame.round(3).to_string(index=False)}")
     table = pd.concat([frame.assign(row=name) for name, frame in frames.items()], ignore_index=True)
     table = table[["row", *[c for c in table.columns if c != "row"]]]
     with atomic_path(outputs["csv"]) as tmp:
